@@ -1,0 +1,162 @@
+"""
+Tokenize a folder of MIDI files into the uint16 memmaps that train.py reads.
+
+    python prepare.py --data_dir data/music21
+
+reads data_dir/midi/ (or data_dir itself if it has no midi/), recursively, and writes
+into data_dir:
+    train.bin, val.bin   uint16 tokens of every file in that split, file after file (START ... END)
+    index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes
+    meta.json            vocabulary layout, tokenizer settings, split rule and counts
+    skipped.tsv          every file that could not be used, with a one-line reason
+The split is by file, on a hash of its path, so a file keeps its split as the folder grows.
+Tokens stream to disk as they come, so memory does not grow with the corpus.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from multiprocessing import Pool
+
+import numpy as np
+from tqdm import tqdm
+
+import tokenizer
+
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+def find_midi(midi_root):
+    """Relative paths (with / separators) of all MIDI files under midi_root, sorted."""
+    found = []
+    for folder, _, names in os.walk(midi_root, followlinks=True):
+        for name in names:
+            if name.lower().endswith(MIDI_SUFFIXES):
+                found.append(os.path.relpath(os.path.join(folder, name), midi_root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def split_of(midi_file, val_fraction):
+    """A stable split from a hash of the file's path: the same file is always in the same split."""
+    h = int(hashlib.sha1(midi_file.encode("utf-8")).hexdigest()[:8], 16) / 2 ** 32
+    return "val" if h < val_fraction else "train"
+
+
+def tokenize_file(path):
+    """-> (tokens or None, notes, reason). Runs in a worker; never raises for a bad file."""
+    try:
+        score = tokenizer.read_midi(path)
+    except tokenizer.MidiError as e:
+        return None, 0, str(e)
+    except OSError as e:
+        return None, 0, f"can't read the file ({e.strerror or e})"
+    if not score.notes:
+        return None, 0, "no notes"
+    return tokenizer.score_to_tokens(score), len(score.notes), None
+
+
+def write_atomic(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def meta_for(val_fraction, counts):
+    """What a reader of the .bin files needs to know: vocabulary layout, settings, split, counts."""
+    return {
+        "vocab_size": tokenizer.VOCAB_SIZE,
+        "blocks": {name: [tokenizer.OFFSET[name], tokenizer.SIZE[name]] for name in tokenizer.TYPE_NAMES},
+        "pad_token": tokenizer.PAD, "start_token": tokenizer.START, "end_token": tokenizer.END,
+        "uncond_token": tokenizer.UNCOND, "semantic_offset": tokenizer.OFFSET["SEMANTIC"],
+        "n_semantic": tokenizer.N_SEMANTIC,
+        "window_start_after": tokenizer.WINDOW_START_AFTER,
+        "steps_per_quarter": tokenizer.STEPS_PER_QUARTER,
+        "tokenizer": {"max_time_on": tokenizer.MAX_TIME_ON, "max_duration": tokenizer.MAX_DURATION,
+                      "tempo_levels": tokenizer.TEMPO_LEVELS, "tempo_min_bpm": tokenizer.TEMPO_MIN_BPM,
+                      "tempo_levels_per_octave": tokenizer.TEMPO_LEVELS_PER_OCTAVE,
+                      "velocity_bins": tokenizer.N_VELOCITY,
+                      "time_signatures": ["%d/%d" % ts for ts in tokenizer.TIME_SIGNATURES]},
+        "split": {"rule": "sha1(midi_file)[:8] / 2**32 < val_fraction -> val", "val_fraction": val_fraction},
+        "counts": counts,
+    }
+
+
+def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
+    """Tokenize data_dir's MIDI into train.bin/val.bin, index.jsonl, meta.json, skipped.tsv. Returns the counts."""
+    t0 = time.time()
+    midi_root = os.path.join(data_dir, "midi") if os.path.isdir(os.path.join(data_dir, "midi")) else data_dir
+    files = find_midi(midi_root)
+    if not files:
+        raise SystemExit(f"no .mid or .midi files under {midi_root}; for the bundled corpus run "
+                         f"`python data/music21/export.py` first")
+    out = {split: open(os.path.join(data_dir, f"{split}.bin.tmp"), "wb") for split in ("train", "val")}
+    index = open(os.path.join(data_dir, "index.jsonl.tmp"), "w")
+    skipped = open(os.path.join(data_dir, "skipped.tsv.tmp"), "w")
+    tokens_in = {"train": 0, "val": 0}
+    files_in, notes, reasons = Counter(), 0, Counter()
+    paths = [os.path.join(midi_root, f) for f in files]
+    with Pool(workers or os.cpu_count()) as pool:
+        # imap keeps file order, so the output is the same for any number of workers
+        results = pool.imap(tokenize_file, paths, chunksize=4)
+        for midi_file, (tokens, n_notes, reason) in tqdm(zip(files, results), total=len(files),
+                                                         desc="tokenizing", unit="file", disable=quiet):
+            if tokens is None:
+                reasons[reason.split(" (")[0]] += 1
+                skipped.write(f"{midi_file}\t{reason}\n")
+                continue
+            split = split_of(midi_file, val_fraction)
+            out[split].write(tokens.tobytes())
+            start = tokens_in[split]
+            tokens_in[split] += len(tokens)
+            index.write(json.dumps({"midi_file": midi_file, "split": split, "start": start,
+                                    "end": tokens_in[split], "notes": n_notes}) + "\n")
+            files_in[split] += 1
+            notes += n_notes
+    for f in (*out.values(), index, skipped):
+        f.close()
+    n_good = files_in["train"] + files_in["val"]
+    if n_good == 0:
+        for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
+            os.remove(os.path.join(data_dir, name + ".tmp"))
+        raise SystemExit(f"none of the {len(files)} MIDI files under {midi_root} could be used; "
+                         f"reasons: {dict(reasons)}")
+    for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
+        os.replace(os.path.join(data_dir, name + ".tmp"), os.path.join(data_dir, name))
+    counts = {"files_found": len(files), "files": n_good, "train_files": files_in["train"],
+              "val_files": files_in["val"], "skipped": sum(reasons.values()), "skipped_by_reason": dict(reasons),
+              "notes": notes, "train_tokens": tokens_in["train"], "val_tokens": tokens_in["val"],
+              "seconds": round(time.time() - t0, 2)}
+    write_atomic(os.path.join(data_dir, "meta.json"), json.dumps(meta_for(val_fraction, counts), indent=1))
+    return counts
+
+
+def print_summary(data_dir, c):
+    rows = [("files found", c["files_found"]), ("files used", c["files"]),
+            ("  train / val", f"{c['train_files']} / {c['val_files']}"), ("skipped", c["skipped"])]
+    rows += [(f"  {reason}", n) for reason, n in sorted(c["skipped_by_reason"].items(), key=lambda r: -r[1])]
+    rows += [("notes", f"{c['notes']:,}"), ("train tokens", f"{c['train_tokens']:,}"),
+             ("val tokens", f"{c['val_tokens']:,}"),
+             ("tokens per note", f"{(c['train_tokens'] + c['val_tokens']) / max(c['notes'], 1):.2f}"),
+             ("time", f"{c['seconds']:.1f} s ({c['files_found'] / max(c['seconds'], 1e-9):.0f} files/s, "
+                      f"{c['notes'] / max(c['seconds'], 1e-9):,.0f} notes/s)")]
+    width = max(len(r[0]) for r in rows)
+    print(f"\nprepared {data_dir}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    if c["skipped"]:
+        print(f"  the skipped files and why: {os.path.join(data_dir, 'skipped.tsv')}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--data_dir", default="data/music21", help="dataset folder (MIDI in DATA_DIR/midi/ or DATA_DIR)")
+    parser.add_argument("--val_fraction", type=float, default=0.05, help="share of files in the val split")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    args = parser.parse_args()
+    if not os.path.isdir(args.data_dir):
+        sys.exit(f"no folder {args.data_dir}; for the bundled corpus run `python data/music21/export.py` first")
+    print_summary(args.data_dir, prepare(args.data_dir, args.val_fraction, args.workers))

@@ -1,0 +1,34 @@
+"""Small MIDI files built with mido, for tests. Times are in beats; TPB ticks per beat."""
+import mido
+
+TPB = 480
+
+
+def track(events, name=None):
+    """events: (beat, mido.Message or MetaMessage) in any order -> MidiTrack with delta times."""
+    t = mido.MidiTrack([mido.MetaMessage("track_name", name=name)] if name else [])
+    now = 0
+    for beat, msg in sorted(events, key=lambda e: e[0]):
+        tick = round(beat * TPB)
+        t.append(msg.copy(time=tick - now))
+        now = tick
+    return t
+
+
+def notes(channel, spec, program=None):
+    """spec: (onset_beats, duration_beats, pitch[, velocity]) -> note_on/note_off events."""
+    events = [] if program is None else [(0, mido.Message("program_change", channel=channel, program=program))]
+    for onset, duration, pitch, *vel in spec:
+        events.append((onset, mido.Message("note_on", channel=channel, note=pitch, velocity=(vel or [80])[0])))
+        events.append((onset + duration, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+    return events
+
+
+def tempo(beat, bpm):
+    return (beat, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+
+
+def midi_file(tracks, type=1):
+    mid = mido.MidiFile(type=type, ticks_per_beat=TPB)
+    mid.tracks.extend(tracks)
+    return mid

@@ -1,0 +1,230 @@
+import io
+import subprocess
+import sys
+
+import mido
+import numpy as np
+import pytest
+
+import tokenizer as T
+from midi_factory import TPB, midi_file, notes, tempo, track
+
+SPQ = T.STEPS_PER_QUARTER
+
+
+def save(mid, path):
+    mid.save(str(path))
+    return str(path)
+
+
+def note_set(score):
+    return sorted((n.onset, n.duration, n.pitch, n.program) for n in score.notes)
+
+
+def round_trip(mid):
+    """encode -> decode -> read back; also checks that re-encoding gives the same tokens."""
+    tokens = T.encode(mid)
+    out = T.decode(tokens)
+    out = mido.MidiFile(file=io.BytesIO(_bytes(out)))  # what a reader of the saved file sees
+    assert np.array_equal(T.encode(out), tokens), "encode(decode(tokens)) must give the same tokens"
+    return tokens, T.read_midi(out), out
+
+
+def _bytes(mid):
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def assert_grammatical(tokens):
+    for prev, nxt in zip(tokens[:-1], tokens[1:]):
+        assert T.GRAMMAR_MASK[prev, nxt], f"{T.token_name(prev)} -> {T.token_name(nxt)} breaks the grammar"
+
+
+# --- the vocabulary ---------------------------------------------------------
+
+def test_vocabulary_blocks_are_contiguous_and_fit():
+    ends = [T.OFFSET[name] + T.SIZE[name] for name in T.TYPE_NAMES]
+    starts = [T.OFFSET[name] for name in T.TYPE_NAMES]
+    assert starts[0] == 0 and starts[1:] == ends[:-1] and ends[-1] == T.VOCAB_SIZE
+    assert T.VOCAB_SIZE <= 512
+    for i in range(T.VOCAB_SIZE):
+        assert T.token_id(T.token_name(i)) == i
+        assert T.OFFSET[T.TYPE_NAMES[T.TOKEN_TYPE[i]]] <= i
+    assert T.token_name(T.semantic_token(3)) == "SEMANTIC_TOKEN_3"
+    assert T.token_name(T.OFFSET["TIME_ON"]) == "TIME_ON_1"
+    with pytest.raises(ValueError, match="unknown token"):
+        T.token_id("SEMANTIC_TOKEN_99")
+
+
+def test_tempo_levels_are_within_0_55_percent():
+    for bpm in np.geomspace(T.TEMPO_MIN_BPM, 470, 300):
+        assert abs(T.level_bpm(T.tempo_level(bpm)) / bpm - 1) < 0.0055
+    assert T.level_bpm(T.tempo_level(120)) == pytest.approx(120)
+
+
+# --- round trips on edge cases -----------------------------------------------
+
+def test_type0_single_track_round_trip():
+    spec = [(0, 1, 60), (1, 0.5, 62), (1.5, 0.5, 64), (2, 2, 65), (2, 2, 69), (4, 1 / 3, 72), (4 + 1 / 3, 1 / 3, 71)]
+    mid = midi_file([track(notes(0, spec, program=0) + [tempo(0, 90)])], type=0)
+    tokens, back, out = round_trip(mid)
+    expected = sorted((round(o * SPQ), round((o + d) * SPQ) - round(o * SPQ), p, 0) for o, d, p in spec)
+    assert note_set(back) == expected
+    assert back.tempos[0][1] == pytest.approx(90, rel=0.0055)
+    assert out.length == pytest.approx(mid.length, rel=0.01)
+    assert_grammatical(tokens)
+
+
+def test_type1_tracks_tempo_changes_drums_and_programs():
+    piano = notes(0, [(0, 1, 60), (1, 1, 64), (2, 1, 67), (6, 2, 72)], program=0)
+    bass = notes(1, [(0, 2, 36), (2, 2, 43)], program=33)
+    drums = notes(9, [(b / 2, 0.25, 36 if b % 2 == 0 else 42) for b in range(16)])
+    conductor = [tempo(0, 100), tempo(4, 140), tempo(6, 70),
+                 (0, mido.MetaMessage("time_signature", numerator=3, denominator=4))]
+    mid = midi_file([track(conductor), track(piano, "piano"), track(bass, "bass"), track(drums, "drums")])
+    tokens, back, out = round_trip(mid)
+    programs = {n.program for n in back.notes}
+    assert programs == {0, 33, T.DRUMS}
+    drum_channels = {m.channel for t in out.tracks for m in t if m.type == "note_on" and m.note in (36, 42) and m.velocity}
+    assert 9 in drum_channels
+    assert [round(bpm) for _, bpm in back.tempos] == [100, 140, 70]
+    assert [s for s, _ in back.tempos] == [0, 4 * SPQ, 6 * SPQ]
+    assert back.time_signatures == [(0, 3, 4)]
+    assert len(back.notes) == 4 + 2 + 16
+    assert out.length == pytest.approx(mid.length, rel=0.01)
+    assert_grammatical(tokens)
+
+
+def test_program_change_mid_track_changes_the_instrument():
+    events = notes(0, [(0, 1, 60)], program=0) + [(1, mido.Message("program_change", channel=0, program=40))]
+    events += notes(0, [(1, 1, 60)])
+    tokens, back, _ = round_trip(midi_file([track(events)]))
+    assert [(n.onset, n.program) for n in back.notes] == [(0, 0), (SPQ, 40)]
+
+
+def test_note_on_velocity_zero_is_a_note_off():
+    events = [(0, mido.Message("note_on", note=60, velocity=100)), (1, mido.Message("note_on", note=60, velocity=0)),
+              (1, mido.Message("note_on", note=62, velocity=50)), (3, mido.Message("note_off", note=62))]
+    _, back, _ = round_trip(midi_file([track(events)]))
+    assert note_set(back) == [(0, SPQ, 60, 0), (SPQ, 2 * SPQ, 62, 0)]
+    assert [T.velocity_bin(n.velocity) for n in back.notes] == [T.velocity_bin(100), T.velocity_bin(50)]
+
+
+def test_overlapping_notes_of_one_pitch():
+    # Same channel: the second strike ends the first (what a synth does).
+    same_channel = [(0, mido.Message("note_on", note=60, velocity=80)), (1, mido.Message("note_on", note=60, velocity=80)),
+                    (2, mido.Message("note_off", note=60)), (3, mido.Message("note_off", note=60))]
+    _, back, _ = round_trip(midi_file([track(same_channel)]))
+    assert note_set(back) == [(0, SPQ, 60, 0), (SPQ, SPQ, 60, 0)]
+    # Two tracks of one instrument in unison: both notes survive, on channels of their own.
+    doubled = midi_file([track(notes(0, [(0, 2, 60)], program=30)), track(notes(1, [(1, 2, 60)], program=30))])
+    _, back, out = round_trip(doubled)
+    assert note_set(back) == [(0, 2 * SPQ, 60, 30), (SPQ, 2 * SPQ, 60, 30)]
+    assert len({m.channel for t in out.tracks for m in t if m.type == "note_on"}) == 2
+
+
+def test_zero_length_note_is_dropped_with_a_reason_and_long_note_survives():
+    events = [(0, mido.Message("note_on", note=60, velocity=80)), (0, mido.Message("note_off", note=60)),
+              *notes(0, [(1, 40, 48)])]
+    mid = midi_file([track(events)])
+    score = T.read_midi(mid)
+    assert score.notes_in == 2 and len(score.notes) == 1
+    assert score.dropped == {"zero length (note-off at the note-on's tick)": 1}
+    tokens, back, _ = round_trip(mid)
+    assert note_set(back) == [(SPQ, 40 * SPQ, 48, 0)]
+    durations = [t for t in tokens if T.TOKEN_TYPE[t] == T.TYPE["DURATION"]]
+    assert len(durations) == -(-40 * SPQ // T.MAX_DURATION)  # several DURATION tokens add up
+
+
+def test_long_gap_becomes_several_time_on_tokens():
+    mid = midi_file([track(notes(0, [(0, 1, 60), (30, 1, 62)]))])
+    tokens, back, _ = round_trip(mid)
+    assert [n.onset for n in back.notes] == [0, 30 * SPQ]
+    shifts = [t for t in tokens if T.TOKEN_TYPE[t] == T.TYPE["TIME_ON"]]
+    assert sum(t - T.OFFSET["TIME_ON"] + 1 for t in shifts) == 31 * SPQ  # up to the end of the last note
+
+
+def test_empty_file_encodes_to_a_header_only():
+    tokens = T.encode(midi_file([track([])]))
+    assert tokens[0] == T.START and tokens[-1] == T.END
+    assert not any(T.TOKEN_TYPE[t] == T.TYPE["NOTE"] for t in tokens)
+    assert T.tokens_to_score(tokens)[1] == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"MThd", b"this is not a midi file at all", bytes(range(256)) * 4])
+def test_garbage_raises_midi_error(tmp_path, content):
+    path = tmp_path / "bad.mid"
+    path.write_bytes(content)
+    with pytest.raises(T.MidiError):
+        T.encode(str(path))
+
+
+def test_truncated_file_raises_midi_error(tmp_path):
+    data = _bytes(midi_file([track(notes(0, [(i, 1, 60 + i) for i in range(20)]))]))
+    path = tmp_path / "cut.mid"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(T.MidiError):
+        T.encode(str(path))
+
+
+def test_random_bytes_never_escape_as_other_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    header = _bytes(midi_file([track(notes(0, [(0, 1, 60)]))]))[:22]  # a valid MThd + MTrk start
+    for i in range(50):
+        path = tmp_path / f"r{i}.mid"
+        path.write_bytes(header + rng.integers(0, 256, size=int(rng.integers(1, 400)), dtype=np.uint8).tobytes())
+        try:
+            T.encode(str(path))
+        except T.MidiError:
+            pass
+
+
+# --- decode on model-like output ----------------------------------------------
+
+def test_decode_never_crashes_on_random_tokens():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        tokens = rng.integers(0, T.VOCAB_SIZE, size=int(rng.integers(0, 300)))
+        score, skipped = T.tokens_to_score(tokens)
+        assert all(n.duration >= 1 and 0 <= n.pitch < 128 for n in score.notes)
+        mido.MidiFile(file=io.BytesIO(_bytes(T.decode(tokens))))  # writes and reads back as MIDI
+
+
+def test_decode_skips_what_breaks_the_grammar():
+    P, N, D, TO = (T.OFFSET[k] for k in ("PROGRAM", "NOTE", "DURATION", "TIME_ON"))
+    good = [T.semantic_token(2), T.START, P + 0, N + 60, D + 11, TO + 11, P + 0, N + 62, D + 11, T.END]
+    score, skipped = T.tokens_to_score(good)
+    assert skipped == 0 and note_set(score) == [(0, 12, 60, 0), (12, 12, 62, 0)]
+    bad = [T.START, N + 61, P + 0, N + 60, D + 11, D + 11, P + 5, TO + 11, P + 0, N + 62, D + 11, T.END]
+    score, skipped = T.tokens_to_score(bad)
+    assert note_set(score) == [(0, 24, 60, 0), (12, 12, 62, 0)]  # NOTE without PROGRAM and the unfinished PROGRAM go
+    assert skipped == 2
+
+
+def test_grammar_mask_agrees_with_encoded_files():
+    mid = midi_file([track([tempo(0, 77)] + notes(0, [(0, 0.5, 60, 20), (0.5, 9, 64, 100)], program=5)),
+                     track(notes(9, [(0, 0.25, 36), (1, 0.25, 38)]))])
+    tokens = T.encode(mid)
+    assert_grammatical(tokens)
+    assert T.next_token_mask(T.OFFSET["NOTE"] + 3).sum() == T.MAX_DURATION  # a NOTE takes a DURATION
+
+
+# --- the command line -----------------------------------------------------------
+
+def test_cli_writes_round_trip_and_reports(tmp_path):
+    src = save(midi_file([track(notes(0, [(0, 1, 60), (1, 1, 64)], program=0))]), tmp_path / "in.mid")
+    out = tmp_path / "out.mid"
+    r = subprocess.run([sys.executable, "tokenizer.py", src, "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "notes in     2" in r.stdout and "notes kept   2" in r.stdout
+    assert len(T.read_midi(str(out)).notes) == 2
+
+
+def test_cli_corrupt_input_is_one_line_on_stderr(tmp_path):
+    path = tmp_path / "bad.mid"
+    path.write_bytes(b"not midi")
+    r = subprocess.run([sys.executable, "tokenizer.py", str(path)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "bad.mid" in r.stderr
