@@ -1,0 +1,269 @@
+"""
+The AMT model: a GPT-2 language model over MIDI event tokens, written out by hand.
+It knows nothing about music; tokens are just ids below config.vocab_size.
+
+References:
+1) OpenAI's GPT-2 TensorFlow code: https://github.com/openai/gpt-2/blob/master/src/model.py
+2) Hugging Face GPT2LMHeadModel (tests/test_model.py checks that our logits equal it)
+3) karpathy/nanoGPT model.py, which this file follows, plus a KV cache for generation
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # longest context; positions are learned absolute embeddings
+    vocab_size: int = 512   # the tokenizer's VOCAB_SIZE must fit in here
+    n_layer: int = 6
+    n_head: int = 8
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True       # biases in Linear and LayerNorm, like GPT-2; False is a bit faster
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far, so that generation feeds
+    one new token per step instead of the whole sequence. Buffers are preallocated to block_size
+    at first use, in the dtype the attention produces (bf16 under autocast)."""
+
+    def __init__(self, n_layer, block_size):
+        self.block_size = block_size
+        self.layers = [None] * n_layer  # per layer (k, v), each (B, nh, block_size, hs)
+        self.pos = 0                    # how many positions are filled; the next token's position
+
+    def update(self, layer, k, v):
+        """Store k, v (B, nh, T, hs) at positions pos..pos+T-1 and return the keys and values of
+        positions 0..pos+T-1. pos itself advances in GPT.forward, after the last layer."""
+        B, nh, T, hs = k.shape
+        assert self.pos + T <= self.block_size, f"KV cache full: {self.pos}+{T} > block_size {self.block_size}"
+        if self.layers[layer] is None:
+            self.layers[layer] = (k.new_zeros(B, nh, self.block_size, hs), v.new_zeros(B, nh, self.block_size, hs))
+        cache_k, cache_v = self.layers[layer]
+        assert cache_k.size(0) == B, f"KV cache was made for batch {cache_k.size(0)}, got {B}"
+        cache_k[:, :, self.pos:self.pos + T] = k
+        cache_v[:, :, self.pos:self.pos + T] = v
+        return cache_k[:, :, :self.pos + T], cache_v[:, :, :self.pos + T]  # (B, nh, pos+T, hs)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, f"n_embd {config.n_embd} must be a multiple of n_head {config.n_head}"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x, kv_cache=None, layer=0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)                             # each (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)      # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)      # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)      # (B, nh, T, hs)
+        pos = 0 if kv_cache is None else kv_cache.pos  # how many earlier positions are cached
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)                              # (B, nh, pos+T, hs)
+        mask = None
+        if pos > 0 and T > 1:
+            # is_causal aligns its triangle to the top-left corner, which is wrong when the T queries
+            # come after a cached prefix: query i may see keys 0..pos+i. (T == 1 sees everything.)
+            mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (T, pos+T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=(pos == 0 and T > 1),
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)                     # (B, T, C) heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate='tanh')  # GPT-2's gelu (HF "gelu_new"), not the exact erf one
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: LayerNorm before each sublayer, residual around it."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)  # eps 1e-5, as GPT-2
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, kv_cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))                    # (B, T, C)
+        return x
+
+
+def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick one next token per row of logits (B, V) -> (B, 1). temperature <= 1e-6 is greedy."""
+    if temperature <= 1e-6:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1) k-th largest
+        logits = logits.masked_fill(logits < kth, -float('inf'))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)     # (B, V)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # keep the smallest set of most likely tokens whose mass reaches top_p; the top one always stays
+        drop = probs.cumsum(dim=-1) - probs > top_p                             # (B, V)
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, -float('inf')))
+    probs = F.softmax(logits, dim=-1)                                           # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator)         # (B, 1)
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size > 0 and config.block_size > 0, f"bad config {config}"
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying (https://paperswithcode.com/method/weight-tying): one matrix embeds and unembeds
+        self.transformer.wte.weight = self.lm_head.weight
+        # GPT-2 init: normal(0, 0.02), and the projections that write into the residual stream scaled
+        # by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth (two per block)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding=True):
+        """Number of parameters. The position embeddings are left out by default because they cost
+        no matmul FLOPs; the token embeddings stay in, as they are the lm_head weight too."""
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, seq_len=None):
+        """Training FLOPs (forward + backward) per token, as nanoGPT's estimate_mfu (PaLM paper, appendix B):
+        6 per weight (2 forward, 4 backward) plus the attention scores and mixing, 12 * L * H * Q * T.
+        Causal attention does half that attention work with flash kernels; like nanoGPT we count it all.
+        MFU = flops_per_token() * tokens_per_second / peak_flops."""
+        cfg = self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, seq_len or cfg.block_size
+        return 6 * self.num_params() + 12 * L * H * Q * T
+
+    def forward(self, idx, targets=None, kv_cache=None, reduction='mean'):
+        """idx (B, T) token ids -> (logits (B, T, V), loss). targets (B, T) with -1 where a position is
+        left out of the loss (padding). reduction='none' gives the per-token loss (B, T), 0 where ignored.
+        With kv_cache, idx holds the tokens at positions kv_cache.pos.. and their keys/values are added."""
+        B, T = idx.size()
+        start = 0 if kv_cache is None else kv_cache.pos
+        assert start + T <= self.config.block_size, \
+            f"sequence of {start}+{T} tokens is longer than block_size {self.config.block_size}"
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, layer)                                         # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        x = self.transformer.ln_f(x)                                              # (B, T, C)
+        logits = self.lm_head(x)                                                  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1,
+                                   reduction=reduction)
+            if reduction == 'none':
+                loss = loss.view(B, T)
+        return logits, loss
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW with weight decay on the 2-D tensors (embeddings and matmul weights) only;
+        biases and LayerNorm gains are not decayed. Fused kernel on CUDA."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+            {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=(device_type == 'cuda'))
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, logits_hook=None,
+                 uncond_idx=None, guidance=1.0, keep_first=1, generator=None):
+        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens).
+        Call model.eval() first (dropout would make every step random).
+        logits_hook(tokens (B, t), logits (B, V)) -> logits runs every step, after guidance,
+          e.g. to set the ids a grammar forbids to -inf.
+        uncond_idx (B, T) with guidance != 1: classifier-free guidance, the conditional and
+          unconditional sequences run as one batch of 2B and get the same sampled tokens;
+          logits = uncond + guidance * (cond - uncond). guidance == 1 is plain sampling.
+        keep_first: when the sequence outgrows block_size, the model sees the first keep_first tokens
+          (the semantic token) plus the most recent ones; see the sliding window below."""
+        B, T = idx.size()
+        assert T >= 1, "generate needs a prompt of at least one token"
+        block = self.config.block_size
+        assert 0 <= keep_first < block, f"keep_first {keep_first} must be below block_size {block}"
+        guided = uncond_idx is not None and guidance != 1.0
+        if guided:
+            assert uncond_idx.shape == idx.shape, f"uncond_idx {tuple(uncond_idx.shape)} must match idx {tuple(idx.shape)}"
+            seq = torch.cat([idx, uncond_idx], dim=0)  # (2B, T): rows B.. are the unconditional copies
+        else:
+            seq = idx
+        # Sliding window: the model sees pinned = seq[:, :keep_first] plus the newest tokens, ctx_len in all.
+        # When that outgrows block_size we drop the oldest half of the unpinned part, so the (full) recompute
+        # happens once every ~block/2 tokens. The cache cannot be shifted in place: positions are learned
+        # absolute embeddings, so every kept token moves to a new position and its keys/values change.
+        n_recent = max(1, (block - keep_first) // 2)
+        cache = KVCache(self.config.n_layer, block)
+
+        def refill(ctx_len):  # recompute the cache for the window in one forward pass -> next logits (B', V)
+            n_tail = ctx_len - keep_first
+            ctx = seq if ctx_len == seq.size(1) else torch.cat([seq[:, :keep_first], seq[:, -n_tail:]], dim=1)
+            cache.pos = 0
+            return self(ctx, kv_cache=cache)[0][:, -1]
+
+        ctx_len = min(seq.size(1), block)  # a long prompt keeps its pinned tokens and its last ones
+        logits = refill(ctx_len)                                       # (B or 2B, V)
+        for step in range(max_new_tokens):
+            logits = logits.float()
+            if guided:
+                cond, uncond = logits.split(B, dim=0)                  # (B, V) each
+                logits = uncond + guidance * (cond - uncond)           # (B, V)
+            if logits_hook is not None:
+                logits = logits_hook(seq[:B], logits)                  # (B, V)
+            assert torch.isfinite(logits.max(dim=-1).values).all(), "logits_hook disallowed every token"
+            next_id = sample_logits(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            if guided:
+                next_id = next_id.repeat(2, 1)                         # (2B, 1) same token for both halves
+            seq = torch.cat([seq, next_id], dim=1)                     # (B or 2B, t+1)
+            if step == max_new_tokens - 1:
+                break  # no need to run the model on the last token
+            ctx_len += 1
+            if ctx_len > block:
+                ctx_len = keep_first + n_recent
+                logits = refill(ctx_len)
+            else:
+                logits = self(next_id, kv_cache=cache)[0][:, -1]      # (B or 2B, V)
+        return seq[:B]
