@@ -1,0 +1,250 @@
+"""train.py: config parsing, batches, checkpoints, exact resume, DDP. Hermetic and CPU only: every test
+builds a tiny dataset that follows the dataset folder contract, from random scores and tokenizer.py."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import prepare  # noqa: E402
+import tokenizer  # noqa: E402
+import train  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models gain nothing from a second thread, and lose a lot when the cores are busy
+
+# a model small enough that a few iterations take well under a second
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--eval_iters=2",
+        "--dropout=0.1", "--learning_rate=1e-3", "--min_lr=1e-4", "--warmup_iters=2", "--log_interval=1",
+        "--tensorboard=false", "--peak_flops=1e12", "--device=cpu", "--seed=7"]
+
+
+def make_dataset(root, n_files=16, seed=0):
+    """A dataset folder: random scores encoded by tokenizer.py, a quarter of them in val, most with a
+    semantic id. Files range from shorter than a window to several windows; long notes give DURATION runs."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    index, semantic, tokens, offset = [], {}, {"train": [], "val": []}, {"train": 0, "val": 0}
+    for i in range(n_files):
+        n_notes = int(rng.integers(2, 50))
+        notes = [tokenizer.Note(onset=int(rng.integers(0, 6 * n_notes)), duration=int(rng.integers(1, 120)),
+                                pitch=int(rng.integers(30, 90)), program=int(rng.choice([0, 40, 128])),
+                                velocity=int(rng.integers(1, 128))) for _ in range(n_notes)]
+        notes.sort(key=lambda n: (n.onset, n.program, n.pitch))
+        score = tokenizer.Score(notes=notes, tempos=[(0, 100.0)], time_signatures=[(0, 3, 4)],
+                                end_step=max(n.onset + n.duration for n in notes))
+        file_tokens = tokenizer.score_to_tokens(score)
+        split, name = ("val" if i % 4 == 0 else "train"), f"piece_{i}.mid"
+        index.append(dict(midi_file=name, split=split, start=offset[split], end=offset[split] + len(file_tokens),
+                          notes=n_notes))
+        offset[split] += len(file_tokens)
+        tokens[split].append(file_tokens)
+        if i % 5:  # files 0, 5, 10, 15 have no semantic id
+            semantic[name] = i % 3
+    for split in tokens:
+        np.concatenate(tokens[split]).astype(np.uint16).tofile(root / f"{split}.bin")
+    (root / "index.jsonl").write_text("".join(json.dumps(row) + "\n" for row in index))
+    (root / "semantic.json").write_text(json.dumps(semantic))
+    (root / "clusters.json").write_text(json.dumps({"k": 3, "labels": ["slow strings", "fast piano", "drums"]}))
+    (root / "meta.json").write_text(json.dumps(prepare.meta_for(0.25, {})))  # the real producer's meta
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def read_log(out_dir):
+    return [json.loads(line) for line in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
+
+
+def run_train(data_dir, out_dir, *args):
+    return train.train(train.parse_config(TINY + [f"--data_dir={data_dir}", f"--out_dir={out_dir}", *args]))
+
+
+# -----------------------------------------------------------------------------
+# config
+
+def test_config_rejects_unknown_keys_with_the_valid_list(tmp_path):
+    with pytest.raises(train.UserError, match=r"unknown config key 'n_layers'.*valid keys: .*n_layer"):
+        train.parse_config(["--n_layers=4"])
+    config_file = tmp_path / "typo.py"
+    config_file.write_text("import math\nn_layer = 2\nlearning_rat = 1e-3\n")  # a module import is fine
+    with pytest.raises(train.UserError, match=r"'learning_rat'.*typo.py.*valid keys"):
+        train.parse_config([str(config_file)])
+
+
+def test_config_converts_to_the_defaults_types(tmp_path):
+    cfg = train.parse_config(["--dropout=0", "--compile=false", "--batch_size", "4", "--max_iters=1e3"])
+    assert (cfg.dropout, cfg.compile, cfg.batch_size, cfg.max_iters) == (0.0, False, 4, 1000)
+    assert type(cfg.dropout) is float and type(cfg.batch_size) is int
+    assert train.parse_config(["--compile", "true"]).compile is True
+    assert train.parse_config(["--compile=auto"]).compile is None
+    config_file = tmp_path / "small.py"
+    config_file.write_text("n_layer = 2\nlearning_rate = 1\nout_dir = 'out/x'\n")
+    cfg = train.parse_config([str(config_file), "--n_layer=3"])  # the command line wins over the file
+    assert (cfg.n_layer, cfg.learning_rate, cfg.out_dir) == (3, 1.0, "out/x")
+    for bad in (["--batch_size=four"], ["--batch_size=2.5"], ["--bias=maybe"], ["--n_layer"]):
+        with pytest.raises(train.UserError):
+            train.parse_config(bad)
+    config_file.write_text("n_layer = '2'\n")
+    with pytest.raises(train.UserError, match="n_layer"):
+        train.parse_config([str(config_file)])
+
+
+# -----------------------------------------------------------------------------
+# batches
+
+def find_window(tokens, window):
+    """Positions where `window` occurs in tokens."""
+    views = np.lib.stride_tricks.sliding_window_view(tokens, len(window))
+    return np.flatnonzero((views == window).all(axis=1))
+
+
+def test_get_batch_windows_semantic_token_shift_and_padding(data_dir):
+    data = train.load_data(str(data_dir))
+    meta, block = data["meta"], 32
+    index = [json.loads(line) for line in (data_dir / "index.jsonl").read_text().splitlines()]
+    semantic = json.loads((data_dir / "semantic.json").read_text())
+    rng = np.random.default_rng(0)
+    padded_rows = mid_file_rows = 0
+    for split in ("train", "val"):
+        tokens = np.fromfile(data_dir / f"{split}.bin", dtype=np.uint16).astype(np.int64)
+        files = [f for f in index if f["split"] == split]
+        for _ in range(10):
+            x, y = train.get_batch(data, split, 8, block, rng, cond_dropout=0.0)
+            assert x.shape == y.shape == (8, block) and x.dtype == y.dtype == torch.int64
+            for row_x, row_y in zip(x.numpy(), y.numpy()):
+                n = int((row_y >= 0).sum())  # file tokens in the window
+                assert n > 0 and (row_y[n:] == -1).all() and (row_y[:n] >= 0).all(), "padding only at the end"
+                assert (row_x[n + 1:] == meta["pad_token"]).all()
+                assert (row_y[:n - 1] == row_x[1:n]).all(), "y is x shifted by one"
+                hits = find_window(tokens, row_x[1:min(n, block - 1) + 1])  # where the window is in the file
+                assert len(hits) == 1, "random scores make every window unique"
+                i = int(hits[0])
+                assert (row_y[:n] == tokens[i:i + n]).all(), "y holds the file's tokens up to the window's end"
+                f = next(f for f in files if f["start"] <= i < f["end"])
+                assert i + n == f["end"] or n == block, "a window stops at its file's end"
+                padded_rows += n < block
+                if i > f["start"]:  # not the file's START: the token before ends an event, this one begins one
+                    mid_file_rows += 1
+                    assert tokenizer.TYPE_NAMES[tokenizer.TOKEN_TYPE[tokens[i - 1]]] in ("START", "DURATION")
+                    assert tokenizer.TYPE_NAMES[tokenizer.TOKEN_TYPE[tokens[i]]] != "DURATION"
+                else:
+                    assert tokens[i] == meta["start_token"]
+                sem = semantic.get(f["midi_file"])
+                assert row_x[0] == (meta["uncond_token"] if sem is None else tokenizer.semantic_token(sem))
+    assert padded_rows > 0 and mid_file_rows > 0, "the dataset should exercise both short and long files"
+
+
+def test_get_batch_cond_dropout(data_dir):
+    data = train.load_data(str(data_dir))
+    x, _ = train.get_batch(data, "train", 64, 32, np.random.default_rng(1), cond_dropout=1.0)
+    assert (x[:, 0] == tokenizer.UNCOND).all()
+    x, _ = train.get_batch(data, "train", 256, 32, np.random.default_rng(1), cond_dropout=0.5)
+    dropped = (x[:, 0] == tokenizer.UNCOND).float().mean().item()
+    assert 0.4 < dropped < 0.85, f"about half the windows (plus the files without an id) go unconditional: {dropped}"
+
+
+def test_missing_dataset_is_one_line_that_says_how_to_make_it(tmp_path):
+    result = subprocess.run([sys.executable, "train.py", f"--data_dir={tmp_path / 'nope'}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "python prepare.py --data_dir" in result.stderr
+
+
+# -----------------------------------------------------------------------------
+# training, checkpoints and resume
+
+@pytest.fixture(scope="module")
+def run_a(data_dir, tmp_path_factory):
+    """8 uninterrupted iterations, a checkpoint every 2, eval every 4, TensorBoard on."""
+    out_dir = tmp_path_factory.mktemp("run_a")
+    run_train(data_dir, out_dir, "--max_iters=8", "--lr_decay_iters=8", "--save_interval=2", "--eval_interval=4",
+              "--tensorboard=true")
+    return out_dir
+
+
+def test_training_writes_logs_and_checkpoints_that_load_weights_only(run_a):
+    names = sorted(p.name for p in run_a.glob("ckpt_*.pt"))
+    assert names == ["ckpt_0000004.pt", "ckpt_0000006.pt", "ckpt_0000008.pt", "ckpt_best.pt"], "keep the last 3"
+    ckpt = torch.load(run_a / "ckpt_0000008.pt", map_location="cpu", weights_only=True)
+    assert ckpt["iter_num"] == 8 and ckpt["config"]["max_iters"] == 8
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])  # strict: every weight is there
+    assert json.loads((run_a / "config.json").read_text())["n_layer"] == 2
+    log = read_log(run_a)
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 and r["grad_norm"] > 0 for r in log if "loss" in r)
+    evals = [r for r in log if "val_loss" in r]
+    assert [r["iter"] for r in evals] == [4, 8]
+    assert ckpt["best_val_loss"] == min(r["val_loss"] for r in evals)
+    assert {"val_loss_NOTE", "val_loss_DURATION", "val_cond_gain", "val_loss_SEMANTIC_UNCOND"} <= set(evals[-1])
+    assert abs(evals[-1]["val_loss"] - np.log(tokenizer.VOCAB_SIZE)) < 1.5, "8 steps from init: near ln(V)"
+    assert list((run_a / "tb").glob("events.out.tfevents.*")), "TensorBoard scalars are written"
+
+
+def test_latest_checkpoint_skips_files_cut_short(tmp_path):
+    torch.save({"iter_num": 2}, tmp_path / "ckpt_0000002.pt")
+    good = (tmp_path / "ckpt_0000002.pt").read_bytes()
+    (tmp_path / "ckpt_0000003.pt").write_bytes(good[: len(good) // 2])  # a crash mid-write
+    (tmp_path / "ckpt_0000004.pt.tmp").write_bytes(good)                # a write that never got renamed
+    torch.save({"iter_num": 9}, tmp_path / "ckpt_best.pt")
+    path, ckpt = train.latest_checkpoint(str(tmp_path))
+    assert Path(path).name == "ckpt_0000002.pt" and ckpt["iter_num"] == 2
+    assert train.latest_checkpoint(str(tmp_path / "empty")) == (None, None)
+
+
+def test_resume_after_a_crash_matches_the_uninterrupted_run(run_a, data_dir, tmp_path, capsys):
+    common = ["--lr_decay_iters=8", "--save_interval=2", "--eval_interval=4"]
+    run_train(data_dir, tmp_path, "--max_iters=4", *common)  # as if killed right after iter 4's checkpoint
+    good = (tmp_path / "ckpt_0000004.pt").read_bytes()
+    (tmp_path / "ckpt_0000006.pt").write_bytes(good[: len(good) // 3])  # newer, but cut short
+    (tmp_path / "ckpt_0000005.pt.tmp").write_bytes(good)
+    capsys.readouterr()
+    run_train(data_dir, tmp_path, "--max_iters=8", "--init_from=resume", *common)
+    out = capsys.readouterr().out
+    assert "skipping" in out and "ckpt_0000006.pt" in out and "ckpt_0000004.pt at iter 4" in out
+    resumed = {r["iter"]: r["loss"] for r in read_log(tmp_path) if "loss" in r and r["iter"] > 4}
+    uninterrupted = {r["iter"]: r["loss"] for r in read_log(run_a) if "loss" in r and r["iter"] > 4}
+    assert sorted(resumed) == [5, 6, 7, 8]
+    for it in resumed:
+        assert abs(resumed[it] - uninterrupted[it]) <= 1e-6, (it, resumed[it], uninterrupted[it])
+    with pytest.raises(train.UserError, match="no checkpoint"):
+        run_train(data_dir, tmp_path / "fresh", "--init_from=resume")
+    with pytest.raises(train.UserError, match="already holds checkpoints"):  # a new run never mixes with an old one
+        run_train(data_dir, tmp_path, "--max_iters=8")
+
+
+def test_ddp_two_processes_on_gloo(data_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
+           f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--max_iters=3", "--gradient_accumulation_steps=2",
+           "--eval_interval=100", "--save_interval=100"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("ckpt_0*.pt")) == ["ckpt_0000003.pt"]
+    ckpt = torch.load(tmp_path / "ckpt_0000003.pt", map_location="cpu", weights_only=True)
+    assert len(ckpt["rng"]) == 2, "one random state per process"
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"]), "each process has its own dropout"
+    assert [r["iter"] for r in read_log(tmp_path) if "loss" in r] == [1, 2, 3], "only rank 0 logs"
+
+
+def test_max_iters_derived_from_epochs(data_dir, tmp_path):
+    run_train(data_dir, tmp_path, "--max_iters=0", "--epochs=0.2", "--eval_iters=1")
+    train_tokens = (data_dir / "train.bin").stat().st_size // 2
+    expected = int(np.ceil(0.2 * train_tokens / (4 * 32)))  # batch_size * block_size tokens per iter
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["max_iters"] == saved["lr_decay_iters"] == expected > 1
+    assert (tmp_path / f"ckpt_{expected:07d}.pt").exists()
