@@ -1,0 +1,220 @@
+"""sample.py: grammar-constrained sampling, repeatability, the pinned semantic token, guidance, primes, the
+--seconds cut and the CLI. Hermetic and CPU only: a tiny random GPT saved as a checkpoint in train.py's format."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import sample  # noqa: E402
+import tokenizer  # noqa: E402
+from midi_factory import midi_file, notes, tempo, track  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+torch.set_num_threads(1)  # other jobs share the cores; a model this small gains nothing from more
+MODEL_ARGS = dict(block_size=64, vocab_size=512, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
+LABELS = ["slow strings", "fast piano", "drums"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the CLI runs: one thread each, as above
+SPECIAL = [tokenizer.PAD, tokenizer.UNK, tokenizer.START, tokenizer.UNCOND] + \
+    [tokenizer.semantic_token(k) for k in range(tokenizer.N_SEMANTIC)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run folder holding one checkpoint of an untrained (random) model, and its dataset folder."""
+    root = tmp_path_factory.mktemp("run")
+    data_dir, out_dir = root / "data", root / "out"
+    data_dir.mkdir()
+    out_dir.mkdir()
+    (data_dir / "clusters.json").write_text(json.dumps({"k": 3, "labels": LABELS}))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**MODEL_ARGS))
+    with torch.no_grad():  # weights well off the init, so the first token clearly moves the logits (guidance)
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    meta = dict(vocab_size=tokenizer.VOCAB_SIZE, blocks={n: [tokenizer.OFFSET[n], s] for n, s in tokenizer.BLOCKS})
+    ckpt = dict(model=model.state_dict(), model_args=MODEL_ARGS, iter_num=10, best_val_loss=float("inf"),
+                config=dict(data_dir=str(data_dir), out_dir=str(out_dir)), meta=meta, labels=LABELS)
+    torch.save(ckpt, out_dir / "ckpt_0000010.pt")
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    return sample.load_model(str(run))[0]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "sample.py", "--device=cpu", *map(str, args)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True)
+
+
+def test_constrained_samples_decode_with_nothing_skipped(model):
+    samples = sample.generate_tokens(model, "SEMANTIC_TOKEN_1", n_samples=100, max_new_tokens=120, seed=0)
+    assert len(samples) == 100
+    for tokens in samples:
+        assert tokens[0] == tokenizer.semantic_token(1) and tokens[1] == tokenizer.START and tokens[-1] == tokenizer.END
+        assert tokens.max() < tokenizer.VOCAB_SIZE, "ids past the tokenizer's vocabulary were sampled"
+        assert not np.isin(tokens[2:-1], SPECIAL + [tokenizer.END]).any(), "a special token mid-stream"
+        score, skipped = tokenizer.tokens_to_score(tokens)
+        assert skipped == 0
+        onsets = [n.onset for n in score.notes]  # in token order
+        assert onsets == sorted(onsets), "time ran backwards"
+    assert sum(len(tokenizer.tokens_to_score(t)[0].notes) for t in samples) > 500, "too few notes to mean much"
+    # the same model sampled without the grammar does break it: the check above has teeth
+    free = model.generate(torch.tensor([[tokenizer.semantic_token(1), tokenizer.START]]), 120,
+                          generator=torch.Generator().manual_seed(0))
+    assert tokenizer.tokens_to_score(free[0].numpy())[1] > 0
+
+
+def test_same_seed_same_files(run, tmp_path):
+    common = ["--out_dir", str(run), "--token", "SEMANTIC_TOKEN_2", "--num_samples", "2", "--max_new_tokens", "80",
+              "--device", "cpu", "--dtype", "float32"]
+    a = sample.main(common + ["--seed", "5", "--sample_dir", str(tmp_path / "a")])
+    b = sample.main(common + ["--seed", "5", "--sample_dir", str(tmp_path / "b")])
+    c = sample.main(common + ["--seed", "6", "--sample_dir", str(tmp_path / "c")])
+    assert [Path(p).name for p in a] == ["SEMANTIC_TOKEN_2_s5_0.mid", "SEMANTIC_TOKEN_2_s5_1.mid"]
+    for pa, pb in zip(a, b):
+        assert Path(pa).read_bytes() == Path(pb).read_bytes()
+        assert Path(pa).with_suffix(".png").read_bytes() == Path(pb).with_suffix(".png").read_bytes()
+    assert Path(a[0]).read_bytes() != Path(c[0]).read_bytes(), "another seed should give another piece"
+
+
+def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
+    """Generate past block_size with guidance and record what the model saw at every (re)fill of its cache."""
+    seen = []
+    forward = model.forward
+
+    def spy(idx, *args, kv_cache=None, **kwargs):
+        if kv_cache is None or kv_cache.pos == 0:  # a fresh context, not one new token
+            seen.append(idx[:, 0].tolist())
+            assert idx.size(1) <= model.config.block_size
+        return forward(idx, *args, kv_cache=kv_cache, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    samples = sample.generate_tokens(model, 2, n_samples=3, max_new_tokens=200, guidance=2.0, seed=1)
+    assert max(len(t) for t in samples) > 2 * model.config.block_size, "did not get past the context"
+    assert len(seen) >= 4, "the window never slid"
+    sem = tokenizer.semantic_token(2)
+    assert all(first == [sem] * 3 + [tokenizer.UNCOND] * 3 for first in seen)  # conditional rows, then unconditional
+    assert all(t[0] == sem for t in samples)
+
+
+def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
+    prompt = torch.tensor([[tokenizer.semantic_token(0), tokenizer.START]] * 4)
+    plain = model.generate(prompt, 40, logits_hook=sample.grammar_hook(model.config.vocab_size, "cpu"),
+                           generator=torch.Generator().manual_seed(9)).numpy()
+    ours = sample.generate_tokens(model, 0, n_samples=4, max_new_tokens=40, guidance=1.0, seed=9)
+    for row, ref in zip(ours, plain):
+        assert np.array_equal(row[:-1], ref[:len(row) - 1])  # ours is trimmed at END (or closed with one)
+    guided = sample.generate_tokens(model, 0, n_samples=4, max_new_tokens=40, guidance=3.0, seed=9)
+    assert any(not np.array_equal(a, b) for a, b in zip(ours, guided))
+
+
+def test_seconds_at_agrees_with_mido():
+    score = tokenizer.Score(notes=[tokenizer.Note(0, 30, 60, 0, 80), tokenizer.Note(100, 77, 64, 0, 80)],
+                            tempos=[(0, 90.0), (24, 150.0), (61, 47.0)], end_step=177)
+    assert sample.seconds_at(score.end_step, score.tempos) == pytest.approx(tokenizer.score_to_midi(score).length)
+    assert sample.seconds_at([0, 24], score.tempos) == pytest.approx([0, 24 / 12 * 60 / 90])
+
+
+def time_on_steps(tokens):
+    return sum(int(t) - tokenizer.OFFSET["TIME_ON"] + 1 for t in tokens
+               if tokenizer.TOKEN_TYPE[t] == tokenizer.TYPE["TIME_ON"])
+
+
+def test_seconds_cuts_where_the_music_reaches_that_time(model):
+    full = sample.generate_tokens(model, 1, n_samples=6, max_new_tokens=200, seed=3)
+    cut = sample.generate_tokens(model, 1, n_samples=6, max_new_tokens=200, seed=3, seconds=4.0)
+    n_cut = n_own_tempo = 0
+    for long, short in zip(full, cut):
+        assert np.array_equal(short[:-1], long[:len(short) - 1]), "the cut sample is a prefix of the full one"
+        score, skipped = tokenizer.tokens_to_score(short)
+        assert skipped == 0 and short[-1] == tokenizer.END
+        if len(short) < len(long):  # cut before its own END: the token it was cut at takes time past 4 s
+            n_cut += 1
+            tempos, at = tokenizer.tokens_to_score(long)[0].tempos, len(short) - 1
+            assert sample.seconds_at(time_on_steps(long[:at]), tempos) < 4.0
+            assert sample.seconds_at(time_on_steps(long[:at + 1]), tempos) >= 4.0
+            n_own_tempo += tempos != [(0, tokenizer.DEFAULT_BPM)]
+    assert n_cut >= 3 and n_own_tempo >= 1, "too few samples cut, or none with a tempo of its own: a weak check"
+
+
+def test_prime_is_kept_and_continued(model, tmp_path):
+    # 120 bpm: a beat is 0.5 s, so the first 2 s are the notes on beats 0..3
+    spec = [(beat, 1, 60 + beat) for beat in range(12)]
+    path = tmp_path / "song.mid"
+    midi_file([track([tempo(0, 120)] + notes(0, spec, program=40))]).save(str(path))
+    prime = sample.prime_tokens(str(path), 2.0)
+    assert prime[0] == tokenizer.START and tokenizer.END not in prime
+    kept = [(n.onset, n.pitch, n.program) for n in tokenizer.tokens_to_score(prime)[0].notes]
+    assert kept == [(beat * 12, 60 + beat, 40) for beat in range(4)]
+    for tokens in sample.generate_tokens(model, 0, n_samples=3, max_new_tokens=60, seed=2, prime_tokens=prime):
+        assert np.array_equal(tokens[1:1 + len(prime)], prime)
+        score, skipped = tokenizer.tokens_to_score(tokens)
+        assert skipped == 0 and [(n.onset, n.pitch, n.program) for n in score.notes[:4]] == kept
+    (tmp_path / "bad.mid").write_bytes(b"MThd garbage")
+    with pytest.raises(tokenizer.MidiError, match="bad.mid"):
+        sample.prime_tokens(str(tmp_path / "bad.mid"), 2.0)
+
+
+def test_newest_checkpoint_that_loads_and_unknown_token_in_process(run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ckpt_0000010.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes())
+    (out / "ckpt_0000020.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes()[:1000])  # cut short by a crash
+    assert sample.load_model(str(out))[1]["path"] == str(out / "ckpt_0000010.pt")
+    with pytest.raises(sample.SampleError, match="valid tokens: SEMANTIC_TOKEN_0 \\(slow strings\\)"):
+        sample.semantic_token_id("SEMANTIC_TOKEN_3", LABELS)  # only 3 clusters were trained
+    assert sample.semantic_token_id("SEMANTIC_TOKEN_63") == tokenizer.semantic_token(63)  # no labels: all 64
+
+
+def test_prompt_maps_to_the_nearest_token(run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sample.cluster, "nearest_tokens", lambda text, data_dir, top=3: [(2, "drums", 0.61),
+                                                                                         (0, "slow strings", 0.2)])
+    paths = sample.main(["--out_dir", str(run), "--prompt", "pounding drums", "--num_samples", "1", "--seed", "0",
+                         "--max_new_tokens", "20", "--sample_dir", str(tmp_path), "--device", "cpu"])
+    assert Path(paths[0]).name == "SEMANTIC_TOKEN_2_s0_0.mid"
+    assert "-> SEMANTIC_TOKEN_2 (drums), cosine 0.610" in capsys.readouterr().out
+    monkeypatch.undo()
+    with pytest.raises(sample.cluster.ClusterError, match="python cluster.py --data_dir"):
+        sample.main(["--out_dir", str(run), "--prompt", "x", "--data_dir", str(tmp_path)])
+
+
+def test_cli_user_errors_are_one_line(run, tmp_path):
+    (tmp_path / "bad.mid").write_bytes(b"not a midi file at all")
+    procs = {name: subprocess.Popen([sys.executable, "sample.py", "--device=cpu", *args], cwd=ROOT, env=ENV,
+                                    text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, args in dict(token=["--out_dir", run, "--token", "SEMANTIC_TOKEN_9"],
+                                    ckpt=["--out_dir", tmp_path / "nothing"],
+                                    prime=["--out_dir", run, "--prime", tmp_path / "bad.mid"]).items()}
+    errors = {}
+    for name, proc in procs.items():
+        _, stderr = proc.communicate()
+        assert proc.returncode != 0 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+        errors[name] = stderr
+    assert "SEMANTIC_TOKEN_9" in errors["token"] and "SEMANTIC_TOKEN_2 (drums)" in errors["token"]
+    assert "python train.py config/amt_cpu.py" in errors["ckpt"]
+    assert "bad.mid" in errors["prime"] and "not a readable MIDI file" in errors["prime"]
+
+
+def test_cli_writes_midi_and_png(run, tmp_path):
+    r = cli("--out_dir", run, "--token", "SEMANTIC_TOKEN_0", "--num_samples", 2, "--max_new_tokens", 100,
+            "--seed", 4, "--sample_dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    mids = sorted(tmp_path.glob("*.mid"))
+    assert [p.name for p in mids] == ["SEMANTIC_TOKEN_0_s4_0.mid", "SEMANTIC_TOKEN_0_s4_1.mid"]
+    for path in mids:
+        assert str(path) in r.stdout
+        mido.MidiFile(str(path))  # reads back
+        assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
+    assert "tokens/s" in r.stdout
