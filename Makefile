@@ -24,11 +24,26 @@ EXPORT_FLAGS := $(if $(FULL),--full,)
 
 venv: .venv/.runtime
 
+# A finished run is resumed (and so skipped) rather than refused, so a second `make demo` is quick.
+RESUME = $$(ls $(RUN)/ckpt_0*.pt >/dev/null 2>&1 && echo --init_from=resume)
+RUN    := out/amt_cpu
+TRAIN_FLAGS := $(if $(FULL),--max_iters=5000 --lr_decay_iters=5000 --eval_interval=500 --save_interval=500,)
+
 demo: .venv/.runtime
 	$(PY) data/music21/export.py $(EXPORT_FLAGS)
 	$(PY) prepare.py --data_dir $(DATA)
+	$(PY) cluster.py --data_dir $(DATA)
+	$(PY) train.py config/amt_cpu.py $(TRAIN_FLAGS) $(RESUME)
+	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_0 --num_samples 1 --seed 1 --seconds 30
+	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_1 --num_samples 1 --seed 1 --seconds 30
+	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_2 --num_samples 1 --seed 1 --seconds 30
+	$(PY) sample.py --out_dir $(RUN) --prompt "a lively Irish jig" --num_samples 1 --seed 1 --seconds 30
 	@echo
-	@echo "prepared data: $(DATA)/train.bin, $(DATA)/val.bin, $(DATA)/index.jsonl, $(DATA)/meta.json"
+	@echo "prepared data:   $(DATA)/train.bin, $(DATA)/val.bin, $(DATA)/index.jsonl, $(DATA)/meta.json"
+	@echo "clusters:        $(DATA)/clusters.json (python cluster.py --data_dir $(DATA) --query 'your words')"
+	@echo "checkpoints:     $(RUN)/ (TensorBoard: $(RUN)/tb)"
+	@echo "MIDI + pictures: $(RUN)/samples/*.mid and *.png"
+	@echo "next:            python evaluate.py --out_dir $(RUN)"
 
 test: .venv/.dev
 	$(PY) -m pytest
