@@ -1,0 +1,150 @@
+"""evaluate.py: the musical statistics on hand-made scores, then a whole evaluation of a tiny trained model on a
+synthetic dataset of three clearly different styles (low slow piano, high fast flute, drums). Hermetic, CPU only."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import evaluate  # noqa: E402
+import prepare  # noqa: E402
+import tokenizer  # noqa: E402
+import train  # noqa: E402
+from midi_factory import midi_file, notes, tempo, track  # noqa: E402
+
+torch.set_num_threads(1)  # other jobs share the cores; a model this small gains nothing from more
+LABELS = ["low slow piano", "high fast flute", "drums"]
+SPQ = tokenizer.STEPS_PER_QUARTER
+
+
+def styled_piece(style, rng):
+    """A few bars in one of three styles: 0 low slow piano chords in 4/4, 1 high fast flute runs in 3/4, 2 drums."""
+    bars = int(rng.integers(4, 8))
+    if style == 0:
+        spec = [(2 * i, 2, int(p)) for i in range(2 * bars) for p in rng.choice([36, 40, 43, 45, 48], 2, replace=False)]
+        return midi_file([track([tempo(0, 60)] + notes(0, spec, program=0))])
+    if style == 1:
+        scale = [72, 74, 76, 77, 79, 81, 83, 84]
+        spec = [(i / 4, 0.25, scale[int(rng.integers(8))]) for i in range(12 * bars)]
+        meter = mido.MetaMessage("time_signature", numerator=3, denominator=4)
+        return midi_file([track([tempo(0, 160), (0, meter)] + notes(0, spec, program=73))])
+    spec = [(i / 2, 0.25, [36, 42, 38, 42][i % 4]) for i in range(8 * bars)]
+    return midi_file([track([tempo(0, 120)] + notes(9, spec))])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A dataset of 48 pieces with semantic.json/clusters.json written by hand (the style is the id), and a run
+    folder holding a tiny model trained on it for a few iterations by train.py."""
+    root = tmp_path_factory.mktemp("eval")
+    data_dir, out_dir = root / "data", root / "out"
+    (data_dir / "midi").mkdir(parents=True)
+    rng, semantic = np.random.default_rng(0), {}
+    for i in range(48):
+        name = f"piece_{i:02d}.mid"
+        styled_piece(i % 3, rng).save(data_dir / "midi" / name)
+        semantic[name] = i % 3
+    prepare.prepare(str(data_dir), val_fraction=0.3, workers=1, quiet=True)
+    (data_dir / "semantic.json").write_text(json.dumps(semantic))
+    sizes = np.bincount(list(semantic.values())).tolist()
+    (data_dir / "clusters.json").write_text(json.dumps({"k": 3, "labels": LABELS, "sizes": sizes}))
+    train.train(train.parse_config([
+        f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--n_layer=2", "--n_head=2", "--n_embd=32",
+        "--block_size=64", "--batch_size=8", "--max_iters=150", "--eval_interval=150", "--eval_iters=1",
+        "--save_interval=150", "--learning_rate=3e-3", "--warmup_iters=5", "--min_lr=3e-4", "--dropout=0",
+        "--tensorboard=false", "--peak_flops=1e12", "--device=cpu", "--dtype=float32", "--seed=1"]))
+    return data_dir, out_dir
+
+
+def score(spec, meter=(4, 4), bpm=120.0, end=None):
+    """A Score from (onset, duration, pitch[, program]) in grid steps."""
+    ns = [tokenizer.Note(o, d, p, rest[0] if rest else 0, 80) for o, d, p, *rest in spec]
+    return tokenizer.Score(notes=ns, tempos=[(0, bpm)], time_signatures=[(0, *meter)],
+                           end_step=end or max(n.onset + n.duration for n in ns))
+
+
+def test_statistics_of_hand_made_scores():
+    c_major = evaluate.describe(score([(SPQ * i, SPQ, p) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72])]))
+    assert c_major["scale"] == 1.0 and c_major["polyphony"] == 1.0 and c_major["density"] == 1.0
+    assert c_major["pc_entropy"] == pytest.approx(-sum(s * math.log2(s) for s in [2 / 8] + [1 / 8] * 6))
+    assert c_major["empty_beats"] == 0.0 and c_major["all_bars"]
+    chromatic = evaluate.describe(score([(0, SPQ, 60 + p) for p in range(12)]))
+    assert chromatic["pc_entropy"] == pytest.approx(math.log2(12)) and chromatic["scale"] == pytest.approx(7 / 12)
+    assert chromatic["polyphony"] == 12.0
+    # a chord of 3 for a beat, then three silent beats, then a note: in 4/4 the second bar is empty, in 2/4 not
+    gap = [(0, SPQ, 60), (0, SPQ, 64), (0, SPQ, 67), (4 * SPQ + 4 * SPQ, SPQ, 60)]
+    four = evaluate.describe(score(gap))
+    assert four["polyphony"] == pytest.approx((3 * SPQ + SPQ) / (2 * SPQ))
+    assert four["empty_beats"] == pytest.approx(7 / 9) and not four["all_bars"]
+    two = evaluate.describe(score([(0, SPQ, 60), (2 * SPQ, SPQ, 62), (4 * SPQ, SPQ, 64)], meter=(2, 4)))
+    assert two["all_bars"]
+    drums = evaluate.describe(score([(0, 6, 36, tokenizer.DRUMS), (6, 6, 42, tokenizer.DRUMS)]))
+    assert np.isnan(drums["pc_entropy"]) and np.isnan(drums["scale"]) and drums["durations"][4] == 1.0  # 6 steps
+    assert len(drums["features"]) == len(c_major["features"])
+    assert np.isfinite(evaluate.feature_matrix([drums, c_major])).all(), "the classifier gets no nan"
+
+
+def test_closeness_is_zero_for_the_same_pieces_and_grows_with_the_difference():
+    rng = np.random.default_rng(0)
+    real = [evaluate.describe(score([(3 * i, 3, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))]))
+            for _ in range(10)]
+    slower = [evaluate.describe(score([(12 * i, 12, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))]))
+              for _ in range(10)]
+    scale = {k: 1.0 for k in evaluate.METRICS}
+    same = evaluate.closeness(real, real, scale)
+    assert all(same[k] == 0 for k in evaluate.METRICS) and same["durations"] == pytest.approx(1.0)
+    other = evaluate.closeness(real, slower, scale)
+    assert other["density"] == pytest.approx(4 - 1)  # 4 notes a beat against 1
+    assert other["durations"] == pytest.approx(0.0)  # quarter notes against sixteenths: no overlap
+
+
+def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
+    data_dir, out_dir = run_dir
+    r = evaluate.main(["--out_dir", str(out_dir), "--num_samples", "3", "--guidance", "1,2", "--max_new_tokens", "64",
+                       "--device", "cpu", "--dtype", "float32"])
+    o = r["likelihood"]["overall"]
+    loss, unigram = float(o["loss"][0]), float(o["unigram_loss"][0])
+    assert loss > 0 and unigram > 0 and o["loss_uncond"][0] > 0
+    assert 0 <= o["acc"][0] <= 1 and 0 <= o["unigram_acc"][0] <= 1
+    assert loss < unigram, "150 iterations on three rigid styles should beat token frequencies"
+    # every val token is scored once: the windows cover val.bin except the tails of events cut at a window's end
+    val_tokens = json.loads((data_dir / "meta.json").read_text())["counts"]["val_tokens"]
+    assert 0.9 * val_tokens <= o["tokens"][0] <= val_tokens
+    types = r["likelihood"]["type"]
+    assert types["tokens"].sum() == o["tokens"][0]
+    assert np.nansum(types["loss"] * types["tokens"]) / types["tokens"].sum() == pytest.approx(loss, rel=1e-5)
+    assert r["chance"] < r["ceiling"] <= 1, "the classifier must tell three clearly different styles apart"
+    assert r["tokens"] == [0, 1, 2] and set(r["adherence"]) == {1.0, 2.0}
+    assert all(0 <= a <= 1 for a in r["adherence"].values()) and r["chance_samples"] == pytest.approx(1 / 3)
+    assert r["valid_decode"] == 1.0 and 0 <= r["valid_bars"] <= 1 and r["real_bars"] > 0.5
+    for c, (gen, ref) in r["closeness"].items():  # pitch metrics do not apply to drums: nan there
+        assert all(gen[k] >= 0 for k in ("polyphony", "density", "empty_beats")) and 0 <= gen["durations"] <= 1 + 1e-9
+        assert (c == LABELS.index("drums")) == np.isnan(ref["pc_entropy"]), "real drums have no pitch classes"
+    text = Path(r["report"]).read_text()
+    for section in ("## 1. Likelihood", "## 2. Conditioning adherence", "## 3. Closeness", "## 4. Validity"):
+        assert section in text
+    assert f"{math.exp(loss):.2f}" in text and "python evaluate.py --out_dir" in text and LABELS[1] in text
+    for png in ("likelihood.png", "adherence.png", "closeness.png"):
+        assert (out_dir / "eval" / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"({png})" in text
+
+
+def test_missing_inputs_are_one_line_that_say_what_to_run(run_dir, tmp_path):
+    data_dir, out_dir = run_dir
+    r = subprocess.run([sys.executable, "evaluate.py", "--out_dir", str(tmp_path / "nothing")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "python train.py" in r.stderr
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
+        (bare / name).write_bytes((data_dir / name).read_bytes())
+    with pytest.raises(evaluate.EvalError, match=r"semantic.json; make it with: python cluster.py --data_dir"):
+        evaluate.run(str(out_dir), data_dir=str(bare), device="cpu")
