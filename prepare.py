@@ -30,14 +30,18 @@ import tokenizer
 MIDI_SUFFIXES = (".mid", ".midi")
 
 
-def find_midi(midi_root):
-    """Relative paths (with / separators) of all MIDI files under midi_root, sorted."""
-    found = []
-    for folder, _, names in os.walk(midi_root, followlinks=True):
-        for name in names:
+def iter_midi(midi_root):
+    """Relative paths (with / separators) of the MIDI files under midi_root, in a fixed order
+    (folders and names sorted as they are walked), one at a time so no list grows with the corpus."""
+    for folder, dirs, names in os.walk(midi_root, followlinks=True):
+        dirs.sort()
+        for name in sorted(names):
             if name.lower().endswith(MIDI_SUFFIXES):
-                found.append(os.path.relpath(os.path.join(folder, name), midi_root).replace(os.sep, "/"))
-    return sorted(found)
+                yield os.path.relpath(os.path.join(folder, name), midi_root).replace(os.sep, "/")
+
+
+def find_midi(midi_root):
+    return list(iter_midi(midi_root))
 
 
 def split_of(midi_file, val_fraction):
@@ -46,8 +50,13 @@ def split_of(midi_file, val_fraction):
     return "val" if h < val_fraction else "train"
 
 
-def tokenize_file(path):
-    """-> (tokens or None, notes, reason). Runs in a worker; never raises for a bad file."""
+def tokenize_file(job):
+    """(midi_root, midi_file) -> (midi_file, tokens or None, notes, reason). Runs in a worker; never raises."""
+    midi_root, midi_file = job
+    return (midi_file, *tokenize_path(os.path.join(midi_root, midi_file)))
+
+
+def tokenize_path(path):
     try:
         score = tokenizer.read_midi(path)
     except tokenizer.MidiError as e:
@@ -89,8 +98,8 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     """Tokenize data_dir's MIDI into train.bin/val.bin, index.jsonl, meta.json, skipped.tsv. Returns the counts."""
     t0 = time.time()
     midi_root = os.path.join(data_dir, "midi") if os.path.isdir(os.path.join(data_dir, "midi")) else data_dir
-    files = find_midi(midi_root)
-    if not files:
+    n_files = sum(1 for _ in iter_midi(midi_root))  # a cheap first walk, for the progress bar
+    if not n_files:
         raise SystemExit(f"no .mid or .midi files under {midi_root}; for the bundled corpus run "
                          f"`python data/music21/export.py` first")
     out = {split: open(os.path.join(data_dir, f"{split}.bin.tmp"), "wb") for split in ("train", "val")}
@@ -98,12 +107,12 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     skipped = open(os.path.join(data_dir, "skipped.tsv.tmp"), "w")
     tokens_in = {"train": 0, "val": 0}
     files_in, notes, reasons = Counter(), 0, Counter()
-    paths = [os.path.join(midi_root, f) for f in files]
     with Pool(workers or os.cpu_count()) as pool:
         # imap keeps file order, so the output is the same for any number of workers
-        results = pool.imap(tokenize_file, paths, chunksize=4)
-        for midi_file, (tokens, n_notes, reason) in tqdm(zip(files, results), total=len(files),
-                                                         desc="tokenizing", unit="file", disable=quiet):
+        jobs = ((midi_root, midi_file) for midi_file in iter_midi(midi_root))
+        results = pool.imap(tokenize_file, jobs, chunksize=4)
+        for midi_file, tokens, n_notes, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
+                                                       disable=quiet):
             if tokens is None:
                 reasons[reason.split(" (")[0]] += 1
                 skipped.write(f"{midi_file}\t{reason}\n")
@@ -122,11 +131,11 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     if n_good == 0:
         for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
             os.remove(os.path.join(data_dir, name + ".tmp"))
-        raise SystemExit(f"none of the {len(files)} MIDI files under {midi_root} could be used; "
+        raise SystemExit(f"none of the {n_files} MIDI files under {midi_root} could be used; "
                          f"reasons: {dict(reasons)}")
     for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
         os.replace(os.path.join(data_dir, name + ".tmp"), os.path.join(data_dir, name))
-    counts = {"files_found": len(files), "files": n_good, "train_files": files_in["train"],
+    counts = {"files_found": n_files, "files": n_good, "train_files": files_in["train"],
               "val_files": files_in["val"], "skipped": sum(reasons.values()), "skipped_by_reason": dict(reasons),
               "notes": notes, "train_tokens": tokens_in["train"], "val_tokens": tokens_in["val"],
               "seconds": round(time.time() - t0, 2)}
