@@ -15,6 +15,7 @@ import random
 import sys
 import time
 import types
+import warnings
 from contextlib import nullcontext
 from dataclasses import replace
 
@@ -261,13 +262,22 @@ def main(argv=None):
     p.add_argument("--seed", type=int, help="default: a random one, printed and put in the file names")
     p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--quantize", action="store_true",
+                   help="CPU only: INT8 dynamic quantisation of the Linear layers (bench.py: faster, same val loss)")
     args = p.parse_args(argv)
     if args.num_samples < 1 or (args.max_new_tokens or 1) < 1:
         raise SampleError("--num_samples and --max_new_tokens must be at least 1")
 
-    device, _, dtype = train.pick_device(types.SimpleNamespace(device=args.device, dtype=args.dtype))
+    device, device_type, dtype = train.pick_device(types.SimpleNamespace(device=args.device, dtype=args.dtype))
     ckpt_path = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt or args.out_dir
     model, ckpt = load_model(ckpt_path, device)
+    if args.quantize:
+        if device_type != "cpu":
+            raise SampleError("--quantize is for CPU sampling; leave it out on cuda or mps")
+        with warnings.catch_warnings():  # torch marks the quantized tensor API as deprecated; it still works
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        dtype = "float32"  # int8 kernels take fp32 activations
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", "data/music21")
     labels = token_labels(ckpt, data_dir)
     if args.prompt:

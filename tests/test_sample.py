@@ -218,3 +218,12 @@ def test_cli_writes_midi_and_png(run, tmp_path):
         assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
     assert "tokens/s" in r.stdout
+
+
+def test_cli_quantize_samples_valid_midi(run, tmp_path):
+    r = cli("--out_dir", run, "--token", "SEMANTIC_TOKEN_0", "--num_samples", 1, "--max_new_tokens", 60,
+            "--seed", 5, "--sample_dir", tmp_path, "--quantize", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    (path,) = tmp_path.glob("*.mid")
+    assert tokenizer.tokens_to_score(tokenizer.encode(str(path)))[1] == 0
+    assert "(float32)" in r.stdout  # int8 kernels run with fp32 activations
