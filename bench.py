@@ -1,0 +1,330 @@
+"""
+Speed and fidelity of AMT, side by side with the reference libraries, in one run.
+
+    python bench.py                           # every section
+    python bench.py --only roundtrip,prepare  # some of them
+
+Each section prints a markdown table for BENCHMARKS.md. Ratios are taken within
+one run on one machine, because absolute numbers on a shared machine are noisy.
+
+    roundtrip  real multi-track MIDI (data/miditok_tests) through encode/decode
+    prepare    prepare.py against miditok's REMI on the bundled corpus; peak RSS at 1x and 4x
+    embed      cluster.py's sentence embedding throughput
+    train      training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
+    sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing import Pool
+
+import numpy as np
+
+import prepare
+import tokenizer
+
+SECTIONS = {}
+
+
+def section(fn):
+    SECTIONS[fn.__name__.removeprefix("bench_")] = fn
+    return fn
+
+
+def table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(x) for x in row) + " |")
+    print()
+
+
+# -----------------------------------------------------------------------------
+
+@section
+def bench_roundtrip(args):
+    root = "data/miditok_tests/midi"
+    if not os.path.isdir(root):
+        subprocess.run([sys.executable, "data/miditok_tests/fetch.py"], check=True)
+    rows, total_in, total_kept, worst_length = [], 0, 0, 0.0
+    for midi_file in prepare.find_midi(root):
+        try:
+            r = tokenizer.round_trip(os.path.join(root, midi_file))
+        except tokenizer.MidiError as e:
+            rows.append((midi_file, "-", "-", "-", "-", f"skipped: {e}"))
+            continue
+        if r["notes_in"] == 0:
+            rows.append((midi_file, 0, "-", "-", "-", "no notes"))
+            continue
+        length_error = abs(r["seconds_out"] / r["seconds_in"] - 1)
+        worst_length = max(worst_length, length_error)
+        total_in += r["notes_in"]
+        total_kept += r["notes_kept"]
+        notes = "; ".join(f"{n} {why}" for why, n in (r["dropped"] + r["changed"]).items())
+        rows.append((midi_file, r["notes_in"], f"{100 * r['notes_kept'] / r['notes_in']:.2f}%",
+                     f"{r['seconds_in']:.1f}", f"{100 * length_error:.2f}%", notes))
+    print(f"### Round trip on real MIDI ({root})\n")
+    table(["file", "notes", "kept", "seconds", "length error", "left out or changed"], rows)
+    print(f"**All files: {total_kept}/{total_in} notes kept ({100 * total_kept / total_in:.3f}%), "
+          f"worst length error {100 * worst_length:.2f}%.** Kept = same pitch and instrument, onset and "
+          f"duration within one grid step (1/{tokenizer.STEPS_PER_QUARTER} beat).\n")
+
+
+# -----------------------------------------------------------------------------
+
+_miditok = None
+
+
+def _miditok_init():
+    global _miditok
+    import miditok
+    _miditok = miditok.REMI(miditok.TokenizerConfig(use_programs=True, use_tempos=True, use_time_signatures=True))
+
+
+def _miditok_one(path):
+    import symusic
+    try:
+        score = symusic.Score(path)
+        n_notes = sum(len(t.notes) for t in score.tracks)
+        tokens = _miditok.encode(score)
+        return n_notes, sum(len(s.ids) for s in tokens) if isinstance(tokens, list) else len(tokens.ids)
+    except Exception:
+        return 0, 0
+
+
+def peak_rss_mib(cmd):
+    """Peak resident memory of any process of cmd (prepare.py and its workers), in MiB."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    return int(out.stdout) / 1024
+
+
+@section
+def bench_prepare(args):
+    corpus = os.path.join(args.data_dir, "midi")
+    if not os.path.isdir(corpus):
+        sys.exit(f"no {corpus}; run `python data/music21/export.py` first")
+    files = prepare.find_midi(corpus)
+    paths = [os.path.join(corpus, f) for f in files]
+    workers = os.cpu_count()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.symlink(os.path.abspath(corpus), os.path.join(tmp, "midi"))
+        t0 = time.time()
+        counts = prepare.prepare(tmp, workers=workers, quiet=True)
+        ours = time.time() - t0
+        rows.append((f"AMT prepare.py ({workers} processes)", f"{len(files) / ours:.0f}", f"{counts['notes'] / ours:,.0f}",
+                     f"{ours:.1f}", f"{counts['train_tokens'] + counts['val_tokens']:,}"))
+        theirs = {}
+        for n_proc in sorted({1, workers}):
+            t0 = time.time()
+            with Pool(n_proc, initializer=_miditok_init) as pool:
+                results = pool.map(_miditok_one, paths, chunksize=16)
+            theirs[n_proc] = time.time() - t0
+            notes, tokens = map(sum, zip(*results))
+            rows.append((f"miditok 3.1 REMI, programs+tempos+meters ({n_proc} process{'es' * (n_proc > 1)})",
+                         f"{len(files) / theirs[n_proc]:.0f}", f"{notes / theirs[n_proc]:,.0f}",
+                         f"{theirs[n_proc]:.1f}", f"{tokens:,}"))
+
+        # Peak RSS on the corpus and on the corpus four times over (symlinked copies).
+        four = os.path.join(tmp, "four")
+        os.makedirs(os.path.join(four, "midi"))
+        for i in range(4):
+            os.symlink(os.path.abspath(corpus), os.path.join(four, "midi", f"copy{i}"))
+        rss1 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", tmp])
+        rss4 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", four])
+    print(f"### prepare throughput on {corpus} ({len(files)} files), {workers} cores\n")
+    table(["tokenizer", "files/s", "notes/s", "seconds", "tokens"], rows)
+    for n_proc, t in theirs.items():
+        print(f"- AMT against miditok with {n_proc} process{'es' * (n_proc > 1)}: **{t / ours:.2f}x** its throughput")
+    print(f"- peak RSS of `prepare.py`: **{rss1:.0f} MiB** on the corpus, **{rss4:.0f} MiB** on it 4x "
+          f"({100 * (rss4 / rss1 - 1):+.1f}%)\n")
+
+
+# -----------------------------------------------------------------------------
+# the model: ours against Hugging Face's GPT-2 of the same shape, same weights, same dtype
+
+BENCH_MODEL = dict(n_layer=6, n_head=8, n_embd=512, block_size=256, vocab_size=512)  # 19M parameters
+
+
+def hf_twin(ours):
+    """GPT2LMHeadModel with the same shape and weights as our GPT (transformers is bench/test only)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    c = ours.config
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                        n_head=c.n_head, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    config._attn_implementation = "sdpa"  # the same fused attention kernel as ours
+    hf = GPT2LMHeadModel(config)
+    state = ours.state_dict()
+    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    with torch.no_grad():
+        for name, p in hf.state_dict().items():
+            if name in state:
+                p.copy_(state[name].t() if name.endswith(transposed) else state[name])
+    return hf
+
+
+def matmul_peak(dtype, n=2048, reps=20):
+    import torch
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+@section
+def bench_train(args):
+    import torch
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    batch, steps = 8, args.train_steps
+    ours = GPT(GPTConfig(**BENCH_MODEL))
+    hf = hf_twin(ours)
+    T = BENCH_MODEL["block_size"]
+    x = torch.randint(0, BENCH_MODEL["vocab_size"], (batch, T + 1))
+    flops_per_token = ours.flops_per_token(T)
+    rows = []
+    for dtype in (torch.bfloat16, torch.float32):
+        peak = matmul_peak(dtype)
+        for name, model, step in (
+                ("AMT model.py", ours, lambda m: m(x[:, :-1], x[:, 1:])[1]),
+                ("HF GPT2LMHeadModel (sdpa)", hf, lambda m: m(input_ids=x[:, :-1], labels=x[:, :-1]).loss)):
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            times = []
+            for i in range(steps + 2):  # the first two steps warm up allocators and kernels
+                t0 = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                    loss = step(model)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                times.append(time.perf_counter() - t0)
+            tokens_per_s = batch * T / np.median(times[2:])
+            rows.append((name, str(dtype).removeprefix("torch."), f"{tokens_per_s:,.0f}",
+                         f"{100 * flops_per_token * tokens_per_s / peak:.1f}%", f"{peak / 1e9:.0f}"))
+    print(f"### Training throughput on CPU ({ours.num_params() / 1e6:.1f}M parameters, "
+          f"batch {batch} x {T}, AdamW, median of {steps} steps)\n")
+    table(["model", "dtype", "tokens/s", "MFU", "matmul GFLOP/s (2048², same dtype, same run)"], rows)
+    for i in (0, 2):
+        print(f"- {rows[i][1]}: AMT at **{float(rows[i][2].replace(',', '')) / float(rows[i + 1][2].replace(',', '')):.2f}x** "
+              f"the HF model's tokens/s")
+    print()
+
+
+# -----------------------------------------------------------------------------
+
+@section
+def bench_embed(args):
+    import cluster
+    rows = [json.loads(line) for line in open(os.path.join(args.data_dir, "midi", "descriptions.jsonl"))]
+    texts = [r["description"] for r in rows[:: max(len(rows) // args.embed_n, 1)]][:args.embed_n]
+    cluster.embed(texts[:64])  # load the model and warm up
+    t0 = time.time()
+    emb = cluster.embed(texts)
+    seconds = time.time() - t0
+    print(f"### Sentence embedding ({cluster.DEFAULT_EMBEDDER}, {emb.shape[1]} dimensions, batch 64)\n")
+    table(["descriptions", "seconds", "descriptions/s", "mean words"],
+          [(len(texts), f"{seconds:.1f}", f"**{len(texts) / seconds:.0f}**", f"{np.mean([len(t.split()) for t in texts]):.0f}")])
+
+
+def timed_generate(fn, reps=5):
+    """Best of reps wall times of fn(); the first call also warms up."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@section
+def bench_sample(args):
+    import torch
+    import sample
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    try:
+        model, ckpt = sample.load_model(args.out_dir)
+        source = f"checkpoint {ckpt['path']}"
+    except sample.SampleError:
+        import runpy
+        cfg = runpy.run_path("config/amt_cpu.py")
+        model = GPT(GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}, vocab_size=512))
+        ckpt, source = None, "random weights of config/amt_cpu.py's shape (no checkpoint)"
+    model.eval()
+    hf = hf_twin(model).eval()
+    n_new = min(args.sample_tokens, model.config.block_size - 2)  # HF's positions end at block_size
+    rows = []
+    with torch.no_grad():
+        for batch in (1, 8):
+            prompt = torch.tensor([[tokenizer.semantic_token(0), tokenizer.START]] * batch)  # (B, 2)
+            ours = timed_generate(lambda: model.generate(prompt, n_new, top_k=None))
+            theirs = timed_generate(lambda: hf.generate(prompt, do_sample=True, top_k=0, max_new_tokens=n_new,
+                                                        min_new_tokens=n_new, use_cache=True, pad_token_id=0))
+            grammar = timed_generate(lambda: model.generate(prompt, n_new, logits_hook=sample.grammar_hook(model.config.vocab_size, "cpu")))
+            rows.append((batch, f"{batch * n_new / ours:,.0f}", f"{batch * n_new / grammar:,.0f}",
+                         f"{batch * n_new / theirs:,.0f}", f"**{theirs / ours:.2f}x**"))
+    print(f"### Sampling on CPU, fp32, {n_new} new tokens, {source}\n")
+    table(["batch", "AMT tokens/s", "AMT + grammar mask tokens/s", "HF generate(use_cache=True) tokens/s",
+           "AMT / HF"], rows)
+
+    if ckpt is not None:  # real-time factor: seconds of music per second of compute, as sample.py makes it
+        music, compute = 0.0, 0.0
+        for k in range(3):
+            t0 = time.perf_counter()
+            pieces = sample.generate_tokens(model, k, 1, 1024, 1.0, None, 0.95, 1.0, k, None, "cpu", 60.0)
+            compute += time.perf_counter() - t0
+            score = tokenizer.tokens_to_score(pieces[0])[0]
+            music += sample.seconds_at(score.end_step, score.tempos)
+        print(f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
+              f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar mask)")
+        # INT8 dynamic quantisation of the Linear layers: speed against val loss
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        prompt = torch.tensor([[tokenizer.semantic_token(0), tokenizer.START]])
+        with torch.no_grad():
+            fp32_s = timed_generate(lambda: model.generate(prompt, n_new))
+            int8_s = timed_generate(lambda: quantized.generate(prompt, n_new))
+            val = np.memmap(os.path.join(args.data_dir, "val.bin"), dtype=np.uint16, mode="r")
+            T = model.config.block_size
+            starts = np.linspace(0, len(val) - T - 2, 32).astype(int)
+            x = torch.from_numpy(np.stack([val[s:s + T] for s in starts]).astype(np.int64))
+            y = torch.from_numpy(np.stack([val[s + 1:s + T + 1] for s in starts]).astype(np.int64))
+            loss_fp32 = model(x, y)[1].item()
+            loss_int8 = quantized(x, y)[1].item()
+        print(f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against {n_new / fp32_s:,.0f} in fp32 "
+              f"(**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} against {loss_fp32:.4f} "
+              f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows without semantic tokens")
+    print()
+
+
+# -----------------------------------------------------------------------------
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="AMT benchmarks; prints markdown tables")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--data_dir", default="data/music21")
+    parser.add_argument("--out_dir", default="out/amt_cpu", help="checkpoint used by the sample section")
+    parser.add_argument("--train_steps", type=int, default=6, help="timed training steps per model and dtype")
+    parser.add_argument("--embed_n", type=int, default=1000, help="descriptions embedded by the embed section")
+    parser.add_argument("--sample_tokens", type=int, default=256, help="new tokens per timed generation")
+    args = parser.parse_args()
+    chosen = args.only.split(",")
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        sys.exit(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    print(f"_bench.py on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}_\n")
+    for name in chosen:
+        SECTIONS[name](args)
