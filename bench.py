@@ -226,6 +226,53 @@ def bench_train(args):
 
 # -----------------------------------------------------------------------------
 
+KEY_LABEL_RE = r"\bin ([A-G](?: flat| sharp)? (?:major|minor))\b"
+
+
+@section
+def bench_keys(args):
+    """describe.estimate_key (Krumhansl-Schmuckler on the notes) against the keys the corpus labels: ABC K:
+    fields and the scores' declared keys, as export.py writes them into the descriptions."""
+    import re
+    midi_root = tokenizer.midi_root(args.data_dir)
+    rows = [json.loads(line) for line in open(os.path.join(midi_root, "descriptions.jsonl"))]
+    labelled = [(r["midi_file"], m.group(1)) for r in rows if (m := re.search(KEY_LABEL_RE, r["description"]))]
+    labelled = labelled[:: max(len(labelled) // args.keys_n, 1)][:args.keys_n]  # spread over the collections
+    tally, confusions = dict(exact=0, mode=0, related=0, n=0), {}
+    for midi_file, label in labelled:
+        try:
+            guess = describe.estimate_key(tokenizer.read_midi(os.path.join(midi_root, midi_file)).notes)
+        except tokenizer.MidiError:
+            continue
+        tally["n"] += 1
+        tally["exact"] += guess == label
+        tally["mode"] += guess is not None and guess.split()[-1] == label.split()[-1]
+        tally["related"] += bool(guess) and (guess == label or related_keys(guess, label) is not None)
+        if guess != label:
+            kind = "relative" if guess and related_keys(guess, label) == "relative" else \
+                related_keys(guess, label) if guess else "none"
+            confusions[kind or "other"] = confusions.get(kind or "other", 0) + 1
+    n = max(tally["n"], 1)
+    print(f"### Key estimation against the corpus's labels ({tally['n']} labelled pieces of {args.data_dir})\n")
+    table(["key and mode exact", "mode right", "exact or a closely related key", "wrong keys by kind"],
+          [(f"**{100 * tally['exact'] / n:.1f}%**", f"{100 * tally['mode'] / n:.1f}%", f"{100 * tally['related'] / n:.1f}%",
+            ", ".join(f"{k} {v}" for k, v in sorted(confusions.items(), key=lambda kv: -kv[1])))])
+
+
+def related_keys(a, b):
+    """'relative', 'parallel', 'dominant' or 'subdominant' when key a is that neighbour of key b, else None."""
+    names = describe.KEY_NAMES
+    ia, ib = names.index(a), names.index(b)
+    (ta, ma), (tb, mb) = divmod(ia, 12)[::-1], divmod(ib, 12)[::-1]  # (tonic, minor?)
+    if ma != mb and (ta - tb) % 12 == (9 if ma else 3):
+        return "relative"
+    if ma != mb and ta == tb:
+        return "parallel"
+    if ma == mb and (ta - tb) % 12 in (5, 7):
+        return "dominant" if (ta - tb) % 12 == 7 else "subdominant"
+    return None
+
+
 @section
 def bench_embed(args):
     import cluster
@@ -320,6 +367,7 @@ if __name__ == "__main__":
     parser.add_argument("--train_steps", type=int, default=6, help="timed training steps per model and dtype")
     parser.add_argument("--embed_n", type=int, default=1000, help="descriptions embedded by the embed section")
     parser.add_argument("--sample_tokens", type=int, default=256, help="new tokens per timed generation")
+    parser.add_argument("--keys_n", type=int, default=2000, help="labelled pieces the keys section reads")
     args = parser.parse_args()
     chosen = args.only.split(",")
     unknown = [s for s in chosen if s not in SECTIONS]

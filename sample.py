@@ -10,6 +10,7 @@ grammar, so every sample decodes with no token skipped.
 """
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -244,6 +245,12 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--quantize", action="store_true",
                    help="CPU only: INT8 dynamic quantisation of the Linear layers (bench.py: faster, same val loss)")
+    p.add_argument("--tempo", help="bpm ('96', '96 bpm') or a word (adagio, slow, fast...); overrides the prompt")
+    p.add_argument("--meter", help="n/d ('3/4', '6/8') or a dance (waltz, jig, march...); overrides the prompt")
+    p.add_argument("--key", help="'A minor', 'E flat major', 'F# minor', or just 'major'/'minor'; overrides the prompt")
+    p.add_argument("--instruments", help="comma-separated GM names, families (strings, brass) or numbers, 'drums'")
+    p.add_argument("--dry_run", action="store_true",
+                   help="print what the prompt and flags ask for as one JSON line and exit; loads no checkpoint")
     args = p.parse_args(argv)
     if args.num_samples < 1 or (args.max_new_tokens or 1) < 1:
         raise UserError("--num_samples and --max_new_tokens must be at least 1")
@@ -255,6 +262,47 @@ def quantize(model):
     with warnings.catch_warnings():  # torch marks the quantized tensor API as deprecated; it still works
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def asked_attributes(args):
+    """What the prompt and the flags ask for -> dict of tempo_bpm, meter, key, mode, instruments, plus notes
+    (contradictions, and how they were settled) and unused (words no rule read). Flags override the text."""
+    asked = describe.parse_prompt(args.prompt or "")
+    overrides = dict(tempo_bpm=args.tempo and describe.parse_tempo(args.tempo),
+                     meter=args.meter and describe.parse_meter(args.meter),
+                     instruments=args.instruments and describe.parse_instruments(args.instruments))
+    if args.key:
+        overrides["key"], overrides["mode"] = describe.parse_key(args.key)
+    for name, value in overrides.items():
+        if value is not None and asked.get(name) not in (None, [], value):
+            asked["notes"].append(f"--{name.split('_')[0]} overrides the prompt's {name.replace('_', ' ')}")
+    return asked | {k: v for k, v in overrides.items() if v is not None}
+
+
+def dry_run(args):
+    """The JSON line of --dry_run: the nearest semantic token (clusters.json and the embedder only, no
+    checkpoint) and the attributes asked for."""
+    token, cosine = args.token, None
+    if args.prompt:
+        k, _, cosine = cluster.nearest_tokens(args.prompt, args.data_dir or "data/music21", top=1)[0]
+        token, cosine = f"SEMANTIC_TOKEN_{k}", round(cosine, 4)
+    elif token and str(token).isdigit():
+        token = f"SEMANTIC_TOKEN_{token}"
+    asked = asked_attributes(args)
+    return dict(token=token, cosine=cosine, **{k: asked[k] for k in ("tempo_bpm", "meter", "key", "mode",
+                                                                     "instruments")})
+
+
+def print_understood(u):
+    """One line a person reads before the music is made: what was taken from the words, and what was not."""
+    names = ", ".join(describe.instrument_name(p) for p in u["instruments"]) or None
+    asked = dict(tempo=u["tempo_bpm"] and f"{u['tempo_bpm']:g} bpm", meter=u["meter"], key=u["key"] or u["mode"],
+                 instruments=names)
+    print("understood: " + (", ".join(f"{k} {v}" for k, v in asked.items() if v) or "no tempo, meter, key or "
+                            "instruments") + (f"; words used only for the semantic token: {' '.join(u['unused'])}"
+                                              if u["unused"] else ""))
+    for note in u["notes"]:
+        print(f"  note: {note}")
 
 
 def choose_token(args, ckpt):
@@ -306,6 +354,10 @@ def print_table(rows, elapsed):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.dry_run:
+        print(json.dumps(dry_run(args)))
+        return []
+    asked = asked_attributes(args)  # before the checkpoint loads: a malformed flag fails fast
     device, device_type, dtype = pick_device(args.device, args.dtype)
     ckpt_path = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt or args.out_dir
     model, ckpt = load_model(ckpt_path, device)
@@ -314,6 +366,9 @@ def main(argv=None):
             raise UserError("--quantize is for CPU sampling; leave it out on cuda or mps")
         model, dtype = quantize(model), "float32"  # int8 kernels take fp32 activations
     token, label = choose_token(args, ckpt)
+    print_understood(asked)
+    if any(asked[k] for k in ("tempo_bpm", "meter", "key", "mode", "instruments")):
+        print("  note: this checkpoint has no attribute tokens, so only the semantic token steers the samples")
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
     seed = random.randrange(10 ** 6) if args.seed is None else args.seed
     print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {token} ({label}), seed {seed}"
