@@ -541,19 +541,31 @@ def score_to_tokens(score):
     for note in score.notes:
         events[note.onset][2].append(note)
 
+    # The note loop runs for every note of a corpus (prepare.py): ids are looked up once, and
+    # the common case (one DURATION, one TIME_ON) skips split_steps.
+    program_id, note_id = OFFSET["PROGRAM"], OFFSET["NOTE"]
+    duration_id, time_on_id = OFFSET["DURATION"] - 1, OFFSET["TIME_ON"] - 1  # these blocks count from 1
     tokens, time, velocity = [START], 0, None
+    append = tokens.append
     for step in sorted(events):
         time_signature, tempo, notes = events[step]
-        tokens += [OFFSET["TIME_ON"] + k - 1 for k in split_steps(step - time, MAX_TIME_ON)]
+        if step - time <= MAX_TIME_ON:
+            tokens += [time_on_id + step - time] if step > time else []
+        else:
+            tokens += [time_on_id + k for k in split_steps(step - time, MAX_TIME_ON)]
         time = step
         tokens += time_signature + tempo
         for note in notes:
             if velocity_bin(note.velocity) != velocity:
                 velocity = velocity_bin(note.velocity)
-                tokens.append(OFFSET["VELOCITY"] + velocity)
-            tokens += [OFFSET["PROGRAM"] + note.program, OFFSET["NOTE"] + note.pitch]
-            tokens += [OFFSET["DURATION"] + k - 1 for k in split_steps(note.duration, MAX_DURATION)]
-    tokens += [OFFSET["TIME_ON"] + k - 1 for k in split_steps(score.end_step - time, MAX_TIME_ON)]
+                append(OFFSET["VELOCITY"] + velocity)
+            append(program_id + note.program)
+            append(note_id + note.pitch)
+            if note.duration <= MAX_DURATION:
+                append(duration_id + note.duration)
+            else:
+                tokens += [duration_id + k for k in split_steps(note.duration, MAX_DURATION)]
+    tokens += [time_on_id + k for k in split_steps(score.end_step - time, MAX_TIME_ON)]
     tokens.append(END)
     return np.array(tokens, dtype=np.uint16)
 
