@@ -24,7 +24,6 @@ every training window.
 """
 
 import argparse
-import bisect
 import io
 import math
 import os
@@ -435,20 +434,15 @@ def read_raw(midi):
     return notes, tempos, time_signatures, end_tick, repeats, zero_length
 
 
-def seconds_at(tempos, ticks_per_beat):
-    """A function tick -> seconds for a tempo map [(tick, bpm)] (120 bpm before the first)."""
-    ticks, seconds, bpms, now, last_tick, last_bpm = [0], [0.0], [DEFAULT_BPM], 0.0, 0, DEFAULT_BPM
-    for tick, bpm in sorted(tempos, key=lambda t: t[0]):
-        now += (tick - last_tick) * 60 / (last_bpm * ticks_per_beat)
-        ticks.append(tick)
-        seconds.append(now)
-        bpms.append(bpm)
-        last_tick, last_bpm = tick, bpm
-
-    def at(tick):
-        i = bisect.bisect_right(ticks, tick) - 1
-        return seconds[i] + (tick - ticks[i]) * 60 / (bpms[i] * ticks_per_beat)
-    return at
+def seconds_at(ticks, tempos, ticks_per_beat=STEPS_PER_QUARTER):
+    """Ticks (int or array) -> seconds, through a tempo map [(tick, bpm)] sorted by tick, with
+    120 bpm before the first change. In grid steps by default: a Score's own tempo map."""
+    starts = np.array([0] + [tick for tick, _ in tempos], dtype=np.float64)
+    seconds_per_tick = 60.0 / (np.array([DEFAULT_BPM] + [bpm for _, bpm in tempos]) * ticks_per_beat)
+    seconds_at_start = np.concatenate([[0.0], np.cumsum(np.diff(starts) * seconds_per_tick[:-1])])
+    ticks = np.asarray(ticks, dtype=np.float64)
+    i = np.searchsorted(starts, ticks, side="right") - 1  # the last change at or before each tick
+    return seconds_at_start[i] + (ticks - starts[i]) * seconds_per_tick[i]
 
 
 def grid_tempos(tempos, ticks_per_beat, score):
@@ -459,7 +453,6 @@ def grid_tempos(tempos, ticks_per_beat, score):
     grid step (performances have fast tempo maps); rounding to a tempo level then
     moves the timeline by at most half a level, 0.5%."""
     to_step = STEPS_PER_QUARTER / ticks_per_beat
-    seconds = seconds_at(tempos, ticks_per_beat)
     steps = {0}
     for tick, _ in tempos:
         if round(tick * to_step) > score.end_step:
@@ -467,14 +460,16 @@ def grid_tempos(tempos, ticks_per_beat, score):
         else:
             steps.add(round(tick * to_step))
     steps = sorted(steps)
+    ends = steps[1:] + [score.end_step]
+    starts = np.array(steps) / to_step  # in ticks
+    seconds = seconds_at(np.concatenate([starts, np.array(ends) / to_step, starts + 1]), tempos, ticks_per_beat)
     lowest, highest = level_bpm(0), level_bpm(TEMPO_LEVELS - 1)
-    for step, next_step in zip(steps, steps[1:] + [score.end_step]):
-        start = step / to_step
+    for i, (step, next_step) in enumerate(zip(steps, ends)):
         if next_step > step:
-            elapsed = seconds(next_step / to_step) - seconds(start)
+            elapsed = seconds[len(steps) + i] - seconds[i]
             bpm = 60 * (next_step - step) / STEPS_PER_QUARTER / max(elapsed, 1e-12)
         else:  # a change at the very end sets no time: its own tempo
-            bpm = 60 / max(seconds(start + 1) - seconds(start), 1e-12) / ticks_per_beat
+            bpm = 60 / max(seconds[2 * len(steps) + i] - seconds[i], 1e-12) / ticks_per_beat
         if not lowest / 1.005 <= bpm <= highest * 1.005:
             score.changed[f"tempos clamped to {lowest:.0f}..{highest:.0f} bpm"] += 1
         if not score.tempos or tempo_level(bpm) != tempo_level(score.tempos[-1][1]):
@@ -716,8 +711,8 @@ def round_trip(src):
                 if o > onset + tolerance:
                     break
     return dict(notes_in=score.notes_in, notes_kept=kept, tokens=len(tokens), dropped=score.dropped, changed=score.changed,
-                seconds_in=seconds_at(tempos, midi.ticks_per_beat)(end_tick),
-                seconds_out=seconds_at(out_tempos, TICKS_PER_BEAT)(out_end_tick), midi=out)
+                seconds_in=float(seconds_at(end_tick, tempos, midi.ticks_per_beat)),
+                seconds_out=float(seconds_at(out_end_tick, out_tempos, TICKS_PER_BEAT)), midi=out)
 
 
 # -----------------------------------------------------------------------------
