@@ -1,5 +1,6 @@
 """
-The AMT tokenizer: MIDI <-> a stream of event tokens, with mido.
+The AMT tokenizer: MIDI <-> a stream of event tokens. Files are read by a small reader of
+the events we use (mido reads anything unusual) and written with mido.
 
 The vocabulary is declared once, below, as contiguous blocks of ids. Every range,
 mask and grammar rule is derived from those blocks, never from literal ids.
@@ -357,7 +358,8 @@ def events_of(mid):
 
 
 def load_midi(src):
-    """MidiEvents from a path, a mido.MidiFile or MidiEvents; MidiError with a one-line reason otherwise."""
+    """MidiEvents from a path, a mido.MidiFile or MidiEvents. MidiError with a one-line reason for bytes
+    that are not MIDI; OSError (from open) for a file that can't be read at all."""
     if isinstance(src, MidiEvents):
         return src
     if isinstance(src, mido.MidiFile):
