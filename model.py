@@ -9,6 +9,9 @@ References:
 """
 
 import math
+import os
+import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -209,6 +212,17 @@ class GPT(nn.Module):
         ]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=(device_type == 'cuda'))
 
+    @classmethod
+    def from_checkpoint(cls, ckpt, device="cpu", **overrides):
+        """A checkpoint dict as train.py saves it (or the path of one) -> the GPT it holds, on device, in eval
+        mode; overrides change model_args that do not touch the weights' shapes (dropout on resume).
+        Like nanoGPT's from_pretrained, for our own checkpoints."""
+        if isinstance(ckpt, (str, os.PathLike)):
+            ckpt = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickle code from a file
+        model = cls(GPTConfig(**{**ckpt["model_args"], **overrides}))
+        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+        return model.to(device).eval()
+
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, logits_hook=None,
                  uncond_idx=None, guidance=1.0, keep_first=1, generator=None):
@@ -267,3 +281,102 @@ class GPT(nn.Module):
             else:
                 logits = self(next_id, kv_cache=cache)[0][:, -1]      # (B or 2B, V)
         return seq[:B]
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: dicts of tensors and plain types, so torch.load(path, weights_only=True) loads them
+
+def numbered_checkpoints(out_dir):
+    """Paths of out_dir/ckpt_NNNNNNN.pt, oldest first (.tmp leftovers and ckpt_best.pt never match)."""
+    names = [n for n in os.listdir(out_dir) if re.fullmatch(r"ckpt_\d{7}\.pt", n)] if os.path.isdir(out_dir) else []
+    return [os.path.join(out_dir, n) for n in sorted(names)]
+
+
+def latest_checkpoint(out_dir):
+    """(path, checkpoint) of the newest numbered checkpoint that loads, else (None, None).
+    A file cut short by a crash fails to load and is skipped."""
+    for path in reversed(numbered_checkpoints(out_dir)):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # whatever is wrong with the file, the one before may be fine
+            print(f"skipping {path}: it does not load ({type(e).__name__})")
+    return None, None
+
+
+# -----------------------------------------------------------------------------
+# device and precision: the one place that picks them
+
+def pick_device(device="auto", dtype="auto", local_rank=0):
+    """-> (device, device_type, dtype name). auto: cuda, then mps, then cpu; bf16 where the hardware has it,
+    fp16 on older GPUs (train.py pairs it with a GradScaler), fp32 otherwise."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    device_type = device.split(":")[0]
+    if dtype == "auto":
+        if device_type == "cuda":
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        elif device_type == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+            dtype = "bfloat16"  # with AVX-512 BF16, autocast steps 1.6x faster than fp32 (matmuls 2.4x)
+        else:
+            dtype = "float32"
+    return device, device_type, dtype
+
+
+def autocast(device_type, dtype):
+    """The mixed-precision context for a device type and dtype name; fp32 needs none."""
+    return nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
+
+
+# -----------------------------------------------------------------------------
+# loss on held-out windows: training's periodic eval and evaluate.py share this one table
+
+def group_means(group, n_groups, **values):
+    """Per-token group ids (N,) and values (N,) -> {"tokens": (G,) count, name: (G,) mean}, nan where empty."""
+    n = torch.bincount(group, minlength=n_groups).double()                               # (G,)
+    out = {"tokens": n.long().cpu().numpy()}
+    for name, v in values.items():
+        mean = torch.bincount(group, weights=v.double(), minlength=n_groups) / n.clamp(min=1)  # (G,)
+        out[name] = mean.masked_fill(n == 0, float("nan")).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def estimate_loss(model, batches, ctx=nullcontext(), token_type=None, uncond_token=None, baseline_nll=None):
+    """Score windows -> tables of loss (nats) and next-token accuracy: "overall", "type" (grouped by
+    token_type[target], a (V,) tensor of type ids) and "first" (by the window's first token, the semantic token).
+    batches: (x, y) int64 (B, T), y -1 where nothing is scored. With uncond_token, loss_uncond is the loss of the
+    same windows led by it instead (their difference is what conditioning gains). With baseline_nll (V,), a
+    model that predicts each id with that fixed loss is scored beside (baseline_loss, baseline_acc)."""
+    was_training = model.training
+    model.eval()
+    cols = {k: [] for k in ("target", "first", "loss", "acc", "loss_uncond")}
+    for x, y in batches:
+        with ctx:
+            logits, nll = model(x, y, reduction="none")                                # (B, T, V), (B, T)
+        keep = y >= 0                                                                  # (B, T)
+        cols["target"].append(y[keep])
+        cols["first"].append(x[:, :1].expand_as(y)[keep])
+        cols["loss"].append(nll.float()[keep])
+        cols["acc"].append((logits.argmax(-1) == y).float()[keep])
+        if uncond_token is not None:
+            x_uncond = x.clone()
+            x_uncond[:, 0] = uncond_token
+            with ctx:
+                nll_uncond = model(x_uncond, y, reduction="none")[1]                   # (B, T)
+            cols["loss_uncond"].append(nll_uncond.float()[keep])
+    model.train(was_training)
+    c = {k: torch.cat(v) for k, v in cols.items() if v}
+    values = {k: c[k] for k in ("loss", "acc", "loss_uncond") if k in c}
+    if baseline_nll is not None:
+        baseline_nll = baseline_nll.to(c["target"].device)
+        values |= dict(baseline_loss=baseline_nll[c["target"]],
+                       baseline_acc=(c["target"] == baseline_nll.argmin()).float())
+    V = model.config.vocab_size
+    tables = dict(overall=group_means(torch.zeros_like(c["target"]), 1, **values),
+                  first=group_means(c["first"], V, **values))
+    if token_type is not None:
+        token_type = token_type.to(c["target"].device)
+        tables["type"] = group_means(token_type[c["target"]], int(token_type.max()) + 1, **values)
+    return tables

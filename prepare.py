@@ -1,16 +1,19 @@
 """
-Tokenize a folder of MIDI files into the uint16 memmaps that train.py reads.
+Tokenize a folder of MIDI files into the uint16 memmaps that train.py reads, and read them back.
 
     python prepare.py --data_dir data/music21
 
-reads data_dir/midi/ (or data_dir itself if it has no midi/), recursively, and writes
-into data_dir:
+reads data_dir/midi/ (or data_dir itself if it has no midi/; tokenizer.midi_root), recursively, and
+writes into data_dir:
     train.bin, val.bin   uint16 tokens of every file in that split, file after file (START ... END)
     index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes
-    meta.json            vocabulary layout, tokenizer settings, split rule and counts
+    meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split rule and counts
     skipped.tsv          every file that could not be used, with a one-line reason
 The split is by file, on a hash of its path, so a file keeps its split as the folder grows.
 Tokens stream to disk as they come, so memory does not grow with the corpus.
+
+Reading back (train.py, evaluate.py, bench.py): `load_dataset` opens the folder, and `build_windows`
+is the one place that turns a file's tokens into a model input, led by its semantic token.
 """
 
 import argparse
@@ -27,22 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 import tokenizer
-
-MIDI_SUFFIXES = (".mid", ".midi", ".kar")  # .kar: karaoke MIDI, a standard MIDI file with lyrics
-
-
-def iter_midi(midi_root):
-    """Relative paths (with / separators) of the MIDI files under midi_root, in a fixed order
-    (folders and names sorted as they are walked), one at a time so no list grows with the corpus."""
-    for folder, dirs, names in os.walk(midi_root, followlinks=True):
-        dirs.sort()
-        for name in sorted(names):
-            if name.lower().endswith(MIDI_SUFFIXES):
-                yield os.path.relpath(os.path.join(folder, name), midi_root).replace(os.sep, "/")
-
-
-def find_midi(midi_root):
-    return list(iter_midi(midi_root))
+from tokenizer import UserError
 
 
 def split_of(midi_file, val_fraction):
@@ -69,15 +57,10 @@ def tokenize_path(path):
     return tokenizer.score_to_tokens(score), len(score.notes), None
 
 
-def write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
-def meta_for(val_fraction, counts):
+def meta_for(val_fraction, counts, midi_dir="midi"):
     """What a reader of the .bin files needs to know: vocabulary layout, settings, split, counts."""
     return {
+        "midi_root": midi_dir,  # where index.jsonl's midi_file paths start, relative to the dataset folder
         "vocab_size": tokenizer.VOCAB_SIZE,
         "blocks": {name: [tokenizer.OFFSET[name], tokenizer.SIZE[name]] for name in tokenizer.TYPE_NAMES},
         "pad_token": tokenizer.PAD, "start_token": tokenizer.START, "end_token": tokenizer.END,
@@ -98,11 +81,11 @@ def meta_for(val_fraction, counts):
 def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     """Tokenize data_dir's MIDI into train.bin/val.bin, index.jsonl, meta.json, skipped.tsv. Returns the counts."""
     t0 = time.time()
-    midi_root = os.path.join(data_dir, "midi") if os.path.isdir(os.path.join(data_dir, "midi")) else data_dir
-    n_files = sum(1 for _ in iter_midi(midi_root))  # a cheap first walk, for the progress bar
+    midi_root = tokenizer.midi_root(data_dir)
+    n_files = sum(1 for _ in tokenizer.iter_midi(midi_root))  # a cheap first walk, for the progress bar
     if not n_files:
-        raise SystemExit(f"no .mid or .midi files under {midi_root}; for the bundled corpus run "
-                         f"`python data/music21/export.py` first")
+        raise UserError(f"no {', '.join(tokenizer.MIDI_SUFFIXES)} files under {midi_root}; for the bundled corpus "
+                        f"run `python data/music21/export.py` first")
     out = {split: open(os.path.join(data_dir, f"{split}.bin.tmp"), "wb") for split in ("train", "val")}
     index = open(os.path.join(data_dir, "index.jsonl.tmp"), "w")
     skipped = open(os.path.join(data_dir, "skipped.tsv.tmp"), "w")
@@ -112,7 +95,7 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     with Pool(workers) if workers > 1 else nullcontext() as pool:
         # imap keeps file order, so the output is the same for any number of workers. Chunks of
         # 32 files cut the round trips to the workers; one worker runs here (a pool only adds pickling).
-        jobs = ((midi_root, midi_file) for midi_file in iter_midi(midi_root))
+        jobs = ((midi_root, midi_file) for midi_file in tokenizer.iter_midi(midi_root))
         results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
         for midi_file, tokens, n_notes, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
                                                        disable=quiet):
@@ -134,15 +117,15 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     if n_good == 0:
         for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
             os.remove(os.path.join(data_dir, name + ".tmp"))
-        raise SystemExit(f"none of the {n_files} MIDI files under {midi_root} could be used; "
-                         f"reasons: {dict(reasons)}")
+        raise UserError(f"none of the {n_files} MIDI files under {midi_root} could be used; reasons: {dict(reasons)}")
     for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
         os.replace(os.path.join(data_dir, name + ".tmp"), os.path.join(data_dir, name))
     counts = {"files_found": n_files, "files": n_good, "train_files": files_in["train"],
               "val_files": files_in["val"], "skipped": sum(reasons.values()), "skipped_by_reason": dict(reasons),
               "notes": notes, "train_tokens": tokens_in["train"], "val_tokens": tokens_in["val"],
               "seconds": round(time.time() - t0, 2)}
-    write_atomic(os.path.join(data_dir, "meta.json"), json.dumps(meta_for(val_fraction, counts), indent=1))
+    meta = meta_for(val_fraction, counts, os.path.relpath(midi_root, data_dir).replace(os.sep, "/"))
+    tokenizer.write_atomic(os.path.join(data_dir, "meta.json"), json.dumps(meta, indent=1))
     return counts
 
 
@@ -163,14 +146,141 @@ def print_summary(data_dir, c):
         print(f"  the skipped files and why: {os.path.join(data_dir, 'skipped.tsv')}")
 
 
+# -----------------------------------------------------------------------------
+# reading a prepared folder back
+
+def block_mask(meta, names):
+    """Boolean (vocab_size,) mask of the ids in the named vocabulary blocks of meta.json."""
+    mask = np.zeros(meta["vocab_size"], dtype=bool)
+    for name in names:
+        offset, size = meta["blocks"][name]
+        mask[offset:offset + size] = True
+    return mask
+
+
+def read_json(path, default=None):
+    if default is not None and not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_split(data_dir, index, split, meta, semantic):
+    """One split -> its tokens (memmap) and, per file, start, end, sampling weight (its length), semantic token."""
+    make = f"make it with: python prepare.py --data_dir {data_dir}"
+    files = [f for f in index if f["split"] == split]
+    if not files:
+        raise UserError(f"{data_dir}: the {split} split has no files; {make} (with more MIDI files)")
+    tokens = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
+    start, end = np.array([f["start"] for f in files]), np.array([f["end"] for f in files])
+    if not ((start < end).all() and end.max() <= len(tokens)):
+        raise UserError(f"{data_dir}/index.jsonl does not match {split}.bin; {make}")
+    sem = [semantic.get(f["midi_file"]) for f in files]
+    return dict(tokens=tokens, start=start, end=end, weight=(end - start) / (end - start).sum(),
+                semantic=np.array([meta["uncond_token"] if k is None else meta["semantic_offset"] + k for k in sem]))
+
+
+def load_dataset(data_dir):
+    """A prepared folder -> dict of meta, cluster labels, token masks and, per split, load_split's dict.
+    Files without a semantic id (no semantic.json yet) are led by the unconditional token."""
+    for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
+        if not os.path.exists(os.path.join(data_dir, name)):
+            raise UserError(f"no dataset in {data_dir} ({name} is missing); "
+                            f"make it with: python prepare.py --data_dir {data_dir}")
+    meta = read_json(os.path.join(data_dir, "meta.json"))
+    semantic = read_json(os.path.join(data_dir, "semantic.json"), {})
+    with open(os.path.join(data_dir, "index.jsonl")) as f:
+        index = [json.loads(line) for line in f if line.strip()]
+    if any(not 0 <= k < meta["n_semantic"] for k in semantic.values()):
+        raise UserError(f"{data_dir}/semantic.json has ids outside 0..{meta['n_semantic'] - 1}; re-run cluster.py")
+    data = dict(meta=meta, labels=read_json(os.path.join(data_dir, "clusters.json"), {}).get("labels", []),
+                has_semantic=bool(semantic),
+                # a window may start right after a complete event, on a token that does not continue a note
+                after=block_mask(meta, meta["window_start_after"]), continues=block_mask(meta, ["DURATION"]),
+                token_type=np.zeros(meta["vocab_size"], dtype=np.int64))  # (V,) block index of each id
+    for i, (offset, size) in enumerate(meta["blocks"].values()):
+        data["token_type"][offset:offset + size] = i
+    for split in ("train", "val"):
+        data[split] = load_split(data_dir, index, split, meta, semantic)
+    return data
+
+
+def next_boundary(data, tokens, i, end, limit):
+    """The first event boundary at or after position i, at most `limit` tokens on; None if there is none."""
+    chunk = np.asarray(tokens[i - 1:min(end, i + limit)], dtype=np.int64)  # the token before i, then i...
+    ok = data["after"][chunk[:-1]] & ~data["continues"][chunk[1:]]        # ok[j]: position i + j is a boundary
+    hits = np.flatnonzero(ok)
+    return i + int(hits[0]) if len(hits) else None
+
+
+def build_windows(data, split, picks, first_tokens, block_size):
+    """The one window builder. picks [(file, start)] with first_tokens (B,) -> x, y int64 (B, block_size):
+    row b is [first_tokens[b]] + the file's tokens from start on, cut at block_size or the file's end;
+    y is x shifted by one, -1 where the file ran out (padding, left out of the loss)."""
+    d, meta = data[split], data["meta"]
+    seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)     # (B, T+1)
+    y_valid = np.zeros((len(picks), block_size), dtype=bool)                           # (B, T)
+    for b, (f, start) in enumerate(picks):
+        window = d["tokens"][start:min(int(d["end"][f]), start + block_size)]
+        seq[b, 0] = first_tokens[b]
+        seq[b, 1:1 + len(window)] = window
+        y_valid[b, :len(window)] = True
+    x, y = seq[:, :-1], seq[:, 1:].copy()                                              # (B, T) each
+    y[~y_valid] = -1
+    return np.ascontiguousarray(x), y
+
+
+def random_start(data, split, f, block_size, rng):
+    """A random window start in file f: its START token, or an event boundary further in."""
+    d = data[split]
+    start, end = int(d["start"][f]), int(d["end"][f])
+    i = int(rng.integers(start, max(start, end - block_size) + 1))
+    if i > start:  # a file's first window starts at its START token, the others on an event boundary
+        i = next_boundary(data, d["tokens"], i, end, block_size) or start
+    return i
+
+
+def get_batch(data, split, batch_size, block_size, rng, cond_dropout):
+    """Training windows: files picked in proportion to their length, each from a random event boundary, led
+    by the file's semantic token, or by the unconditional one with probability cond_dropout -> x, y (B, T)."""
+    d, uncond = data[split], data["meta"]["uncond_token"]
+    files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])                # (B,)
+    picks, first = [], []
+    for f in files:  # start, then dropout, file by file: one fixed order of draws from rng
+        picks.append((f, random_start(data, split, f, block_size, rng)))
+        first.append(uncond if rng.random() < cond_dropout else d["semantic"][f])
+    return build_windows(data, split, picks, first, block_size)
+
+
+def covering_windows(data, split, block_size, max_windows):
+    """Fixed windows (file, start) that cover a split file by file, each starting on an event boundary as in
+    training; at most max_windows of them, spread evenly over the split."""
+    d, windows = data[split], []
+    for f, (start, end) in enumerate(zip(d["start"].tolist(), d["end"].tolist())):
+        i = start
+        while i is not None:
+            windows.append((f, i))
+            stop = min(end, i + block_size)
+            # the tokens that finish an event cut at `stop` are left out, so the next window starts on an event
+            i = next_boundary(data, d["tokens"], stop, end, block_size) if stop < end else None
+    if len(windows) > max_windows:
+        windows = [windows[i] for i in np.unique(np.linspace(0, len(windows) - 1, max_windows).round().astype(int))]
+    return windows
+
+
+# -----------------------------------------------------------------------------
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--data_dir", default="data/music21", help="dataset folder (MIDI in DATA_DIR/midi/ or DATA_DIR)")
     parser.add_argument("--val_fraction", type=float, default=0.05, help="share of files in the val split")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     args = parser.parse_args()
-    if args.workers is not None and args.workers < 1:
-        sys.exit(f"--workers must be at least 1, got {args.workers}")
-    if not os.path.isdir(args.data_dir):
-        sys.exit(f"no folder {args.data_dir}; for the bundled corpus run `python data/music21/export.py` first")
-    print_summary(args.data_dir, prepare(args.data_dir, args.val_fraction, args.workers))
+    try:
+        if args.workers is not None and args.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {args.workers}")
+        if not os.path.isdir(args.data_dir):
+            raise UserError(f"no folder {args.data_dir}; for the bundled corpus run `python data/music21/export.py`")
+        print_summary(args.data_dir, prepare(args.data_dir, args.val_fraction, args.workers))
+    except UserError as e:
+        sys.exit(f"error: {e}")

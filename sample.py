@@ -14,9 +14,7 @@ import os
 import random
 import sys
 import time
-import types
 import warnings
-from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -24,17 +22,15 @@ import torch
 from tqdm import tqdm
 
 import cluster
+import describe
 import tokenizer
-import train
-from model import GPT, GPTConfig
+from describe import seconds_at
+from model import GPT, autocast, latest_checkpoint, pick_device
+from tokenizer import UserError, write_atomic
 
 OUT_DIR = "out/amt_cpu"                  # the CPU demo's run
 TRAIN_COMMAND = "python train.py config/amt_cpu.py"
 CHUNK = 128  # tokens per model.generate call; between calls we check which samples are done
-
-
-class SampleError(Exception):
-    """A user mistake (unknown token, no checkpoint...); printed as one line, no traceback."""
 
 
 # -----------------------------------------------------------------------------
@@ -46,28 +42,28 @@ def train_command(out_dir):
 
 def load_model(path, device="cpu"):
     """A checkpoint file, or a run folder (its newest numbered checkpoint that loads) -> (model in eval mode,
-    the checkpoint dict less its weights and optimizer state, plus "path")."""
+    the checkpoint dict less its weights and optimizer state, plus "path"). GPT.from_checkpoint does the
+    loading; this adds what a person needs to hear when there is nothing to load."""
     if os.path.isfile(path):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code from a file
         except Exception as e:
-            raise SampleError(f"{path} does not load ({type(e).__name__}); it may be cut short, try another") from None
+            raise UserError(f"{path} does not load ({type(e).__name__}); it may be cut short, try another") from None
     elif path.endswith(".pt"):
-        raise SampleError(f"checkpoint {path} not found; make one with: {train_command(os.path.dirname(path) or '.')}")
+        raise UserError(f"checkpoint {path} not found; make one with: {train_command(os.path.dirname(path) or '.')}")
     else:
         out_dir = path
-        path, ckpt = train.latest_checkpoint(out_dir)  # skips files that a crash cut short
+        path, ckpt = latest_checkpoint(out_dir)  # skips files that a crash cut short
         if ckpt is None:
-            raise SampleError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
+            raise UserError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
     blocks = {name: [tokenizer.OFFSET[name], size] for name, size in tokenizer.BLOCKS}
     if "meta" in ckpt and ckpt["meta"]["blocks"] != blocks:
-        raise SampleError(f"{path} was trained on another vocabulary than tokenizer.py's; re-run prepare.py, train.py")
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    if model.config.vocab_size < tokenizer.VOCAB_SIZE:
-        raise SampleError(f"{path}: vocab_size {model.config.vocab_size} < tokenizer.VOCAB_SIZE {tokenizer.VOCAB_SIZE}")
-    model.load_state_dict(ckpt.pop("model"))
-    ckpt.pop("optimizer", None)
-    return model.to(device).eval(), {**ckpt, "path": path}
+        raise UserError(f"{path} was trained on another vocabulary than tokenizer.py's; re-run prepare.py, train.py")
+    if ckpt["model_args"]["vocab_size"] < tokenizer.VOCAB_SIZE:
+        raise UserError(f"{path}: vocab_size {ckpt['model_args']['vocab_size']} < tokenizer.VOCAB_SIZE "
+                        f"{tokenizer.VOCAB_SIZE}")
+    model = GPT.from_checkpoint(ckpt, device)
+    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")} | {"path": path}
 
 
 def token_labels(ckpt, data_dir):
@@ -87,30 +83,22 @@ def semantic_token_id(token, labels=()):
     if name not in valid:
         listed = ", ".join(f"{v} ({label})" for v, label in zip(valid, labels)) if labels \
             else f"SEMANTIC_TOKEN_0..SEMANTIC_TOKEN_{k - 1}"
-        raise SampleError(f"unknown token {name!r}; valid tokens: {listed}, SEMANTIC_UNCOND (unconditional)")
+        raise UserError(f"unknown token {name!r}; valid tokens: {listed}, SEMANTIC_UNCOND (unconditional)")
     return tokenizer.token_id(name)
-
-
-def seconds_at(steps, tempos):
-    """Grid steps (int or array) -> seconds, through a tempo map [(step, bpm)] that starts at step 0."""
-    steps, seconds = np.asarray(steps, dtype=np.float64), 0.0
-    for (start, bpm), (end, _) in zip(tempos, tempos[1:] + [(np.inf, 0)]):
-        seconds = seconds + np.clip(steps - start, 0, end - start) * 60.0 / (bpm * tokenizer.STEPS_PER_QUARTER)
-    return seconds
 
 
 def prime_tokens(path, seconds):
     """The notes of a MIDI file that start in its first `seconds` -> tokens START ... (no END), the prompt
     that the model continues. Raises MidiError for a corrupt file, SampleError if nothing is left."""
     if not os.path.isfile(path):
-        raise SampleError(f"prime {path} not found")
+        raise UserError(f"prime {path} not found")
     try:
         score = tokenizer.read_midi(path)
     except tokenizer.MidiError as e:
         raise tokenizer.MidiError(f"prime {path}: {e}") from None
     notes = [n for n, t in zip(score.notes, seconds_at([n.onset for n in score.notes], score.tempos)) if t < seconds]
     if not notes:
-        raise SampleError(f"prime {path}: no note starts in its first {seconds:g} s; raise --prime_seconds")
+        raise UserError(f"prime {path}: no note starts in its first {seconds:g} s; raise --prime_seconds")
     last = notes[-1].onset  # the prompt ends right after the last kept note, where the model goes on
     score = replace(score, notes=notes, end_step=last, tempos=[t for t in score.tempos if t[0] <= last],
                     time_signatures=[t for t in score.time_signatures if t[0] <= last])
@@ -161,7 +149,7 @@ def finish(row, prompt_len, seconds=None):
     return row
 
 
-def generate_tokens(model, token, n_samples=1, max_new_tokens=512, temperature=1.0, top_k=None, top_p=None,
+def generate_tokens(model, token, *, n_samples=1, max_new_tokens=512, temperature=1.0, top_k=None, top_p=None,
                     guidance=1.0, seed=None, prime_tokens=None, device=None, seconds=None, dtype="float32"):
     """Sample n_samples pieces for one semantic token (name, semantic id or 'SEMANTIC_UNCOND') ->
     list of int64 arrays [semantic token, START, ..., END]. prime_tokens (START ...) are continued.
@@ -174,7 +162,7 @@ def generate_tokens(model, token, n_samples=1, max_new_tokens=512, temperature=1
     prompt = torch.tensor([[semantic_token_id(token)] + body] * n_samples, device=device)  # (B, T)
     generator = None if seed is None else torch.Generator(device).manual_seed(seed)
     hook, block = grammar_hook(model.config.vocab_size, device), model.config.block_size
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
+    ctx = autocast(device_type, dtype)
     seq, prompt_len = prompt, prompt.size(1)
     with tqdm(total=max_new_tokens, desc="sampling", unit="tok", disable=None, leave=False) as bar:
         while seq.size(1) - prompt_len < max_new_tokens:
@@ -197,10 +185,6 @@ def generate_tokens(model, token, n_samples=1, max_new_tokens=512, temperature=1
 # -----------------------------------------------------------------------------
 # output
 
-def instrument_name(program):
-    return "drums" if program == tokenizer.DRUMS else cluster.GM_NAMES[program]
-
-
 def piano_roll(score, path, title, prime_end=None):
     """A PNG of the notes: time (s) x pitch, a bar per note, coloured by instrument, and a dashed line at
     prime_end (seconds), where a prime's last note starts. Written atomically."""
@@ -208,17 +192,14 @@ def piano_roll(score, path, title, prime_end=None):
     from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
     fig = Figure(figsize=(12, 5), dpi=100, layout="constrained")
     ax = fig.subplots()
-    count = {}
-    for n in score.notes:
-        count[n.program] = count.get(n.program, 0) + 1
-    programs = sorted(count, key=lambda p: (-count[p], p))  # most notes first: the legend names the top 12
+    programs = list(describe.program_counts(score.notes))  # most notes first: the legend names the top 12
     colors = colormaps["tab10" if len(programs) <= 10 else "tab20"]
     for i, program in enumerate(programs):
         notes = [n for n in score.notes if n.program == program]
         start = seconds_at([n.onset for n in notes], score.tempos)                      # (n,)
         end = seconds_at([n.onset + n.duration for n in notes], score.tempos)           # (n,)
         ax.barh([n.pitch for n in notes], end - start, left=start, height=0.8, color=colors(i % colors.N),
-                label=instrument_name(program) if i < 12 else "_")  # labels starting with _ stay out of the legend
+                label=describe.instrument_name(program) if i < 12 else "_")  # labels starting with _ stay out of the legend
     more = f" (+{len(programs) - 12} more instruments)" if len(programs) > 12 else ""
     ax.set(xlabel="time (s)", ylabel="MIDI pitch", title=title + more,
            xlim=(0, max(float(seconds_at(score.end_step, score.tempos)), 1.0)))
@@ -226,22 +207,21 @@ def piano_roll(score, path, title, prime_end=None):
         ax.axvline(prime_end, color="black", linestyle="--", linewidth=1, label="end of prime")
     if programs:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    fig.savefig(path + ".tmp", format="png")
-    os.replace(path + ".tmp", path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
 
 
 def write_sample(tokens, path, title, prime_end=None):
     """tokens -> path (.mid) and its piano roll (.png); returns (score, png path)."""
     score, skipped = tokenizer.tokens_to_score(tokens)
     assert skipped == 0, f"{skipped} tokens of a grammar-constrained sample did not decode"
-    tokenizer.score_to_midi(score).save(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    midi = tokenizer.score_to_midi(score)
+    write_atomic(path, lambda f: midi.save(file=f))
     png = os.path.splitext(path)[0] + ".png"
     piano_roll(score, png, title, prime_end)
     return score, png
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Sample MIDI from an AMT checkpoint.")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--token", help="SEMANTIC_TOKEN_k (or k, or SEMANTIC_UNCOND); default unconditional")
@@ -266,70 +246,93 @@ def main(argv=None):
                    help="CPU only: INT8 dynamic quantisation of the Linear layers (bench.py: faster, same val loss)")
     args = p.parse_args(argv)
     if args.num_samples < 1 or (args.max_new_tokens or 1) < 1:
-        raise SampleError("--num_samples and --max_new_tokens must be at least 1")
+        raise UserError("--num_samples and --max_new_tokens must be at least 1")
+    return args
 
-    device, device_type, dtype = train.pick_device(types.SimpleNamespace(device=args.device, dtype=args.dtype))
-    ckpt_path = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt or args.out_dir
-    model, ckpt = load_model(ckpt_path, device)
-    if args.quantize:
-        if device_type != "cpu":
-            raise SampleError("--quantize is for CPU sampling; leave it out on cuda or mps")
-        with warnings.catch_warnings():  # torch marks the quantized tensor API as deprecated; it still works
-            warnings.simplefilter("ignore")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        dtype = "float32"  # int8 kernels take fp32 activations
+
+def quantize(model):
+    """INT8 dynamic quantisation of the Linear layers, for CPU sampling."""
+    with warnings.catch_warnings():  # torch marks the quantized tensor API as deprecated; it still works
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def choose_token(args, ckpt):
+    """--token, or the semantic token nearest --prompt (printing the three nearest) -> (token name, label)."""
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", "data/music21")
-    labels = token_labels(ckpt, data_dir)
+    labels, token = token_labels(ckpt, data_dir), args.token
     if args.prompt:
         nearest = cluster.nearest_tokens(args.prompt, data_dir, top=3)
         for k, label, similarity in nearest:
             print(f"  SEMANTIC_TOKEN_{k:<3} {label:<40} cosine {similarity:.3f}")
-        args.token = f"SEMANTIC_TOKEN_{nearest[0][0]}"
-        print(f"prompt {args.prompt!r} -> {args.token} ({nearest[0][1]}), cosine {nearest[0][2]:.3f}")
-    semantic = semantic_token_id(args.token or "SEMANTIC_UNCOND", labels)
-    token = tokenizer.token_name(semantic)
+        token = f"SEMANTIC_TOKEN_{nearest[0][0]}"
+        print(f"prompt {args.prompt!r} -> {token} ({nearest[0][1]}), cosine {nearest[0][2]:.3f}")
+    semantic = semantic_token_id(token or "SEMANTIC_UNCOND", labels)
     k = semantic - tokenizer.semantic_token(0)
     label = "unconditional" if semantic == tokenizer.UNCOND else labels[k] if labels else "no label"
-    prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
-    seed = random.randrange(10 ** 6) if args.seed is None else args.seed
-    max_new_tokens = args.max_new_tokens or (4096 if args.seconds else 512)
-    print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {token} ({label}), seed {seed}"
-          + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
+    return tokenizer.token_name(semantic), label
 
-    t0 = time.perf_counter()
-    samples = generate_tokens(model, token, args.num_samples, max_new_tokens, args.temperature, args.top_k or None,
-                              args.top_p, args.guidance, seed, prime, device, args.seconds, dtype)
-    elapsed = time.perf_counter() - t0
+
+def write_samples(samples, args, *, token, label, seed, prime=None):
+    """Each sample -> .mid and .png in the sample folder; -> rows (path, notes, seconds, instruments, new tokens)."""
     sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
     os.makedirs(sample_dir, exist_ok=True)
-    prime_name, prime_end = "", None
-    if args.prime:  # names say what a file continues; its piano roll marks where the prime's last note starts
+    prime_name, prime_end, prompt_len = "", None, 2  # the semantic token and START
+    if prime is not None:  # names say what a file continues; its piano roll marks where the prime's last note starts
         prime_name = os.path.splitext(os.path.basename(args.prime))[0]
         prime_score = tokenizer.tokens_to_score(prime)[0]
-        prime_end = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos))
-    prompt_len, rows = 1 + (len(prime) if args.prime else 1), []
+        prime_end, prompt_len = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos)), 1 + len(prime)
+    rows = []
     for i, tokens in enumerate(samples):
         path = os.path.join(sample_dir, f"{token}{'_after_' + prime_name if prime_name else ''}_s{seed}_{i}.mid")
         title = f"{token}: {label} (seed {seed}, sample {i})" + (f", after {prime_name}" if prime_name else "")
         score, png = write_sample(tokens, path, title, prime_end)
         print(f"wrote {path} and {png}")
         programs = sorted({n.program for n in score.notes})
-        instruments = f"{len(programs)}: " + ", ".join(map(instrument_name, programs))
+        instruments = f"{len(programs)}: " + ", ".join(map(describe.instrument_name, programs))
         n_new = len(tokens) - prompt_len - 1  # the tokens the model added, END aside
         rows.append((path, len(score.notes), float(seconds_at(score.end_step, score.tempos)), instruments, n_new))
+    return rows
+
+
+def print_table(rows, elapsed):
     width = max(len(r[0]) for r in rows)
     print(f"\n{'file':<{width}} {'notes':>6} {'seconds':>8}  {'instruments':<36} {'tokens':>7} {'tok/s':>7}")
     for path, notes, seconds, instruments, n in rows:
         print(f"{path:<{width}} {notes:>6} {seconds:>8.1f}  {instruments[:36]:<36} {n:>7} {n / elapsed:>7.1f}")
     total = sum(r[4] for r in rows)
     print(f"{len(rows)} samples, {total} tokens in {elapsed:.1f} s: {total / elapsed:.1f} tokens/s as one batch")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device, device_type, dtype = pick_device(args.device, args.dtype)
+    ckpt_path = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt or args.out_dir
+    model, ckpt = load_model(ckpt_path, device)
+    if args.quantize:
+        if device_type != "cpu":
+            raise UserError("--quantize is for CPU sampling; leave it out on cuda or mps")
+        model, dtype = quantize(model), "float32"  # int8 kernels take fp32 activations
+    token, label = choose_token(args, ckpt)
+    prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
+    seed = random.randrange(10 ** 6) if args.seed is None else args.seed
+    print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {token} ({label}), seed {seed}"
+          + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
+    t0 = time.perf_counter()
+    samples = generate_tokens(
+        model, token, n_samples=args.num_samples, max_new_tokens=args.max_new_tokens or (4096 if args.seconds else 512),
+        temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p, guidance=args.guidance, seed=seed,
+        prime_tokens=prime, device=device, seconds=args.seconds, dtype=dtype)
+    elapsed = time.perf_counter() - t0
+    rows = write_samples(samples, args, token=token, label=label, seed=seed, prime=prime)
+    print_table(rows, elapsed)
     return [r[0] for r in rows]
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (SampleError, cluster.ClusterError, tokenizer.MidiError) as e:
+    except UserError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("interrupted")

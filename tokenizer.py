@@ -204,8 +204,50 @@ def split_steps(steps, cap):
 # -----------------------------------------------------------------------------
 # MIDI -> Score
 
-class MidiError(Exception):
+class UserError(Exception):
+    """A mistake the user can fix (a bad flag, a missing file, an unknown token). Every script prints it as
+    one line, with what to do, and no traceback. The one such class in the project."""
+
+
+class MidiError(UserError):
     """A file that can't be read as MIDI; the message is a one-line reason."""
+
+
+def write_atomic(path, data):
+    """Write data (bytes, str, or a function that writes into a binary file object) to path through a
+    temporary name and os.replace: a crash leaves the previous file whole, never a half-written one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+MIDI_SUFFIXES = (".mid", ".midi", ".kar")  # .kar: karaoke MIDI, a standard MIDI file with lyrics
+
+
+def midi_root(data_dir):
+    """Where a dataset folder keeps its MIDI: DATA_DIR/midi/ if it exists, else DATA_DIR itself.
+    Every script finds the MIDI through this one function."""
+    sub = os.path.join(data_dir, "midi")
+    return sub if os.path.isdir(sub) else data_dir
+
+
+def iter_midi(root):
+    """Relative paths (with / separators) of the MIDI files under root, recursively, in a fixed order
+    (folders and names sorted as they are walked), one at a time so no list grows with the corpus."""
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs.sort()
+        for name in sorted(names):
+            if name.lower().endswith(MIDI_SUFFIXES):
+                yield os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
 
 
 @dataclass
@@ -732,9 +774,7 @@ if __name__ == "__main__":
     except OSError as e:
         sys.exit(f"{args.midi}: {e.strerror or e}")
     if args.out:
-        tmp = args.out + ".tmp"
-        result["midi"].save(tmp)
-        os.replace(tmp, args.out)
+        write_atomic(args.out, lambda f: result["midi"].save(file=f))
     n_in, n_kept = result["notes_in"], result["notes_kept"]
     print(f"notes in     {n_in}")
     print(f"notes kept   {n_kept} ({100 * n_kept / max(n_in, 1):.2f}%: same pitch and instrument, onset and duration within 1/{STEPS_PER_QUARTER} beat)")

@@ -7,6 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cluster
+import describe
+import tokenizer
 
 GROUPS = {
     "chorale": ["A four-part Bach chorale harmonisation for soprano, alto, tenor and bass",
@@ -124,19 +126,44 @@ def test_descriptions_written_from_midi(tmp_path, capsys):
     assert "bad.mid" in json.loads((tmp_path / "clusters.json").read_text())["skipped"]
 
 def test_key_estimate_minor():
-    Note = cluster.tokenizer.Note
+    Note = tokenizer.Note
     a_minor = [Note(i * 12, 24 if p in (57, 60, 64) else 6, p, 0, 80) for i, p in enumerate([57, 59, 60, 62, 64, 65, 68, 69, 64, 57])]
-    assert cluster.estimate_key(a_minor) == "A minor"
+    assert describe.estimate_key(a_minor) == "A minor"
 
 def test_user_errors_are_clear(clustered, tmp_path):
     root = clustered[0]
-    with pytest.raises(cluster.ClusterError, match=f"between 1 and {cluster.tokenizer.N_SEMANTIC}"):
-        cluster.run(root, k=cluster.tokenizer.N_SEMANTIC + 1)
-    with pytest.raises(cluster.ClusterError, match="embedder folder not found: /no/such/model"):
+    with pytest.raises(tokenizer.UserError, match=f"between 1 and {tokenizer.N_SEMANTIC}"):
+        cluster.run(root, k=tokenizer.N_SEMANTIC + 1)
+    with pytest.raises(tokenizer.UserError, match="embedder folder not found: /no/such/model"):
         cluster.run(root, k=3, embedder="/no/such/model")
-    with pytest.raises(cluster.ClusterError, match="not in the local Hugging Face cache"):
+    with pytest.raises(tokenizer.UserError, match="not in the local Hugging Face cache"):
         cluster.load_embedder("no-such-embedder-xyz")  # looked up locally only: fails fast, no download
-    with pytest.raises(cluster.ClusterError, match="python cluster.py --data_dir"):
+    with pytest.raises(tokenizer.UserError, match="python cluster.py --data_dir"):
         cluster.load_clusters(tmp_path)
-    with pytest.raises(cluster.ClusterError, match="needs at least 31"):
+    with pytest.raises(tokenizer.UserError, match="needs at least 31"):
         cluster.run(root, k=31)  # 30 described files
+
+@pytest.mark.parametrize("layout", ["midi", "flat"])
+def test_both_folder_layouts_through_prepare_and_cluster(tmp_path, layout):
+    """DATA_DIR/midi/ or MIDI straight in DATA_DIR: prepare and cluster find the same files, captioned or not."""
+    import prepare
+    from midi_factory import midi_file, notes, track
+    root = tmp_path / "data"
+    midi_dir = root / "midi" if layout == "midi" else root
+    (midi_dir / "sub").mkdir(parents=True)
+    names = [f"sub/song{i:02d}.mid" if i % 2 else f"song{i:02d}.mid" for i in range(12)]
+    for i, name in enumerate(names):
+        spec = [(b * (1 + i % 3) / 2, 0.5, 50 + (5 * i + 7 * b) % 30) for b in range(8)]
+        midi_file([track(notes(0, spec, program=(0, 40, 73)[i % 3]))]).save(str(midi_dir / name))
+    captioned = {n: f"a short tune number {i} for {('piano', 'violin', 'flute')[i % 3]}"
+                 for i, n in enumerate(names) if i < 6}  # the other six are described from their notes
+    (midi_dir / "descriptions.jsonl").write_text(
+        "".join(json.dumps({"midi_file": n, "description": d}) + "\n" for n, d in captioned.items()))
+    counts = prepare.prepare(str(root), val_fraction=0.2, workers=1, quiet=True)
+    assert counts["files"] == 12 and counts["skipped"] == 0
+    assert json.loads((root / "meta.json").read_text())["midi_root"] == ("midi" if layout == "midi" else ".")
+    clusters = cluster.run(root, k=3, seed=0)
+    semantic = json.loads((root / "semantic.json").read_text())
+    assert sorted(semantic) == sorted(names) and clusters["skipped"] == {}
+    auto = {json.loads(line)["midi_file"] for line in (root / "descriptions_auto.jsonl").read_text().splitlines()}
+    assert auto == set(names) - set(captioned)

@@ -14,6 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import describe  # noqa: E402
 import evaluate  # noqa: E402
 import prepare  # noqa: E402
 import tokenizer  # noqa: E402
@@ -72,21 +73,21 @@ def score(spec, meter=(4, 4), bpm=120.0, end=None):
 
 
 def test_statistics_of_hand_made_scores():
-    c_major = evaluate.describe(score([(SPQ * i, SPQ, p) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72])]))
+    c_major = describe.piece_stats(score([(SPQ * i, SPQ, p) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72])]))
     assert c_major["scale"] == 1.0 and c_major["polyphony"] == 1.0 and c_major["density"] == 1.0
     assert c_major["pc_entropy"] == pytest.approx(-sum(s * math.log2(s) for s in [2 / 8] + [1 / 8] * 6))
     assert c_major["empty_beats"] == 0.0 and c_major["all_bars"]
-    chromatic = evaluate.describe(score([(0, SPQ, 60 + p) for p in range(12)]))
+    chromatic = describe.piece_stats(score([(0, SPQ, 60 + p) for p in range(12)]))
     assert chromatic["pc_entropy"] == pytest.approx(math.log2(12)) and chromatic["scale"] == pytest.approx(7 / 12)
     assert chromatic["polyphony"] == 12.0
     # a chord of 3 for a beat, then three silent beats, then a note: in 4/4 the second bar is empty, in 2/4 not
     gap = [(0, SPQ, 60), (0, SPQ, 64), (0, SPQ, 67), (4 * SPQ + 4 * SPQ, SPQ, 60)]
-    four = evaluate.describe(score(gap))
+    four = describe.piece_stats(score(gap))
     assert four["polyphony"] == pytest.approx((3 * SPQ + SPQ) / (2 * SPQ))
     assert four["empty_beats"] == pytest.approx(7 / 9) and not four["all_bars"]
-    two = evaluate.describe(score([(0, SPQ, 60), (2 * SPQ, SPQ, 62), (4 * SPQ, SPQ, 64)], meter=(2, 4)))
+    two = describe.piece_stats(score([(0, SPQ, 60), (2 * SPQ, SPQ, 62), (4 * SPQ, SPQ, 64)], meter=(2, 4)))
     assert two["all_bars"]
-    drums = evaluate.describe(score([(0, 6, 36, tokenizer.DRUMS), (6, 6, 42, tokenizer.DRUMS)]))
+    drums = describe.piece_stats(score([(0, 6, 36, tokenizer.DRUMS), (6, 6, 42, tokenizer.DRUMS)]))
     assert np.isnan(drums["pc_entropy"]) and np.isnan(drums["scale"]) and drums["durations"][4] == 1.0  # 6 steps
     assert len(drums["features"]) == len(c_major["features"])
     assert np.isfinite(evaluate.feature_matrix([drums, c_major])).all(), "the classifier gets no nan"
@@ -94,13 +95,13 @@ def test_statistics_of_hand_made_scores():
 
 def test_closeness_is_zero_for_the_same_pieces_and_grows_with_the_difference():
     rng = np.random.default_rng(0)
-    real = [evaluate.describe(score([(3 * i, 3, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))]))
+    real = [describe.piece_stats(score([(3 * i, 3, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))]))
             for _ in range(10)]
-    slower = [evaluate.describe(score([(12 * i, 12, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))]))
+    slower = [describe.piece_stats(score([(12 * i, 12, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))]))
               for _ in range(10)]
-    scale = {k: 1.0 for k in evaluate.METRICS}
+    scale = {k: 1.0 for k in describe.METRICS}
     same = evaluate.closeness(real, real, scale)
-    assert all(same[k] == 0 for k in evaluate.METRICS) and same["durations"] == pytest.approx(1.0)
+    assert all(same[k] == 0 for k in describe.METRICS) and same["durations"] == pytest.approx(1.0)
     other = evaluate.closeness(real, slower, scale)
     assert other["density"] == pytest.approx(4 - 1)  # 4 notes a beat against 1
     assert other["durations"] == pytest.approx(0.0)  # quarter notes against sixteenths: no overlap
@@ -111,9 +112,9 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
     r = evaluate.main(["--out_dir", str(out_dir), "--num_samples", "3", "--guidance", "1,2", "--max_new_tokens", "64",
                        "--device", "cpu", "--dtype", "float32"])
     o = r["likelihood"]["overall"]
-    loss, unigram = float(o["loss"][0]), float(o["unigram_loss"][0])
+    loss, unigram = float(o["loss"][0]), float(o["baseline_loss"][0])
     assert loss > 0 and unigram > 0 and o["loss_uncond"][0] > 0
-    assert 0 <= o["acc"][0] <= 1 and 0 <= o["unigram_acc"][0] <= 1
+    assert 0 <= o["acc"][0] <= 1 and 0 <= o["baseline_acc"][0] <= 1
     assert loss < unigram, "150 iterations on three rigid styles should beat token frequencies"
     # every val token is scored once: the windows cover val.bin except the tails of events cut at a window's end
     val_tokens = json.loads((data_dir / "meta.json").read_text())["counts"]["val_tokens"]
@@ -146,5 +147,5 @@ def test_missing_inputs_are_one_line_that_say_what_to_run(run_dir, tmp_path):
     bare.mkdir()
     for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
         (bare / name).write_bytes((data_dir / name).read_bytes())
-    with pytest.raises(evaluate.EvalError, match=r"semantic.json; make it with: python cluster.py --data_dir"):
+    with pytest.raises(tokenizer.UserError, match=r"semantic.json; make it with: python cluster.py --data_dir"):
         evaluate.run(str(out_dir), data_dir=str(bare), device="cpu")

@@ -14,6 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import describe  # noqa: E402
 import sample  # noqa: E402
 import tokenizer  # noqa: E402
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
@@ -122,8 +123,8 @@ def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
 def test_seconds_at_agrees_with_mido():
     score = tokenizer.Score(notes=[tokenizer.Note(0, 30, 60, 0, 80), tokenizer.Note(100, 77, 64, 0, 80)],
                             tempos=[(0, 90.0), (24, 150.0), (61, 47.0)], end_step=177)
-    assert sample.seconds_at(score.end_step, score.tempos) == pytest.approx(tokenizer.score_to_midi(score).length)
-    assert sample.seconds_at([0, 24], score.tempos) == pytest.approx([0, 24 / 12 * 60 / 90])
+    assert describe.seconds_at(score.end_step, score.tempos) == pytest.approx(tokenizer.score_to_midi(score).length)
+    assert describe.seconds_at([0, 24], score.tempos) == pytest.approx([0, 24 / 12 * 60 / 90])
 
 
 def time_on_steps(tokens):
@@ -142,8 +143,8 @@ def test_seconds_cuts_where_the_music_reaches_that_time(model):
         if len(short) < len(long):  # cut before its own END: the token it was cut at takes time past 4 s
             n_cut += 1
             tempos, at = tokenizer.tokens_to_score(long)[0].tempos, len(short) - 1
-            assert sample.seconds_at(time_on_steps(long[:at]), tempos) < 4.0
-            assert sample.seconds_at(time_on_steps(long[:at + 1]), tempos) >= 4.0
+            assert describe.seconds_at(time_on_steps(long[:at]), tempos) < 4.0
+            assert describe.seconds_at(time_on_steps(long[:at + 1]), tempos) >= 4.0
             n_own_tempo += tempos != [(0, tokenizer.DEFAULT_BPM)]
     assert n_cut >= 3 and n_own_tempo >= 1, "too few samples cut, or none with a tempo of its own: a weak check"
 
@@ -172,7 +173,7 @@ def test_newest_checkpoint_that_loads_and_unknown_token_in_process(run, tmp_path
     (out / "ckpt_0000010.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes())
     (out / "ckpt_0000020.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes()[:1000])  # cut short by a crash
     assert sample.load_model(str(out))[1]["path"] == str(out / "ckpt_0000010.pt")
-    with pytest.raises(sample.SampleError, match="valid tokens: SEMANTIC_TOKEN_0 \\(slow strings\\)"):
+    with pytest.raises(tokenizer.UserError, match="valid tokens: SEMANTIC_TOKEN_0 \\(slow strings\\)"):
         sample.semantic_token_id("SEMANTIC_TOKEN_3", LABELS)  # only 3 clusters were trained
     last = tokenizer.N_SEMANTIC - 1
     assert sample.semantic_token_id(f"SEMANTIC_TOKEN_{last}") == tokenizer.semantic_token(last)  # no labels: all of them
@@ -186,7 +187,7 @@ def test_prompt_maps_to_the_nearest_token(run, tmp_path, monkeypatch, capsys):
     assert Path(paths[0]).name == "SEMANTIC_TOKEN_2_s0_0.mid"
     assert "-> SEMANTIC_TOKEN_2 (drums), cosine 0.610" in capsys.readouterr().out
     monkeypatch.undo()
-    with pytest.raises(sample.cluster.ClusterError, match="python cluster.py --data_dir"):
+    with pytest.raises(tokenizer.UserError, match="python cluster.py --data_dir"):
         sample.main(["--out_dir", str(run), "--prompt", "x", "--data_dir", str(tmp_path)])
 
 

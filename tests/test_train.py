@@ -3,6 +3,7 @@ builds a tiny dataset that follows the dataset folder contract, from random scor
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 import prepare  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
+from model import GPT, GPTConfig, latest_checkpoint  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models gain nothing from a second thread, and lose a lot when the cores are busy
 
@@ -74,11 +75,11 @@ def run_train(data_dir, out_dir, *args):
 # config
 
 def test_config_rejects_unknown_keys_with_the_valid_list(tmp_path):
-    with pytest.raises(train.UserError, match=r"unknown config key 'n_layers'.*valid keys: .*n_layer"):
+    with pytest.raises(tokenizer.UserError, match=r"unknown config key 'n_layers'.*valid keys: .*n_layer"):
         train.parse_config(["--n_layers=4"])
     config_file = tmp_path / "typo.py"
     config_file.write_text("import math\nn_layer = 2\nlearning_rat = 1e-3\n")  # a module import is fine
-    with pytest.raises(train.UserError, match=r"'learning_rat'.*typo.py.*valid keys"):
+    with pytest.raises(tokenizer.UserError, match=r"'learning_rat'.*typo.py.*valid keys"):
         train.parse_config([str(config_file)])
 
 
@@ -93,10 +94,10 @@ def test_config_converts_to_the_defaults_types(tmp_path):
     cfg = train.parse_config([str(config_file), "--n_layer=3"])  # the command line wins over the file
     assert (cfg.n_layer, cfg.learning_rate, cfg.out_dir) == (3, 1.0, "out/x")
     for bad in (["--batch_size=four"], ["--batch_size=2.5"], ["--bias=maybe"], ["--n_layer"]):
-        with pytest.raises(train.UserError):
+        with pytest.raises(tokenizer.UserError):
             train.parse_config(bad)
     config_file.write_text("n_layer = '2'\n")
-    with pytest.raises(train.UserError, match="n_layer"):
+    with pytest.raises(tokenizer.UserError, match="n_layer"):
         train.parse_config([str(config_file)])
 
 
@@ -109,8 +110,8 @@ def find_window(tokens, window):
     return np.flatnonzero((views == window).all(axis=1))
 
 
-def test_get_batch_windows_semantic_token_shift_and_padding(data_dir):
-    data = train.load_data(str(data_dir))
+def test_training_windows_semantic_token_shift_and_padding(data_dir):
+    data = prepare.load_dataset(str(data_dir))
     meta, block = data["meta"], 32
     index = [json.loads(line) for line in (data_dir / "index.jsonl").read_text().splitlines()]
     semantic = json.loads((data_dir / "semantic.json").read_text())
@@ -120,9 +121,9 @@ def test_get_batch_windows_semantic_token_shift_and_padding(data_dir):
         tokens = np.fromfile(data_dir / f"{split}.bin", dtype=np.uint16).astype(np.int64)
         files = [f for f in index if f["split"] == split]
         for _ in range(10):
-            x, y = train.get_batch(data, split, 8, block, rng, cond_dropout=0.0)
-            assert x.shape == y.shape == (8, block) and x.dtype == y.dtype == torch.int64
-            for row_x, row_y in zip(x.numpy(), y.numpy()):
+            x, y = prepare.get_batch(data, split, 8, block, rng, cond_dropout=0.0)
+            assert x.shape == y.shape == (8, block) and x.dtype == y.dtype == np.int64
+            for row_x, row_y in zip(x, y):
                 n = int((row_y >= 0).sum())  # file tokens in the window
                 assert n > 0 and (row_y[n:] == -1).all() and (row_y[:n] >= 0).all(), "padding only at the end"
                 assert (row_x[n + 1:] == meta["pad_token"]).all()
@@ -145,12 +146,12 @@ def test_get_batch_windows_semantic_token_shift_and_padding(data_dir):
     assert padded_rows > 0 and mid_file_rows > 0, "the dataset should exercise both short and long files"
 
 
-def test_get_batch_cond_dropout(data_dir):
-    data = train.load_data(str(data_dir))
-    x, _ = train.get_batch(data, "train", 64, 32, np.random.default_rng(1), cond_dropout=1.0)
+def test_training_windows_cond_dropout(data_dir):
+    data = prepare.load_dataset(str(data_dir))
+    x, _ = prepare.get_batch(data, "train", 64, 32, np.random.default_rng(1), cond_dropout=1.0)
     assert (x[:, 0] == tokenizer.UNCOND).all()
-    x, _ = train.get_batch(data, "train", 256, 32, np.random.default_rng(1), cond_dropout=0.5)
-    dropped = (x[:, 0] == tokenizer.UNCOND).float().mean().item()
+    x, _ = prepare.get_batch(data, "train", 256, 32, np.random.default_rng(1), cond_dropout=0.5)
+    dropped = (x[:, 0] == tokenizer.UNCOND).mean()
     assert 0.4 < dropped < 0.85, f"about half the windows (plus the files without an id) go unconditional: {dropped}"
 
 
@@ -201,9 +202,9 @@ def test_latest_checkpoint_skips_files_cut_short(tmp_path):
     (tmp_path / "ckpt_0000003.pt").write_bytes(good[: len(good) // 2])  # a crash mid-write
     (tmp_path / "ckpt_0000004.pt.tmp").write_bytes(good)                # a write that never got renamed
     torch.save({"iter_num": 9}, tmp_path / "ckpt_best.pt")
-    path, ckpt = train.latest_checkpoint(str(tmp_path))
+    path, ckpt = latest_checkpoint(str(tmp_path))
     assert Path(path).name == "ckpt_0000002.pt" and ckpt["iter_num"] == 2
-    assert train.latest_checkpoint(str(tmp_path / "empty")) == (None, None)
+    assert latest_checkpoint(str(tmp_path / "empty")) == (None, None)
 
 
 def test_resume_after_a_crash_matches_the_uninterrupted_run(run_a, data_dir, tmp_path, capsys):
@@ -213,17 +214,22 @@ def test_resume_after_a_crash_matches_the_uninterrupted_run(run_a, data_dir, tmp
     (tmp_path / "ckpt_0000006.pt").write_bytes(good[: len(good) // 3])  # newer, but cut short
     (tmp_path / "ckpt_0000005.pt.tmp").write_bytes(good)
     capsys.readouterr()
+    run_train(data_dir, tmp_path, "--max_iters=4", "--init_from=resume", *common)  # nothing left to train
+    out = capsys.readouterr().out
+    assert re.search(r"last checkpoint +\S*ckpt_0000004\.pt", out), "the summary names the file it resumed, " \
+        "not the newer one that was skipped as cut short"
     run_train(data_dir, tmp_path, "--max_iters=8", "--init_from=resume", *common)
     out = capsys.readouterr().out
+    assert re.search(r"last checkpoint +\S*ckpt_0000008\.pt", out)
     assert "skipping" in out and "ckpt_0000006.pt" in out and "ckpt_0000004.pt at iter 4" in out
     resumed = {r["iter"]: r["loss"] for r in read_log(tmp_path) if "loss" in r and r["iter"] > 4}
     uninterrupted = {r["iter"]: r["loss"] for r in read_log(run_a) if "loss" in r and r["iter"] > 4}
     assert sorted(resumed) == [5, 6, 7, 8]
     for it in resumed:
         assert abs(resumed[it] - uninterrupted[it]) <= 1e-6, (it, resumed[it], uninterrupted[it])
-    with pytest.raises(train.UserError, match="no checkpoint"):
+    with pytest.raises(tokenizer.UserError, match="no checkpoint"):
         run_train(data_dir, tmp_path / "fresh", "--init_from=resume")
-    with pytest.raises(train.UserError, match="already holds checkpoints"):  # a new run never mixes with an old one
+    with pytest.raises(tokenizer.UserError, match="already holds checkpoints"):  # a new run never mixes with an old one
         run_train(data_dir, tmp_path, "--max_iters=8")
 
 

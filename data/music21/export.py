@@ -20,6 +20,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: describe.py, tokenizer.py
+from describe import key_name  # noqa: E402  (one spelling of keys for the whole project)
+from tokenizer import write_atomic  # noqa: E402
+
 CORPUS = Path(importlib.util.find_spec("music21").submodule_search_locations[0]) / "corpus"
 EXCLUDED = {  # path prefix: why it is left out (licences: README.md)
     "palestrina": "its licence reserves all derivative electronic formats",
@@ -117,10 +121,9 @@ def describe(m):
              m.get("title") and f'titled "{m["title"]}"']
     return ", ".join(p for p in parts if p) + "."
 
-def key_words(tonic, mode):  # ("B-", "major") or ("Bb", "") -> "B flat major"
-    tonic = tonic[0].upper() + tonic[1:].replace("#", " sharp").replace("-", " flat").replace("b", " flat")
+def key_words(tonic, mode):  # ("B-", "major") or ("Bb", "") -> "B flat major", ("D", "dor") -> "D dorian"
     mode = mode.lower()
-    return f"{tonic} {MODES.get(mode[:3] if len(mode) > 1 else mode, 'major')}"
+    return key_name(tonic, MODES.get(mode[:3] if len(mode) > 1 else mode, "major"))
 
 def clean_title(t):  # "12. Lugentum siccentur" -> "Lugentum siccentur"; "Kerry Cobbler, The" -> "The Kerry Cobbler"
     t = re.sub(r"^\d+[a-z]?\.\s*|^.*\.(xml|mxl|krn|abc)$", "", (t or "").strip().split("\n")[0])
@@ -254,11 +257,6 @@ def reason(e):  # one line, with numbers and temp paths blanked so that equal fa
     msg = re.sub(r"/tmp/\S+|\d+", "N", str(e).strip().split("\n")[0])
     return "abc2midi made no MIDI" if "did not create" in msg else f"{type(e).__name__}: {msg}"[:90]
 
-def write_atomic(path, text):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{path}.{os.getpid()}.tmp").write_text(text)
-    os.replace(f"{path}.{os.getpid()}.tmp", path)
-
 def export_abc(job):  # (rel, abc text, out path) -> (rel, {"notes": n} or {"error": why}, seconds)
     import symusic
     rel, text, out = job
@@ -267,8 +265,7 @@ def export_abc(job):  # (rel, abc text, out path) -> (rel, {"notes": n} or {"err
         score = symusic.Score.from_abc(text)
         if score.note_num() == 0:
             raise ValueError("no notes")
-        score.dump_midi(f"{out}.{os.getpid()}.tmp")
-        os.replace(f"{out}.{os.getpid()}.tmp", out)
+        write_atomic(out, score.dumps_midi())
         return rel, dict(notes=score.note_num()), time.process_time() - t0
     except Exception as e:
         return rel, dict(error=reason(e)), time.process_time() - t0
@@ -283,7 +280,7 @@ def play_once(s):  # drop repeat barlines, brackets and D.C./segno marks that mu
         el.activeSite.remove(el)
 
 def export_score(job):  # (rel, source, out path, meta path, timeout) -> (rel, info or {"error": why}, seconds)
-    from music21 import converter, key, meter, repeat, stream, tempo
+    from music21 import converter, key, meter, midi, repeat, stream, tempo
     rel, src, out, meta_path, timeout = job
     t0 = time.process_time()
     signal.setitimer(signal.ITIMER_VIRTUAL, timeout)  # CPU time: a busy machine does not time works out
@@ -309,16 +306,16 @@ def export_score(job):  # (rel, source, out path, meta path, timeout) -> (rel, i
         if info["notes"] == 0:
             raise ValueError("no notes")
         try:
-            s.write("midi", fp=f"{out}.{os.getpid()}.tmp")
+            data = midi.translate.music21ObjectToMidiFile(s).writestr()
         except repeat.ExpanderException:  # badly formed repeats: play the score once through as written
             play_once(s)
-            s.write("midi", fp=f"{out}.{os.getpid()}.tmp")
-        os.replace(f"{out}.{os.getpid()}.tmp", out)
+            data = midi.translate.music21ObjectToMidiFile(s).writestr()
+        write_atomic(out, data)
     except Exception as e:  # TimeoutError from the timer included
         info = dict(error=reason(e))
-        Path(f"{out}.{os.getpid()}.tmp").unlink(missing_ok=True)
     finally:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+    Path(meta_path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(meta_path, json.dumps(info))  # failures are remembered too, so that a re-run does not retry them
     return rel, info, time.process_time() - t0
 
@@ -339,7 +336,7 @@ def run_pool(fn, jobs, desc, budget_s, stall_s):
 
 # ---------------------------------------------------------------- main
 
-def main(argv=None):
+def parse_args(argv):
     ap = argparse.ArgumentParser(description="Export the music21 corpus to MIDI files with text descriptions.")
     ap.add_argument("--full", action="store_true", help="export every score, not a sample (long run)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent), help="dataset folder (default: here)")
@@ -351,13 +348,11 @@ def main(argv=None):
     collections = args.collections.split(",") if args.collections else known
     if set(collections) - set(known):
         sys.exit(f"error: unknown collection(s) {sorted(set(collections) - set(known))}; valid: {','.join(known)}")
-    out, t_start = Path(args.out), time.time()
-    for stale in [*(out / "midi").rglob("*.tmp"), *(out / "meta").rglob("*.tmp")]:  # from a killed run
-        stale.unlink()
+    return args, collections
 
-    excluded = set() if args.collections else {p for p in EXCLUDED if "/" not in p}  # to count them in the summary
-    works, left_out = find_works(set(collections) | excluded)
-    stats = defaultdict(lambda: dict(found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0))
+
+def plan(works, args, out, stats):
+    """Which works to export now -> (abc jobs, score jobs, {rel: (collection, work)}); cached works are counted."""
     abc_jobs, score_jobs, by_rel = [], [], {}
     for collection, ws in works.items():
         is_abc = "abc" in ws[0]
@@ -386,9 +381,13 @@ def main(argv=None):
                     abc_jobs.append((w["rel"], w["abc"], str(w["mid"])))
                 else:
                     score_jobs.append((i, w["rel"], w["src"], str(w["mid"]), str(meta_path), args.timeout))
-
     score_jobs = [job[1:] for job in sorted(score_jobs, key=lambda j: j[0])]  # round robin over the collections:
-    budget = float("inf") if args.full else DEFAULT_BUDGET_S                   # the budget cuts the longest tails
+    return abc_jobs, score_jobs, by_rel                                        # the budget cuts the longest tails
+
+
+def export_all(abc_jobs, score_jobs, by_rel, stats, args):
+    """Run both pools, counting what each collection gained and why works failed."""
+    budget = float("inf") if args.full else DEFAULT_BUDGET_S
     for fn, jobs, desc, budget_s in [(export_abc, abc_jobs, "ABC tunes (symusic)", float("inf")),
                                      (export_score, score_jobs, "scores (music21)", budget)]:
         results, stopped = run_pool(fn, jobs, desc, budget_s, stall_s=3 * args.timeout + 60)
@@ -404,7 +403,10 @@ def main(argv=None):
         for rel in {j[0] for j in jobs} - {r[0] for r in results}:  # the pool stopped before these
             stats[by_rel[rel][0]]["failed"][stopped] += 1
 
-    lines = []  # every work whose MIDI exists, from this run or an earlier one (a --full run's too)
+
+def write_descriptions(works, out):
+    """descriptions.jsonl: every work whose MIDI exists, from this run or an earlier one (a --full run's too)."""
+    lines = []
     for collection, ws in sorted(works.items()):
         for w in ws:
             if w["mid"].exists() and "error" not in w.get("meta", {"error": "not exported"}):
@@ -413,7 +415,10 @@ def main(argv=None):
                 lines.append(json.dumps(line, ensure_ascii=False))
     if lines:
         write_atomic(out / "midi" / "descriptions.jsonl", "\n".join(lines) + "\n")
+    return len(lines)
 
+
+def print_summary(stats, left_out):
     cols, total = ["found", "selected", "new", "cached", "failed", "notes", "cpu s"], Counter()
     print(f"\n{'collection':<20}" + "".join(f"{c:>9}" for c in cols))
     for c, st in sorted(stats.items()):
@@ -425,8 +430,22 @@ def main(argv=None):
     print(f"{'total':<20}" + "".join(f"{total[k]:>9}" for k in cols))
     for why, n in sorted(left_out.items()):
         print(f"left out: {n} files, {why}")
-    print(f"{len(lines)} works described in {out / 'midi' / 'descriptions.jsonl'} ({time.time() - t_start:.0f} s)")
-    if not lines:
+
+
+def main(argv=None):
+    args, collections = parse_args(argv)
+    out, t_start = Path(args.out), time.time()
+    for stale in [*(out / "midi").rglob("*.tmp"), *(out / "meta").rglob("*.tmp")]:  # from a killed run
+        stale.unlink()
+    excluded = set() if args.collections else {p for p in EXCLUDED if "/" not in p}  # to count them in the summary
+    works, left_out = find_works(set(collections) | excluded)
+    stats = defaultdict(lambda: dict(found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0))
+    abc_jobs, score_jobs, by_rel = plan(works, args, out, stats)
+    export_all(abc_jobs, score_jobs, by_rel, stats, args)
+    n_described = write_descriptions(works, out)
+    print_summary(stats, left_out)
+    print(f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'} ({time.time() - t_start:.0f} s)")
+    if not n_described:
         sys.exit("error: nothing could be exported; see the failures above")
 
 if __name__ == "__main__":
