@@ -8,7 +8,7 @@ Each section prints a markdown table for BENCHMARKS.md. Ratios are taken within
 one run on one machine, because absolute numbers on a shared machine are noisy.
 
     roundtrip  real multi-track MIDI (data/miditok_tests) through encode/decode
-    prepare    prepare.py against miditok's REMI on the bundled corpus; peak RSS at 1x and 4x
+    prepare    prepare.py against miditok's REMI on the bundled corpus at 1 and all processes; peak RSS at 1x and 4x
     embed      cluster.py's sentence embedding throughput
     train      training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
     sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
@@ -47,6 +47,57 @@ def table(header, rows):
 
 # -----------------------------------------------------------------------------
 
+def built_file(name, seed=0):
+    """The cases real files showed, built with mido: "zero-length" (an ensemble where a third of
+    the notes and every drum hit have note-on and note-off on one tick) and "extreme tempos"
+    (8 to 1000 bpm, then a performance's tempo map changing every 10 ticks)."""
+    import mido
+    rng = np.random.default_rng(seed)
+    tpb, tracks = 480, []
+    if name == "zero-length":
+        tempo_track = [(0, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(96)))]
+        for channel in (0, 1, 2, 9):
+            onsets = np.sort(rng.integers(0, 256 * tpb // 4, 400)) * 4
+            lengths = np.where(rng.random(400) < 1 / 3, 0, rng.integers(1, 4 * tpb, 400))
+            if channel == 9:
+                lengths[:] = 0
+            pitches = rng.integers(40, 90, 400)
+            tracks.append([(int(o), 1, mido.Message("note_on", channel=channel, note=int(p), velocity=80))
+                           for o, p in zip(onsets, pitches)])  # at a tick: offs, ons, then zero-length offs
+            tracks[-1] += [(int(o + n), 2 if n == 0 else 0, mido.Message("note_off", channel=channel, note=int(p)))
+                           for o, n, p in zip(onsets, lengths, pitches)]
+    else:
+        bpms = [8, 12, 30, 200, 600, 900, 1000]
+        tempo_track = [(i * 4 * tpb, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b))) for i, b in enumerate(bpms)]
+        tempo_track += [(len(bpms) * 4 * tpb + 10 * i, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(rng.uniform(20, 900))))
+                        for i in range(4 * tpb // 10 * 16)]
+        onsets = np.arange(0, (len(bpms) + 16) * 4 * tpb, tpb // 4)
+        tracks.append([(int(o), 1, mido.Message("note_on", note=60 + int(o) % 24, velocity=80)) for o in onsets])
+        tracks[-1] += [(int(o) + tpb // 8, 0, mido.Message("note_off", note=60 + int(o) % 24)) for o in onsets]
+    mid = mido.MidiFile(type=1, ticks_per_beat=tpb)
+    for events in [tempo_track] + tracks:
+        track, now = mido.MidiTrack(), 0
+        for tick, _, msg in sorted(events, key=lambda e: e[:2]):
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        mid.tracks.append(track)
+    return mid
+
+
+def round_trip_row(name, src):
+    """One table row: notes in, kept, seconds, length error, what was left out or changed."""
+    try:
+        r = tokenizer.round_trip(src)
+    except tokenizer.MidiError as e:
+        return (name, "-", "-", "-", "-", f"skipped: {e}"), None
+    if r["notes_in"] == 0:
+        return (name, 0, "-", "-", "-", "no notes"), None
+    length_error = abs(r["seconds_out"] / r["seconds_in"] - 1)
+    notes = "; ".join(f"{n} {why}" for why, n in (r["dropped"] + r["changed"]).items())
+    return (name, r["notes_in"], f"{100 * r['notes_kept'] / r['notes_in']:.2f}%", f"{r['seconds_in']:.1f}",
+            f"{100 * length_error:.2f}%", notes), (r["notes_in"], r["notes_kept"], length_error)
+
+
 @section
 def bench_roundtrip(args):
     root = "data/miditok_tests/midi"
@@ -54,26 +105,19 @@ def bench_roundtrip(args):
         subprocess.run([sys.executable, "data/miditok_tests/fetch.py"], check=True)
     rows, total_in, total_kept, worst_length = [], 0, 0, 0.0
     for midi_file in tokenizer.iter_midi(root):
-        try:
-            r = tokenizer.round_trip(os.path.join(root, midi_file))
-        except tokenizer.MidiError as e:
-            rows.append((midi_file, "-", "-", "-", "-", f"skipped: {e}"))
-            continue
-        if r["notes_in"] == 0:
-            rows.append((midi_file, 0, "-", "-", "-", "no notes"))
-            continue
-        length_error = abs(r["seconds_out"] / r["seconds_in"] - 1)
-        worst_length = max(worst_length, length_error)
-        total_in += r["notes_in"]
-        total_kept += r["notes_kept"]
-        notes = "; ".join(f"{n} {why}" for why, n in (r["dropped"] + r["changed"]).items())
-        rows.append((midi_file, r["notes_in"], f"{100 * r['notes_kept'] / r['notes_in']:.2f}%",
-                     f"{r['seconds_in']:.1f}", f"{100 * length_error:.2f}%", notes))
+        row, measured = round_trip_row(midi_file, os.path.join(root, midi_file))
+        rows.append(row)
+        if measured:
+            total_in, total_kept = total_in + measured[0], total_kept + measured[1]
+            worst_length = max(worst_length, measured[2])
     print(f"### Round trip on real MIDI ({root})\n")
     table(["file", "notes", "kept", "seconds", "length error", "left out or changed"], rows)
     print(f"**All files: {total_kept}/{total_in} notes kept ({100 * total_kept / total_in:.3f}%), "
           f"worst length error {100 * worst_length:.2f}%.** Kept = same pitch and instrument, onset and "
           f"duration within one grid step (1/{tokenizer.STEPS_PER_QUARTER} beat).\n")
+    print("### Round trip on built files (bench.py's built_file)\n")
+    table(["file", "notes", "kept", "seconds", "length error", "left out or changed"],
+          [round_trip_row(name, built_file(name))[0] for name in ("zero-length", "extreme tempos")])
 
 
 # -----------------------------------------------------------------------------
@@ -107,6 +151,33 @@ def peak_rss_mib(cmd):
     return int(out.stdout) / 1024
 
 
+def time_prepare(corpus, tmp, n_proc):
+    """Seconds for prepare.py's prepare() with n_proc processes, its counts, and its output bytes."""
+    out = os.path.join(tmp, f"amt{n_proc}")
+    os.makedirs(out, exist_ok=True)
+    if not os.path.exists(os.path.join(out, "midi")):
+        os.symlink(os.path.abspath(corpus), os.path.join(out, "midi"))
+    t0 = time.time()
+    counts = prepare.prepare(out, workers=n_proc, quiet=True)
+    seconds = time.time() - t0
+    written = b"".join(open(os.path.join(out, name), "rb").read() for name in ("train.bin", "val.bin", "index.jsonl"))
+    return seconds, counts, written
+
+
+def time_miditok(paths, n_proc):
+    """Seconds for miditok's REMI on every file with n_proc processes (one: in this process), notes, tokens."""
+    _miditok_init()  # imported and built before the clock starts, for both; forked workers inherit the import
+    t0 = time.time()
+    if n_proc == 1:
+        results = list(map(_miditok_one, paths))
+    else:
+        with Pool(n_proc, initializer=_miditok_init) as pool:
+            results = pool.map(_miditok_one, paths, chunksize=16)
+    seconds = time.time() - t0
+    notes, tokens = map(sum, zip(*results))
+    return seconds, notes, tokens
+
+
 @section
 def bench_prepare(args):
     corpus = os.path.join(args.data_dir, "midi")
@@ -114,37 +185,40 @@ def bench_prepare(args):
         sys.exit(f"no {corpus}; run `python data/music21/export.py` first")
     files = list(tokenizer.iter_midi(corpus))
     paths = [os.path.join(corpus, f) for f in files]
-    workers = os.cpu_count()
-    rows = []
+    procs = sorted({1, os.cpu_count()})
+    ours, theirs, written = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        os.symlink(os.path.abspath(corpus), os.path.join(tmp, "midi"))
-        t0 = time.time()
-        counts = prepare.prepare(tmp, workers=workers, quiet=True)
-        ours = time.time() - t0
-        rows.append((f"AMT prepare.py ({workers} processes)", f"{len(files) / ours:.0f}", f"{counts['notes'] / ours:,.0f}",
-                     f"{ours:.1f}", f"{counts['train_tokens'] + counts['val_tokens']:,}"))
-        theirs = {}
-        for n_proc in sorted({1, workers}):
-            t0 = time.time()
-            with Pool(n_proc, initializer=_miditok_init) as pool:
-                results = pool.map(_miditok_one, paths, chunksize=16)
-            theirs[n_proc] = time.time() - t0
-            notes, tokens = map(sum, zip(*results))
-            rows.append((f"miditok 3.1 REMI, programs+tempos+meters ({n_proc} process{'es' * (n_proc > 1)})",
-                         f"{len(files) / theirs[n_proc]:.0f}", f"{notes / theirs[n_proc]:,.0f}",
-                         f"{theirs[n_proc]:.1f}", f"{tokens:,}"))
+        # Alternate the two sides and keep each one's best of --prepare_repeats runs: other jobs
+        # on a shared machine slow whichever run they overlap.
+        for _ in range(args.prepare_repeats):
+            for n_proc in procs:
+                seconds, counts, written[n_proc] = time_prepare(corpus, tmp, n_proc)
+                ours[n_proc] = min(ours.get(n_proc, (seconds,))[0], seconds), counts
+                seconds, notes, tokens = time_miditok(paths, n_proc)
+                theirs[n_proc] = min(theirs.get(n_proc, (seconds,))[0], seconds), notes, tokens
+        identical = all(written[n] == written[procs[0]] for n in procs)
 
         # Peak RSS on the corpus and on the corpus four times over (symlinked copies).
         four = os.path.join(tmp, "four")
         os.makedirs(os.path.join(four, "midi"))
         for i in range(4):
             os.symlink(os.path.abspath(corpus), os.path.join(four, "midi", f"copy{i}"))
-        rss1 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", tmp])
+        rss1 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", os.path.join(tmp, f"amt{procs[-1]}")])
         rss4 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", four])
-    print(f"### prepare throughput on {corpus} ({len(files)} files), {workers} cores\n")
-    table(["tokenizer", "files/s", "notes/s", "seconds", "tokens"], rows)
-    for n_proc, t in theirs.items():
-        print(f"- AMT against miditok with {n_proc} process{'es' * (n_proc > 1)}: **{t / ours:.2f}x** its throughput")
+    rows = []
+    for n_proc in procs:
+        s = "es" * (n_proc > 1)
+        (seconds, counts), (their_seconds, notes, tokens) = ours[n_proc], theirs[n_proc]
+        rows.append((f"AMT prepare.py --workers {n_proc}", f"{len(files) / seconds:,.0f}", f"{counts['notes'] / seconds:,.0f}",
+                     f"{seconds:.1f}", f"{counts['train_tokens'] + counts['val_tokens']:,}", ""))
+        rows.append((f"miditok 3.1 REMI, programs+tempos+meters ({n_proc} process{s})", f"{len(files) / their_seconds:,.0f}",
+                     f"{notes / their_seconds:,.0f}", f"{their_seconds:.1f}", f"{tokens:,}",
+                     f"**{their_seconds / seconds:.2f}x**"))
+    print(f"### prepare throughput on {corpus} ({len(files)} files), {os.cpu_count()} cores, "
+          f"best of {args.prepare_repeats} alternating runs\n")
+    table(["tokenizer", "files/s", "notes/s", "seconds", "tokens", "AMT / miditok at equal processes"], rows)
+    print(f"- `.bin` and index files with {' and '.join(map(str, procs))} workers: "
+          f"**{'byte-identical' if identical else 'DIFFERENT'}**")
     print(f"- peak RSS of `prepare.py`: **{rss1:.0f} MiB** on the corpus, **{rss4:.0f} MiB** on it 4x "
           f"({100 * (rss4 / rss1 - 1):+.1f}%)\n")
 
@@ -364,6 +438,7 @@ if __name__ == "__main__":
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     parser.add_argument("--data_dir", default="data/music21")
     parser.add_argument("--out_dir", default="out/amt_cpu", help="checkpoint used by the sample section")
+    parser.add_argument("--prepare_repeats", type=int, default=2, help="alternating timed runs per side in prepare")
     parser.add_argument("--train_steps", type=int, default=6, help="timed training steps per model and dtype")
     parser.add_argument("--embed_n", type=int, default=1000, help="descriptions embedded by the embed section")
     parser.add_argument("--sample_tokens", type=int, default=256, help="new tokens per timed generation")

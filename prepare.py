@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from multiprocessing import Pool
 
 import numpy as np
@@ -90,10 +91,12 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     skipped = open(os.path.join(data_dir, "skipped.tsv.tmp"), "w")
     tokens_in = {"train": 0, "val": 0}
     files_in, notes, reasons = Counter(), 0, Counter()
-    with Pool(workers or os.cpu_count()) as pool:
-        # imap keeps file order, so the output is the same for any number of workers
+    workers = workers or os.cpu_count()
+    with Pool(workers) if workers > 1 else nullcontext() as pool:
+        # imap keeps file order, so the output is the same for any number of workers. Chunks of
+        # 32 files cut the round trips to the workers; one worker runs here (a pool only adds pickling).
         jobs = ((midi_root, midi_file) for midi_file in tokenizer.iter_midi(midi_root))
-        results = pool.imap(tokenize_file, jobs, chunksize=4)
+        results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
         for midi_file, tokens, n_notes, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
                                                        disable=quiet):
             if tokens is None:
@@ -274,6 +277,8 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     args = parser.parse_args()
     try:
+        if args.workers is not None and args.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {args.workers}")
         if not os.path.isdir(args.data_dir):
             raise UserError(f"no folder {args.data_dir}; for the bundled corpus run `python data/music21/export.py`")
         print_summary(args.data_dir, prepare(args.data_dir, args.val_fraction, args.workers))

@@ -1,15 +1,16 @@
 """
-The AMT tokenizer: MIDI <-> a stream of event tokens, with mido.
+The AMT tokenizer: MIDI <-> a stream of event tokens. Files are read by a small reader of
+the events we use (mido reads anything unusual) and written with mido.
 
 The vocabulary is declared once, below, as contiguous blocks of ids. Every range,
 mask and grammar rule is derived from those blocks, never from literal ids.
 
 A file encodes as
 
-    START [TIMESIG] TEMPO_COARSE TEMPO_FINE
+    START [TIMESIG_NUM TIMESIG_DEN] TEMPO_COARSE TEMPO_FINE
       [VELOCITY] PROGRAM NOTE DURATION+        one note (several DURATIONs add up)
       ...                                      more notes at the same time
-      TIME_ON+ [TIMESIG] [TEMPO_COARSE TEMPO_FINE] notes ...   time moves on
+      TIME_ON+ [TIMESIG_NUM TIMESIG_DEN] [TEMPO_COARSE TEMPO_FINE] notes ...   time moves on
     END
 
 Time is beat-relative: STEPS_PER_QUARTER grid steps per quarter note, so tempo is
@@ -24,8 +25,10 @@ every training window.
 """
 
 import argparse
+import io
 import math
 import os
+import struct
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -40,13 +43,25 @@ STEPS_PER_QUARTER = 12      # grid: sixteenths (3), eighth triplets (4), sixteen
 MAX_TIME_ON = 48            # TIME_ON_1..48: up to 4 quarters per token
 MAX_DURATION = 48           # DURATION_1..48: up to 4 quarters per token
 MAX_TRAILING_STEPS = 64 * MAX_TIME_ON  # silence kept after the last note: 256 beats (longer tails are cut)
-N_SEMANTIC = 64             # SEMANTIC_TOKEN_0..63: cluster.py's k may be at most this
-TEMPO_LEVELS = 256          # tempo = TEMPO_COARSE * 16 + TEMPO_FINE, log-spaced,
-TEMPO_LEVELS_PER_OCTAVE = 64  # so error <= 0.55%; 30, 60, 120 and 240 bpm are exact
-TEMPO_MIN_BPM = 30.0        # levels span 30..473 bpm; tempos outside are clamped
+N_SEMANTIC = 32             # SEMANTIC_TOKEN_0..31: cluster.py's k may be at most this
 DEFAULT_BPM = 120.0         # MIDI's default when a file sets no tempo
+# Tempo is TEMPO_COARSE * 24 + TEMPO_FINE on a log grid of 70 levels per octave: a step
+# of 1%, so the nearest level is within 0.5% and the timeline in seconds with it.
+# Level 274 is 120 bpm, so 30, 60, 120, 240 and 480 bpm are exact; the levels span
+# 7.96..1159 bpm (real files use about 10..1000), outside that tempos are clamped.
+TEMPO_COARSE_LEVELS, TEMPO_FINE_LEVELS = 21, 24
+TEMPO_LEVELS = TEMPO_COARSE_LEVELS * TEMPO_FINE_LEVELS
+TEMPO_LEVELS_PER_OCTAVE = 70
+TEMPO_LEVEL_OF_DEFAULT = 274
+TEMPO_MIN_BPM = DEFAULT_BPM * 2 ** (-TEMPO_LEVEL_OF_DEFAULT / TEMPO_LEVELS_PER_OCTAVE)
 N_VELOCITY = 8              # velocity bins of 16
 DRUMS = 128                 # the program number we give to channel 10 (index 9)
+# A time signature is TIMESIG_NUM_n TIMESIG_DEN_d: any n/d with n in 1..31 and d in 1..32.
+# A larger n with an even n and d is written with both halved (32/16 as 16/8): the same bar.
+MAX_NUMERATOR = 31
+DENOMINATORS = [1, 2, 4, 8, 16, 32]
+# Common meters, by name for the describers and evaluate.py's meter features (the vocabulary
+# itself holds any n/d above).
 TIME_SIGNATURES = [(2, 4), (3, 4), (4, 4), (5, 4), (6, 4), (7, 4), (2, 2), (3, 2),
                    (4, 2), (3, 8), (5, 8), (6, 8), (7, 8), (9, 8), (12, 8), (1, 4)]
 TICKS_PER_BEAT = 480        # resolution of decoded files (a multiple of the grid)
@@ -58,8 +73,9 @@ assert TICKS_PER_BEAT % STEPS_PER_QUARTER == 0
 BLOCKS = [
     ("PAD", 1), ("UNK", 1), ("START", 1), ("END", 1),
     ("SEMANTIC", N_SEMANTIC), ("UNCOND", 1),
-    ("TEMPO_COARSE", 16), ("TEMPO_FINE", TEMPO_LEVELS // 16),
-    ("TIMESIG", len(TIME_SIGNATURES)),
+    ("TEMPO_COARSE", TEMPO_COARSE_LEVELS), ("TEMPO_FINE", TEMPO_FINE_LEVELS),
+    ("TIMESIG_NUM", MAX_NUMERATOR),  # numerator 1..MAX_NUMERATOR
+    ("TIMESIG_DEN", len(DENOMINATORS)),
     ("VELOCITY", N_VELOCITY),
     ("PROGRAM", 129),        # GM programs 0..127, then drums
     ("NOTE", 128),           # MIDI pitch
@@ -70,7 +86,8 @@ OFFSET, SIZE = {}, {}
 for _name, _size in BLOCKS:
     OFFSET[_name], SIZE[_name] = sum(SIZE.values()), _size
 VOCAB_SIZE = sum(SIZE.values())
-assert VOCAB_SIZE <= 512, f"vocabulary of {VOCAB_SIZE} exceeds the reference design's 512"
+# The design caps the vocabulary at 512; 32 ids stay free for KEY and "unspecified" attribute tokens.
+assert VOCAB_SIZE <= 480, f"vocabulary of {VOCAB_SIZE} leaves no room below 512 for the attribute tokens"
 assert VOCAB_SIZE < 2 ** 16, "token ids are stored as uint16"
 assert SIZE["TEMPO_COARSE"] * SIZE["TEMPO_FINE"] == TEMPO_LEVELS
 
@@ -96,11 +113,11 @@ def token_name(token_id):
         return "SEMANTIC_UNCOND" if block == "UNCOND" else block
     if block == "SEMANTIC":
         return f"SEMANTIC_TOKEN_{k}"
-    if block == "TIMESIG":
-        return "TIMESIG_%d/%d" % TIME_SIGNATURES[k]
+    if block == "TIMESIG_DEN":
+        return f"TIMESIG_DEN_{DENOMINATORS[k]}"
     if block == "PROGRAM" and k == DRUMS:
         return "PROGRAM_DRUMS"
-    if block in ("DURATION", "TIME_ON"):
+    if block in ("DURATION", "TIME_ON", "TIMESIG_NUM"):
         k += 1  # these blocks count from 1
     return f"{block}_{k}"
 
@@ -112,7 +129,7 @@ assert len(NAME_TO_ID) == VOCAB_SIZE, "token names must be unique"
 def token_id(name):
     if name not in NAME_TO_ID:
         raise ValueError(f"unknown token {name!r}; token names look like "
-                         f"SEMANTIC_TOKEN_0..{N_SEMANTIC - 1}, NOTE_60, TIME_ON_12, PROGRAM_DRUMS")
+                         f"SEMANTIC_TOKEN_0..{N_SEMANTIC - 1}, NOTE_60, TIME_ON_12, PROGRAM_DRUMS, TIMESIG_NUM_3 TIMESIG_DEN_4")
     return NAME_TO_ID[name]
 
 
@@ -120,7 +137,7 @@ def token_id(name):
 # the grammar: which token type may follow which. It drives decode (what does
 # not fit is skipped) and constrained sampling (GRAMMAR_MASK).
 
-EVENT_START = ["TIMESIG", "TEMPO_COARSE", "VELOCITY", "PROGRAM", "TIME_ON", "END"]
+EVENT_START = ["TIMESIG_NUM", "TEMPO_COARSE", "VELOCITY", "PROGRAM", "TIME_ON", "END"]
 FOLLOWS = {
     "PAD": ["PAD"],
     "UNK": EVENT_START,
@@ -128,14 +145,15 @@ FOLLOWS = {
     "END": ["PAD"],
     "SEMANTIC": ["START"] + EVENT_START,   # a training window starts on an event boundary
     "UNCOND": ["START"] + EVENT_START,
-    "TIMESIG": ["TEMPO_COARSE", "VELOCITY", "PROGRAM", "TIME_ON", "END"],
+    "TIMESIG_NUM": ["TIMESIG_DEN"],         # a meter is always both halves
+    "TIMESIG_DEN": ["TEMPO_COARSE", "VELOCITY", "PROGRAM", "TIME_ON", "END"],
     "TEMPO_COARSE": ["TEMPO_FINE"],
     "TEMPO_FINE": ["VELOCITY", "PROGRAM", "TIME_ON", "END"],
     "VELOCITY": ["PROGRAM"],
     "PROGRAM": ["NOTE"],
     "NOTE": ["DURATION"],
     "DURATION": ["DURATION"] + EVENT_START,
-    "TIME_ON": ["TIME_ON", "TIMESIG", "TEMPO_COARSE", "VELOCITY", "PROGRAM", "END"],
+    "TIME_ON": ["TIME_ON", "TIMESIG_NUM", "TEMPO_COARSE", "VELOCITY", "PROGRAM", "END"],
 }
 assert set(FOLLOWS) == set(TYPE_NAMES), "every token type needs a grammar rule"
 TYPE_FOLLOWS = np.zeros((len(TYPE_NAMES), len(TYPE_NAMES)), dtype=bool)  # [prev type, next type]
@@ -155,12 +173,19 @@ def next_token_mask(prev_id):
 # value <-> bin helpers
 
 def tempo_level(bpm):
-    level = round(TEMPO_LEVELS_PER_OCTAVE * math.log2(max(bpm, 1e-6) / TEMPO_MIN_BPM))
+    level = TEMPO_LEVEL_OF_DEFAULT + round(TEMPO_LEVELS_PER_OCTAVE * math.log2(max(bpm, 1e-6) / DEFAULT_BPM))
     return min(max(level, 0), TEMPO_LEVELS - 1)
 
 
 def level_bpm(level):
-    return TEMPO_MIN_BPM * 2 ** (level / TEMPO_LEVELS_PER_OCTAVE)
+    return DEFAULT_BPM * 2 ** ((level - TEMPO_LEVEL_OF_DEFAULT) / TEMPO_LEVELS_PER_OCTAVE)
+
+
+def fit_meter(numerator, denominator):
+    """n/d as the vocabulary writes it, with the same bar length (32/16 -> 16/8); None if it can't be."""
+    while (numerator > MAX_NUMERATOR or denominator > DENOMINATORS[-1]) and numerator % 2 == 0 and denominator > 1:
+        numerator, denominator = numerator // 2, denominator // 2
+    return (numerator, denominator) if 1 <= numerator <= MAX_NUMERATOR and denominator in DENOMINATORS else None
 
 
 def velocity_bin(velocity):
@@ -245,89 +270,274 @@ class Score:
     changed: Counter = field(default_factory=Counter)    # reason -> other events left out or changed
 
 
-def load_midi(src):
-    """A mido.MidiFile from a path or a MidiFile; MidiError with a one-line reason otherwise."""
-    if isinstance(src, mido.MidiFile):
-        return src
-    try:
-        mid = mido.MidiFile(src, clip=True)
-    except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
-        raise MidiError(f"not a readable MIDI file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})") from None
-    if mid.ticks_per_beat <= 0:
-        raise MidiError("SMPTE or zero time division is not supported")
-    return mid
+# The events we read, as (tick, kind, channel, a, b): note on and off (a pitch, b velocity;
+# a note-on of velocity 0 is a note-off), program change (a program), tempo (a microseconds
+# per quarter), time signature (a numerator, b denominator).
+NOTE_ON, NOTE_OFF, PROGRAM_CHANGE, SET_TEMPO, TIME_SIGNATURE = range(5)
 
 
-READ_TYPES = {"note_on", "note_off", "program_change", "set_tempo", "time_signature"}
+@dataclass
+class MidiEvents:
+    type: int            # 0, 1 or 2 (type 2: independent sequences)
+    ticks_per_beat: int
+    tracks: list         # per track: [(tick, kind, channel, a, b)], ticks from the track's start
+    ends: list           # per track: the tick of its last event (of any kind)
 
 
-def read_raw(mid):
-    """Notes as (onset_tick, end_tick, pitch, program, velocity) plus tempo, meter and length, in ticks.
+class _Unusual(Exception):
+    """Bytes the fast reader leaves to mido: damage, running status after sysex, odd meta lengths."""
 
-    Tracks are merged in time order because channel state (program) is shared
-    across tracks. A note-on of a key already sounding on that channel ends the
-    earlier note, as a synthesizer does. A second note-on of a sounding key at
-    the very same tick is not a new note (a key can't be struck twice at once):
-    it is counted in `repeats`."""
-    notes, tempos, time_signatures, dropped, repeats = [], [], [], Counter(), 0
-    events = []  # (tick, message) of the kinds we read, from all tracks
+
+# Data bytes after each system status byte, as mido reads them; mido refuses the others.
+SYSTEM_DATA_BYTES = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0, 0xFC: 0, 0xFE: 0}
+
+
+def parse_smf(data):
+    """Standard MIDI file bytes -> MidiEvents, the same as mido.MidiFile(clip=True) reads them.
+
+    prepare.py spent most of its time in mido's parser, which builds and checks an
+    object per event; this reads only the events we use. Anything unusual raises
+    _Unusual, and load_midi hands the file to mido, for its semantics or its error."""
+    if data[:4] != b"MThd" or len(data) < 14 or int.from_bytes(data[4:8], "big") < 6:
+        raise _Unusual
+    midi_type, n_tracks, division = struct.unpack(">hhh", data[8:14])
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    tracks, ends = [], []
+    for _ in range(n_tracks):
+        end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
+        if data[pos:pos + 4] != b"MTrk" or end > len(data):
+            raise _Unusual
+        try:
+            events, tick = _parse_track(data, pos + 8, end)
+        except (IndexError, KeyError):
+            raise _Unusual from None
+        tracks.append(events)
+        ends.append(tick)
+        pos = end
+    return MidiEvents(midi_type, division, tracks, ends)
+
+
+def _parse_track(data, pos, end):
+    events, tick, status = [], 0, None
+    append = events.append
+    while pos < end:
+        delta = 0
+        while data[pos] & 0x80:  # variable-length delta time
+            delta = (delta << 7) | (data[pos] & 0x7F)
+            pos += 1
+        tick += (delta << 7) | data[pos]
+        byte = data[pos + 1]
+        pos += 2
+        if byte < 0x80:  # running status: this was the first data byte
+            if status is None or status >= 0xF0:
+                raise _Unusual
+            pos -= 1
+        else:
+            status = byte if byte != 0xFF else status  # meta events don't set running status
+            if byte >= 0xF0:
+                pos = _skip_system(data, pos, byte, tick, append)
+                continue
+        kind, channel = status >> 4, status & 0x0F
+        if kind == 0xC or kind == 0xD:
+            if kind == 0xC:
+                append((tick, PROGRAM_CHANGE, channel, min(data[pos], 127), 0))
+            pos += 1
+            continue
+        a, b = min(data[pos], 127), min(data[pos + 1], 127)
+        pos += 2
+        if kind == 0x9:
+            append((tick, NOTE_ON if b else NOTE_OFF, channel, a, b))
+        elif kind == 0x8:
+            append((tick, NOTE_OFF, channel, a, b))
+    if pos != end:  # the last event ran past the chunk: mido reads on into the next one
+        raise _Unusual
+    return events, tick
+
+
+def _skip_system(data, pos, status, tick, append):
+    """Past a meta, sysex or system event; tempo and time signature are kept. Returns the new position."""
+    if status == 0xFF:
+        meta_type = data[pos]
+        pos += 1
+    elif status not in (0xF0, 0xF7):
+        return pos + SYSTEM_DATA_BYTES[status]
+    length = 0
+    while data[pos] & 0x80:
+        length = (length << 7) | (data[pos] & 0x7F)
+        pos += 1
+    length = (length << 7) | data[pos]
+    pos += 1
+    if status == 0xFF and meta_type in (0x51, 0x58):
+        if length != (3 if meta_type == 0x51 else 4) or pos + length > len(data):
+            raise _Unusual
+        if meta_type == 0x51:
+            append((tick, SET_TEMPO, 0, int.from_bytes(data[pos:pos + 3], "big"), 0))
+        else:
+            append((tick, TIME_SIGNATURE, 0, data[pos], 2 ** data[pos + 1]))
+    return pos + length
+
+
+def events_of(mid):
+    """mido.MidiFile -> MidiEvents (for files built or decoded in memory, and mido's reading of odd files)."""
+    tracks, ends = [], []
     for track in mid.tracks:
-        tick = 0
+        events, tick = [], 0
         for msg in track:
             tick += msg.time
-            if msg.type in READ_TYPES:
-                events.append((tick, msg))
-    events.sort(key=lambda e: e[0])  # stable: at one tick, earlier tracks first, as mido.merge_tracks
+            kind = msg.type
+            if kind == "note_on" or kind == "note_off":
+                on = kind == "note_on" and msg.velocity > 0
+                events.append((tick, NOTE_ON if on else NOTE_OFF, msg.channel, msg.note, msg.velocity))
+            elif kind == "program_change":
+                events.append((tick, PROGRAM_CHANGE, msg.channel, msg.program, 0))
+            elif kind == "set_tempo":
+                events.append((tick, SET_TEMPO, 0, msg.tempo, 0))
+            elif kind == "time_signature":
+                events.append((tick, TIME_SIGNATURE, 0, msg.numerator, msg.denominator))
+        tracks.append(events)
+        ends.append(tick)
+    return MidiEvents(mid.type, mid.ticks_per_beat, tracks, ends)
+
+
+def load_midi(src):
+    """MidiEvents from a path, a mido.MidiFile or MidiEvents. MidiError with a one-line reason for bytes
+    that are not MIDI; OSError (from open) for a file that can't be read at all."""
+    if isinstance(src, MidiEvents):
+        return src
+    if isinstance(src, mido.MidiFile):
+        return events_of(src)
+    with open(src, "rb") as f:
+        data = f.read()
+    try:
+        midi = parse_smf(data)
+    except _Unusual:
+        try:
+            midi = events_of(mido.MidiFile(file=io.BytesIO(data), clip=True))
+        except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
+            raise MidiError(f"not a readable MIDI file ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+    if midi.ticks_per_beat <= 0:
+        raise MidiError("SMPTE or zero time division is not supported")
+    return midi
+
+
+def merged_events(midi):
+    """All tracks' events in time order, and the file's end tick.
+
+    Tracks of a type 0 or 1 file play together; at one tick, earlier tracks come
+    first, as in mido.merge_tracks. A type 2 file holds independent sequences: we
+    play them one after another, each starting where the one before ends."""
+    events, offset = [], 0
+    for track, end in zip(midi.tracks, midi.ends):
+        if midi.type == 2:
+            events += [(tick + offset, *rest) for tick, *rest in track]
+            offset += end
+        else:
+            events += track
+    events.sort(key=lambda e: e[0])  # stable: keeps track order at a tick
+    return events, offset if midi.type == 2 else max(midi.ends, default=0)
+
+
+def read_raw(midi):
+    """Notes as (onset_tick, end_tick, pitch, program, velocity) plus tempos (tick, bpm), meters and length.
+
+    Channel state (program) is shared across tracks. A note keeps the program sounding
+    at its onset. A note-on of a key already sounding on that channel ends the earlier
+    note, as a synthesizer does. A second note-on of a sounding key at the very same
+    tick is not a new note (a key can't be struck twice at once): it is counted in
+    `repeats`. A note-off at the note-on's tick is a zero-length note: players sound
+    it as a short hit, so it is kept."""
+    events, end_tick = merged_events(midi)
+    notes, tempos, time_signatures, repeats, zero_length = [], [], [], 0, 0
     program = [0] * 16
     sounding = {}  # (channel, pitch) -> (onset_tick, velocity, program)
-    tick = max((sum(msg.time for msg in track) for track in mid.tracks), default=0)  # the file's end
-    for at, msg in events:
-        kind = msg.type
-        if kind == "note_on" and msg.velocity > 0:
-            key = (msg.channel, msg.note)
+    for at, kind, channel, a, b in events:
+        if kind == NOTE_ON:
+            key = (channel, a)
             if key in sounding:
                 onset, vel, prog = sounding[key]
                 if at == onset:
                     repeats += 1
                     continue
-                notes.append((onset, at, msg.note, prog, vel))
-            sounding[key] = (at, msg.velocity, DRUMS if msg.channel == 9 else program[msg.channel])
-        elif kind == "note_off" or kind == "note_on":  # note_on with velocity 0 is a note-off
-            started = sounding.pop((msg.channel, msg.note), None)
-            if started is None:
-                continue  # a stray note-off: nothing to end
-            onset, vel, prog = started
-            if at > onset:
-                notes.append((onset, at, msg.note, prog, vel))
-            else:
-                dropped["zero length (note-off at the note-on's tick)"] += 1
-        elif kind == "program_change":
-            program[msg.channel] = msg.program
-        elif kind == "set_tempo":
-            tempos.append((at, mido.tempo2bpm(msg.tempo)))
-        else:  # time_signature
-            time_signatures.append((at, msg.numerator, msg.denominator))
-    for (_, pitch), (onset, vel, prog) in sounding.items():  # never ended: end them with the file
-        if tick > onset:
-            notes.append((onset, tick, pitch, prog, vel))
+                notes.append((onset, at, a, prog, vel))
+            sounding[key] = (at, b, DRUMS if channel == 9 else program[channel])
+        elif kind == NOTE_OFF:
+            started = sounding.pop((channel, a), None)
+            if started is not None:  # else a stray note-off: nothing to end
+                notes.append((started[0], at, a, started[2], started[1]))
+                zero_length += at == started[0]
+        elif kind == PROGRAM_CHANGE:
+            program[channel] = a
+        elif kind == SET_TEMPO:
+            tempos.append((at, 60e6 / max(a, 1)))
         else:
-            dropped["zero length (note-off at the note-on's tick)"] += 1
-    return notes, tempos, time_signatures, tick, dropped, repeats
+            time_signatures.append((at, a, b))
+    for (_, pitch), (onset, vel, prog) in sounding.items():  # never ended: end them with the file
+        notes.append((onset, max(end_tick, onset), pitch, prog, vel))
+        zero_length += end_tick <= onset
+    return notes, tempos, time_signatures, end_tick, repeats, zero_length
+
+
+def seconds_at(ticks, tempos, ticks_per_beat=STEPS_PER_QUARTER):
+    """Ticks (int or array) -> seconds, through a tempo map [(tick, bpm)] sorted by tick, with
+    120 bpm before the first change. In grid steps by default: a Score's own tempo map."""
+    starts = np.array([0] + [tick for tick, _ in tempos], dtype=np.float64)
+    seconds_per_tick = 60.0 / (np.array([DEFAULT_BPM] + [bpm for _, bpm in tempos]) * ticks_per_beat)
+    seconds_at_start = np.concatenate([[0.0], np.cumsum(np.diff(starts) * seconds_per_tick[:-1])])
+    ticks = np.asarray(ticks, dtype=np.float64)
+    i = np.searchsorted(starts, ticks, side="right") - 1  # the last change at or before each tick
+    return seconds_at_start[i] + (ticks - starts[i]) * seconds_per_tick[i]
+
+
+def grid_tempos(tempos, ticks_per_beat, score):
+    """The tempo map on the grid, [(step, bpm)], into score.tempos.
+
+    Each change keeps the mean tempo up to the next change (or the end), so the
+    seconds at every change are the file's however many changes fall within one
+    grid step (performances have fast tempo maps); rounding to a tempo level then
+    moves the timeline by at most half a level, 0.5%."""
+    to_step = STEPS_PER_QUARTER / ticks_per_beat
+    steps = {0}
+    for tick, _ in tempos:
+        if round(tick * to_step) > score.end_step:
+            score.changed["tempo changes after the end of the music"] += 1
+        else:
+            steps.add(round(tick * to_step))
+    steps = sorted(steps)
+    ends = steps[1:] + [score.end_step]
+    starts = np.array(steps) / to_step  # in ticks
+    seconds = seconds_at(np.concatenate([starts, np.array(ends) / to_step, starts + 1]), tempos, ticks_per_beat)
+    lowest, highest = level_bpm(0), level_bpm(TEMPO_LEVELS - 1)
+    for i, (step, next_step) in enumerate(zip(steps, ends)):
+        if next_step > step:
+            elapsed = seconds[len(steps) + i] - seconds[i]
+            bpm = 60 * (next_step - step) / STEPS_PER_QUARTER / max(elapsed, 1e-12)
+        else:  # a change at the very end sets no time: its own tempo
+            bpm = 60 / max(seconds[2 * len(steps) + i] - seconds[i], 1e-12) / ticks_per_beat
+        if not lowest / 1.005 <= bpm <= highest * 1.005:
+            score.changed[f"tempos clamped to {lowest:.0f}..{highest:.0f} bpm"] += 1
+        if not score.tempos or tempo_level(bpm) != tempo_level(score.tempos[-1][1]):
+            score.tempos.append((step, bpm))
 
 
 def read_midi(src):
-    """Read a MIDI file (path or mido.MidiFile) onto the grid. Raises MidiError."""
-    mid = load_midi(src)
+    """Read a MIDI file (path, mido.MidiFile or MidiEvents) onto the grid. Raises MidiError."""
+    midi = load_midi(src)
     try:
-        raw, tempos, time_signatures, end_tick, dropped, repeats = read_raw(mid)
+        raw, tempos, time_signatures, end_tick, repeats, zero_length = read_raw(midi)
     except Exception as e:
         raise MidiError(f"malformed MIDI events ({type(e).__name__}: {e})") from None
-    to_step = STEPS_PER_QUARTER / mid.ticks_per_beat
-    score = Score(notes_in=len(raw) + sum(dropped.values()), dropped=dropped)
+    to_step = STEPS_PER_QUARTER / midi.ticks_per_beat
+    score = Score(notes_in=len(raw))
     if repeats:
         score.changed["repeated note-ons of a sounding key at the same tick (not new notes)"] = repeats
+    if zero_length:
+        score.changed["zero-length notes (note-off at the note-on's tick) kept at one grid step"] = zero_length
+    if midi.type == 2 and len(midi.tracks) > 1:
+        score.changed["sequences of a type 2 file, played one after another"] = len(midi.tracks)
 
-    # Notes onto the grid. The end is rounded, not the length, so legato stays legato.
+    # Notes onto the grid. The end is rounded, not the length, so legato stays legato;
+    # a note shorter than a step (zero-length ones too) keeps one step.
     # Unison doublings (two tracks of one instrument) are kept: decode gives them channels of their own.
     for onset, end, pitch, program, velocity in raw:
         on = round(onset * to_step)
@@ -336,27 +546,22 @@ def read_midi(src):
     last_note_end = max((n.onset + n.duration for n in score.notes), default=0)
     score.end_step = max(last_note_end, min(round(end_tick * to_step), last_note_end + MAX_TRAILING_STEPS))
 
-    # Tempo and meter: the last one set at a step wins; repeats of the same value go.
-    def on_grid(events, what):
-        last = {}
-        for tick, *value in sorted(events, key=lambda e: e[0]):
-            if round(tick * to_step) > score.end_step:
-                score.changed[f"{what} after the end of the music"] += 1
-            else:
-                last[round(tick * to_step)] = tuple(value)
-        return sorted(last.items())
-
-    for step, (bpm,) in on_grid(tempos, "tempo changes"):
-        if not TEMPO_MIN_BPM <= bpm <= level_bpm(TEMPO_LEVELS - 1):
-            score.changed[f"tempos clamped to {TEMPO_MIN_BPM:.0f}..{level_bpm(TEMPO_LEVELS - 1):.0f} bpm"] += 1
-        if not score.tempos or tempo_level(bpm) != tempo_level(score.tempos[-1][1]):
-            score.tempos.append((step, bpm))
-    if not score.tempos or score.tempos[0][0] > 0:
-        score.tempos.insert(0, (0, DEFAULT_BPM))
-    for step, meter in on_grid(time_signatures, "time signatures"):
-        if meter not in TIME_SIGNATURES:
-            score.changed["time signature %d/%d not in the vocabulary" % meter] += 1
-        elif not score.time_signatures or score.time_signatures[-1][1:] != meter:
+    grid_tempos(tempos, midi.ticks_per_beat, score)
+    # Meters: the last one set at a step wins; repeats of the same meter go.
+    last = {}
+    for tick, numerator, denominator in sorted(time_signatures, key=lambda e: e[0]):
+        if round(tick * to_step) > score.end_step:
+            score.changed["time signatures after the end of the music"] += 1
+        else:
+            last[round(tick * to_step)] = (numerator, denominator)
+    for step, (numerator, denominator) in sorted(last.items()):
+        meter = fit_meter(numerator, denominator)
+        if meter is None:
+            score.changed[f"time signature {numerator}/{denominator} not in the vocabulary"] += 1
+            continue
+        if meter != (numerator, denominator):
+            score.changed[f"time signature {numerator}/{denominator} written as {meter[0]}/{meter[1]} (the same bar)"] += 1
+        if not score.time_signatures or score.time_signatures[-1][1:] != meter:
             score.time_signatures.append((step, *meter))
     return score
 
@@ -365,28 +570,41 @@ def read_midi(src):
 # Score <-> tokens
 
 def score_to_tokens(score):
-    events = defaultdict(lambda: ([], [], []))  # step -> (time signatures, tempos, notes)
+    events = defaultdict(lambda: ([], [], []))  # step -> (time signature, tempo, notes)
     for step, num, den in score.time_signatures:
-        events[step][0].append(OFFSET["TIMESIG"] + TIME_SIGNATURES.index((num, den)))
+        events[step][0][:] = [OFFSET["TIMESIG_NUM"] + num - 1, OFFSET["TIMESIG_DEN"] + DENOMINATORS.index(den)]
     for step, bpm in score.tempos:
         level = tempo_level(bpm)
-        events[step][1][:] = [OFFSET["TEMPO_COARSE"] + level // 16, OFFSET["TEMPO_FINE"] + level % 16]
+        events[step][1][:] = [OFFSET["TEMPO_COARSE"] + level // TEMPO_FINE_LEVELS,
+                              OFFSET["TEMPO_FINE"] + level % TEMPO_FINE_LEVELS]
     for note in score.notes:
         events[note.onset][2].append(note)
 
+    # The note loop runs for every note of a corpus (prepare.py): ids are looked up once, and
+    # the common case (one DURATION, one TIME_ON) skips split_steps.
+    program_id, note_id = OFFSET["PROGRAM"], OFFSET["NOTE"]
+    duration_id, time_on_id = OFFSET["DURATION"] - 1, OFFSET["TIME_ON"] - 1  # these blocks count from 1
     tokens, time, velocity = [START], 0, None
+    append = tokens.append
     for step in sorted(events):
         time_signature, tempo, notes = events[step]
-        tokens += [OFFSET["TIME_ON"] + k - 1 for k in split_steps(step - time, MAX_TIME_ON)]
+        if step - time <= MAX_TIME_ON:
+            tokens += [time_on_id + step - time] if step > time else []
+        else:
+            tokens += [time_on_id + k for k in split_steps(step - time, MAX_TIME_ON)]
         time = step
-        tokens += time_signature[-1:] + tempo
+        tokens += time_signature + tempo
         for note in notes:
             if velocity_bin(note.velocity) != velocity:
                 velocity = velocity_bin(note.velocity)
-                tokens.append(OFFSET["VELOCITY"] + velocity)
-            tokens += [OFFSET["PROGRAM"] + note.program, OFFSET["NOTE"] + note.pitch]
-            tokens += [OFFSET["DURATION"] + k - 1 for k in split_steps(note.duration, MAX_DURATION)]
-    tokens += [OFFSET["TIME_ON"] + k - 1 for k in split_steps(score.end_step - time, MAX_TIME_ON)]
+                append(OFFSET["VELOCITY"] + velocity)
+            append(program_id + note.program)
+            append(note_id + note.pitch)
+            if note.duration <= MAX_DURATION:
+                append(duration_id + note.duration)
+            else:
+                tokens += [duration_id + k for k in split_steps(note.duration, MAX_DURATION)]
+    tokens += [time_on_id + k for k in split_steps(score.end_step - time, MAX_TIME_ON)]
     tokens.append(END)
     return np.array(tokens, dtype=np.uint16)
 
@@ -403,7 +621,7 @@ def tokens_to_score(tokens):
     PROGRAM NOTE with no DURATION) is dropped when the next event starts."""
     score, skipped = Score(), 0
     prev, time, velocity = "SEMANTIC", 0, 80
-    program = pitch = coarse = None
+    program = pitch = coarse = numerator = None
     for i, tok in enumerate(int(t) for t in tokens):
         kind = TYPE_NAMES[TOKEN_TYPE[tok]] if 0 <= tok < VOCAB_SIZE else "UNK"
         if kind in ("SEMANTIC", "UNCOND") and i == 0 or kind == "PAD":
@@ -419,14 +637,18 @@ def tokens_to_score(tokens):
             break
         elif kind == "TIME_ON":
             time += k + 1
-        elif kind == "TIMESIG":
-            score.time_signatures.append((time, *TIME_SIGNATURES[k]))
+        elif kind == "TIMESIG_NUM":
+            numerator = k + 1
+        elif kind == "TIMESIG_DEN":
+            if score.time_signatures and score.time_signatures[-1][0] == time:
+                score.time_signatures.pop()
+            score.time_signatures.append((time, numerator, DENOMINATORS[k]))
         elif kind == "TEMPO_COARSE":
             coarse = k
         elif kind == "TEMPO_FINE":
             if score.tempos and score.tempos[-1][0] == time:
                 score.tempos.pop()
-            score.tempos.append((time, level_bpm(coarse * 16 + k)))
+            score.tempos.append((time, level_bpm(coarse * TEMPO_FINE_LEVELS + k)))
         elif kind == "VELOCITY":
             velocity = bin_velocity(k)
         elif kind == "PROGRAM":
@@ -505,17 +727,19 @@ def round_trip(src):
     """Encode and decode a file, and measure what survived.
 
     A note is kept when the decoded file has a note of the same pitch and
-    instrument whose onset and duration are each within one grid step."""
-    mid = load_midi(src)
-    raw = read_raw(mid)[0]
-    score = read_midi(mid)
+    instrument whose onset and duration are each within one grid step. Lengths
+    in seconds are measured on each file's own tempo map."""
+    midi = load_midi(src)
+    raw, tempos, _, end_tick, *_ = read_raw(midi)
+    score = read_midi(midi)
     tokens = score_to_tokens(score)
     out = decode(tokens)
+    out_raw, out_tempos, _, out_end_tick, *_ = read_raw(events_of(out))
     before = defaultdict(list)
     for onset, end, pitch, program, _ in raw:
-        before[program, pitch].append((onset / mid.ticks_per_beat, (end - onset) / mid.ticks_per_beat))
+        before[program, pitch].append((onset / midi.ticks_per_beat, (end - onset) / midi.ticks_per_beat))
     after = defaultdict(list)
-    for onset, end, pitch, program, _ in read_raw(out)[0]:
+    for onset, end, pitch, program, _ in out_raw:
         after[program, pitch].append((onset / TICKS_PER_BEAT, (end - onset) / TICKS_PER_BEAT))
     tolerance = 1 / STEPS_PER_QUARTER + 1e-9
     kept = 0
@@ -531,7 +755,8 @@ def round_trip(src):
                 if o > onset + tolerance:
                     break
     return dict(notes_in=score.notes_in, notes_kept=kept, tokens=len(tokens), dropped=score.dropped, changed=score.changed,
-                seconds_in=mid.length, seconds_out=out.length, midi=out)
+                seconds_in=float(seconds_at(end_tick, tempos, midi.ticks_per_beat)),
+                seconds_out=float(seconds_at(out_end_tick, out_tempos, TICKS_PER_BEAT)), midi=out)
 
 
 # -----------------------------------------------------------------------------

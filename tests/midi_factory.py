@@ -32,3 +32,20 @@ def midi_file(tracks, type=1):
     mid = mido.MidiFile(type=type, ticks_per_beat=TPB)
     mid.tracks.extend(tracks)
     return mid
+
+
+def meter(beat, numerator, denominator):
+    return (beat, mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator))
+
+
+def heard(mid):
+    """What a player hears: (onset seconds, pitch, instrument) of every struck note, on mido's own
+    playback clock, with the program sounding on the channel at the onset ("drums" on channel 10)."""
+    program, now, struck = [0] * 16, 0.0, []
+    for msg in mid:  # mido plays the tracks together; msg.time is seconds since the last message
+        now += msg.time
+        if msg.type == "program_change":
+            program[msg.channel] = msg.program
+        elif msg.type == "note_on" and msg.velocity > 0:
+            struck.append((now, msg.note, "drums" if msg.channel == 9 else program[msg.channel]))
+    return sorted(struck)

@@ -132,8 +132,8 @@ def test_key_estimate_minor():
 
 def test_user_errors_are_clear(clustered, tmp_path):
     root = clustered[0]
-    with pytest.raises(tokenizer.UserError, match="between 1 and 64"):
-        cluster.run(root, k=65)
+    with pytest.raises(tokenizer.UserError, match=f"between 1 and {tokenizer.N_SEMANTIC}"):
+        cluster.run(root, k=tokenizer.N_SEMANTIC + 1)
     with pytest.raises(tokenizer.UserError, match="embedder folder not found: /no/such/model"):
         cluster.run(root, k=3, embedder="/no/such/model")
     with pytest.raises(tokenizer.UserError, match="not in the local Hugging Face cache"):

@@ -84,3 +84,13 @@ def test_cli_summary_and_exit_codes(tmp_path):
     r = subprocess.run([sys.executable, "prepare.py", "--data_dir", str(tmp_path / "missing")],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "export.py" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_karaoke_files_are_prepared(tmp_path):
+    import mido
+    midi = make_folder(tmp_path, 3)
+    lyrics = track([(b, mido.MetaMessage("lyrics", text=w)) for b, w in enumerate(["la ", "la ", "la"])], "Words")
+    midi_file([lyrics, track(notes(0, [(b, 1, 60 + b) for b in range(3)], program=52))]).save(str(midi / "song.kar"))
+    prepare.prepare(str(tmp_path), workers=2, quiet=True)
+    index = {json.loads(line)["midi_file"]: json.loads(line) for line in open(tmp_path / "index.jsonl")}
+    assert index["song.kar"]["notes"] == 3
