@@ -30,6 +30,9 @@ def test_export_writes_midi_descriptions_and_reuses_the_cache(tmp_path):
     assert all("folk song from Germany" in v for k, v in desc.items() if k.startswith("essenFolksong/altdeu10"))
     chorales = [v for k, v in desc.items() if k.startswith("bach/")]
     assert len(chorales) == 2 and all("Bach" in v and "four voices" in v and "BWV" in v for v in chorales)
+    for p in mids:  # voices sing on the choir program (bwv165.6 declares a harpsichord); tunes stay on the piano
+        programs = {m.program for t in mido.MidiFile(p).tracks for m in t if m.type == "program_change"}
+        assert programs == ({52} if p.parent.name == "bach" else programs - {52}), (p, programs)
 
     mtimes = {p: p.stat().st_mtime_ns for p in mids}
     r = export("--out", str(tmp_path), *SLICE)

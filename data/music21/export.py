@@ -76,7 +76,8 @@ SCORES = {  # path prefix (the longest match wins): (composer, what kind of musi
     "schoenberg": ("Arnold Schoenberg", "twentieth-century atonal piano piece"),
 }
 # The default size: every ABC tune, the shortest scores up to these counts, and a wall-clock budget.
-DEFAULT_CAP, DEFAULT_CAP_OTHER, DEFAULT_BUDGET_S = {"bach": 100, "monteverdi": 8, "trecento": 8, "josquin": 8}, 2, 75
+# All 410 Bach chorales (four parts, choir programs) so instrument and texture control have data to learn from.
+DEFAULT_CAP, DEFAULT_CAP_OTHER, DEFAULT_BUDGET_S = {"bach": 410, "monteverdi": 8, "trecento": 8, "josquin": 8}, 2, 240
 DANCES = ["slip jig", "double jig", "single jig", "jig", "reel", "hornpipe", "strathspey", "highland fling", "fling",
           "clog", "set dance", "quickstep", "march", "waltz", "polka", "mazurka", "schottische", "minuet", "gavotte",
           "slide", "planxty", "lament", "lullaby", "walkaround", "air", "song"]
@@ -188,6 +189,40 @@ def ensemble(part_names):  # ["Violin I", "Violin II", "Viola", "Cello"] -> "for
     if counts == Counter(violin=2, viola=1, cello=1):
         return f"for string quartet ({listed})"
     return f"for {listed}"
+
+PART_PROGRAMS = dict(violin=40, viola=41, cello=42, contrabass=43, harp=46, flute=73, piccolo=72, oboe=68,
+                     clarinet=71, bassoon=70, horn=60, trumpet=56, trombone=57, tuba=58, piano=0, pianoforte=0,
+                     keyboard=0, harpsichord=6, organ=19, guitar=24, lute=24, recorder=74)
+
+
+def part_program(part_name, n_parts):
+    """The GM program a part's name implies (Violin I -> 40, Soprano -> choir); None when the name says nothing."""
+    name = re.sub(r"\b(\d+(st|nd|rd|th)?|[iv]+|musicxml part|part)\b|\.", "", (part_name or "").lower()).strip()
+    name = ABBREV.get(name, name)
+    if name in VOCAL:
+        return 52 if n_parts > 1 else 53  # Choir Aahs for a choir part, Voice Oohs for a solo voice
+    return PART_PROGRAMS.get(name)
+
+
+def set_programs(s):
+    """Give each part of a parsed score the GM program its name implies, so the exported MIDI carries strings,
+    winds and voices instead of every part on the piano. A program the file declares stays, except on a part
+    named for a voice (several chorales declare a notation program's harpsichord for Soprano...Bass)."""
+    from music21 import instrument
+    parts = list(s.parts) or [s]
+    for part in parts:
+        program = part_program(part.partName, len(parts))
+        instruments = list(part.recurse().getElementsByClass(instrument.Instrument))
+        declared = any(i.midiProgram is not None for i in instruments)
+        if program is None or (declared and program not in (52, 53)):
+            continue
+        for inst in instruments:
+            inst.midiProgram = program
+        if not instruments:
+            inst = instrument.Instrument()
+            inst.midiProgram = program
+            part.insert(0, inst)
+
 
 def score_meta(info, rel):
     """What a worker read from a parsed score + its path -> metadata dict for describe()."""
@@ -305,6 +340,7 @@ def export_score(job):  # (rel, source, out path, meta path, timeout) -> (rel, i
                     notes=sum(len(n.pitches) for n in flat.notes))
         if info["notes"] == 0:
             raise ValueError("no notes")
+        set_programs(s)
         try:
             data = midi.translate.music21ObjectToMidiFile(s).writestr()
         except repeat.ExpanderException:  # badly formed repeats: play the score once through as written
