@@ -15,7 +15,7 @@ the scores (MusicXML, Humdrum, Josquin's one-tune-per-voice ABC) go through musi
 in a process pool. Works already exported are skipped, so a re-run takes seconds.
 What each size holds and the licence of each collection: README.md next to this file.
 """
-import argparse, importlib.util, json, multiprocessing as mp, os, re, signal, sys, time, zipfile
+import argparse, importlib.util, json, multiprocessing as mp, os, re, signal, sys, tempfile, time, zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from tqdm import tqdm
@@ -281,9 +281,12 @@ def find_works(collections):
 
 # ---------------------------------------------------------------- workers
 
-def quiet_worker():  # abc2midi and music21 print warnings for many files: keep the progress bar readable
+def quiet_worker(scratch):  # abc2midi and music21 print warnings for many files: keep the progress bar readable
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1), os.dup2(devnull, 2)
+    # symusic's abc2midi goes through temp files whose names can collide between processes (about one tune in
+    # a few hundred failed at random with 2 workers): a temp folder per worker keeps them apart
+    os.environ["TMPDIR"] = tempfile.mkdtemp(dir=scratch)
     def on_timer(*_):
         raise TimeoutError("took more than --timeout CPU seconds")
     signal.signal(signal.SIGVTALRM, on_timer)
@@ -360,7 +363,8 @@ def run_pool(fn, jobs, desc, budget_s, stall_s):
     results, deadline = [], time.time() + budget_s
     if not jobs:
         return results, None
-    with mp.Pool(os.cpu_count(), initializer=quiet_worker) as pool:
+    with tempfile.TemporaryDirectory(prefix="amt-export-") as scratch, \
+            mp.Pool(os.cpu_count(), initializer=quiet_worker, initargs=(scratch,)) as pool:
         it = pool.imap_unordered(fn, jobs)  # chunksize 1: only its iterator has next(timeout)
         for _ in tqdm(jobs, desc=desc, unit="work", smoothing=0.05):
             try:
