@@ -410,7 +410,7 @@ def bench_sample(args):
             pieces = sample.generate_tokens(model, k, max_new_tokens=1024, top_p=0.95, seed=k, device="cpu", seconds=60.0)
             compute += time.perf_counter() - t0
             score = tokenizer.tokens_to_score(pieces[0])[0]
-            music += describe.seconds_at(score.end_step, score.tempos)
+            music += tokenizer.seconds_at(score.end_step, score.tempos)
         print(f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
               f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar mask)")
         # INT8 dynamic quantisation of the Linear layers: speed against val loss

@@ -20,6 +20,7 @@ from collections import Counter
 import numpy as np
 
 import tokenizer
+from tokenizer import seconds_at  # grid steps -> seconds through a Score's tempo map
 
 DRUMS = tokenizer.DRUMS  # the program of a drum-channel note
 
@@ -64,17 +65,6 @@ def segments(changes, default, end_step):
         changes = [(0, *default)] + changes  # MIDI defaults until the first change
     return [(min(nxt[0] if nxt else end_step, end_step) - max(cur[0], 0), *cur[1:])
             for cur, nxt in zip(changes, changes[1:] + [None]) if cur[0] < end_step]
-
-
-def seconds_at(steps, tempos):
-    """Grid steps (int or array) -> seconds, through a tempo map [(step, bpm)] that starts at step 0."""
-    steps, seconds = np.asarray(steps, dtype=np.float64), 0.0
-    tempos = list(tempos)
-    if not tempos or tempos[0][0] > 0:
-        tempos.insert(0, (0, tokenizer.DEFAULT_BPM))  # MIDI's default until the first tempo event
-    for (start, bpm), (end, _) in zip(tempos, tempos[1:] + [(np.inf, 0)]):
-        seconds = seconds + np.clip(steps - start, 0, end - start) * 60.0 / (bpm * tokenizer.STEPS_PER_QUARTER)
-    return seconds
 
 
 def end_step(score):

@@ -71,8 +71,9 @@ def meta_for(val_fraction, counts, midi_dir="midi"):
         "tokenizer": {"max_time_on": tokenizer.MAX_TIME_ON, "max_duration": tokenizer.MAX_DURATION,
                       "tempo_levels": tokenizer.TEMPO_LEVELS, "tempo_min_bpm": tokenizer.TEMPO_MIN_BPM,
                       "tempo_levels_per_octave": tokenizer.TEMPO_LEVELS_PER_OCTAVE,
-                      "velocity_bins": tokenizer.N_VELOCITY,
-                      "time_signatures": ["%d/%d" % ts for ts in tokenizer.TIME_SIGNATURES]},
+                      "tempo_level_of_default": tokenizer.TEMPO_LEVEL_OF_DEFAULT,
+                      "velocity_bins": tokenizer.N_VELOCITY, "max_numerator": tokenizer.MAX_NUMERATOR,
+                      "denominators": tokenizer.DENOMINATORS},
         "split": {"rule": "sha1(midi_file)[:8] / 2**32 < val_fraction -> val", "val_fraction": val_fraction},
         "counts": counts,
     }

@@ -25,9 +25,8 @@ from tqdm import tqdm
 import cluster
 import describe
 import tokenizer
-from describe import seconds_at
 from model import GPT, autocast, latest_checkpoint, pick_device
-from tokenizer import UserError, write_atomic
+from tokenizer import UserError, seconds_at, write_atomic
 
 OUT_DIR = "out/amt_cpu"                  # the CPU demo's run
 TRAIN_COMMAND = "python train.py config/amt_cpu.py"

@@ -123,8 +123,8 @@ def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
 def test_seconds_at_agrees_with_mido():
     score = tokenizer.Score(notes=[tokenizer.Note(0, 30, 60, 0, 80), tokenizer.Note(100, 77, 64, 0, 80)],
                             tempos=[(0, 90.0), (24, 150.0), (61, 47.0)], end_step=177)
-    assert describe.seconds_at(score.end_step, score.tempos) == pytest.approx(tokenizer.score_to_midi(score).length)
-    assert describe.seconds_at([0, 24], score.tempos) == pytest.approx([0, 24 / 12 * 60 / 90])
+    assert tokenizer.seconds_at(score.end_step, score.tempos) == pytest.approx(tokenizer.score_to_midi(score).length)
+    assert tokenizer.seconds_at([0, 24], score.tempos) == pytest.approx([0, 24 / 12 * 60 / 90])
 
 
 def time_on_steps(tokens):
@@ -143,8 +143,8 @@ def test_seconds_cuts_where_the_music_reaches_that_time(model):
         if len(short) < len(long):  # cut before its own END: the token it was cut at takes time past 4 s
             n_cut += 1
             tempos, at = tokenizer.tokens_to_score(long)[0].tempos, len(short) - 1
-            assert describe.seconds_at(time_on_steps(long[:at]), tempos) < 4.0
-            assert describe.seconds_at(time_on_steps(long[:at + 1]), tempos) >= 4.0
+            assert tokenizer.seconds_at(time_on_steps(long[:at]), tempos) < 4.0
+            assert tokenizer.seconds_at(time_on_steps(long[:at + 1]), tempos) >= 4.0
             n_own_tempo += tempos != [(0, tokenizer.DEFAULT_BPM)]
     assert n_cut >= 3 and n_own_tempo >= 1, "too few samples cut, or none with a tempo of its own: a weak check"
 
