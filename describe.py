@@ -118,6 +118,11 @@ def key_name(tonic, mode):
     return f"{MAJOR_TONICS[tonic % 12]} {mode}"
 
 
+# (24, 12) every key's profile, rows in KEY_NAMES order, standardised so that a dot product is a correlation
+KEY_PROFILES = np.stack([np.roll(p, t) for p in (MAJOR_PROFILE, MINOR_PROFILE) for t in range(12)])
+KEY_PROFILES = (KEY_PROFILES - KEY_PROFILES.mean(1, keepdims=True)) / KEY_PROFILES.std(1, keepdims=True)
+
+
 def estimate_key(notes):
     """Krumhansl-Schmuckler: correlate the duration-weighted pitch-class histogram with all 24 key profiles
     -> a KEY_NAMES entry, or None for drums only or a flat histogram."""
@@ -127,10 +132,8 @@ def estimate_key(notes):
             hist[n.pitch % 12] += max(n.duration, 1)
     if hist.sum() == 0 or hist.std() == 0:
         return None
-    _, tonic, mode = max((np.corrcoef(hist, np.roll(profile, tonic))[0, 1], tonic, mode)
-                         for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE))
-                         for tonic in range(12))
-    return key_name(tonic, mode)
+    correlation = KEY_PROFILES @ ((hist - hist.mean()) / hist.std()) / 12                  # (24,)
+    return KEY_NAMES[int(np.argmax(correlation))]
 
 
 # -----------------------------------------------------------------------------
@@ -236,8 +239,9 @@ def texture(notes):
     pitched = [n for n in notes if n.program != DRUMS]
     if not pitched:
         return "drums only"
-    sounding = sounding_per_step(pitched, max(n.onset + n.duration for n in pitched))
-    voices = int(round(np.percentile(sounding[sounding > 0], 90)))
+    sounding = sounding_per_step(pitched, max(n.onset + n.duration for n in pitched)).astype(np.int64)
+    steps_with = np.bincount(sounding)[1:]                                # steps with 1, 2, ... notes sounding
+    voices = 1 + int(np.searchsorted(np.cumsum(steps_with), 0.9 * steps_with.sum()))  # nearest-rank 90th percentile
     return "solo line" if voices <= 1 else "two voices" if voices == 2 else f"{voices} parts"
 
 

@@ -29,8 +29,12 @@ from multiprocessing import Pool
 import numpy as np
 from tqdm import tqdm
 
+import describe
 import tokenizer
 from tokenizer import UserError
+
+# What the index keeps of each file's measured attributes (describe.measure): the condition a window can carry.
+INDEX_ATTRIBUTES = ("key", "meter", "tempo_bpm", "instruments", "texture")
 
 
 def split_of(midi_file, val_fraction):
@@ -40,7 +44,7 @@ def split_of(midi_file, val_fraction):
 
 
 def tokenize_file(job):
-    """(midi_root, midi_file) -> (midi_file, tokens or None, notes, reason). Runs in a worker; never raises."""
+    """(midi_root, midi_file) -> (midi_file, tokens or None, index fields, reason). Runs in a worker; never raises."""
     midi_root, midi_file = job
     return (midi_file, *tokenize_path(os.path.join(midi_root, midi_file)))
 
@@ -49,12 +53,14 @@ def tokenize_path(path):
     try:
         score = tokenizer.read_midi(path)
     except tokenizer.MidiError as e:
-        return None, 0, str(e)
+        return None, {}, str(e)
     except OSError as e:
-        return None, 0, f"can't read the file ({e.strerror or e})"
+        return None, {}, f"can't read the file ({e.strerror or e})"
     if not score.notes:
-        return None, 0, "no notes"
-    return tokenizer.score_to_tokens(score), len(score.notes), None
+        return None, {}, "no notes"
+    measured = describe.measure(score)
+    fields = {"notes": len(score.notes)} | {name: measured[name] for name in INDEX_ATTRIBUTES}
+    return tokenizer.score_to_tokens(score), fields, None
 
 
 def meta_for(val_fraction, counts, midi_dir="midi"):
@@ -98,7 +104,7 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
         # 32 files cut the round trips to the workers; one worker runs here (a pool only adds pickling).
         jobs = ((midi_root, midi_file) for midi_file in tokenizer.iter_midi(midi_root))
         results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
-        for midi_file, tokens, n_notes, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
+        for midi_file, tokens, fields, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
                                                        disable=quiet):
             if tokens is None:
                 reasons[reason.split(" (")[0]] += 1
@@ -109,9 +115,9 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
             start = tokens_in[split]
             tokens_in[split] += len(tokens)
             index.write(json.dumps({"midi_file": midi_file, "split": split, "start": start,
-                                    "end": tokens_in[split], "notes": n_notes}) + "\n")
+                                    "end": tokens_in[split], **fields}) + "\n")
             files_in[split] += 1
-            notes += n_notes
+            notes += fields["notes"]
     for f in (*out.values(), index, skipped):
         f.close()
     n_good = files_in["train"] + files_in["val"]

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+import describe
 import prepare
 import tokenizer as T
 from midi_factory import midi_file, notes, track
@@ -49,6 +50,12 @@ def test_written_data_reads_back_and_splits_are_disjoint(tmp_path):
         assert [r["start"] for r in rows] == [0] + [r["end"] for r in rows[:-1]]
         assert rows[-1]["end"] == len(read_split(tmp_path, split)) == counts[f"{split}_tokens"]
 
+    for row in index:  # the measured attributes a window's condition can carry, as describe.measure reads them
+        measured = describe.measure(T.read_midi(str(midi / row["midi_file"])))
+        assert {k: row[k] for k in prepare.INDEX_ATTRIBUTES} == {k: measured[k] for k in prepare.INDEX_ATTRIBUTES}
+        assert row["key"] in describe.KEY_NAMES and row["meter"] == "4/4" and row["tempo_bpm"] == 120
+    programs = {i % 7 for i in range(24)}
+    assert {p for row in index for p in row["instruments"]} == programs  # the files' programs, one each
     meta = json.load(open(tmp_path / "meta.json"))
     assert meta["vocab_size"] == T.VOCAB_SIZE and meta["counts"]["files"] == 24
     assert meta["blocks"]["NOTE"] == [T.OFFSET["NOTE"], 128]
