@@ -10,15 +10,23 @@ grammar, so every sample decodes with no token skipped.
 """
 
 import argparse
+import html
+import importlib.util
+import io
+import json
+import math
 import os
 import random
 import sys
 import time
 import types
+import urllib.parse
 import warnings
+import wave
 from contextlib import nullcontext
 from dataclasses import replace
 
+import mido
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -241,6 +249,197 @@ def write_sample(tokens, path, title, prime_end=None):
     return score, png
 
 
+# -----------------------------------------------------------------------------
+# audio and the gallery page
+
+SAMPLE_RATE = 44100        # CD rate: what every browser and player takes
+RELEASE_SECONDS = 1.0      # rendered past the last note, so that the last notes ring out instead of stopping dead
+GALLERY_CARDS = "gallery.json"  # beside index.html: the cards so far, so that a re-run adds to the page
+_SOUNDFONT = {}            # read once per process: a sample batch renders several files
+
+
+def soundfont_path():
+    """TimGM6mb.sf2, the General MIDI bank (GPL-2, Tim Brechbill) that ships inside the pretty_midi wheel. Found
+    on disk, never downloaded: pretty_midi itself is not imported."""
+    spec = importlib.util.find_spec("pretty_midi")
+    path = spec and spec.origin and os.path.join(os.path.dirname(spec.origin), "TimGM6mb.sf2")
+    if not path or not os.path.isfile(path):
+        raise SampleError("no SoundFont for --audio: pip install pretty_midi (it ships TimGM6mb.sf2)")
+    return path
+
+
+def soundfont_bytes():
+    if "sf2" not in _SOUNDFONT:
+        with open(soundfont_path(), "rb") as f:
+            _SOUNDFONT["sf2"] = f.read()
+    return _SOUNDFONT["sf2"]
+
+
+def with_release(midi_path):
+    """The MIDI file's bytes, made RELEASE_SECONDS longer (a marker after its end, at its last tempo): the
+    synthesiser stops where the file ends, and this lets the last notes ring out instead of stopping dead."""
+    mid = mido.MidiFile(midi_path)
+    tempos = [m.tempo for m in mido.merge_tracks(mid.tracks) if m.type == "set_tempo"]
+    end = max((sum(m.time for m in t) for t in mid.tracks), default=0)                 # ticks
+    tail = round(RELEASE_SECONDS * 1e6 / (tempos[-1] if tempos else 500000) * mid.ticks_per_beat)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("marker", text="release", time=end + tail)]))
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def render_audio(midi_path):
+    """A MIDI file -> (2, samples) float32 stereo at SAMPLE_RATE, as long as the file plus RELEASE_SECONDS.
+    midirenderer (rustysynth, a SoundFont synthesiser in Rust) plays drums (channel 10) on the drum kit."""
+    try:
+        import midirenderer
+        wav = midirenderer.render_wave_from(soundfont_bytes(), with_release(midi_path))
+    except (ImportError, ValueError, RuntimeError) as e:  # no wheel, or a SoundFont or file it cannot read
+        raise SampleError(f"the SoundFont synthesiser failed ({type(e).__name__}: {str(e)[:200]})") from None
+    from scipy.signal import resample_poly  # scipy comes with scikit-learn
+    with wave.open(io.BytesIO(wav)) as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, channels)  # (samples, ch)
+    audio = pcm.T.astype(np.float32) / 32768                                                   # (ch, samples)
+    if rate != SAMPLE_RATE:  # it renders at 48 kHz: polyphase resampling to 44.1 kHz (147/160)
+        g = math.gcd(SAMPLE_RATE, rate)
+        audio = resample_poly(audio, SAMPLE_RATE // g, rate // g, axis=1).astype(np.float32)
+    return np.broadcast_to(audio, (2, audio.shape[1])) if channels == 1 else audio
+
+
+def write_wav(audio, path):
+    """(2, samples) float -> 16-bit stereo WAV, its peak at -1 dBFS (the synthesiser leaves a lone instrument
+    near -18 dBFS, so samples play at one loudness). Written atomically."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    pcm = (audio * (0.89 / peak if peak else 1.0) * 32767).round().astype("<i2").T  # (samples, 2)
+
+    def write(f):
+        with wave.open(f, "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes(pcm.tobytes())
+    cluster.write_atomic(path, write)
+    return audio.shape[1] / SAMPLE_RATE
+
+
+def render_wav(midi_path):
+    """midi_path -> the .wav beside it; returns (wav path, seconds of audio)."""
+    wav = os.path.splitext(midi_path)[0] + ".wav"
+    return wav, write_wav(render_audio(midi_path), wav)
+
+
+def measured_facts(score):
+    """What the notes of a tokenizer.Score say: length, tempo, meter, key, instruments, notes."""
+    end = max([score.end_step, 1] + [n.onset + n.duration for n in score.notes])
+    tempos = cluster.segments(score.tempos, (tokenizer.DEFAULT_BPM,), end)               # [(steps, bpm)]
+    meter = max(cluster.segments(score.time_signatures, (4, 4), end))[1:]               # the longest stretch
+    count = {}
+    for n in score.notes:
+        count[n.program] = count.get(n.program, 0) + 1
+    return {"length": f"{float(seconds_at(score.end_step, score.tempos)):.1f} s",
+            "tempo": f"{sum(s * bpm for s, bpm in tempos) / end:.0f} bpm",
+            "meter": f"{meter[0]}/{meter[1]}",
+            "estimated key": cluster.estimate_key(score.notes) or "none (no pitched notes)",
+            "instruments": ", ".join(instrument_name(p) for p in sorted(count, key=lambda p: (-count[p], p))),
+            "notes": str(len(score.notes))}
+
+
+def sample_card(path, score, understood, title, folder, wav=None):
+    """One gallery card as plain types: file names relative to the page's folder."""
+    rel = lambda p: os.path.relpath(p, folder).replace(os.sep, "/")  # noqa: E731
+    png = os.path.splitext(path)[0] + ".png"
+    return {"midi": rel(path), "png": rel(png) if os.path.exists(png) else None, "wav": rel(wav) if wav else None,
+            "title": title, "made": time.strftime("%Y-%m-%d %H:%M:%S"), "understood": understood,
+            "facts": measured_facts(score)}
+
+
+def card_html(card):
+    esc, url = html.escape, lambda p: html.escape(urllib.parse.quote(p))
+    rows = lambda d: "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in d.items())  # noqa
+    understood = {k.replace("_", " "): f"{v:.3f}" if isinstance(v, float) else
+                  ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                  for k, v in card["understood"].items() if v is not None}
+    return "\n".join([
+        f'<article class="card" id="{esc(card["midi"])}">',
+        f'<h2>{esc(card["title"])}</h2><p class="made">{esc(card["made"])}</p>',
+        '<div class="tables"><table><caption>asked for, and what was understood</caption>'
+        f'{rows(understood)}</table>',
+        f'<table><caption>measured in the result</caption>{rows(card["facts"])}</table></div>',
+        f'<img src="{url(card["png"])}" alt="piano roll of {esc(card["midi"])}" loading="lazy">' if card["png"] else "",
+        f'<audio controls preload="none" src="{url(card["wav"])}"></audio>' if card["wav"] else
+        '<p class="note">no audio: sample with --audio</p>',
+        f'<p><a href="{url(card["midi"])}" download>download {esc(os.path.basename(card["midi"]))}</a></p>',
+        "</article>"])
+
+
+PAGE_STYLE = """body{font:15px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1280px;padding:0 1em;color:#222}
+.card{border:1px solid #ccc;border-radius:8px;padding:1em;margin:1.2em 0;background:#fafafa}
+.card h2{margin:0;font-size:1.1em}.made{margin:.2em 0 .6em;color:#777;font-size:.85em}
+.tables{display:flex;gap:2em;flex-wrap:wrap}table{border-collapse:collapse;margin:.4em 0}
+caption{text-align:left;font-weight:600;padding-bottom:.2em}th,td{text-align:left;padding:.1em .8em .1em 0;
+vertical-align:top;border-bottom:1px solid #e4e4e4}th{font-weight:500;color:#555}
+img{max-width:100%;display:block;margin:.6em 0}audio{width:100%}.note{color:#777}
+.report table th,.report table td{padding:.15em .6em;border:1px solid #ddd}pre{background:#f0f0f0;padding:.6em}"""
+
+
+def page_html(title, cards, intro=""):
+    return "\n".join(["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+                      f"<title>{html.escape(title)}</title><style>{PAGE_STYLE}</style></head><body>",
+                      f"<h1>{html.escape(title)}</h1>", intro,
+                      f"<p>{len(cards)} samples, newest first. Audio: TimGM6mb General MIDI SoundFont.</p>",
+                      *map(card_html, cards), "</body></html>\n"])
+
+
+def write_gallery(folder, new_cards, title="AMT samples", intro=""):
+    """Add cards to folder/index.html, newest first. A card replaces the older one of the same MIDI file, and a
+    card whose MIDI file is gone is dropped (a picture or WAV that is gone, left out), so re-running never
+    duplicates a card or leaves a broken one. Returns the page's path."""
+    store = os.path.join(folder, GALLERY_CARDS)
+    try:
+        with open(store, encoding="utf-8") as f:
+            old = json.load(f)
+    except FileNotFoundError:
+        old = []
+    except (OSError, ValueError):
+        print(f"warning: {store} is unreadable; the gallery starts again from this run")
+        old = []
+    new = {c["midi"] for c in new_cards}
+    cards = list(new_cards) + [c for c in old if c["midi"] not in new and os.path.isfile(os.path.join(folder, c["midi"]))]
+    for c in cards:
+        for key in ("png", "wav"):
+            if c[key] and not os.path.isfile(os.path.join(folder, c[key])):
+                c[key] = None
+    cards.sort(key=lambda c: c["made"], reverse=True)  # a stable sort: a batch keeps its order
+    cluster.write_json(store, cards)
+    page = os.path.join(folder, "index.html")
+    cluster.write_atomic(page, lambda f: f.write(page_html(title, cards, intro).encode()))
+    return page
+
+
+def audio_and_gallery(written, folder, audio=False, title="AMT samples", intro=""):
+    """written: [(MIDI path, Score, title, understood)] -> a WAV beside each (with audio) and their cards in
+    folder/index.html. A synthesiser that fails says so in one line; the MIDI and the page are written all the same."""
+    cards, seconds, t0 = [], 0.0, time.perf_counter()
+    for path, score, card_title, understood in written:
+        wav = None
+        if audio:
+            try:
+                wav, length = render_wav(path)
+                seconds += length
+            except SampleError as e:
+                print(f"no audio: {e}")
+                audio = False
+        cards.append(sample_card(path, score, understood, card_title, folder, wav))
+    elapsed = time.perf_counter() - t0
+    if seconds:
+        print(f"rendered {sum(c['wav'] is not None for c in cards)} WAV ({seconds:.1f} s of audio, {SAMPLE_RATE} Hz) "
+              f"in {elapsed:.1f} s: {seconds / elapsed:.0f}x real time")
+    page = write_gallery(folder, cards, title, intro)
+    print(f"gallery: {page}")
+    return page
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Sample MIDI from an AMT checkpoint.")
     what = p.add_mutually_exclusive_group()
@@ -264,6 +463,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--quantize", action="store_true",
                    help="CPU only: INT8 dynamic quantisation of the Linear layers (bench.py: faster, same val loss)")
+    p.add_argument("--audio", action="store_true", help="also render each sample to a 44.1 kHz WAV (TimGM6mb SoundFont)")
     args = p.parse_args(argv)
     if args.num_samples < 1 or (args.max_new_tokens or 1) < 1:
         raise SampleError("--num_samples and --max_new_tokens must be at least 1")
@@ -280,11 +480,13 @@ def main(argv=None):
         dtype = "float32"  # int8 kernels take fp32 activations
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", "data/music21")
     labels = token_labels(ckpt, data_dir)
+    understood = {}  # what the prompt was read as: a gallery card shows every field it carries
     if args.prompt:
         nearest = cluster.nearest_tokens(args.prompt, data_dir, top=3)
         for k, label, similarity in nearest:
             print(f"  SEMANTIC_TOKEN_{k:<3} {label:<40} cosine {similarity:.3f}")
         args.token = f"SEMANTIC_TOKEN_{nearest[0][0]}"
+        understood["cosine"] = nearest[0][2]  # later issues add the tempo, meter, key and instruments read here
         print(f"prompt {args.prompt!r} -> {args.token} ({nearest[0][1]}), cosine {nearest[0][2]:.3f}")
     semantic = semantic_token_id(args.token or "SEMANTIC_UNCOND", labels)
     token = tokenizer.token_name(semantic)
@@ -307,12 +509,14 @@ def main(argv=None):
         prime_name = os.path.splitext(os.path.basename(args.prime))[0]
         prime_score = tokenizer.tokens_to_score(prime)[0]
         prime_end = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos))
-    prompt_len, rows = 1 + (len(prime) if args.prime else 1), []
+    prompt_len, rows, written = 1 + (len(prime) if args.prime else 1), [], []
+    understood = {"prompt": args.prompt, "token": token, "label": label, **understood, "prime": args.prime}
     for i, tokens in enumerate(samples):
         path = os.path.join(sample_dir, f"{token}{'_after_' + prime_name if prime_name else ''}_s{seed}_{i}.mid")
         title = f"{token}: {label} (seed {seed}, sample {i})" + (f", after {prime_name}" if prime_name else "")
         score, png = write_sample(tokens, path, title, prime_end)
         print(f"wrote {path} and {png}")
+        written.append((path, score, title, understood))
         programs = sorted({n.program for n in score.notes})
         instruments = f"{len(programs)}: " + ", ".join(map(instrument_name, programs))
         n_new = len(tokens) - prompt_len - 1  # the tokens the model added, END aside
@@ -323,6 +527,7 @@ def main(argv=None):
         print(f"{path:<{width}} {notes:>6} {seconds:>8.1f}  {instruments[:36]:<36} {n:>7} {n / elapsed:>7.1f}")
     total = sum(r[4] for r in rows)
     print(f"{len(rows)} samples, {total} tokens in {elapsed:.1f} s: {total / elapsed:.1f} tokens/s as one batch")
+    audio_and_gallery(written, sample_dir, args.audio)
     return [r[0] for r in rows]
 
 
