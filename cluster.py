@@ -181,7 +181,7 @@ def collect_descriptions(data_dir):
     files, descriptions, skipped, new_auto = [], [], {}, {}
     listed = list_files(data_dir)
     missing = [f for f in listed if f not in given]
-    for f in tqdm(missing, desc="describing MIDI", disable=len(missing) < 50):
+    for f in tqdm(missing, desc="describing MIDI", disable=True if len(missing) < 50 else None):
         try:
             st = (midi_dir / f).stat()
             stamp = [st.st_size, st.st_mtime_ns]

@@ -498,7 +498,10 @@ def train(cfg):
                     labels=data["labels"], rng=states)
 
     iter_start, t_start, t_log, iters_since_log, ev = iter_num, time.time(), time.time(), 0, None
-    bar = tqdm(total=max_iters, initial=iter_num, desc="train", unit="it", disable=not master, dynamic_ncols=True)
+    bar = tqdm(total=max_iters, initial=iter_num, desc="train", unit="it", disable=None if master else True,
+               dynamic_ncols=True)  # None: a bar on a terminal only
+    # In a log file (not a terminal) a line every log_interval is a wall of text: about ten lines a run do.
+    print_every = cfg.log_interval if sys.stdout.isatty() else max(cfg.log_interval, max_iters // 10)
     while iter_num < max_iters:
         lr = get_lr(iter_num, cfg)
         for group in optimizer.param_groups:
@@ -530,8 +533,10 @@ def train(cfg):
                           mfu=flops_per_token * tokens_per_s / world / peak, memory_gib=memory_gib(device_type))
             log(record)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-            tqdm.write(f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, grad norm {record['grad_norm']:.3f}, "
-                       f"{tokens_per_s:,.0f} tok/s, mfu {100 * record['mfu']:.1f}%, mem {record['memory_gib']:.2f} GiB")
+            if iter_num % print_every == 0 or last:
+                tqdm.write(f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, grad norm {record['grad_norm']:.3f}, "
+                           f"{tokens_per_s:,.0f} tok/s, mfu {100 * record['mfu']:.1f}%, "
+                           f"mem {record['memory_gib']:.2f} GiB")
             t_log, iters_since_log = time.time(), 0
 
         evaluated, improved = iter_num % cfg.eval_interval == 0 or last, False
