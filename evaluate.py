@@ -14,8 +14,10 @@ Evaluate an AMT checkpoint and its samples: writes OUT_DIR/eval/report.md and PN
 """
 
 import argparse
+import html
 import math
 import os
+import re
 import sys
 import time
 import types
@@ -75,7 +77,7 @@ def likelihood(model, data, max_windows=256, batch_size=16, ctx=nullcontext(), d
     unigram_nll = -np.log(counts / counts.sum())                                   # (V,)
     windows = val_windows(data, T, max_windows)
     cols = {k: [] for k in ("target", "semantic", "nll", "correct", "nll_uncond")}
-    for b0 in tqdm(range(0, len(windows), batch_size), desc="val likelihood", unit="batch"):
+    for b0 in tqdm(range(0, len(windows), batch_size), desc="val likelihood", unit="batch", disable=None):
         chunk = windows[b0:b0 + batch_size]
         x = np.full((len(chunk), T), meta["pad_token"], dtype=np.int64)           # (B, T)
         y = np.full((len(chunk), T), -1, dtype=np.int64)                          # (B, T) -1: padding, not scored
@@ -156,7 +158,8 @@ def real_pieces(data, split, max_pieces, max_tokens, seed=0):
     if len(files) > max_pieces:
         files = np.sort(np.random.default_rng(seed).choice(files, max_pieces, replace=False))
     stats = [describe(tokenizer.tokens_to_score(d["tokens"][d["start"][f]:min(d["end"][f], d["start"][f] + max_tokens)])
-                      [0]) for f in tqdm(files, desc=f"describing {split} pieces", unit="piece")]
+                      [0]) for f in tqdm(files, desc=f"describing {split} pieces", unit="piece",
+                                             disable=None)]
     return d["semantic"][files] - meta["semantic_offset"], stats
 
 
@@ -262,7 +265,7 @@ def plot_closeness(r, path, max_tokens=12):
 
 def run(out_dir, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.0), max_new_tokens=512,
         max_windows=256, max_pieces=3000, temperature=1.0, top_p=0.95, seed=0, device="auto", dtype="auto",
-        command="python evaluate.py"):
+        command="python evaluate.py", audio=False):
     """Evaluate out_dir's newest checkpoint (or `ckpt`); write out_dir/eval/report.md and plots -> the results."""
     t_start, seconds = time.time(), {}
     device, device_type, dtype = train.pick_device(types.SimpleNamespace(device=device, dtype=dtype))
@@ -281,6 +284,7 @@ def run(out_dir, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.
     t0 = time.time()
     r["likelihood"] = likelihood(model, data, max_windows, 16, ctx, device)
     seconds["likelihood"] = time.time() - t0
+    print(f"likelihood: {r['likelihood']['windows']} val windows in {seconds['likelihood']:.1f} s")
 
     t0 = time.time()  # the classifier learns semantic ids from real train pieces; real val pieces are its ceiling
     train_ids, train_stats = real_pieces(data, "train", max_pieces, max_new_tokens + 1, seed)
@@ -292,23 +296,26 @@ def run(out_dir, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.
     r["chance"] = float(np.bincount(val_ids).max() / len(val_ids))  # always naming the largest val cluster
     r["n_train"], r["n_val"], r["n_features"] = len(train_ids), len(val_ids), len(val_stats[0]["features"])
     seconds["classifier"] = time.time() - t0
+    print(f"classifier: {r['n_train']} train and {r['n_val']} val pieces in {seconds['classifier']:.1f} s")
 
     t0 = time.time()
     r["tokens"] = sorted(set(train_ids.tolist()))  # the semantic tokens the model was trained with
-    gen, r["adherence"], r["adherence_by_token"], skipped = {}, {}, {}, []
-    with tqdm(total=len(guidance) * len(r["tokens"]), desc="generating", unit="token") as bar:
+    gen, r["adherence"], r["adherence_by_token"], skipped, examples = {}, {}, {}, [], {}
+    with tqdm(total=len(guidance) * len(r["tokens"]), desc="generating", unit="token", disable=None) as bar:
         for g in guidance:
             for c in r["tokens"]:  # the same seed at every guidance scale: paired samples
                 rows = sample.generate_tokens(model, c, num_samples, max_new_tokens, temperature, None, top_p, g,
                                               seed + c, None, device, None, dtype)
                 decoded = [tokenizer.tokens_to_score(row) for row in rows]  # [(Score, tokens skipped)]
                 gen[g, c] = [describe(score) for score, _ in decoded]
+                examples[g, c] = rows[:EXAMPLES_PER_TOKEN]  # a few per token go on the report's page
                 skipped += [n for _, n in decoded]
                 r["adherence_by_token"][g, c] = float((classifier.predict(feature_matrix(gen[g, c])) == c).mean())
                 bar.update()
             r["adherence"][g] = float(np.mean([r["adherence_by_token"][g, c] for c in r["tokens"]]))
     r["chance_samples"] = 1 / len(r["tokens"])  # every token gets as many samples
     seconds["generation"] = time.time() - t0
+    print(f"generation: {len(gen) * num_samples} samples in {seconds['generation']:.1f} s")
 
     r["valid_decode"] = float(np.mean(np.array(skipped) == 0))
     r["valid_bars"] = float(np.mean([s["all_bars"] for v in gen.values() for s in v]))
@@ -332,6 +339,7 @@ def run(out_dir, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.
     with open(r["report"] + ".tmp", "w") as f:
         f.write(report(r))
     os.replace(r["report"] + ".tmp", r["report"])
+    r["page"] = write_report_page(r, examples, eval_dir, audio)
     return r
 
 
@@ -449,6 +457,65 @@ def report(r):
                ["notes in every bar", pct(r["valid_bars"]), pct(r["real_bars"])]])])
 
 
+# -----------------------------------------------------------------------------
+# the report's page: its tables as HTML, and a few samples per token to see and hear
+
+EXAMPLES_PER_TOKEN = 2
+
+
+def inline_html(text):
+    """The markdown the report uses inside a line: `code`, **bold**, *italic*."""
+    text = html.escape(text, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", text)
+
+
+def markdown_html(md):
+    """report()'s markdown -> HTML: headings, paragraphs, tables, code blocks and pictures; no more is needed."""
+    out, lines, i = [], md.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            end = lines.index("```", i + 1)
+            out.append("<pre>" + html.escape("\n".join(lines[i + 1:end])) + "</pre>")
+            i = end
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                if not set(lines[i]) <= set("|-: "):  # the |---| line under the header
+                    rows.append([inline_html(c.strip()) for c in lines[i].strip("|").split(" | ")])
+                i += 1
+            i -= 1
+            out.append("<table>" + "".join("<tr>" + "".join(f"<{t}>{c}</{t}>" for c in row) + "</tr>"
+                                           for t, row in zip(["th"] + ["td"] * len(rows), rows)) + "</table>")
+        elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
+            out.append(f'<img src="{html.escape(m[2])}" alt="{html.escape(m[1])}">')
+        elif m := re.match(r"(#+) (.*)", line):
+            out.append(f"<h{len(m[1]) + 1}>{inline_html(m[2])}</h{len(m[1]) + 1}>")  # h1 is the page's title
+        elif line.strip():
+            out.append(f"<p>{inline_html(line)}</p>")
+        i += 1
+    return "\n".join(out)
+
+
+def write_report_page(r, examples, eval_dir, audio=False):
+    """eval_dir/index.html: the report's tables and plots, then EXAMPLES_PER_TOKEN samples per token at the
+    largest guidance scale (MIDI, piano roll, and a WAV with audio) in eval_dir/samples."""
+    sample_dir, g = os.path.join(eval_dir, "samples"), max(r["guidance"])
+    os.makedirs(sample_dir, exist_ok=True)
+    written = []
+    for c in r["tokens"]:
+        for i, tokens in enumerate(examples[g, c]):
+            path = os.path.join(sample_dir, f"SEMANTIC_TOKEN_{c}_g{g:g}_{i}.mid")
+            title = f"SEMANTIC_TOKEN_{c}: {label_of(r, c)} (guidance {g:g}, sample {i})"
+            score, _ = sample.write_sample(tokens, path, title)
+            understood = {"token": f"SEMANTIC_TOKEN_{c}", "label": label_of(r, c), "guidance": g}
+            written.append((path, score, title, understood))
+    intro = '<div class="report">' + markdown_html(report(r).split("\n", 1)[1]) + "</div><h2>Samples</h2>"
+    return sample.audio_and_gallery(written, eval_dir, audio, f"Evaluation of {r['ckpt']} (iter {r['iter']})", intro)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate an AMT checkpoint: likelihood, adherence, closeness, validity.")
     p.add_argument("--out_dir", default=sample.OUT_DIR, help="the training run; the report goes to OUT_DIR/eval")
@@ -464,6 +531,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--audio", action="store_true", help="render the samples on the report's page to WAV")
     args = p.parse_args(argv)
     try:
         guidance = [float(x) for x in args.guidance.split(",")]
@@ -474,8 +542,8 @@ def main(argv=None):
     ckpt = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt
     command = " ".join(["python evaluate.py"] + (sys.argv[1:] if argv is None else list(argv)))
     r = run(args.out_dir, ckpt, args.data_dir, args.num_samples, guidance, args.max_new_tokens, args.max_windows,
-            args.max_pieces, args.temperature, args.top_p, args.seed, args.device, args.dtype, command)
-    print("\n" + headline(r) + f"\n\nwrote {r['report']} and its plots in {r['seconds']['total']:.0f} s")
+            args.max_pieces, args.temperature, args.top_p, args.seed, args.device, args.dtype, command, args.audio)
+    print("\n" + headline(r) + f"\n\nwrote {r['report']}, {r['page']} and plots in {r['seconds']['total']:.0f} s")
     return r
 
 
