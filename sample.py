@@ -345,12 +345,12 @@ def measured_facts(score):
             "notes": str(len(score.notes))}
 
 
-def sample_card(path, score, understood, title, folder, wav=None):
-    """One gallery card as plain types: file names relative to the page's folder."""
+def sample_card(path, score, understood, title, *, folder, made, wav=None):
+    """One gallery card as plain types: file names relative to the page's folder; made: when its batch was."""
     rel = lambda p: os.path.relpath(p, folder).replace(os.sep, "/")  # noqa: E731
     png = os.path.splitext(path)[0] + ".png"
     return {"midi": rel(path), "png": rel(png) if os.path.exists(png) else None, "wav": rel(wav) if wav else None,
-            "title": title, "made": time.strftime("%Y-%m-%d %H:%M:%S"), "understood": understood,
+            "title": title, "made": made, "understood": understood,
             "facts": measured_facts(score)}
 
 
@@ -421,6 +421,7 @@ def audio_and_gallery(written, folder, audio=False, title="AMT samples", intro="
     """written: [(MIDI path, Score, title, understood)] -> a WAV beside each (with audio) and their cards in
     folder/index.html. A synthesiser that fails says so in one line; the MIDI and the page are written all the same."""
     cards, seconds, t0 = [], 0.0, time.perf_counter()
+    made = time.strftime("%Y-%m-%d %H:%M:%S")  # one time for the batch, so that it keeps its order on the page
     for path, score, card_title, understood in written:
         wav = None
         if audio:
@@ -430,7 +431,7 @@ def audio_and_gallery(written, folder, audio=False, title="AMT samples", intro="
             except SampleError as e:
                 print(f"no audio: {e}")
                 audio = False
-        cards.append(sample_card(path, score, understood, card_title, folder, wav))
+        cards.append(sample_card(path, score, understood, card_title, folder=folder, made=made, wav=wav))
     elapsed = time.perf_counter() - t0
     if seconds:
         print(f"rendered {sum(c['wav'] is not None for c in cards)} WAV ({seconds:.1f} s of audio, {SAMPLE_RATE} Hz) "

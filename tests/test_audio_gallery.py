@@ -138,7 +138,8 @@ def test_a_card_shows_every_field_the_prompt_was_understood_as(tmp_path):
     tokenizer.score_to_midi(score).save(path)
     understood = {"prompt": "a slow waltz in A minor for strings", "token": "SEMANTIC_TOKEN_4", "cosine": 0.61234,
                   "tempo_bpm": 72, "meter": "3/4", "key": "A minor", "instruments": ["String Ensemble 1"]}
-    card = sample.sample_card(str(path), score, understood, "a waltz", str(tmp_path))
+    card = sample.sample_card(str(path), score, understood, "a waltz", folder=str(tmp_path),
+                              made="2026-01-01 00:00:00")
     html = sample.card_html(card)
     for shown in ("a slow waltz in A minor for strings", "0.612", "tempo bpm", "72", "3/4", "A minor",
                   "String Ensemble 1", "90 bpm", "2.0 s"):  # 3 quarters at 90 bpm
