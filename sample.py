@@ -405,7 +405,8 @@ def write_gallery(folder, new_cards, title="AMT samples", intro=""):
         print(f"warning: {store} is unreadable; the gallery starts again from this run")
         old = []
     new = {c["midi"] for c in new_cards}
-    cards = list(new_cards) + [c for c in old if c["midi"] not in new and os.path.isfile(os.path.join(folder, c["midi"]))]
+    kept = [c for c in old if c["midi"] not in new and os.path.isfile(os.path.join(folder, c["midi"]))]
+    cards = list(new_cards) + kept
     for c in cards:
         for key in ("png", "wav"):
             if c[key] and not os.path.isfile(os.path.join(folder, c[key])):
@@ -464,7 +465,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--quantize", action="store_true",
                    help="CPU only: INT8 dynamic quantisation of the Linear layers (bench.py: faster, same val loss)")
-    p.add_argument("--audio", action="store_true", help="also render each sample to a 44.1 kHz WAV (TimGM6mb SoundFont)")
+    p.add_argument("--audio", action="store_true",
+                   help="also render each sample to a 44.1 kHz WAV (TimGM6mb SoundFont)")
     args = p.parse_args(argv)
     if args.num_samples < 1 or (args.max_new_tokens or 1) < 1:
         raise SampleError("--num_samples and --max_new_tokens must be at least 1")
