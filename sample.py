@@ -377,7 +377,7 @@ PAGE_STYLE = """body{font:15px/1.4 system-ui,sans-serif;margin:1.5em auto;max-wi
 .card{border:1px solid #ccc;border-radius:8px;padding:1em;margin:1.2em 0;background:#fafafa}
 .card h2{margin:0;font-size:1.1em}.made{margin:.2em 0 .6em;color:#777;font-size:.85em}
 .tables{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}table{border-collapse:collapse;margin:.4em 0}
-caption{text-align:left;font-weight:600;padding-bottom:.2em}th,td{text-align:left;padding:.1em .8em .1em 0;
+caption{text-align:left;font-weight:600;padding-bottom:.2em;white-space:nowrap}th,td{text-align:left;padding:.1em .8em .1em 0;
 vertical-align:top;border-bottom:1px solid #e4e4e4}th{font-weight:500;color:#555}
 img{max-width:100%;display:block;margin:.6em 0}audio{width:100%}.note{color:#777}
 .report table th,.report table td{padding:.15em .6em;border:1px solid #ddd}pre{background:#f0f0f0;padding:.6em}"""
