@@ -501,7 +501,7 @@ def train(cfg):
     bar = tqdm(total=max_iters, initial=iter_num, desc="train", unit="it", disable=None if master else True,
                dynamic_ncols=True)  # None: a bar on a terminal only
     # In a log file (not a terminal) a line every log_interval is a wall of text: about ten lines a run do.
-    print_every = cfg.log_interval if sys.stdout.isatty() else max(cfg.log_interval, max_iters // 10)
+    print_every = cfg.log_interval * (1 if sys.stdout.isatty() else max(1, max_iters // 10 // cfg.log_interval))
     while iter_num < max_iters:
         lr = get_lr(iter_num, cfg)
         for group in optimizer.param_groups:
