@@ -1,5 +1,5 @@
 # The two commands a newcomer needs:
-#   make demo   set up .venv, build the bundled corpus, prepare, cluster, train on CPU, sample
+#   make demo   set up .venv, build the bundled corpus, prepare, cluster, train on CPU, sample with audio
 #   make test   set up .venv, run the tests
 # make demo FULL=1 exports the whole music21 corpus and trains longer.
 
@@ -36,16 +36,17 @@ demo: .venv/.runtime
 	$(PY) prepare.py --data_dir $(DATA)
 	$(PY) cluster.py --data_dir $(DATA)
 	$(PY) train.py config/amt_cpu.py $(TRAIN_FLAGS) $(RESUME)
-	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_0 --num_samples 1 --seed 1 --seconds 30 --guidance 3
-	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_1 --num_samples 1 --seed 1 --seconds 30 --guidance 3
-	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_2 --num_samples 1 --seed 1 --seconds 30 --guidance 3
-	$(PY) sample.py --out_dir $(RUN) --prompt "a lively Irish jig" --num_samples 1 --seed 2 --seconds 30 --guidance 3
+	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_0 --num_samples 1 --seed 1 --seconds 30 --guidance 3 --audio
+	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_1 --num_samples 1 --seed 1 --seconds 30 --guidance 3 --audio
+	$(PY) sample.py --out_dir $(RUN) --token SEMANTIC_TOKEN_2 --num_samples 1 --seed 1 --seconds 30 --guidance 3 --audio
+	$(PY) sample.py --out_dir $(RUN) --prompt "a lively Irish jig" --num_samples 1 --seed 2 --seconds 30 --guidance 3 --audio
 	@echo
 	@echo "prepared data:   $(DATA)/train.bin, $(DATA)/val.bin, $(DATA)/index.jsonl, $(DATA)/meta.json"
 	@echo "clusters:        $(DATA)/clusters.json (python cluster.py --data_dir $(DATA) --query 'your words')"
 	@echo "checkpoints:     $(RUN)/ (TensorBoard: $(RUN)/tb)"
-	@echo "MIDI + pictures: $(RUN)/samples/*.mid and *.png"
-	@echo "next:            python evaluate.py --out_dir $(RUN)"
+	@echo "MIDI + pictures: $(RUN)/samples/*.mid, *.png and *.wav"
+	@echo "gallery:         $(RUN)/samples/index.html (open it in a browser: no server needed)"
+	@echo "next:            python evaluate.py --out_dir $(RUN) --audio (its page: $(RUN)/eval/index.html)"
 
 test: .venv/.dev
 	$(PY) -m pytest

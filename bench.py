@@ -12,6 +12,7 @@ one run on one machine, because absolute numbers on a shared machine are noisy.
     embed      cluster.py's sentence embedding throughput
     train      training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
     sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
+    render     sample.py --audio's WAV rendering, as a real-time factor
 """
 
 import argparse
@@ -429,6 +430,48 @@ def bench_sample(args):
               f"(**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} against {loss_fp32:.4f} "
               f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows led by the unconditional token")
     print()
+
+
+def band_midi(path, seconds=60, bpm=120, seed=0):
+    """A busy test piece: piano chords, a bass line, a flute melody and a drum kit, `seconds` long."""
+    import mido
+    rng, tpb, beats = np.random.default_rng(seed), 480, int(seconds * bpm / 60)
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    parts = [(0, 0, lambda b: [48 + int(x) for x in rng.choice(12, 3, replace=False)], 1.0),   # piano chords
+             (1, 33, lambda b: [36 + int(rng.integers(12))], 1.0),                               # bass
+             (2, 73, lambda b: [72 + int(rng.integers(12))], 0.5),                               # flute
+             (9, 0, lambda b: [36 if b % 2 == 0 else 38, 42], 0.5)]                              # drums
+    for channel, program, pitches, step in parts:
+        events = [] if channel == 9 else [(0, mido.Message("program_change", channel=channel, program=program))]
+        for b in np.arange(0, beats, step):
+            for pitch in pitches(int(b)):
+                events += [(int(b * tpb), mido.Message("note_on", channel=channel, note=pitch, velocity=80)),
+                           (int((b + step * 0.9) * tpb), mido.Message("note_off", channel=channel, note=pitch))]
+        track, now = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))]), 0
+        for tick, msg in sorted(events, key=lambda e: (e[0], e[1].type == "note_on")):
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        mid.tracks.append(track)
+    mid.save(path)
+
+
+@section
+def bench_render(args):
+    import sample
+    with tempfile.TemporaryDirectory() as tmp:
+        pieces = []
+        for i in range(3):
+            pieces.append(os.path.join(tmp, f"band_{i}.mid"))
+            band_midi(pieces[-1], seed=i)
+        sample.render_wav(pieces[0])  # reads the SoundFont once, as a batch of samples does
+        t0, audio = time.perf_counter(), 0.0
+        for path in pieces:
+            audio += sample.render_wav(path)[1]
+        seconds = time.perf_counter() - t0
+    print(f"### Audio rendering (sample.py --audio: midirenderer, TimGM6mb.sf2, {sample.SAMPLE_RATE} Hz stereo WAV)\n")
+    table(["pieces", "audio seconds", "render seconds", "real-time factor"],
+          [(f"{len(pieces)} x 60 s, 4 parts with drums", f"{audio:.0f}", f"{seconds:.2f}",
+            f"**{audio / seconds:.0f}x**")])
 
 
 # -----------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def collect_descriptions(data_dir):
     files, descriptions, skipped, new_auto = [], [], {}, {}
     listed = list_files(data_dir)
     missing = [f for f in listed if f not in given]
-    for f in tqdm(missing, desc="describing MIDI", disable=len(missing) < 50):
+    for f in tqdm(missing, desc="describing MIDI", disable=True if len(missing) < 50 else None):
         try:
             st = (midi_dir / f).stat()
             stamp = [st.st_size, st.st_mtime_ns]
@@ -143,6 +143,9 @@ def load_embedder(name=DEFAULT_EMBEDDER):
             )
     from sentence_transformers import SentenceTransformer
 
+    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: in a log file its redraws are noise
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
     try:
         _models[name] = SentenceTransformer(path, device="cpu")
     except Exception as e:
@@ -174,7 +177,7 @@ def embed_cached(data_dir, descriptions, embedder, batch_size):
     else:
         load_embedder(embedder)  # outside the timing: throughput is for encoding alone
         t0 = time.time()
-        new = embed([d for _, d in todo], embedder, batch_size, progress=True)  # (len(todo), dim)
+        new = embed([d for _, d in todo], embedder, batch_size, progress=sys.stderr.isatty())  # (len(todo), dim)
         dt = time.time() - t0
         print(f"embedded {len(todo)} descriptions in {dt:.1f}s ({len(todo) / dt:.0f} descriptions/s)")
         known.update(zip([key for key, _ in todo], new))

@@ -14,8 +14,10 @@ Evaluate an AMT checkpoint and its samples: writes OUT_DIR/eval/report.md and PN
 """
 
 import argparse
+import html
 import math
 import os
+import re
 import sys
 import time
 from contextlib import nullcontext
@@ -197,9 +199,10 @@ def fit_ceiling(r, data, *, max_pieces, max_tokens, seed):
 
 
 def generate_all(model, r, classifier, *, guidance, seed, sampling):
-    """num_samples samples per token and guidance scale -> {(g, token): [piece_stats]}, tokens skipped per sample;
-    adherence (the share the classifier names as the token asked for) goes into r."""
-    gen, r["adherence"], r["adherence_by_token"], skipped = {}, {}, {}, []
+    """num_samples samples per token and guidance scale -> {(g, token): [piece_stats]}, tokens skipped per sample,
+    and EXAMPLES_PER_TOKEN token rows per (g, token) for the report's page; adherence (the share the classifier
+    names as the token asked for) goes into r."""
+    gen, r["adherence"], r["adherence_by_token"], skipped, examples = {}, {}, {}, [], {}
     with tqdm(total=len(guidance) * len(r["tokens"]), desc="generating", unit="token", disable=None) as bar:
         for g in guidance:
             for c in r["tokens"]:  # the same seed at every guidance scale: paired samples
@@ -207,11 +210,12 @@ def generate_all(model, r, classifier, *, guidance, seed, sampling):
                 decoded = [tokenizer.tokens_to_score(row) for row in rows]  # [(Score, tokens skipped)]
                 gen[g, c] = [piece_stats(score) for score, _ in decoded]
                 skipped += [n for _, n in decoded]
+                examples[g, c] = rows[:EXAMPLES_PER_TOKEN]  # a few per token go on the report's page
                 r["adherence_by_token"][g, c] = float((classifier.predict(feature_matrix(gen[g, c])) == c).mean())
                 bar.update()
             r["adherence"][g] = float(np.mean([r["adherence_by_token"][g, c] for c in r["tokens"]]))
     r["chance_samples"] = 1 / len(r["tokens"])  # every token gets as many samples
-    return gen, skipped
+    return gen, skipped, examples
 
 
 def compare(r, gen, skipped, real_train, real_val):
@@ -233,7 +237,7 @@ def compare(r, gen, skipped, real_train, real_val):
 
 def run(out_dir, *, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0, 3.0), max_new_tokens=512,
         max_windows=256, max_pieces=3000, temperature=1.0, top_p=0.95, seed=0, device="auto", dtype="auto",
-        command="python evaluate.py"):
+        command="python evaluate.py", audio=False):
     """Evaluate out_dir's newest checkpoint (or `ckpt`); write out_dir/eval/report.md and plots -> the results."""
     t_start, seconds = time.time(), {}
     model, data, ctx, r = load(out_dir, ckpt=ckpt, data_dir=data_dir, device=device, dtype=dtype, command=command)
@@ -242,15 +246,18 @@ def run(out_dir, *, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0,
     t0 = time.time()
     r["likelihood"] = likelihood(model, data, max_windows=max_windows, ctx=ctx, device=next(model.parameters()).device)
     seconds["likelihood"] = time.time() - t0
+    print(f"likelihood: {r['likelihood']['windows']} val windows in {seconds['likelihood']:.1f} s")
     t0 = time.time()
     classifier, real_train, real_val = fit_ceiling(r, data, max_pieces=max_pieces, max_tokens=max_new_tokens + 1,
                                                    seed=seed)
     seconds["classifier"] = time.time() - t0
+    print(f"classifier: {r['n_train']} train and {r['n_val']} val pieces in {seconds['classifier']:.1f} s")
     t0 = time.time()
     sampling = dict(n_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                     dtype=r["dtype"])
-    gen, skipped = generate_all(model, r, classifier, guidance=guidance, seed=seed, sampling=sampling)
+    gen, skipped, examples = generate_all(model, r, classifier, guidance=guidance, seed=seed, sampling=sampling)
     seconds["generation"] = time.time() - t0
+    print(f"generation: {len(gen) * num_samples} samples in {seconds['generation']:.1f} s")
     compare(r, gen, skipped, real_train, real_val)
     eval_dir = os.path.join(out_dir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
@@ -259,6 +266,7 @@ def run(out_dir, *, ckpt=None, data_dir=None, num_samples=8, guidance=(1.0, 2.0,
     r["seconds"] = seconds | {"total": time.time() - t_start}
     r["report"] = os.path.join(eval_dir, "report.md")
     tokenizer.write_atomic(r["report"], report(r))
+    r["page"] = write_report_page(r, examples, eval_dir, audio)
     return r
 
 
@@ -390,6 +398,65 @@ def report(r):
                ["notes in every bar", pct(r["valid_bars"]), pct(r["real_bars"])]])])
 
 
+# -----------------------------------------------------------------------------
+# the report's page: its tables as HTML, and a few samples per token to see and hear
+
+EXAMPLES_PER_TOKEN = 2
+
+
+def inline_html(text):
+    """The markdown the report uses inside a line: `code`, **bold**, *italic*."""
+    text = html.escape(text, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", text)
+
+
+def markdown_html(md):
+    """report()'s markdown -> HTML: headings, paragraphs, tables, code blocks and pictures; no more is needed."""
+    out, lines, i = [], md.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            end = lines.index("```", i + 1)
+            out.append("<pre>" + html.escape("\n".join(lines[i + 1:end])) + "</pre>")
+            i = end
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                if not set(lines[i]) <= set("|-: "):  # the |---| line under the header
+                    rows.append([inline_html(c.strip()) for c in lines[i].strip("|").split(" | ")])
+                i += 1
+            i -= 1
+            out.append("<table>" + "".join("<tr>" + "".join(f"<{t}>{c}</{t}>" for c in row) + "</tr>"
+                                           for t, row in zip(["th"] + ["td"] * len(rows), rows)) + "</table>")
+        elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
+            out.append(f'<img src="{html.escape(m[2])}" alt="{html.escape(m[1])}">')
+        elif m := re.match(r"(#+) (.*)", line):
+            out.append(f"<h{len(m[1]) + 1}>{inline_html(m[2])}</h{len(m[1]) + 1}>")  # h1 is the page's title
+        elif line.strip():
+            out.append(f"<p>{inline_html(line)}</p>")
+        i += 1
+    return "\n".join(out)
+
+
+def write_report_page(r, examples, eval_dir, audio=False):
+    """eval_dir/index.html: the report's tables and plots, then EXAMPLES_PER_TOKEN samples per token at the
+    largest guidance scale (MIDI, piano roll, and a WAV with audio) in eval_dir/samples."""
+    sample_dir, g = os.path.join(eval_dir, "samples"), max(r["guidance"])
+    os.makedirs(sample_dir, exist_ok=True)
+    written = []
+    for c in r["tokens"]:
+        for i, tokens in enumerate(examples[g, c]):
+            path = os.path.join(sample_dir, f"SEMANTIC_TOKEN_{c}_g{g:g}_{i}.mid")
+            title = f"SEMANTIC_TOKEN_{c}: {label_of(r, c)} (guidance {g:g}, sample {i})"
+            score, _ = sample.write_sample(tokens, path, title)
+            understood = {"token": f"SEMANTIC_TOKEN_{c}", "label": label_of(r, c), "guidance": g}
+            written.append((path, score, title, understood))
+    intro = '<div class="report">' + markdown_html(report(r).split("\n", 1)[1]) + "</div><h2>Samples</h2>"
+    return sample.audio_and_gallery(written, eval_dir, audio, f"Evaluation of {r['ckpt']} (iter {r['iter']})", intro)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate an AMT checkpoint: likelihood, adherence, closeness, validity.")
     p.add_argument("--out_dir", default=sample.OUT_DIR, help="the training run; the report goes to OUT_DIR/eval")
@@ -405,6 +472,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--audio", action="store_true", help="render the samples on the report's page to WAV")
     args = p.parse_args(argv)
     try:
         guidance = [float(x) for x in args.guidance.split(",")]
@@ -417,8 +485,8 @@ def main(argv=None):
     r = run(args.out_dir, ckpt=ckpt, data_dir=args.data_dir, num_samples=args.num_samples, guidance=guidance,
             max_new_tokens=args.max_new_tokens, max_windows=args.max_windows, max_pieces=args.max_pieces,
             temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype,
-            command=command)
-    print("\n" + headline(r) + f"\n\nwrote {r['report']} and its plots in {r['seconds']['total']:.0f} s")
+            command=command, audio=args.audio)
+    print("\n" + headline(r) + f"\n\nwrote {r['report']}, {r['page']} and plots in {r['seconds']['total']:.0f} s")
     return r
 
 

@@ -105,7 +105,7 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
         jobs = ((midi_root, midi_file) for midi_file in tokenizer.iter_midi(midi_root))
         results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
         for midi_file, tokens, fields, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
-                                                       disable=quiet):
+                                                       disable=True if quiet else None):  # None: a terminal only
             if tokens is None:
                 reasons[reason.split(" (")[0]] += 1
                 skipped.write(f"{midi_file}\t{reason}\n")

@@ -10,14 +10,21 @@ grammar, so every sample decodes with no token skipped.
 """
 
 import argparse
+import html
+import importlib.util
+import io
 import json
+import math
 import os
 import random
 import sys
 import time
+import urllib.parse
 import warnings
+import wave
 from dataclasses import replace
 
+import mido
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -89,7 +96,7 @@ def semantic_token_id(token, labels=()):
 
 def prime_tokens(path, seconds):
     """The notes of a MIDI file that start in its first `seconds` -> tokens START ... (no END), the prompt
-    that the model continues. Raises MidiError for a corrupt file, SampleError if nothing is left."""
+    that the model continues. Raises MidiError for a corrupt file, UserError if nothing is left."""
     if not os.path.isfile(path):
         raise UserError(f"prime {path} not found")
     try:
@@ -221,6 +228,192 @@ def write_sample(tokens, path, title, prime_end=None):
     return score, png
 
 
+# -----------------------------------------------------------------------------
+# audio and the gallery page
+
+SAMPLE_RATE = 44100        # CD rate: what every browser and player takes
+RELEASE_SECONDS = 1.0      # rendered past the last note, so that the last notes ring out instead of stopping dead
+GALLERY_CARDS = "gallery.json"  # beside index.html: the cards so far, so that a re-run adds to the page
+_SOUNDFONT = {}            # read once per process: a sample batch renders several files
+
+
+def soundfont_path():
+    """TimGM6mb.sf2, the General MIDI bank (GPL-2, Tim Brechbill) that ships inside the pretty_midi wheel. Found
+    on disk, never downloaded: pretty_midi itself is not imported."""
+    spec = importlib.util.find_spec("pretty_midi")
+    path = spec and spec.origin and os.path.join(os.path.dirname(spec.origin), "TimGM6mb.sf2")
+    if not path or not os.path.isfile(path):
+        raise UserError("no SoundFont for --audio: pip install pretty_midi (it ships TimGM6mb.sf2)")
+    return path
+
+
+def soundfont_bytes():
+    if "sf2" not in _SOUNDFONT:
+        with open(soundfont_path(), "rb") as f:
+            _SOUNDFONT["sf2"] = f.read()
+    return _SOUNDFONT["sf2"]
+
+
+def with_release(midi_path):
+    """The MIDI file's bytes, made RELEASE_SECONDS longer (a marker after its end, at its last tempo): the
+    synthesiser stops where the file ends, and this lets the last notes ring out instead of stopping dead."""
+    mid = mido.MidiFile(midi_path)
+    tempos = [m.tempo for m in mido.merge_tracks(mid.tracks) if m.type == "set_tempo"]
+    end = max((sum(m.time for m in t) for t in mid.tracks), default=0)                 # ticks
+    tail = round(RELEASE_SECONDS * 1e6 / (tempos[-1] if tempos else 500000) * mid.ticks_per_beat)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("marker", text="release", time=end + tail)]))
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def render_audio(midi_path):
+    """A MIDI file -> (2, samples) float32 stereo at SAMPLE_RATE, as long as the file plus RELEASE_SECONDS.
+    midirenderer (rustysynth, a SoundFont synthesiser in Rust) plays drums (channel 10) on the drum kit."""
+    try:
+        import midirenderer
+        wav = midirenderer.render_wave_from(soundfont_bytes(), with_release(midi_path))
+    except (ImportError, ValueError, RuntimeError) as e:  # no wheel, or a SoundFont or file it cannot read
+        raise UserError(f"the SoundFont synthesiser failed ({type(e).__name__}: {str(e)[:200]})") from None
+    from scipy.signal import resample_poly  # scipy comes with scikit-learn
+    with wave.open(io.BytesIO(wav)) as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, channels)  # (samples, ch)
+    audio = pcm.T.astype(np.float32) / 32768                                                   # (ch, samples)
+    if rate != SAMPLE_RATE:  # it renders at 48 kHz: polyphase resampling to 44.1 kHz (147/160)
+        g = math.gcd(SAMPLE_RATE, rate)
+        audio = resample_poly(audio, SAMPLE_RATE // g, rate // g, axis=1).astype(np.float32)
+    return np.broadcast_to(audio, (2, audio.shape[1])) if channels == 1 else audio
+
+
+def write_wav(audio, path):
+    """(2, samples) float -> 16-bit stereo WAV, its peak at -1 dBFS (the synthesiser leaves a lone instrument
+    near -18 dBFS, so samples play at one loudness). Written atomically."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    pcm = (audio * (0.89 / peak if peak else 1.0) * 32767).round().astype("<i2").T  # (samples, 2)
+
+    def write(f):
+        with wave.open(f, "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes(pcm.tobytes())
+    write_atomic(path, write)
+    return audio.shape[1] / SAMPLE_RATE
+
+
+def render_wav(midi_path):
+    """midi_path -> the .wav beside it; returns (wav path, seconds of audio)."""
+    wav = os.path.splitext(midi_path)[0] + ".wav"
+    return wav, write_wav(render_audio(midi_path), wav)
+
+
+def measured_facts(score):
+    """What the notes of a tokenizer.Score say (describe.measure): length, tempo, meter, key, instruments, notes."""
+    m = describe.measure(score)
+    return {"length": f"{m['seconds']:.1f} s", "tempo": f"{m['tempo_bpm']:.0f} bpm ({m['tempo_italian']})",
+            "meter": m["meter"], "estimated key": m["key"] or "none (no pitched notes)",
+            "instruments": ", ".join(map(describe.instrument_name, describe.program_counts(score.notes))),
+            "texture": m["texture"], "notes": str(len(score.notes))}
+
+
+def sample_card(path, score, understood, title, *, folder, made, wav=None):
+    """One gallery card as plain types: file names relative to the page's folder; made: when its batch was."""
+    rel = lambda p: os.path.relpath(p, folder).replace(os.sep, "/")  # noqa: E731
+    png = os.path.splitext(path)[0] + ".png"
+    return {"midi": rel(path), "png": rel(png) if os.path.exists(png) else None, "wav": rel(wav) if wav else None,
+            "title": title, "made": made, "understood": understood,
+            "facts": measured_facts(score)}
+
+
+def card_html(card):
+    esc, url = html.escape, lambda p: html.escape(urllib.parse.quote(p))
+    rows = lambda d: "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in d.items())  # noqa
+    understood = {k.replace("_", " "): f"{v:.3f}" if isinstance(v, float) else
+                  ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                  for k, v in card["understood"].items() if v is not None}
+    return "\n".join([
+        f'<article class="card" id="{esc(card["midi"])}">',
+        f'<h2>{esc(card["title"])}</h2><p class="made">{esc(card["made"])}</p>',
+        '<div class="tables"><table><caption>asked for, and what was understood</caption>'
+        f'{rows(understood)}</table>',
+        f'<table><caption>measured in the result</caption>{rows(card["facts"])}</table></div>',
+        f'<img src="{url(card["png"])}" alt="piano roll of {esc(card["midi"])}" loading="lazy">' if card["png"] else "",
+        f'<audio controls preload="none" src="{url(card["wav"])}"></audio>' if card["wav"] else
+        '<p class="note">no audio: sample with --audio</p>',
+        f'<p><a href="{url(card["midi"])}" download>download {esc(os.path.basename(card["midi"]))}</a></p>',
+        "</article>"])
+
+
+PAGE_STYLE = """body{font:15px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1280px;padding:0 1em;color:#222}
+.card{border:1px solid #ccc;border-radius:8px;padding:1em;margin:1.2em 0;background:#fafafa}
+.card h2{margin:0;font-size:1.1em}.made{margin:.2em 0 .6em;color:#777;font-size:.85em}
+.tables{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}table{border-collapse:collapse;margin:.4em 0}
+caption{text-align:left;font-weight:600;padding-bottom:.2em;white-space:nowrap}th,td{text-align:left;padding:.1em .8em .1em 0;
+vertical-align:top;border-bottom:1px solid #e4e4e4}th{font-weight:500;color:#555}
+img{max-width:100%;display:block;margin:.6em 0}audio{width:100%}.note{color:#777}
+.report table th,.report table td{padding:.15em .6em;border:1px solid #ddd}pre{background:#f0f0f0;padding:.6em}"""
+
+
+def page_html(title, cards, intro=""):
+    return "\n".join(["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+                      f"<title>{html.escape(title)}</title><style>{PAGE_STYLE}</style></head><body>",
+                      f"<h1>{html.escape(title)}</h1>", intro,
+                      f"<p>{len(cards)} samples, newest first. Audio: TimGM6mb General MIDI SoundFont.</p>",
+                      *map(card_html, cards), "</body></html>\n"])
+
+
+def write_gallery(folder, new_cards, title="AMT samples", intro=""):
+    """Add cards to folder/index.html, newest first. A card replaces the older one of the same MIDI file, and a
+    card whose MIDI file is gone is dropped (a picture or WAV that is gone, left out), so re-running never
+    duplicates a card or leaves a broken one. Returns the page's path."""
+    store = os.path.join(folder, GALLERY_CARDS)
+    try:
+        with open(store, encoding="utf-8") as f:
+            old = json.load(f)
+    except FileNotFoundError:
+        old = []
+    except (OSError, ValueError):
+        print(f"warning: {store} is unreadable; the gallery starts again from this run")
+        old = []
+    new = {c["midi"] for c in new_cards}
+    kept = [c for c in old if c["midi"] not in new and os.path.isfile(os.path.join(folder, c["midi"]))]
+    cards = list(new_cards) + kept
+    for c in cards:
+        for key in ("png", "wav"):
+            if c[key] and not os.path.isfile(os.path.join(folder, c[key])):
+                c[key] = None
+    cards.sort(key=lambda c: c["made"], reverse=True)  # a stable sort: a batch keeps its order
+    write_atomic(store, json.dumps(cards, indent=1))
+    page = os.path.join(folder, "index.html")
+    write_atomic(page, page_html(title, cards, intro))
+    return page
+
+
+def audio_and_gallery(written, folder, audio=False, title="AMT samples", intro=""):
+    """written: [(MIDI path, Score, title, understood)] -> a WAV beside each (with audio) and their cards in
+    folder/index.html. A synthesiser that fails says so in one line; the MIDI and the page are written all the same."""
+    cards, seconds, t0 = [], 0.0, time.perf_counter()
+    made = time.strftime("%Y-%m-%d %H:%M:%S")  # one time for the batch, so that it keeps its order on the page
+    for path, score, card_title, understood in written:
+        wav = None
+        if audio:
+            try:
+                wav, length = render_wav(path)
+                seconds += length
+            except UserError as e:
+                print(f"no audio: {e}")
+                audio = False
+        cards.append(sample_card(path, score, understood, card_title, folder=folder, made=made, wav=wav))
+    elapsed = time.perf_counter() - t0
+    if seconds:
+        print(f"rendered {sum(c['wav'] is not None for c in cards)} WAV ({seconds:.1f} s of audio, {SAMPLE_RATE} Hz) "
+              f"in {elapsed:.1f} s: {seconds / elapsed:.0f}x real time")
+    page = write_gallery(folder, cards, title, intro)
+    print(f"gallery: {page}")
+    return page
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Sample MIDI from an AMT checkpoint.")
     what = p.add_mutually_exclusive_group()
@@ -248,6 +441,8 @@ def parse_args(argv=None):
     p.add_argument("--meter", help="n/d ('3/4', '6/8') or a dance (waltz, jig, march...); overrides the prompt")
     p.add_argument("--key", help="'A minor', 'E flat major', 'F# minor', or just 'major'/'minor'; overrides the prompt")
     p.add_argument("--instruments", help="comma-separated GM names, families (strings, brass) or numbers, 'drums'")
+    p.add_argument("--audio", action="store_true",
+                   help="also render each sample to a 44.1 kHz WAV (TimGM6mb SoundFont)")
     p.add_argument("--dry_run", action="store_true",
                    help="print what the prompt and flags ask for as one JSON line and exit; loads no checkpoint")
     args = p.parse_args(argv)
@@ -305,23 +500,25 @@ def print_understood(u):
 
 
 def choose_token(args, ckpt):
-    """--token, or the semantic token nearest --prompt (printing the three nearest) -> (token name, label)."""
+    """--token, or the semantic token nearest --prompt (printing the three nearest) -> (token name, label,
+    cosine to the prompt or None)."""
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", "data/music21")
-    labels, token = token_labels(ckpt, data_dir), args.token
+    labels, token, cosine = token_labels(ckpt, data_dir), args.token, None
     if args.prompt:
         nearest = cluster.nearest_tokens(args.prompt, data_dir, top=3)
         for k, label, similarity in nearest:
             print(f"  SEMANTIC_TOKEN_{k:<3} {label:<40} cosine {similarity:.3f}")
-        token = f"SEMANTIC_TOKEN_{nearest[0][0]}"
-        print(f"prompt {args.prompt!r} -> {token} ({nearest[0][1]}), cosine {nearest[0][2]:.3f}")
+        token, cosine = f"SEMANTIC_TOKEN_{nearest[0][0]}", nearest[0][2]
+        print(f"prompt {args.prompt!r} -> {token} ({nearest[0][1]}), cosine {cosine:.3f}")
     semantic = semantic_token_id(token or "SEMANTIC_UNCOND", labels)
     k = semantic - tokenizer.semantic_token(0)
     label = "unconditional" if semantic == tokenizer.UNCOND else labels[k] if labels else "no label"
-    return tokenizer.token_name(semantic), label
+    return tokenizer.token_name(semantic), label, cosine
 
 
 def write_samples(samples, args, *, token, label, seed, prime=None):
-    """Each sample -> .mid and .png in the sample folder; -> rows (path, notes, seconds, instruments, new tokens)."""
+    """Each sample -> .mid and .png in the sample folder; -> rows (path, notes, seconds, instruments, new tokens)
+    and, for the gallery, [(path, Score, title)]."""
     sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
     os.makedirs(sample_dir, exist_ok=True)
     prime_name, prime_end, prompt_len = "", None, 2  # the semantic token and START
@@ -329,17 +526,18 @@ def write_samples(samples, args, *, token, label, seed, prime=None):
         prime_name = os.path.splitext(os.path.basename(args.prime))[0]
         prime_score = tokenizer.tokens_to_score(prime)[0]
         prime_end, prompt_len = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos)), 1 + len(prime)
-    rows = []
+    rows, written = [], []
     for i, tokens in enumerate(samples):
         path = os.path.join(sample_dir, f"{token}{'_after_' + prime_name if prime_name else ''}_s{seed}_{i}.mid")
         title = f"{token}: {label} (seed {seed}, sample {i})" + (f", after {prime_name}" if prime_name else "")
         score, png = write_sample(tokens, path, title, prime_end)
         print(f"wrote {path} and {png}")
+        written.append((path, score, title))
         programs = sorted({n.program for n in score.notes})
         instruments = f"{len(programs)}: " + ", ".join(map(describe.instrument_name, programs))
         n_new = len(tokens) - prompt_len - 1  # the tokens the model added, END aside
         rows.append((path, len(score.notes), float(seconds_at(score.end_step, score.tempos)), instruments, n_new))
-    return rows
+    return rows, written
 
 
 def print_table(rows, elapsed):
@@ -364,9 +562,11 @@ def main(argv=None):
         if device_type != "cpu":
             raise UserError("--quantize is for CPU sampling; leave it out on cuda or mps")
         model, dtype = quantize(model), "float32"  # int8 kernels take fp32 activations
-    token, label = choose_token(args, ckpt)
-    print_understood(asked)
-    if any(asked[k] for k in ("tempo_bpm", "meter", "key", "mode", "instruments")):
+    token, label, cosine = choose_token(args, ckpt)
+    attributes = {k: asked[k] for k in ("tempo_bpm", "meter", "key", "mode", "instruments")}
+    if args.prompt or any(attributes.values()):
+        print_understood(asked)
+    if any(attributes.values()):
         print("  note: this checkpoint has no attribute tokens, so only the semantic token steers the samples")
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
     seed = random.randrange(10 ** 6) if args.seed is None else args.seed
@@ -378,8 +578,11 @@ def main(argv=None):
         temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p, guidance=args.guidance, seed=seed,
         prime_tokens=prime, device=device, seconds=args.seconds, dtype=dtype)
     elapsed = time.perf_counter() - t0
-    rows = write_samples(samples, args, token=token, label=label, seed=seed, prime=prime)
+    rows, written = write_samples(samples, args, token=token, label=label, seed=seed, prime=prime)
     print_table(rows, elapsed)
+    understood = dict(prompt=args.prompt, token=token, label=label, cosine=cosine, **attributes, prime=args.prime)
+    audio_and_gallery([(path, score, title, understood) for path, score, title in written],
+                      args.sample_dir or os.path.join(args.out_dir, "samples"), args.audio)
     return [r[0] for r in rows]
 
 

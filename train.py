@@ -402,12 +402,15 @@ def open_logs(cfg, run, state, resumed_from):
 
 
 def log_step(log, state, run, loss, speed):
-    """One line every log_interval iterations: loss, learning rate, gradient norm, speed, MFU and memory."""
+    """A record every log_interval iterations: loss, learning rate, gradient norm, speed, MFU and memory; printed
+    on a terminal each time, in a log file (not a terminal) about ten times a run."""
     tokens_per_s = run.tokens_per_iter * speed["iters"] / (time.time() - speed["t"])
     record = dict(iter=state["iter_num"], loss=loss, lr=state["lr"], grad_norm=float(state["grad_norm"]),
                   tokens_per_s=tokens_per_s, mfu=speed["flops_per_token"] * tokens_per_s / run.world / speed["peak"],
                   memory_gib=memory_gib(run.device_type))
     log(record)
+    if state["iter_num"] % speed["print_every"] and state["iter_num"] != speed["max_iters"]:
+        return
     tqdm.write(f"iter {record['iter']}: loss {loss:.4f}, lr {record['lr']:.2e}, grad norm {record['grad_norm']:.3f}, "
                f"{tokens_per_s:,.0f} tok/s, mfu {100 * record['mfu']:.1f}%, mem {record['memory_gib']:.2f} GiB")
 
@@ -469,7 +472,9 @@ def train(cfg):
         model = DDP(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None)
     eval_model = model.module if run.ddp else model  # eval needs no gradient sync
     log, close_logs = open_logs(cfg, run, state, resumed_from) if run.master else (None, None)
-    speed = dict(peak=peak_flops(cfg, run), flops_per_token=raw_model.flops_per_token(), t=time.time(), iters=0)
+    speed = dict(peak=peak_flops(cfg, run), flops_per_token=raw_model.flops_per_token(), t=time.time(), iters=0,
+                 max_iters=cfg.max_iters, print_every=cfg.log_interval * (
+                     1 if sys.stdout.isatty() else max(1, cfg.max_iters // 10 // cfg.log_interval)))
     started = dict(t=time.time(), iter=iter_num)
     bar = tqdm(total=cfg.max_iters, initial=iter_num, desc="train", unit="it", disable=not run.master or None,
                dynamic_ncols=True)

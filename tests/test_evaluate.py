@@ -110,7 +110,7 @@ def test_closeness_is_zero_for_the_same_pieces_and_grows_with_the_difference():
 def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
     data_dir, out_dir = run_dir
     r = evaluate.main(["--out_dir", str(out_dir), "--num_samples", "3", "--guidance", "1,2", "--max_new_tokens", "64",
-                       "--device", "cpu", "--dtype", "float32"])
+                       "--device", "cpu", "--dtype", "float32", "--audio"])
     o = r["likelihood"]["overall"]
     loss, unigram = float(o["loss"][0]), float(o["baseline_loss"][0])
     assert loss > 0 and unigram > 0 and o["loss_uncond"][0] > 0
@@ -136,6 +136,13 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
     for png in ("likelihood.png", "adherence.png", "closeness.png"):
         assert (out_dir / "eval" / png).read_bytes()[:4] == b"\x89PNG"
         assert f"({png})" in text
+    # the page beside the report: its tables, plots and a few samples per token, every link a file on disk
+    from test_audio_gallery import page_links  # here: that module imports this one
+    page = page_links(r["page"])
+    assert len(page.cards) == 3 * evaluate.EXAMPLES_PER_TOKEN
+    assert [t for t, _ in page.links].count("audio") == 3 * evaluate.EXAMPLES_PER_TOKEN
+    assert {u for t, u in page.links if t == "img"} >= {"likelihood.png", "adherence.png", "closeness.png"}
+    assert "<table>" in Path(r["page"]).read_text() and LABELS[1] in Path(r["page"]).read_text()
 
 
 def test_missing_inputs_are_one_line_that_say_what_to_run(run_dir, tmp_path):

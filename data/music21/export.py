@@ -366,7 +366,7 @@ def run_pool(fn, jobs, desc, budget_s, stall_s):
     with tempfile.TemporaryDirectory(prefix="amt-export-") as scratch, \
             mp.Pool(os.cpu_count(), initializer=quiet_worker, initargs=(scratch,)) as pool:
         it = pool.imap_unordered(fn, jobs)  # chunksize 1: only its iterator has next(timeout)
-        for _ in tqdm(jobs, desc=desc, unit="work", smoothing=0.05):
+        for _ in tqdm(jobs, desc=desc, unit="work", smoothing=0.05, disable=None):
             try:
                 results.append(it.next(timeout=max(0.01, min(stall_s, deadline - time.time()))))
             except mp.TimeoutError:  # leaving the with block terminates the workers
