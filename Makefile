@@ -25,7 +25,7 @@ EXPORT_FLAGS := $(if $(FULL),--full,)
 venv: .venv/.runtime
 
 # Samples use guidance 3: on the demo model it triples how often a classifier recognises the
-# token asked for (evaluate.py: 13.8% -> 35.0%, chance 10%).
+# token asked for (evaluate.py on the 2026-11-26 demo model: 13.8% -> 41.2%, chance 10%).
 # A finished run is resumed (and so skipped) rather than refused, so a second `make demo` is quick.
 RESUME = $$(ls $(RUN)/ckpt_0*.pt >/dev/null 2>&1 && echo --init_from=resume)
 RUN    := out/amt_cpu
