@@ -331,7 +331,7 @@ def card_html(card):
     rows = lambda d: "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in d.items())  # noqa
     understood = {k.replace("_", " "): f"{v:.3f}" if isinstance(v, float) else
                   ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-                  for k, v in card["understood"].items() if v is not None}
+                  for k, v in card["understood"].items() if v not in (None, [], "")}  # only what was asked
     return "\n".join([
         f'<article class="card" id="{esc(card["midi"])}">',
         f'<h2>{esc(card["title"])}</h2><p class="made">{esc(card["made"])}</p>',
