@@ -1,10 +1,13 @@
 """
 What describes a piece of music, measured from its notes (a tokenizer.Score): General MIDI names,
-seconds from a tempo map, key and mode, meter, tempo word, instruments, register and density.
-Two consumers:
+seconds from a tempo map, key and mode, meter, tempo word, instruments, register and density;
+and the same words read back from what a person types. Its consumers:
 
 - cluster.py: `describe_score` writes the description sentence of a MIDI file that has no caption;
-- evaluate.py: `piece_stats` gives the numeric statistics that compare generated and real music.
+- evaluate.py: `piece_stats` gives the numeric statistics that compare generated and real music;
+- prepare.py: `measure` gives each file's key, meter, tempo, instruments and texture for the index;
+- sample.py: `parse_prompt` and the strict `parse_tempo`, `parse_meter`, `parse_key`,
+  `parse_instruments` read what a prompt or a flag asks for; `measure` fills a gallery card.
 
 Keys are spelled one way everywhere, in words a sentence embedder and a person both know:
 "B flat major", "F sharp minor" (see KEY_NAMES).
