@@ -322,11 +322,12 @@ def bench_keys(args):
         tally["n"] += 1
         tally["exact"] += guess == label
         tally["mode"] += guess is not None and guess.split()[-1] == label.split()[-1]
-        tally["related"] += bool(guess) and (guess == label or related_keys(guess, label) is not None)
-        if guess != label:
-            kind = "relative" if guess and related_keys(guess, label) == "relative" else \
-                related_keys(guess, label) if guess else "none"
-            confusions[kind or "other"] = confusions.get(kind or "other", 0) + 1
+        if guess == label:
+            tally["related"] += 1
+            continue
+        kind = (related_keys(guess, label) or "other") if guess else "none"
+        tally["related"] += kind not in ("other", "none")
+        confusions[kind] = confusions.get(kind, 0) + 1
     n = max(tally["n"], 1)
     print(f"### Key estimation against the corpus's labels ({tally['n']} labelled pieces of {args.data_dir})\n")
     table(["key and mode exact", "mode right", "exact or a closely related key", "wrong keys by kind"],
