@@ -454,7 +454,8 @@ def write_report_page(r, examples, eval_dir, audio=False):
             understood = {"token": f"SEMANTIC_TOKEN_{c}", "label": label_of(r, c), "guidance": g}
             written.append((path, score, title, understood))
     intro = '<div class="report">' + markdown_html(report(r).split("\n", 1)[1]) + "</div><h2>Samples</h2>"
-    return sample.audio_and_gallery(written, eval_dir, audio, f"Evaluation of {r['ckpt']} (iter {r['iter']})", intro)
+    return sample.audio_and_gallery(written, eval_dir, audio, title=f"Evaluation of {r['ckpt']} (iter {r['iter']})",
+                                    intro=intro)
 
 
 def main(argv=None):

@@ -390,7 +390,7 @@ def write_gallery(folder, new_cards, title="AMT samples", intro=""):
     return page
 
 
-def audio_and_gallery(written, folder, audio=False, title="AMT samples", intro=""):
+def audio_and_gallery(written, folder, audio=False, *, title="AMT samples", intro=""):
     """written: [(MIDI path, Score, title, understood)] -> a WAV beside each (with audio) and their cards in
     folder/index.html. A synthesiser that fails says so in one line; the MIDI and the page are written all the same."""
     cards, seconds, t0 = [], 0.0, time.perf_counter()
