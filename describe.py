@@ -227,13 +227,10 @@ def piece_stats(score):
 # -----------------------------------------------------------------------------
 # measured attributes of a piece: what a prompt can ask for, read back from the notes
 
-ITALIAN_TEMPOS = [(45, "grave"), (55, "largo"), (66, "larghetto"), (76, "adagio"), (108, "andante"),
-                  (120, "moderato"), (156, "allegro"), (176, "vivace"), (200, "presto"), (1e9, "prestissimo")]
-
-
 def italian_tempo(bpm):
-    """The Italian term whose usual metronome range holds bpm (the upper bounds above)."""
-    return next(word for limit, word in ITALIAN_TEMPOS if bpm < limit)
+    """The Italian term (of TEMPO_TERMS, which prompts are read with) nearest bpm on a log scale, so that a
+    tempo asked for as 'adagio' reads back as adagio."""
+    return min(TEMPO_TERMS, key=lambda term: abs(math.log(TEMPO_TERMS[term] / bpm)))
 
 
 def texture(notes):

@@ -50,6 +50,8 @@ def test_contradictions_pick_one_and_say_which_and_unknown_words_never_fail():
 def test_flags_accept_the_documented_forms_and_reject_others_with_the_valid_ones():
     assert describe.parse_tempo("96") == describe.parse_tempo("96 bpm") == 96
     assert describe.parse_tempo("Adagio") == 70
+    for term in describe.TEMPO_TERMS:  # a tempo asked for by its Italian term reads back as that term
+        assert describe.italian_tempo(describe.parse_tempo(term)) == term
     assert describe.parse_meter("23/16") == "23/16" and describe.parse_meter("waltz") == "3/4"
     assert describe.parse_key("e flat major") == ("E flat major", "major")
     assert describe.parse_key("Bb minor") == ("B flat minor", "minor") and describe.parse_key("minor") == (None, "minor")
