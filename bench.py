@@ -417,19 +417,19 @@ def bench_sample(args):
               f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar mask)")
         # INT8 dynamic quantisation of the Linear layers: speed against val loss
         quantized = sample.quantize(model)
-        prompt = torch.tensor([[tokenizer.semantic_token(0), tokenizer.START]])
+        prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]])
         with torch.no_grad():
             fp32_s = timed_generate(lambda: model.generate(prompt, n_new))
             int8_s = timed_generate(lambda: quantized.generate(prompt, n_new))
             data = prepare.load_dataset(args.data_dir)
             windows = prepare.covering_windows(data, "val", model.config.block_size, 32)
             x, y = (torch.from_numpy(a) for a in prepare.build_windows(
-                data, "val", windows, [tokenizer.UNCOND] * len(windows), model.config.block_size))
+                data, "val", windows, np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)), model.config.block_size))
             loss_fp32 = model(x, y)[1].item()
             loss_int8 = quantized(x, y)[1].item()
         print(f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against {n_new / fp32_s:,.0f} in fp32 "
               f"(**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} against {loss_fp32:.4f} "
-              f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows led by the unconditional token")
+              f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows led by the unconditional prefix")
     print()
 
 

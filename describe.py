@@ -247,7 +247,7 @@ def texture(notes):
 
 def measure(score):
     """The attributes a prompt can name, measured from a piece's notes -> dict of tempo (bpm, word, Italian
-    term), meter, key and mode, instruments (sorted GM programs, DRUMS for drums), texture, note density,
+    term), meter, key and mode, instruments (GM programs, most notes first, DRUMS for drums), texture, note density,
     register and length."""
     notes, end = score.notes, end_step(score)
     bpm, seconds = mean_bpm(score), float(seconds_at(end, score.tempos))
@@ -256,7 +256,7 @@ def measure(score):
     median = float(np.median(pitched)) if pitched else None
     return dict(tempo_bpm=round(bpm, 1), tempo_word=tempo_word(bpm), tempo_italian=italian_tempo(bpm),
                 meter="%d/%d" % main_meter(score), key=key, mode=key.split()[-1] if key else None,
-                instruments=sorted(program_counts(notes)), texture=texture(notes),
+                instruments=list(program_counts(notes)), texture=texture(notes),
                 notes_per_second=round(len(notes) / max(seconds, 1e-3), 2), median_pitch=median,
                 register=None if median is None else "low" if median < 52 else "middle" if median < 72 else "high",
                 seconds=round(seconds, 2))

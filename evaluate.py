@@ -39,18 +39,21 @@ from tokenizer import UserError
 # 1. likelihood
 
 def likelihood(model, data, *, max_windows=256, batch_size=16, ctx=nullcontext(), device="cpu"):
-    """model.estimate_loss on fixed windows that cover val.bin, beside a unigram baseline (the token frequencies
-    of train.bin, add-one smoothed) -> its tables "overall", "type" (meta.json block of the target) and "first"
-    (by the window's semantic token id), plus the number of windows."""
-    meta, d, V, T = data["meta"], data["val"], model.config.vocab_size, model.config.block_size
+    """model.estimate_loss on fixed windows that cover val.bin, each led by its piece's full attribute prefix,
+    beside a unigram baseline (the token frequencies of train.bin, add-one smoothed) -> its tables "overall",
+    "type" (meta.json block of the target) and "first" (by the window's semantic token id), plus the number of
+    windows. Each table also has loss_uncond (the whole prefix unspecified) and loss_no_<slot> (that slot alone
+    unspecified: the semantic token, key, meter, tempo, instruments)."""
+    d, V, T = data["val"], model.config.vocab_size, model.config.block_size
     counts = np.bincount(np.asarray(data["train"]["tokens"]), minlength=V) + 1.0  # (V,) add-one smoothed
     windows = covering_windows(data, "val", T, max_windows)
     chunks = [windows[b0:b0 + batch_size] for b0 in range(0, len(windows), batch_size)]
-    batches = (build_windows(data, "val", chunk, [d["semantic"][f] for f, _ in chunk], T) for chunk in chunks)
+    batches = (build_windows(data, "val", chunk, d["prefix"][[f for f, _ in chunk]], T) for chunk in chunks)
     batches = ([torch.from_numpy(a).to(device) for a in batch] for batch in batches)
+    variants = {"uncond": tokenizer.blank_prefix(tokenizer.PREFIX_SLOTS)} | \
+        {f"no_{slot}": tokenizer.blank_prefix([slot]) for slot in tokenizer.PREFIX_SLOTS}
     tables = estimate_loss(model, tqdm(batches, total=len(chunks), desc="val likelihood", unit="batch", disable=None),
-                           ctx, token_type=torch.from_numpy(data["token_type"]),
-                           uncond_token=meta["uncond_token"],
+                           ctx, token_type=torch.from_numpy(data["token_type"]), variants=variants,
                            baseline_nll=torch.from_numpy(-np.log(counts / counts.sum())))  # (V,)
     return dict(windows=len(windows), **tables)
 
@@ -61,13 +64,13 @@ def likelihood(model, data, *, max_windows=256, batch_size=16, ctx=nullcontext()
 def real_pieces(data, split, max_pieces, max_tokens, seed=0):
     """(semantic ids, describe() of each) of up to max_pieces pieces of a split that have a semantic id, each cut
     to its first max_tokens tokens (the length of a sample) so that real and generated pieces compare."""
-    d, meta = data[split], data["meta"]
-    files = np.flatnonzero(d["semantic"] != meta["uncond_token"])
+    d = data[split]
+    files = np.flatnonzero(d["semantic"] >= 0)
     if len(files) > max_pieces:
         files = np.sort(np.random.default_rng(seed).choice(files, max_pieces, replace=False))
     stats = [piece_stats(tokenizer.tokens_to_score(d["tokens"][d["start"][f]:min(d["end"][f], d["start"][f] + max_tokens)])
                          [0]) for f in tqdm(files, desc=f"describing {split} pieces", unit="piece", disable=None)]
-    return d["semantic"][files] - meta["semantic_offset"], stats
+    return d["semantic"][files], stats
 
 
 def feature_matrix(stats):
@@ -316,14 +319,22 @@ def report_likelihood(r):
     return [
         "## 1. Likelihood\n",
         f"{lk['windows']} fixed windows of val.bin, {int(o['tokens'][0]):,} tokens scored; each window is led by its "
-        "piece's semantic token and starts on an event boundary, as in training. Unigram: the token frequencies of "
-        "train.bin, add-one smoothed. *loss uncond*: the same windows led by the unconditional token; conditioning "
-        f"gains {o['loss_uncond'][0] - o['loss'][0]:+.4f} nats per token.\n",
+        "piece's attribute prefix (semantic token, key, meter, tempo, instruments, all measured from the piece) and "
+        "starts on an event boundary, as in training. Unigram: the token frequencies of train.bin, add-one "
+        "smoothed. *loss uncond*: the same windows with the whole prefix unspecified; conditioning gains "
+        f"{o['loss_uncond'][0] - o['loss'][0]:+.4f} nats per token.\n",
         table(["", "loss (nats)", "perplexity", "accuracy", "loss uncond"],
               [["model", num(o["loss"][0], 4), f"{math.exp(o['loss'][0]):.2f}", pct(o["acc"][0]),
                 num(o["loss_uncond"][0], 4)],
                ["unigram", num(o["baseline_loss"][0], 4), f"{math.exp(o['baseline_loss'][0]):.2f}",
                 pct(o["baseline_acc"][0]), ""]]),
+        "Loss with and without each attribute: the same windows with that one slot unspecified, the others given. "
+        "Gain = loss without - loss with (nats per token; > 0: the model uses it).\n",
+        table(["attribute", "loss with", "loss without", "gain"],
+              [[slot, num(o["loss"][0], 4), num(o[f"loss_no_{slot}"][0], 4),
+                f"{o[f'loss_no_{slot}'][0] - o['loss'][0]:+.4f}"] for slot in tokenizer.PREFIX_SLOTS] +
+              [["all of them", num(o["loss"][0], 4), num(o["loss_uncond"][0], 4),
+                f"{o['loss_uncond'][0] - o['loss'][0]:+.4f}"]]),
         "Per token type (of the target token):\n",
         table(["type", "tokens", "loss", "perplexity", "accuracy", "unigram loss"],
               [[name, f"{types_['tokens'][i]:,}", num(types_["loss"][i]), f"{math.exp(types_['loss'][i]):.2f}",

@@ -28,6 +28,8 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True       # biases in Linear and LayerNorm, like GPT-2; False is a bit faster
+    cond_prefix: int = 0    # > 0: also add a learned embedding of the first cond_prefix tokens (the attribute
+                            # prefix) at every position, besides reading them in the sequence
 
 
 class KVCache:
@@ -145,6 +147,8 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
+        if config.cond_prefix:  # a table of its own: the sum of the prefix's rows is the condition vector
+            self.transformer["wce"] = nn.Embedding(config.vocab_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying (https://paperswithcode.com/method/weight-tying): one matrix embeds and unembeds
         self.transformer.wte.weight = self.lm_head.weight
@@ -187,7 +191,14 @@ class GPT(nn.Module):
         assert start + T <= self.config.block_size, \
             f"sequence of {start}+{T} tokens is longer than block_size {self.config.block_size}"
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)                 # (B, T, C)
+        if self.config.cond_prefix:
+            if start == 0:  # the sequence starts with the prefix; a cache keeps its vector for the later steps
+                cond = self.transformer.wce(idx[:, :self.config.cond_prefix]).sum(1, keepdim=True)  # (B, 1, C)
+                if kv_cache is not None:
+                    kv_cache.cond = cond
+            x = x + (cond if start == 0 else kv_cache.cond)
+        x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, layer)                                         # (B, T, C)
         if kv_cache is not None:
@@ -343,15 +354,17 @@ def group_means(group, n_groups, **values):
 
 
 @torch.no_grad()
-def estimate_loss(model, batches, ctx=nullcontext(), token_type=None, uncond_token=None, baseline_nll=None):
+def estimate_loss(model, batches, ctx=nullcontext(), token_type=None, variants=None, baseline_nll=None):
     """Score windows -> tables of loss (nats) and next-token accuracy: "overall", "type" (grouped by
     token_type[target], a (V,) tensor of type ids) and "first" (by the window's first token, the semantic token).
-    batches: (x, y) int64 (B, T), y -1 where nothing is scored. With uncond_token, loss_uncond is the loss of the
-    same windows led by it instead (their difference is what conditioning gains). With baseline_nll (V,), a
-    model that predicts each id with that fixed loss is scored beside (baseline_loss, baseline_acc)."""
+    batches: (x, y) int64 (B, T), y -1 where nothing is scored. variants {name: (P,) ids}: loss_<name> is the loss
+    of the same windows with their first P tokens replaced where the ids are >= 0 (say, the condition blanked:
+    loss_<name> - loss is what that part of the condition gains). With baseline_nll (V,), a model that predicts
+    each id with that fixed loss is scored beside (baseline_loss, baseline_acc)."""
     was_training = model.training
     model.eval()
-    cols = {k: [] for k in ("target", "first", "loss", "acc", "loss_uncond")}
+    variants = variants or {}
+    cols = {k: [] for k in ("target", "first", "loss", "acc", *(f"loss_{name}" for name in variants))}
     for x, y in batches:
         with ctx:
             logits, nll = model(x, y, reduction="none")                                # (B, T, V), (B, T)
@@ -360,15 +373,16 @@ def estimate_loss(model, batches, ctx=nullcontext(), token_type=None, uncond_tok
         cols["first"].append(x[:, :1].expand_as(y)[keep])
         cols["loss"].append(nll.float()[keep])
         cols["acc"].append((logits.argmax(-1) == y).float()[keep])
-        if uncond_token is not None:
-            x_uncond = x.clone()
-            x_uncond[:, 0] = uncond_token
+        for name, ids in variants.items():
+            ids = torch.as_tensor(ids, device=x.device)                               # (P,)
+            x_variant = x.clone()
+            x_variant[:, :len(ids)] = torch.where(ids >= 0, ids, x[:, :len(ids)])      # (B, T)
             with ctx:
-                nll_uncond = model(x_uncond, y, reduction="none")[1]                   # (B, T)
-            cols["loss_uncond"].append(nll_uncond.float()[keep])
+                nll_variant = model(x_variant, y, reduction="none")[1]                 # (B, T)
+            cols[f"loss_{name}"].append(nll_variant.float()[keep])
     model.train(was_training)
-    c = {k: torch.cat(v) for k, v in cols.items() if v}
-    values = {k: c[k] for k in ("loss", "acc", "loss_uncond") if k in c}
+    c = {k: torch.cat(v) for k, v in cols.items()}
+    values = {k: c[k] for k in c if k.startswith("loss") or k == "acc"}
     if baseline_nll is not None:
         baseline_nll = baseline_nll.to(c["target"].device)
         values |= dict(baseline_loss=baseline_nll[c["target"]],

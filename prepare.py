@@ -6,14 +6,17 @@ Tokenize a folder of MIDI files into the uint16 memmaps that train.py reads, and
 reads data_dir/midi/ (or data_dir itself if it has no midi/; tokenizer.midi_root), recursively, and
 writes into data_dir:
     train.bin, val.bin   uint16 tokens of every file in that split, file after file (START ... END)
-    index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes
+    index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes, and the
+                         attributes measured from its notes: key, meter, tempo_bpm, instruments, texture
     meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split rule and counts
     skipped.tsv          every file that could not be used, with a one-line reason
 The split is by file, on a hash of its path, so a file keeps its split as the folder grows.
 Tokens stream to disk as they come, so memory does not grow with the corpus.
 
 Reading back (train.py, evaluate.py, bench.py): `load_dataset` opens the folder, and `build_windows`
-is the one place that turns a file's tokens into a model input, led by its semantic token.
+is the one place that turns a file's tokens into a model input, led by its attribute prefix: the
+semantic token, then the key, meter, tempo and instruments measured from the file's notes
+(tokenizer.attribute_prefix), each of which training may drop to "unspecified".
 """
 
 import argparse
@@ -71,6 +74,7 @@ def meta_for(val_fraction, counts, midi_dir="midi"):
         "blocks": {name: [tokenizer.OFFSET[name], tokenizer.SIZE[name]] for name in tokenizer.TYPE_NAMES},
         "pad_token": tokenizer.PAD, "start_token": tokenizer.START, "end_token": tokenizer.END,
         "uncond_token": tokenizer.UNCOND, "semantic_offset": tokenizer.OFFSET["SEMANTIC"],
+        "prefix_slots": {name: [s.start, s.stop] for name, s in tokenizer.PREFIX_SLOTS.items()},
         "n_semantic": tokenizer.N_SEMANTIC,
         "window_start_after": tokenizer.WINDOW_START_AFTER,
         "steps_per_quarter": tokenizer.STEPS_PER_QUARTER,
@@ -172,8 +176,17 @@ def read_json(path, default=None):
         return json.load(f)
 
 
-def load_split(data_dir, index, split, meta, semantic):
-    """One split -> its tokens (memmap) and, per file, start, end, sampling weight (its length), semantic token."""
+def file_prefix(row, semantic):
+    """An index.jsonl row and its semantic id (or None) -> its attribute prefix (tokenizer.attribute_prefix)."""
+    key = describe.KEY_NAMES.index(row["key"]) if row["key"] in describe.KEY_NAMES else None
+    meter = tuple(int(v) for v in row["meter"].split("/")) if row["meter"] else None
+    return tokenizer.attribute_prefix(None if semantic is None else tokenizer.semantic_token(semantic),
+                                      key, meter, row["tempo_bpm"], row["instruments"])
+
+
+def load_split(data_dir, index, split, semantic):
+    """One split -> its tokens (memmap) and, per file, start, end, sampling weight (its length), attribute prefix
+    (n_files, PREFIX_LEN) and semantic id (-1 for none)."""
     make = f"make it with: python prepare.py --data_dir {data_dir}"
     files = [f for f in index if f["split"] == split]
     if not files:
@@ -184,12 +197,13 @@ def load_split(data_dir, index, split, meta, semantic):
         raise UserError(f"{data_dir}/index.jsonl does not match {split}.bin; {make}")
     sem = [semantic.get(f["midi_file"]) for f in files]
     return dict(tokens=tokens, start=start, end=end, weight=(end - start) / (end - start).sum(),
-                semantic=np.array([meta["uncond_token"] if k is None else meta["semantic_offset"] + k for k in sem]))
+                semantic=np.array([-1 if k is None else k for k in sem]),
+                prefix=np.array([file_prefix(f, k) for f, k in zip(files, sem)], dtype=np.int64))
 
 
 def load_dataset(data_dir):
-    """A prepared folder -> dict of meta, cluster labels, token masks and, per split, load_split's dict.
-    Files without a semantic id (no semantic.json yet) are led by the unconditional token."""
+    """A prepared folder -> dict of meta, cluster labels, token masks, the programs heard in train and, per split,
+    load_split's dict. Files without a semantic id (no semantic.json yet) are led by the unconditional token."""
     for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
         if not os.path.exists(os.path.join(data_dir, name)):
             raise UserError(f"no dataset in {data_dir} ({name} is missing); "
@@ -198,17 +212,21 @@ def load_dataset(data_dir):
     semantic = read_json(os.path.join(data_dir, "semantic.json"), {})
     with open(os.path.join(data_dir, "index.jsonl")) as f:
         index = [json.loads(line) for line in f if line.strip()]
+    if meta["blocks"] != meta_for(0, {})["blocks"] or any(set(INDEX_ATTRIBUTES) - set(row) for row in index[:1]):
+        raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
+                        f"re-run: python prepare.py --data_dir {data_dir}")
     if any(not 0 <= k < meta["n_semantic"] for k in semantic.values()):
         raise UserError(f"{data_dir}/semantic.json has ids outside 0..{meta['n_semantic'] - 1}; re-run cluster.py")
     data = dict(meta=meta, labels=read_json(os.path.join(data_dir, "clusters.json"), {}).get("labels", []),
                 has_semantic=bool(semantic),
+                programs_seen=Counter(p for row in index if row["split"] == "train" for p in row["instruments"]),
                 # a window may start right after a complete event, on a token that does not continue a note
                 after=block_mask(meta, meta["window_start_after"]), continues=block_mask(meta, ["DURATION"]),
                 token_type=np.zeros(meta["vocab_size"], dtype=np.int64))  # (V,) block index of each id
     for i, (offset, size) in enumerate(meta["blocks"].values()):
         data["token_type"][offset:offset + size] = i
     for split in ("train", "val"):
-        data[split] = load_split(data_dir, index, split, meta, semantic)
+        data[split] = load_split(data_dir, index, split, semantic)
     return data
 
 
@@ -220,56 +238,83 @@ def next_boundary(data, tokens, i, end, limit):
     return i + int(hits[0]) if len(hits) else None
 
 
-def build_windows(data, split, picks, first_tokens, block_size):
-    """The one window builder. picks [(file, start)] with first_tokens (B,) -> x, y int64 (B, block_size):
-    row b is [first_tokens[b]] + the file's tokens from start on, cut at block_size or the file's end;
-    y is x shifted by one, -1 where the file ran out (padding, left out of the loss)."""
-    d, meta = data[split], data["meta"]
+def build_windows(data, split, picks, prefixes, block_size, shifts=None):
+    """The one window builder. picks [(file, start)] with prefixes (B, PREFIX_LEN) -> x, y int64 (B, block_size):
+    row b is prefixes[b] + the file's tokens from start on, cut at block_size or the file's end; y is x shifted
+    by one, -1 where nothing is predicted (the prefix's own tokens, and padding). shifts (B,): transpose the
+    pitched notes and the KEY token by that many semitones (tokenizer.transpose)."""
+    d, meta, P = data[split], data["meta"], tokenizer.PREFIX_LEN
     seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)     # (B, T+1)
     y_valid = np.zeros((len(picks), block_size), dtype=bool)                           # (B, T)
+    seq[:, :P] = prefixes
     for b, (f, start) in enumerate(picks):
-        window = d["tokens"][start:min(int(d["end"][f]), start + block_size)]
-        seq[b, 0] = first_tokens[b]
-        seq[b, 1:1 + len(window)] = window
-        y_valid[b, :len(window)] = True
+        window = d["tokens"][start:min(int(d["end"][f]), start + window_span(block_size))]
+        seq[b, P:P + len(window)] = window
+        y_valid[b, P - 1:P - 1 + len(window)] = True
+    if shifts is not None:
+        tokenizer.transpose(seq, shifts, key_at=tokenizer.PREFIX_SLOTS["key"].start)
     x, y = seq[:, :-1], seq[:, 1:].copy()                                              # (B, T) each
     y[~y_valid] = -1
     return np.ascontiguousarray(x), y
 
 
+def drop_attributes(prefixes, dropout, rng):
+    """Each slot of each prefix (B, PREFIX_LEN) set to unspecified with its probability: dropout maps a slot
+    name of tokenizer.PREFIX_SLOTS to a probability, and "all" to that of blanking the whole prefix. One draw
+    per slot, per row, in slot order, then one for "all". In place."""
+    for name, where in tokenizer.PREFIX_SLOTS.items():
+        drop = rng.random(len(prefixes)) < dropout.get(name, 0.0)                       # (B,)
+        prefixes[drop, where] = tokenizer.UNCOND_PREFIX[where]
+    prefixes[rng.random(len(prefixes)) < dropout.get("all", 0.0)] = tokenizer.UNCOND_PREFIX
+    return prefixes
+
+
+def window_span(block_size):
+    """How many of a file's tokens a window of block_size holds, after its prefix (the last one only as a target)."""
+    return block_size + 1 - tokenizer.PREFIX_LEN
+
+
 def random_start(data, split, f, block_size, rng):
     """A random window start in file f: its START token, or an event boundary further in."""
-    d = data[split]
+    d, span = data[split], window_span(block_size)
     start, end = int(d["start"][f]), int(d["end"][f])
-    i = int(rng.integers(start, max(start, end - block_size) + 1))
+    i = int(rng.integers(start, max(start, end - span) + 1))
     if i > start:  # a file's first window starts at its START token, the others on an event boundary
-        i = next_boundary(data, d["tokens"], i, end, block_size) or start
+        i = next_boundary(data, d["tokens"], i, end, span) or start
     return i
 
 
-def get_batch(data, split, batch_size, block_size, rng, cond_dropout):
-    """Training windows: files picked in proportion to their length, each from a random event boundary, led
-    by the file's semantic token, or by the unconditional one with probability cond_dropout -> x, y (B, T)."""
-    d, uncond = data[split], data["meta"]["uncond_token"]
-    files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])                # (B,)
-    picks, first = [], []
-    for f in files:  # start, then dropout, file by file: one fixed order of draws from rng
-        picks.append((f, random_start(data, split, f, block_size, rng)))
-        first.append(uncond if rng.random() < cond_dropout else d["semantic"][f])
-    return build_windows(data, split, picks, first, block_size)
+def get_batch(data, split, batch_size, block_size, rng, dropout=None, transpose=0, balance=False):
+    """Training windows: files picked in proportion to their length (balance: each semantic token as often,
+    then by length within it), each from a random event boundary, led by the file's attribute prefix with
+    slots dropped to unspecified (drop_attributes; dropout None keeps them all); transpose > 0 shifts each
+    window by a random -transpose..transpose semitones -> x, y (B, T)."""
+    d = data[split]
+    if balance:
+        groups = np.unique(d["semantic"])
+        picked = rng.choice(groups, size=batch_size)                                    # (B,) semantic ids
+        files = np.array([rng.choice(np.flatnonzero(d["semantic"] == g),
+                                     p=d["weight"][d["semantic"] == g] / d["weight"][d["semantic"] == g].sum())
+                          for g in picked])
+    else:
+        files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])           # (B,)
+    picks = [(f, random_start(data, split, f, block_size, rng)) for f in files]
+    prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)          # (B, PREFIX_LEN)
+    shifts = rng.integers(-transpose, transpose + 1, size=batch_size) if transpose else None
+    return build_windows(data, split, picks, prefixes, block_size, shifts)
 
 
 def covering_windows(data, split, block_size, max_windows):
     """Fixed windows (file, start) that cover a split file by file, each starting on an event boundary as in
     training; at most max_windows of them, spread evenly over the split."""
-    d, windows = data[split], []
+    d, windows, span = data[split], [], window_span(block_size)
     for f, (start, end) in enumerate(zip(d["start"].tolist(), d["end"].tolist())):
         i = start
         while i is not None:
             windows.append((f, i))
-            stop = min(end, i + block_size)
+            stop = min(end, i + span)
             # the tokens that finish an event cut at `stop` are left out, so the next window starts on an event
-            i = next_boundary(data, d["tokens"], stop, end, block_size) if stop < end else None
+            i = next_boundary(data, d["tokens"], stop, end, span) if stop < end else None
     if len(windows) > max_windows:
         windows = [windows[i] for i in np.unique(np.linspace(0, len(windows) - 1, max_windows).round().astype(int))]
     return windows

@@ -64,8 +64,9 @@ def load_model(path, device="cpu"):
         if ckpt is None:
             raise UserError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
     blocks = {name: [tokenizer.OFFSET[name], size] for name, size in tokenizer.BLOCKS}
-    if "meta" in ckpt and ckpt["meta"]["blocks"] != blocks:
-        raise UserError(f"{path} was trained on another vocabulary than tokenizer.py's; re-run prepare.py, train.py")
+    if ckpt.get("meta", {}).get("blocks") != blocks:
+        raise UserError(f"{path} predates the attribute prefix (key, meter, tempo, instruments); retrain it: "
+                        f"python prepare.py, then {train_command(os.path.dirname(path) or '.')}")
     if ckpt["model_args"]["vocab_size"] < tokenizer.VOCAB_SIZE:
         raise UserError(f"{path}: vocab_size {ckpt['model_args']['vocab_size']} < tokenizer.VOCAB_SIZE "
                         f"{tokenizer.VOCAB_SIZE}")
@@ -156,32 +157,36 @@ def finish(row, prompt_len, seconds=None):
     return row
 
 
-def generate_tokens(model, token, *, n_samples=1, max_new_tokens=512, temperature=1.0, top_k=None, top_p=None,
-                    guidance=1.0, seed=None, prime_tokens=None, device=None, seconds=None, dtype="float32"):
-    """Sample n_samples pieces for one semantic token (name, semantic id or 'SEMANTIC_UNCOND') ->
-    list of int64 arrays [semantic token, START, ..., END]. prime_tokens (START ...) are continued.
-    Generation stops at max_new_tokens, or once every sample has reached END (or `seconds`).
-    guidance != 1: classifier-free guidance against the same prompt led by the unconditional token."""
+def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_tokens=512, temperature=1.0, top_k=None,
+                    top_p=None, guidance=1.0, seed=None, prime_tokens=None, device=None, seconds=None, dtype="float32"):
+    """Sample n_samples pieces -> list of int64 arrays [attribute prefix, START, ..., END]. The prefix holds the
+    semantic token (name, semantic id, or 'SEMANTIC_UNCOND') and `attributes`, keyword arguments of
+    tokenizer.attribute_prefix (key, meter, tempo_bpm, instruments; what is left out is unspecified).
+    prime_tokens (START ...) are continued. Generation stops at max_new_tokens, or once every sample has
+    reached END (or `seconds`). guidance != 1: classifier-free guidance against the same sequence led by
+    the unconditional prefix (every slot unspecified)."""
     device = device or next(model.parameters()).device
     device_type = torch.device(device).type
     body = [tokenizer.START] if prime_tokens is None else [int(t) for t in prime_tokens]
     assert body[0] == tokenizer.START and tokenizer.END not in body, "a prompt is START ... without END"
-    prompt = torch.tensor([[semantic_token_id(token)] + body] * n_samples, device=device)  # (B, T)
+    semantic = semantic_token_id(token)
+    prefix = tokenizer.attribute_prefix(None if semantic == tokenizer.UNCOND else semantic, **(attributes or {}))
+    prompt = torch.tensor([prefix + body] * n_samples, device=device)                 # (B, T)
     generator = None if seed is None else torch.Generator(device).manual_seed(seed)
-    hook, block = grammar_hook(model.config.vocab_size, device), model.config.block_size
+    hook, block, P = grammar_hook(model.config.vocab_size, device), model.config.block_size, tokenizer.PREFIX_LEN
     ctx = autocast(device_type, dtype)
     seq, prompt_len = prompt, prompt.size(1)
     with tqdm(total=max_new_tokens, desc="sampling", unit="tok", disable=None, leave=False) as bar:
         while seq.size(1) - prompt_len < max_new_tokens:
             n = min(CHUNK, max_new_tokens - (seq.size(1) - prompt_len))
-            # The model sees the semantic token (pinned at position 0, keep_first=1) and the newest tokens.
-            # A context that is already full would slide at the first step, so hand generate the slid one.
-            window = seq if seq.size(1) < block else torch.cat([seq[:, :1], seq[:, -(block // 2):]], dim=1)
+            # The model sees the prefix (pinned at the start, keep_first) and the newest tokens. A context
+            # that is already full would slide at the first step, so hand generate the slid one.
+            window = seq if seq.size(1) < block else torch.cat([seq[:, :P], seq[:, -((block - P) // 2):]], dim=1)
             uncond = window.clone()
-            uncond[:, 0] = tokenizer.UNCOND                                                   # (B, t)
+            uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)                        # (B, t)
             with ctx:
                 out = model.generate(window, n, temperature, top_k, top_p, logits_hook=hook, uncond_idx=uncond,
-                                     guidance=guidance, keep_first=1, generator=generator)    # (B, t + n)
+                                     guidance=guidance, keep_first=P, generator=generator)    # (B, t + n)
             seq = torch.cat([seq, out[:, window.size(1):]], dim=1)                            # (B, T + new)
             bar.update(n)
             if all(stop_index(row, prompt_len, seconds) is not None for row in seq.cpu().numpy()):
@@ -499,6 +504,23 @@ def print_understood(u):
         print(f"  note: {note}")
 
 
+def prefix_attributes(asked, seed, programs_seen=None):
+    """What was asked (asked_attributes) -> (keyword arguments of tokenizer.attribute_prefix, notes to print).
+    A mode without a tonic gets a tonic drawn from the seed (the key tokens name both); an instrument that
+    no training file has is kept, with a warning."""
+    notes, key = [], asked["key"]
+    if key is None and asked["mode"]:
+        key = describe.key_name(random.Random(seed).randrange(12), asked["mode"])
+        notes.append(f"{asked['mode']} without a tonic: sampling in {key} (the seed picks the tonic)")
+    unseen = [p for p in asked["instruments"] if programs_seen is not None and p not in programs_seen]
+    if unseen:
+        notes.append(f"warning: no training file has {', '.join(map(describe.instrument_name, unseen))}; the model "
+                     "has never heard it, so expect other instruments (sampling goes on)")
+    return dict(key=None if key is None else describe.KEY_NAMES.index(key),
+                meter=asked["meter"] and tuple(int(v) for v in asked["meter"].split("/")),
+                tempo_bpm=asked["tempo_bpm"], instruments=asked["instruments"] or None), notes
+
+
 def choose_token(args, ckpt):
     """--token, or the semantic token nearest --prompt (printing the three nearest) -> (token name, label,
     cosine to the prompt or None)."""
@@ -521,11 +543,12 @@ def write_samples(samples, args, *, token, label, seed, prime=None):
     and, for the gallery, [(path, Score, title)]."""
     sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
     os.makedirs(sample_dir, exist_ok=True)
-    prime_name, prime_end, prompt_len = "", None, 2  # the semantic token and START
+    prime_name, prime_end, prompt_len = "", None, tokenizer.PREFIX_LEN + 1  # the attribute prefix and START
     if prime is not None:  # names say what a file continues; its piano roll marks where the prime's last note starts
         prime_name = os.path.splitext(os.path.basename(args.prime))[0]
         prime_score = tokenizer.tokens_to_score(prime)[0]
-        prime_end, prompt_len = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos)), 1 + len(prime)
+        prime_end = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos))
+        prompt_len = tokenizer.PREFIX_LEN + len(prime)
     rows, written = [], []
     for i, tokens in enumerate(samples):
         path = os.path.join(sample_dir, f"{token}{'_after_' + prime_name if prime_name else ''}_s{seed}_{i}.mid")
@@ -564,17 +587,19 @@ def main(argv=None):
         model, dtype = quantize(model), "float32"  # int8 kernels take fp32 activations
     token, label, cosine = choose_token(args, ckpt)
     attributes = {k: asked[k] for k in ("tempo_bpm", "meter", "key", "mode", "instruments")}
+    seed = random.randrange(10 ** 6) if args.seed is None else args.seed
+    prefix, notes = prefix_attributes(asked, seed, ckpt.get("programs_seen"))
+    asked["notes"] += notes
+    if prefix["key"] is not None:
+        attributes["key"] = describe.KEY_NAMES[prefix["key"]]  # a mode alone gets a tonic
     if args.prompt or any(attributes.values()):
         print_understood(asked)
-    if any(attributes.values()):
-        print("  note: this checkpoint has no attribute tokens, so only the semantic token steers the samples")
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
-    seed = random.randrange(10 ** 6) if args.seed is None else args.seed
     print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {token} ({label}), seed {seed}"
           + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
     t0 = time.perf_counter()
     samples = generate_tokens(
-        model, token, n_samples=args.num_samples, max_new_tokens=args.max_new_tokens or (4096 if args.seconds else 512),
+        model, token, attributes=prefix, n_samples=args.num_samples, max_new_tokens=args.max_new_tokens or (4096 if args.seconds else 512),
         temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p, guidance=args.guidance, seed=seed,
         prime_tokens=prime, device=device, seconds=args.seconds, dtype=dtype)
     elapsed = time.perf_counter() - t0

@@ -17,9 +17,9 @@ Time is beat-relative: STEPS_PER_QUARTER grid steps per quarter note, so tempo i
 the only thing that maps steps to seconds. TIME_ON_k moves time k steps forward
 (a longer gap is several TIME_ONs), so time never runs backwards. PROGRAM comes
 before every note so that any window starting on a note is self-contained;
-VELOCITY only when it changes. The semantic token (SEMANTIC_TOKEN_k, or
-SEMANTIC_UNCOND) is not part of a file's tokens: train.py puts it in front of
-every training window.
+VELOCITY only when it changes. The attribute prefix (the semantic token, key,
+meter, tempo and instruments: see attribute_prefix) is not part of a file's
+tokens: prepare.build_windows puts it in front of every training window.
 
     python tokenizer.py IN.mid -o OUT.mid    # writes the round trip, prints what was kept
 """
@@ -64,6 +64,9 @@ DENOMINATORS = [1, 2, 4, 8, 16, 32]
 # itself holds any n/d above).
 TIME_SIGNATURES = [(2, 4), (3, 4), (4, 4), (5, 4), (6, 4), (7, 4), (2, 2), (3, 2),
                    (4, 2), (3, 8), (5, 8), (6, 8), (7, 8), (9, 8), (12, 8), (1, 4)]
+N_KEYS = 24                 # 12 major then 12 minor keys, by tonic pitch class
+PITCH_CLASSES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]  # token names only
+PREFIX_INSTRUMENTS = 6      # instrument slots in the attribute prefix: the six with the most notes
 TICKS_PER_BEAT = 480        # resolution of decoded files (a multiple of the grid)
 assert TICKS_PER_BEAT % STEPS_PER_QUARTER == 0
 
@@ -81,13 +84,16 @@ BLOCKS = [
     ("NOTE", 128),           # MIDI pitch
     ("DURATION", MAX_DURATION),  # 1..MAX_DURATION steps
     ("TIME_ON", MAX_TIME_ON),    # 1..MAX_TIME_ON steps
+    # the attribute prefix (below): a key, and "unspecified" for each attribute
+    ("KEY", N_KEYS),             # 12 * minor + tonic pitch class: KEY_C_MAJOR .. KEY_B_MINOR
+    ("KEY_NONE", 1), ("METER_NONE", 1), ("TEMPO_NONE", 1), ("INSTRUMENTS_NONE", 1),
+    ("INSTRUMENTS_END", 1),      # pads a named instrument set to its slots
 ]
 OFFSET, SIZE = {}, {}
 for _name, _size in BLOCKS:
     OFFSET[_name], SIZE[_name] = sum(SIZE.values()), _size
 VOCAB_SIZE = sum(SIZE.values())
-# The design caps the vocabulary at 512; 32 ids stay free for KEY and "unspecified" attribute tokens.
-assert VOCAB_SIZE <= 480, f"vocabulary of {VOCAB_SIZE} leaves no room below 512 for the attribute tokens"
+assert VOCAB_SIZE <= 512, f"vocabulary of {VOCAB_SIZE}: the design caps it at 512"
 assert VOCAB_SIZE < 2 ** 16, "token ids are stored as uint16"
 assert SIZE["TEMPO_COARSE"] * SIZE["TEMPO_FINE"] == TEMPO_LEVELS
 
@@ -113,6 +119,8 @@ def token_name(token_id):
         return "SEMANTIC_UNCOND" if block == "UNCOND" else block
     if block == "SEMANTIC":
         return f"SEMANTIC_TOKEN_{k}"
+    if block == "KEY":
+        return f"KEY_{PITCH_CLASSES[k % 12]}_{'MINOR' if k >= 12 else 'MAJOR'}"
     if block == "TIMESIG_DEN":
         return f"TIMESIG_DEN_{DENOMINATORS[k]}"
     if block == "PROGRAM" and k == DRUMS:
@@ -154,6 +162,9 @@ FOLLOWS = {
     "NOTE": ["DURATION"],
     "DURATION": ["DURATION"] + EVENT_START,
     "TIME_ON": ["TIME_ON", "TIMESIG_NUM", "TEMPO_COARSE", "VELOCITY", "PROGRAM", "END"],
+    # The attribute prefix has a fixed layout (PREFIX_SLOTS) and is always given, never sampled: in the
+    # event stream its tokens fit nowhere, and decode skips the prefix as a whole.
+    **{name: [] for name in ("KEY", "KEY_NONE", "METER_NONE", "TEMPO_NONE", "INSTRUMENTS_NONE", "INSTRUMENTS_END")},
 }
 assert set(FOLLOWS) == set(TYPE_NAMES), "every token type needs a grammar rule"
 TYPE_FOLLOWS = np.zeros((len(TYPE_NAMES), len(TYPE_NAMES)), dtype=bool)  # [prev type, next type]
@@ -199,6 +210,90 @@ def bin_velocity(b):
 def split_steps(steps, cap):
     """A gap or duration longer than the cap becomes several tokens that add up."""
     return [cap] * (steps // cap) + ([steps % cap] if steps % cap else [])
+
+
+# -----------------------------------------------------------------------------
+# the attribute prefix: what a window is about, in front of its tokens
+#
+#   SEMANTIC  KEY  TIMESIG_NUM TIMESIG_DEN  TEMPO_COARSE TEMPO_FINE  PROGRAM x 6
+#
+# Every slot has a fixed place and its own "unspecified" token (UNCOND, KEY_NONE, METER_NONE twice,
+# TEMPO_NONE twice, INSTRUMENTS_NONE six times), so the prefix is always PREFIX_LEN tokens: any subset
+# can be given, the unconditional prefix of classifier-free guidance lines up with the conditional one,
+# and decode drops the first PREFIX_LEN tokens of a sequence that starts with a semantic token.
+# A named instrument set shorter than six is padded with INSTRUMENTS_END.
+
+PREFIX_SLOTS = {"semantic": slice(0, 1), "key": slice(1, 2), "meter": slice(2, 4), "tempo": slice(4, 6),
+                "instruments": slice(6, 6 + PREFIX_INSTRUMENTS)}
+PREFIX_LEN = 6 + PREFIX_INSTRUMENTS
+ATTRIBUTES = ("key", "meter", "tempo", "instruments")  # the slots after the semantic token
+
+
+def attribute_prefix(semantic=None, key=None, meter=None, tempo_bpm=None, instruments=None):
+    """The PREFIX_LEN ids that lead a window. semantic: a token id (None: UNCOND); key: 0..23 (12 * minor +
+    tonic pitch class); meter: (numerator, denominator); tempo_bpm: a number; instruments: GM programs
+    (DRUMS for drums), the most prominent first, cut at PREFIX_INSTRUMENTS. None leaves a slot unspecified,
+    as does a meter the vocabulary can't write."""
+    ids = [UNCOND if semantic is None else int(semantic)]
+    ids += [OFFSET["KEY_NONE"] if key is None else OFFSET["KEY"] + int(key)]
+    fitted = meter and fit_meter(*meter)
+    ids += [OFFSET["METER_NONE"]] * 2 if not fitted else \
+        [OFFSET["TIMESIG_NUM"] + fitted[0] - 1, OFFSET["TIMESIG_DEN"] + DENOMINATORS.index(fitted[1])]
+    level = None if tempo_bpm is None else tempo_level(tempo_bpm)
+    ids += [OFFSET["TEMPO_NONE"]] * 2 if level is None else \
+        [OFFSET["TEMPO_COARSE"] + level // TEMPO_FINE_LEVELS, OFFSET["TEMPO_FINE"] + level % TEMPO_FINE_LEVELS]
+    if instruments is None or not len(instruments):
+        ids += [OFFSET["INSTRUMENTS_NONE"]] * PREFIX_INSTRUMENTS
+    else:
+        named = [OFFSET["PROGRAM"] + int(p) for p in list(dict.fromkeys(instruments))[:PREFIX_INSTRUMENTS]]
+        ids += named + [OFFSET["INSTRUMENTS_END"]] * (PREFIX_INSTRUMENTS - len(named))
+    assert len(ids) == PREFIX_LEN
+    return ids
+
+
+UNCOND_PREFIX = np.array(attribute_prefix(), dtype=np.int64)  # (PREFIX_LEN,) every slot unspecified
+
+
+def blank_prefix(slots):
+    """(PREFIX_LEN,) int64: the unspecified tokens in the named slots, -1 (keep what is there) elsewhere."""
+    out = np.full(PREFIX_LEN, -1, dtype=np.int64)
+    for name in slots:
+        out[PREFIX_SLOTS[name]] = UNCOND_PREFIX[PREFIX_SLOTS[name]]
+    return out
+
+
+def read_prefix(ids):
+    """A prefix (its first PREFIX_LEN ids) -> dict of semantic (id, or None for UNCOND), key (0..23), meter
+    ((n, d)), tempo_bpm and instruments (list of programs); None where a slot is unspecified."""
+    ids = [int(t) for t in ids[:PREFIX_LEN]]
+    kind = lambda t: TYPE_NAMES[TOKEN_TYPE[t]]
+    num, den = ids[PREFIX_SLOTS["meter"]]
+    coarse, fine = ids[PREFIX_SLOTS["tempo"]]
+    programs = [t - OFFSET["PROGRAM"] for t in ids[PREFIX_SLOTS["instruments"]] if kind(t) == "PROGRAM"]
+    return dict(semantic=None if ids[0] == UNCOND else ids[0],
+                key=ids[1] - OFFSET["KEY"] if kind(ids[1]) == "KEY" else None,
+                meter=(num - OFFSET["TIMESIG_NUM"] + 1, DENOMINATORS[den - OFFSET["TIMESIG_DEN"]])
+                if kind(num) == "TIMESIG_NUM" else None,
+                tempo_bpm=level_bpm((coarse - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + fine - OFFSET["TEMPO_FINE"])
+                if kind(coarse) == "TEMPO_COARSE" else None,
+                instruments=programs or None)
+
+
+def transpose(seq, shift, key_at=1):
+    """Shift every pitched NOTE of seq (B, T) int64 by shift (B,) semitones, and the KEY token at column key_at
+    with it; drum notes (after PROGRAM_DRUMS) stay. A row's shift is cut so its pitches stay in 0..127.
+    In place; returns the shifts applied (B,)."""
+    is_note = TOKEN_TYPE[seq[:, 1:]] == TYPE["NOTE"]                                        # (B, T-1)
+    pitched = is_note & (seq[:, :-1] != OFFSET["PROGRAM"] + DRUMS)  # a NOTE always follows its PROGRAM
+    pitch = seq[:, 1:] - OFFSET["NOTE"]                                                     # (B, T-1)
+    low = np.where(pitched, pitch, 127).min(axis=1)                                         # (B,)
+    high = np.where(pitched, pitch, 0).max(axis=1)
+    shift = np.clip(np.asarray(shift), -low, 127 - high)
+    seq[:, 1:] += np.where(pitched, shift[:, None], 0)
+    key = seq[:, key_at] - OFFSET["KEY"]                                                    # (B,)
+    has_key = TOKEN_TYPE[seq[:, key_at]] == TYPE["KEY"]
+    seq[:, key_at] = np.where(has_key, OFFSET["KEY"] + 12 * (key // 12) + (key + shift) % 12, seq[:, key_at])
+    return shift
 
 
 # -----------------------------------------------------------------------------
@@ -617,14 +712,17 @@ def encode(src):
 def tokens_to_score(tokens):
     """Tokens -> (Score, n_skipped). Never raises: what does not fit the grammar is skipped.
 
-    A leading semantic token and trailing PADs are fine. An event cut short (say
-    PROGRAM NOTE with no DURATION) is dropped when the next event starts."""
+    A leading attribute prefix (a sequence that starts with a semantic token) and trailing PADs are fine.
+    An event cut short (say PROGRAM NOTE with no DURATION) is dropped when the next event starts."""
     score, skipped = Score(), 0
     prev, time, velocity = "SEMANTIC", 0, 80
     program = pitch = coarse = numerator = None
-    for i, tok in enumerate(int(t) for t in tokens):
+    tokens = [int(t) for t in tokens]
+    if tokens and 0 <= tokens[0] < VOCAB_SIZE and TYPE_NAMES[TOKEN_TYPE[tokens[0]]] in ("SEMANTIC", "UNCOND"):
+        tokens = tokens[PREFIX_LEN:]
+    for tok in tokens:
         kind = TYPE_NAMES[TOKEN_TYPE[tok]] if 0 <= tok < VOCAB_SIZE else "UNK"
-        if kind in ("SEMANTIC", "UNCOND") and i == 0 or kind == "PAD":
+        if kind == "PAD":
             continue
         if not TYPE_FOLLOWS[TYPE[prev], TYPE[kind]]:
             skipped += 1

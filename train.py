@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from model import GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, numbered_checkpoints, pick_device
 from prepare import get_batch, load_dataset
+import tokenizer
 from tokenizer import UserError, write_atomic
 
 
@@ -53,7 +54,17 @@ class Config:
     # data
     batch_size: int = 32         # windows per micro step, per process
     block_size: int = 1024       # tokens per window, the semantic token included
-    cond_dropout: float = 0.1    # chance that a window gets the unconditional token (classifier-free guidance)
+    # The attribute prefix (tokenizer.attribute_prefix): each slot is dropped to "unspecified" on its own, so
+    # any subset can be asked for when sampling; prefix_dropout blanks all of it (classifier-free guidance).
+    cond_dropout: float = 0.1    # the semantic token -> SEMANTIC_UNCOND
+    key_dropout: float = 0.3
+    meter_dropout: float = 0.3
+    tempo_dropout: float = 0.3
+    instruments_dropout: float = 0.3
+    prefix_dropout: float = 0.1  # the whole prefix at once
+    transpose: int = 0           # > 0: shift each window's pitched notes and key by -transpose..transpose semitones
+    balance: bool = False        # pick each semantic token's files equally often (else by length)
+    cond_embedding: bool = False  # also add a learned embedding of the prefix at every position (model.py)
     # model
     vocab_size: int = 0          # 0 = the dataset's; larger is fine (ids the data never uses)
     n_layer: int = 6
@@ -188,7 +199,8 @@ def resolve(cfg, run, data):
         raise UserError(f"{cfg.out_dir} already holds checkpoints; go on with --init_from=resume, "
                         f"or choose another --out_dir (or delete it) to start over")
     if ckpt:
-        cfg = replace(cfg, **{k: v for k, v in ckpt["model_args"].items() if k != "dropout"})
+        shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
+        cfg = replace(cfg, **shape, cond_embedding=bool(ckpt["model_args"].get("cond_prefix")))
     vocab_size = cfg.vocab_size or data["meta"]["vocab_size"]
     if vocab_size < data["meta"]["vocab_size"]:
         raise UserError(f"vocab_size={vocab_size} is below the dataset's {data['meta']['vocab_size']}; "
@@ -202,7 +214,14 @@ def resolve(cfg, run, data):
 
 def model_args(cfg):
     return dict(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+                n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
+                cond_prefix=tokenizer.PREFIX_LEN if cfg.cond_embedding else 0)
+
+
+def dropout_of(cfg):
+    """The config's prefix dropout as prepare.drop_attributes takes it: slot name -> probability."""
+    return dict(semantic=cfg.cond_dropout, key=cfg.key_dropout, meter=cfg.meter_dropout, tempo=cfg.tempo_dropout,
+                instruments=cfg.instruments_dropout, all=cfg.prefix_dropout)
 
 
 def init_model(cfg, run, ckpt):
@@ -236,25 +255,29 @@ def to_device(batch, run):
 # eval: model.estimate_loss on the same windows every time, so evals compare
 
 def eval_splits(model, data, cfg, run):
-    """Loss on eval_iters fixed batches of each split. On val also perplexity, next-token accuracy, loss per
-    token type and per semantic token, and the conditioning gain: the val loss with the unconditional token
-    minus the loss with the file's own semantic token (nats; > 0: conditioning helps)."""
+    """Loss on eval_iters fixed batches of each split, every window led by its full attribute prefix. On val
+    also perplexity, next-token accuracy, loss per token type and per semantic token, and what conditioning
+    gains (nats; > 0: it helps): val_cond_gain, the val loss with the whole prefix unspecified minus the loss
+    with it; val_semantic_gain, the same for the semantic token alone (windows of files that have one)."""
     meta, uncond, ev = data["meta"], data["meta"]["uncond_token"], {}
+    variants = dict(uncond=tokenizer.blank_prefix(tokenizer.PREFIX_SLOTS),
+                    no_semantic=tokenizer.blank_prefix(["semantic"]))
     for split_index, split in enumerate(("train", "val")):  # val last: `t` below holds its tables
         rng = np.random.default_rng([1, cfg.seed, split_index])  # stream 1 = eval (0 = training batches)
-        batches = (to_device(get_batch(data, split, cfg.batch_size, cfg.block_size, rng, 0.0), run)
+        batches = (to_device(get_batch(data, split, cfg.batch_size, cfg.block_size, rng), run)
                    for _ in range(cfg.eval_iters))
         val = split == "val"
         t = estimate_loss(model, batches, run.ctx, token_type=torch.from_numpy(data["token_type"]) if val else None,
-                          uncond_token=uncond if val and data["has_semantic"] else None)
+                          variants=variants if val else None)
         ev[f"{split}_loss"] = float(t["overall"]["loss"][0])
     ev["val_ppl"], ev["val_acc"] = math.exp(min(ev["val_loss"], 50.0)), float(t["overall"]["acc"][0])
     first, types_ = t["first"], t["type"]
+    ev["val_cond_gain"] = float(t["overall"]["loss_uncond"][0] - t["overall"]["loss"][0])
     conditioned = [i for i in np.flatnonzero(first["tokens"]) if i != uncond]  # windows of files with a semantic id
-    if "loss_uncond" in first and conditioned:
+    if conditioned:
         n = first["tokens"][conditioned]
-        ev["val_cond_gain"] = float((n * (first["loss_uncond"][conditioned] - first["loss"][conditioned])).sum()
-                                    / n.sum())
+        ev["val_semantic_gain"] = float((n * (first["loss_no_semantic"][conditioned] - first["loss"][conditioned])).sum()
+                                        / n.sum())
     for i, name in enumerate(meta["blocks"]):
         if i < len(types_["tokens"]) and types_["tokens"][i]:
             ev[f"val_loss_{name}"] = float(types_["loss"][i])
@@ -275,9 +298,10 @@ def semantic_table(rows):
 
 
 def print_eval(ev, iter_num, type_names):
-    gain = f"{ev['val_cond_gain']:+.4f} nats" if "val_cond_gain" in ev else "n/a (no semantic ids)"
+    semantic = f"{ev['val_semantic_gain']:+.4f}" if "val_semantic_gain" in ev else "n/a (no semantic ids)"
     tqdm.write(f"eval {iter_num}: train loss {ev['train_loss']:.4f}, val loss {ev['val_loss']:.4f} "
-               f"(ppl {ev['val_ppl']:.2f}, acc {100 * ev['val_acc']:.1f}%), conditioning gain {gain}\n"
+               f"(ppl {ev['val_ppl']:.2f}, acc {100 * ev['val_acc']:.1f}%), conditioning gain "
+               f"{ev['val_cond_gain']:+.4f} nats (semantic token alone {semantic})\n"
                "  val loss by type: " + ", ".join(f"{name} {ev['val_loss_' + name]:.3f}"
                                                   for name in type_names if "val_loss_" + name in ev))
 
@@ -314,7 +338,8 @@ def save_checkpoints(state, cfg, run, improved):
     ckpt = dict(model={k.removeprefix("_orig_mod."): v for k, v in model.state_dict().items()},
                 optimizer=state["optimizer"].state_dict(), scaler=state["scaler"].state_dict(),
                 model_args=model_args(cfg), iter_num=state["iter_num"], best_val_loss=state["best_val_loss"],
-                config=asdict(cfg), meta=state["data"]["meta"], labels=state["data"]["labels"], rng=states)
+                config=asdict(cfg), meta=state["data"]["meta"], labels=state["data"]["labels"], rng=states,
+                programs_seen=dict(state["data"]["programs_seen"]))  # {GM program: train files}, for sample.py
     save = lambda path: write_atomic(path, lambda f: torch.save(ckpt, f))  # noqa: E731
     if improved:
         save(os.path.join(cfg.out_dir, "ckpt_best.pt"))
@@ -443,7 +468,8 @@ def train_step(model, state, data, cfg, run):
     rng = np.random.default_rng([0, cfg.seed, run.rank, state["iter_num"]])
     loss_sum = torch.zeros((), device=run.device)
     for micro_step in range(run.grad_accum):
-        x, y = to_device(get_batch(data, "train", cfg.batch_size, cfg.block_size, rng, cfg.cond_dropout), run)
+        x, y = to_device(get_batch(data, "train", cfg.batch_size, cfg.block_size, rng, dropout_of(cfg),
+                                   cfg.transpose, cfg.balance), run)
         if run.ddp:  # all-reduce the gradients on the last micro step only
             model.require_backward_grad_sync = micro_step == run.grad_accum - 1
         with run.ctx:

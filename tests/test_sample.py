@@ -59,19 +59,22 @@ def cli(*args):
 
 
 def test_constrained_samples_decode_with_nothing_skipped(model):
-    samples = sample.generate_tokens(model, "SEMANTIC_TOKEN_1", n_samples=100, max_new_tokens=120, seed=0)
+    attributes = dict(key=3, meter=(6, 8), tempo_bpm=140, instruments=[40, tokenizer.DRUMS])
+    samples = sample.generate_tokens(model, "SEMANTIC_TOKEN_1", attributes=attributes, n_samples=100,
+                                     max_new_tokens=120, seed=0)
     assert len(samples) == 100
+    prefix, P = tokenizer.attribute_prefix(tokenizer.semantic_token(1), **attributes), tokenizer.PREFIX_LEN
     for tokens in samples:
-        assert tokens[0] == tokenizer.semantic_token(1) and tokens[1] == tokenizer.START and tokens[-1] == tokenizer.END
+        assert list(tokens[:P]) == prefix and tokens[P] == tokenizer.START and tokens[-1] == tokenizer.END
         assert tokens.max() < tokenizer.VOCAB_SIZE, "ids past the tokenizer's vocabulary were sampled"
-        assert not np.isin(tokens[2:-1], SPECIAL + [tokenizer.END]).any(), "a special token mid-stream"
+        assert not np.isin(tokens[P + 1:-1], SPECIAL + [tokenizer.END]).any(), "a special token mid-stream"
         score, skipped = tokenizer.tokens_to_score(tokens)
         assert skipped == 0
         onsets = [n.onset for n in score.notes]  # in token order
         assert onsets == sorted(onsets), "time ran backwards"
     assert sum(len(tokenizer.tokens_to_score(t)[0].notes) for t in samples) > 500, "too few notes to mean much"
     # the same model sampled without the grammar does break it: the check above has teeth
-    free = model.generate(torch.tensor([[tokenizer.semantic_token(1), tokenizer.START]]), 120,
+    free = model.generate(torch.tensor([prefix + [tokenizer.START]]), 120,
                           generator=torch.Generator().manual_seed(0))
     assert tokenizer.tokens_to_score(free[0].numpy())[1] > 0
 
@@ -96,21 +99,23 @@ def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
 
     def spy(idx, *args, kv_cache=None, **kwargs):
         if kv_cache is None or kv_cache.pos == 0:  # a fresh context, not one new token
-            seen.append(idx[:, 0].tolist())
+            seen.append(idx[:, :tokenizer.PREFIX_LEN].tolist())
             assert idx.size(1) <= model.config.block_size
         return forward(idx, *args, kv_cache=kv_cache, **kwargs)
 
     monkeypatch.setattr(model, "forward", spy)
-    samples = sample.generate_tokens(model, 2, n_samples=3, max_new_tokens=200, guidance=2.0, seed=1)
+    samples = sample.generate_tokens(model, 2, attributes=dict(key=20, tempo_bpm=60), n_samples=3,
+                                     max_new_tokens=200, guidance=2.0, seed=1)
     assert max(len(t) for t in samples) > 2 * model.config.block_size, "did not get past the context"
     assert len(seen) >= 4, "the window never slid"
-    sem = tokenizer.semantic_token(2)
-    assert all(first == [sem] * 3 + [tokenizer.UNCOND] * 3 for first in seen)  # conditional rows, then unconditional
-    assert all(t[0] == sem for t in samples)
+    prefix = tokenizer.attribute_prefix(tokenizer.semantic_token(2), key=20, tempo_bpm=60)
+    # conditional rows, then unconditional ones
+    assert all(first == [prefix] * 3 + [tokenizer.UNCOND_PREFIX.tolist()] * 3 for first in seen)
+    assert all(list(t[:tokenizer.PREFIX_LEN]) == prefix for t in samples)
 
 
 def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
-    prompt = torch.tensor([[tokenizer.semantic_token(0), tokenizer.START]] * 4)
+    prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * 4)
     plain = model.generate(prompt, 40, logits_hook=sample.grammar_hook(model.config.vocab_size, "cpu"),
                            generator=torch.Generator().manual_seed(9)).numpy()
     ours = sample.generate_tokens(model, 0, n_samples=4, max_new_tokens=40, guidance=1.0, seed=9)
@@ -159,7 +164,8 @@ def test_prime_is_kept_and_continued(model, tmp_path):
     kept = [(n.onset, n.pitch, n.program) for n in tokenizer.tokens_to_score(prime)[0].notes]
     assert kept == [(beat * 12, 60 + beat, 40) for beat in range(4)]
     for tokens in sample.generate_tokens(model, 0, n_samples=3, max_new_tokens=60, seed=2, prime_tokens=prime):
-        assert np.array_equal(tokens[1:1 + len(prime)], prime)
+        P = tokenizer.PREFIX_LEN
+        assert np.array_equal(tokens[P:P + len(prime)], prime)
         score, skipped = tokenizer.tokens_to_score(tokens)
         assert skipped == 0 and [(n.onset, n.pitch, n.program) for n in score.notes[:4]] == kept
     (tmp_path / "bad.mid").write_bytes(b"MThd garbage")

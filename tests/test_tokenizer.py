@@ -47,7 +47,7 @@ def test_vocabulary_blocks_are_contiguous_and_fit():
     ends = [T.OFFSET[name] + T.SIZE[name] for name in T.TYPE_NAMES]
     starts = [T.OFFSET[name] for name in T.TYPE_NAMES]
     assert starts[0] == 0 and starts[1:] == ends[:-1] and ends[-1] == T.VOCAB_SIZE
-    assert T.VOCAB_SIZE <= 480  # room below 512 for the KEY and "unspecified" attribute tokens
+    assert T.VOCAB_SIZE <= 512  # the design's cap, with the KEY and "unspecified" attribute tokens in
     for i in range(T.VOCAB_SIZE):
         assert T.token_id(T.token_name(i)) == i
         assert T.OFFSET[T.TYPE_NAMES[T.TOKEN_TYPE[i]]] <= i
@@ -325,13 +325,35 @@ def test_decode_never_crashes_on_random_tokens():
 
 def test_decode_skips_what_breaks_the_grammar():
     P, N, D, TO = (T.OFFSET[k] for k in ("PROGRAM", "NOTE", "DURATION", "TIME_ON"))
-    good = [T.semantic_token(2), T.START, P + 0, N + 60, D + 11, TO + 11, P + 0, N + 62, D + 11, T.END]
+    good = T.attribute_prefix(T.semantic_token(2), 9, (3, 4), 90, [0, 40]) + \
+        [T.START, P + 0, N + 60, D + 11, TO + 11, P + 0, N + 62, D + 11, T.END]
     score, skipped = T.tokens_to_score(good)
     assert skipped == 0 and note_set(score) == [(0, 12, 60, 0), (12, 12, 62, 0)]
     bad = [T.START, N + 61, P + 0, N + 60, D + 11, D + 11, P + 5, TO + 11, P + 0, N + 62, D + 11, T.END]
     score, skipped = T.tokens_to_score(bad)
     assert note_set(score) == [(0, 24, 60, 0), (12, 12, 62, 0)]  # NOTE without PROGRAM and the unfinished PROGRAM go
     assert skipped == 2
+
+
+def test_attribute_prefix_has_a_fixed_layout_and_reads_back():
+    prefix = T.attribute_prefix(T.semantic_token(4), key=21, meter=(64, 16), tempo_bpm=72,
+                                instruments=[40, 41, 42, 40, T.DRUMS, 0, 73, 71])
+    assert len(prefix) == T.PREFIX_LEN
+    assert [T.token_name(t) for t in prefix[:6]] == ["SEMANTIC_TOKEN_4", "KEY_A_MINOR", "TIMESIG_NUM_16",
+                                                    "TIMESIG_DEN_4", "TEMPO_COARSE_9", "TEMPO_FINE_6"]
+    got = T.read_prefix(prefix)
+    assert got["semantic"] == T.semantic_token(4) and got["key"] == 21 and got["meter"] == (16, 4)
+    assert got["tempo_bpm"] == pytest.approx(72, rel=0.005)
+    assert got["instruments"] == [40, 41, 42, T.DRUMS, 0, 73], "duplicates go, the first six are kept"
+    short = T.read_prefix(T.attribute_prefix(instruments=[T.DRUMS]))
+    assert short == dict(semantic=None, key=None, meter=None, tempo_bpm=None, instruments=[T.DRUMS])
+    unfit = T.attribute_prefix(meter=(33, 16))  # the vocabulary can't write it: unspecified, not wrong
+    assert unfit == list(T.UNCOND_PREFIX) and T.read_prefix(unfit)["meter"] is None
+    assert len(set(T.UNCOND_PREFIX.tolist()) & set(range(T.OFFSET["KEY"]))) == 1, "only UNCOND is an older id"
+    blank = T.blank_prefix(["key", "tempo"])
+    merged = np.where(blank >= 0, blank, prefix)
+    assert T.read_prefix(merged) | dict(key=21, tempo_bpm=got["tempo_bpm"]) == got
+    assert T.read_prefix(merged)["key"] is None and T.read_prefix(merged)["tempo_bpm"] is None
 
 
 def test_grammar_mask_agrees_with_encoded_files():

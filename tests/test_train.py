@@ -14,6 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import describe  # noqa: E402
 import prepare  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
@@ -43,8 +44,9 @@ def make_dataset(root, n_files=16, seed=0):
                                 end_step=max(n.onset + n.duration for n in notes))
         file_tokens = tokenizer.score_to_tokens(score)
         split, name = ("val" if i % 4 == 0 else "train"), f"piece_{i}.mid"
+        measured = describe.measure(score)  # the attributes prepare.py stores, so windows get a full prefix
         index.append(dict(midi_file=name, split=split, start=offset[split], end=offset[split] + len(file_tokens),
-                          notes=n_notes))
+                          notes=n_notes, **{k: measured[k] for k in prepare.INDEX_ATTRIBUTES}))
         offset[split] += len(file_tokens)
         tokens[split].append(file_tokens)
         if i % 5:  # files 0, 5, 10, 15 have no semantic id
@@ -110,9 +112,9 @@ def find_window(tokens, window):
     return np.flatnonzero((views == window).all(axis=1))
 
 
-def test_training_windows_semantic_token_shift_and_padding(data_dir):
+def test_training_windows_prefix_shift_and_padding(data_dir):
     data = prepare.load_dataset(str(data_dir))
-    meta, block = data["meta"], 32
+    meta, block, P = data["meta"], 32, tokenizer.PREFIX_LEN
     index = [json.loads(line) for line in (data_dir / "index.jsonl").read_text().splitlines()]
     semantic = json.loads((data_dir / "semantic.json").read_text())
     rng = np.random.default_rng(0)
@@ -121,38 +123,84 @@ def test_training_windows_semantic_token_shift_and_padding(data_dir):
         tokens = np.fromfile(data_dir / f"{split}.bin", dtype=np.uint16).astype(np.int64)
         files = [f for f in index if f["split"] == split]
         for _ in range(10):
-            x, y = prepare.get_batch(data, split, 8, block, rng, cond_dropout=0.0)
+            x, y = prepare.get_batch(data, split, 8, block, rng)
             assert x.shape == y.shape == (8, block) and x.dtype == y.dtype == np.int64
             for row_x, row_y in zip(x, y):
+                assert (row_y[:P - 1] == -1).all(), "the prefix's own tokens are never targets"
                 n = int((row_y >= 0).sum())  # file tokens in the window
-                assert n > 0 and (row_y[n:] == -1).all() and (row_y[:n] >= 0).all(), "padding only at the end"
-                assert (row_x[n + 1:] == meta["pad_token"]).all()
-                assert (row_y[:n - 1] == row_x[1:n]).all(), "y is x shifted by one"
-                hits = find_window(tokens, row_x[1:min(n, block - 1) + 1])  # where the window is in the file
+                assert n > 0 and (row_y[P - 1 + n:] == -1).all() and (row_y[P - 1:P - 1 + n] >= 0).all()
+                assert (row_x[P + n:] == meta["pad_token"]).all(), "padding only at the end"
+                assert (row_y[P - 1:P - 2 + n] == row_x[P:P - 1 + n]).all(), "y is x shifted by one"
+                hits = find_window(tokens, row_y[P - 1:P - 1 + n])  # where the window is in the file
                 assert len(hits) == 1, "random scores make every window unique"
                 i = int(hits[0])
-                assert (row_y[:n] == tokens[i:i + n]).all(), "y holds the file's tokens up to the window's end"
                 f = next(f for f in files if f["start"] <= i < f["end"])
-                assert i + n == f["end"] or n == block, "a window stops at its file's end"
-                padded_rows += n < block
+                assert i + n == f["end"] or n == block - P + 1, "a window stops at its file's end"
+                padded_rows += n < block - P + 1
                 if i > f["start"]:  # not the file's START: the token before ends an event, this one begins one
                     mid_file_rows += 1
                     assert tokenizer.TYPE_NAMES[tokenizer.TOKEN_TYPE[tokens[i - 1]]] in ("START", "DURATION")
                     assert tokenizer.TYPE_NAMES[tokenizer.TOKEN_TYPE[tokens[i]]] != "DURATION"
                 else:
                     assert tokens[i] == meta["start_token"]
-                sem = semantic.get(f["midi_file"])
-                assert row_x[0] == (meta["uncond_token"] if sem is None else tokenizer.semantic_token(sem))
+                # the prefix is the file's own: its semantic token and the attributes measured from its notes
+                got, sem = tokenizer.read_prefix(row_x), semantic.get(f["midi_file"])
+                assert got["semantic"] == (None if sem is None else tokenizer.semantic_token(sem))
+                assert describe.KEY_NAMES[got["key"]] == f["key"] and "%d/%d" % got["meter"] == f["meter"] == "3/4"
+                assert abs(got["tempo_bpm"] / f["tempo_bpm"] - 1) < 0.006 and got["instruments"] == f["instruments"]
     assert padded_rows > 0 and mid_file_rows > 0, "the dataset should exercise both short and long files"
 
 
-def test_training_windows_cond_dropout(data_dir):
+def test_training_windows_attribute_dropout(data_dir):
     data = prepare.load_dataset(str(data_dir))
-    x, _ = prepare.get_batch(data, "train", 64, 32, np.random.default_rng(1), cond_dropout=1.0)
-    assert (x[:, 0] == tokenizer.UNCOND).all()
-    x, _ = prepare.get_batch(data, "train", 256, 32, np.random.default_rng(1), cond_dropout=0.5)
-    dropped = (x[:, 0] == tokenizer.UNCOND).mean()
-    assert 0.4 < dropped < 0.85, f"about half the windows (plus the files without an id) go unconditional: {dropped}"
+    x, _ = prepare.get_batch(data, "train", 64, 32, np.random.default_rng(1), dict(all=1.0))
+    assert (x[:, :tokenizer.PREFIX_LEN] == tokenizer.UNCOND_PREFIX).all()
+    x, _ = prepare.get_batch(data, "train", 400, 32, np.random.default_rng(1), dict(key=0.5, instruments=1.0))
+    read = [tokenizer.read_prefix(row) for row in x]
+    assert all(r["instruments"] is None and r["meter"] == (3, 4) and r["tempo_bpm"] for r in read), \
+        "only the slots asked for are dropped"
+    dropped = np.mean([r["key"] is None for r in read])
+    assert 0.4 < dropped < 0.6, f"about half the keys are dropped: {dropped}"
+    assert any(r["semantic"] is not None for r in read)
+
+
+def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
+    data = prepare.load_dataset(str(data_dir))
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    plain, _ = prepare.get_batch(data, "train", 200, 32, rng_a)
+    moved, _ = prepare.get_batch(data, "train", 200, 32, rng_b, transpose=6)
+    is_note = tokenizer.TOKEN_TYPE[plain] == tokenizer.TYPE["NOTE"]
+    drum = np.zeros_like(is_note)
+    drum[:, 1:] = is_note[:, 1:] & (plain[:, :-1] == tokenizer.OFFSET["PROGRAM"] + tokenizer.DRUMS)
+    assert drum.any() and (moved[drum] == plain[drum]).all(), "drums stay"
+    shifts = set()
+    for p, m, notes in zip(plain, moved, is_note & ~drum):
+        assert ((m == p) | (np.arange(len(m)) == 1) | notes).all(), "nothing else changes but the key"
+        if not notes.any():
+            continue
+        shift = set((m[notes] - p[notes]).tolist())
+        assert len(shift) == 1, "a window moves as a whole"
+        s = shift.pop()
+        assert -6 <= s <= 6 and 0 <= (m[notes] - tokenizer.OFFSET["NOTE"]).min() <= 127
+        assert (m[notes] - tokenizer.OFFSET["NOTE"]).max() <= 127
+        kp, km = tokenizer.read_prefix(p)["key"], tokenizer.read_prefix(m)["key"]
+        assert km // 12 == kp // 12 and km % 12 == (kp + s) % 12, "the key moves with the notes, its mode stays"
+        shifts.add(s)
+    assert len(shifts) >= 10, f"shifts spread over -6..6: {sorted(shifts)}"
+
+
+def test_balanced_windows_pick_each_semantic_token_equally(data_dir):
+    data = prepare.load_dataset(str(data_dir))
+    d = data["train"]
+    files_of = lambda x: [tokenizer.read_prefix(row)["semantic"] for row in x]  # noqa: E731
+    counts = {}
+    for balance in (False, True):
+        x, _ = prepare.get_batch(data, "train", 3000, 32, np.random.default_rng(5), balance=balance)
+        values, n = np.unique([-1 if s is None else s for s in files_of(x)], return_counts=True)
+        counts[balance] = n / n.sum()
+    groups = len(np.unique(d["semantic"]))
+    assert np.abs(counts[True] - 1 / groups).max() < 0.03, counts[True]
+    assert np.abs(counts[False] - 1 / groups).max() > np.abs(counts[True] - 1 / groups).max()
 
 
 def test_missing_dataset_is_one_line_that_says_how_to_make_it(tmp_path):
