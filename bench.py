@@ -390,11 +390,12 @@ def bench_sample(args):
         ckpt, source = None, "random weights of config/amt_cpu.py's shape (no checkpoint)"
     model.eval()
     hf = hf_twin(model).eval()
-    n_new = min(args.sample_tokens, model.config.block_size - 2)  # HF's positions end at block_size
+    n_prompt = tokenizer.PREFIX_LEN + 1  # the attribute prefix and START
+    n_new = min(args.sample_tokens, model.config.block_size - n_prompt)  # HF's positions end at block_size
     rows = []
     with torch.no_grad():
         for batch in (1, 8):
-            prompt = torch.tensor([[tokenizer.semantic_token(0), tokenizer.START]] * batch)  # (B, 2)
+            prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * batch)
             ours = timed_generate(lambda: model.generate(prompt, n_new, top_k=None))
             theirs = timed_generate(lambda: hf.generate(prompt, do_sample=True, top_k=0, max_new_tokens=n_new,
                                                         min_new_tokens=n_new, use_cache=True, pad_token_id=0))
