@@ -224,6 +224,33 @@ def piece_stats(score):
     return s
 
 
+# Bar lengths (grid steps) whose onset patterns tell meters apart: 2/4, 3/8, 3/4 or 6/8, 4/4, 9/8, 12/8 or 3/2
+BAR_STEPS = [24, 18, 36, 48, 54, 72]
+IOI_EDGES_S = [0, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, np.inf]  # seconds between onsets
+
+
+def rhythm_features(score):
+    """Features of the notes alone (no time signature or tempo token is read, only onsets, durations and
+    the seconds they fall on) for evaluate.py's meter and tempo-word classifiers: for each bar length of
+    BAR_STEPS, where the onsets fall in it (weighted by duration, so long notes mark strong beats); the
+    intervals between onsets in grid steps and in seconds; notes per second and per beat."""
+    spq, notes = tokenizer.STEPS_PER_QUARTER, score.notes
+    if not notes:
+        return np.zeros(sum(b // 3 for b in BAR_STEPS) + 12 + len(IOI_EDGES_S) - 1 + 3)
+    onset = np.array([n.onset for n in notes])                                          # (N,)
+    weight = np.array([min(n.duration, 4 * spq) for n in notes], dtype=float)           # (N,)
+    phases = [np.bincount(onset % bar // 3, weights=weight, minlength=bar // 3) / weight.sum() for bar in BAR_STEPS]
+    starts = np.unique(onset)
+    ioi = np.diff(starts)                                                              # (U-1,) steps
+    ioi_steps = np.bincount(np.minimum(ioi, 12 * 4) // 4, minlength=13)[:12] / max(len(ioi), 1)  # (12,)
+    seconds = np.diff(seconds_at(starts, score.tempos))                                 # (U-1,)
+    ioi_seconds = np.histogram(seconds, IOI_EDGES_S)[0] / max(len(seconds), 1)
+    total = float(seconds_at(end_step(score), score.tempos))
+    return np.concatenate([*phases, ioi_steps, ioi_seconds,
+                           [len(notes) / max(total, 1e-3), len(notes) / max(end_step(score) / spq, 1),
+                            np.median(seconds) if len(seconds) else 0.0]])
+
+
 # -----------------------------------------------------------------------------
 # measured attributes of a piece: what a prompt can ask for, read back from the notes
 

@@ -133,6 +133,12 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
     for section in ("## 1. Likelihood", "## 2. Conditioning adherence", "## 3. Closeness", "## 4. Validity"):
         assert section in text
     assert f"{math.exp(loss):.2f}" in text and "python evaluate.py --out_dir" in text and LABELS[1] in text
+    c = r["control"]  # the control report: every prompt sampled with its attributes and without any
+    assert "## 5. Control" in text and c["seen"] == [0, 73, tokenizer.DRUMS]
+    assert len(c["rows"]) == 2 * 4 * len(evaluate.CONTROL_PROMPTS)
+    for (name, conditioned), v in c["summary"].items():
+        assert v["n"] > 0 and 0 <= v["ci"][0] <= v["mean"] + 1e-9 and v["mean"] <= v["ci"][1] + 1e-9 <= 1 + 2e-9, v
+    print({k: round(v["mean"], 3) for k, v in c["summary"].items()})
     for png in ("likelihood.png", "adherence.png", "closeness.png"):
         assert (out_dir / "eval" / png).read_bytes()[:4] == b"\x89PNG"
         assert f"({png})" in text
@@ -156,3 +162,32 @@ def test_missing_inputs_are_one_line_that_say_what_to_run(run_dir, tmp_path):
         (bare / name).write_bytes((data_dir / name).read_bytes())
     with pytest.raises(tokenizer.UserError, match=r"semantic.json; make it with: python cluster.py --data_dir"):
         evaluate.run(str(out_dir), data_dir=str(bare), device="cpu")
+
+
+def test_realised_reads_key_mode_and_instruments_from_the_notes():
+    class Fixed:  # a classifier that always names one label: realised() must compare it with what was asked
+        def __init__(self, label):
+            self.label = label
+
+        def predict(self, x):
+            return np.array([self.label] * len(x))
+
+    classifiers = {"meter": {"model": Fixed("3/4")}, "tempo word": {"model": Fixed("slow")}}
+    c_major = [(SPQ * i, SPQ, p, 0) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60])]
+    piece = score(c_major, bpm=66)
+    asked = describe.parse_prompt("a slow waltz in C major for piano and violin")
+    hits = evaluate.realised(piece, asked, "C major", classifiers, seen={0, 40})
+    assert hits == {"key": True, "mode": True, "meter": True, "tempo word": True, "tempo token": True,
+                    "instrument recall": 0.5, "instrument precision": 1.0}
+    asked = describe.parse_prompt("a fast march in F sharp minor for flute and drums")
+    hits = evaluate.realised(piece, asked, "F sharp minor", classifiers, seen={0, 73})  # drums: never in training
+    assert hits == {"key": False, "mode": False, "meter": False, "tempo word": False, "tempo token": False,
+                    "instrument recall": 0.0, "instrument precision": 0.0}
+    assert "instrument recall" not in evaluate.realised(piece, describe.parse_prompt("for drums"), None,
+                                                        classifiers, seen={0})
+
+
+def test_wilson_interval():
+    low, high = evaluate.wilson(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert evaluate.wilson(0, 20)[0] == 0 and evaluate.wilson(20, 20)[1] == pytest.approx(1)
