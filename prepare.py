@@ -238,11 +238,12 @@ def next_boundary(data, tokens, i, end, limit):
     return i + int(hits[0]) if len(hits) else None
 
 
-def build_windows(data, split, picks, prefixes, block_size, shifts=None):
+def build_windows(data, split, picks, prefixes, block_size, shifts=None, tempo_levels=None):
     """The one window builder. picks [(file, start)] with prefixes (B, PREFIX_LEN) -> x, y int64 (B, block_size):
     row b is prefixes[b] + the file's tokens from start on, cut at block_size or the file's end; y is x shifted
     by one, -1 where nothing is predicted (the prefix's own tokens, and padding). shifts (B,): transpose the
-    pitched notes and the KEY token by that many semitones (tokenizer.transpose)."""
+    pitched notes and the KEY token by that many semitones (tokenizer.transpose); tempo_levels (B,): move every
+    tempo, the prefix's too, by that many levels (tokenizer.scale_tempo)."""
     d, meta, P = data[split], data["meta"], tokenizer.PREFIX_LEN
     seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)     # (B, T+1)
     y_valid = np.zeros((len(picks), block_size), dtype=bool)                           # (B, T)
@@ -253,6 +254,8 @@ def build_windows(data, split, picks, prefixes, block_size, shifts=None):
         y_valid[b, P - 1:P - 1 + len(window)] = True
     if shifts is not None:
         tokenizer.transpose(seq, shifts, key_at=tokenizer.PREFIX_SLOTS["key"].start)
+    if tempo_levels is not None:
+        tokenizer.scale_tempo(seq, tempo_levels)
     x, y = seq[:, :-1], seq[:, 1:].copy()                                              # (B, T) each
     y[~y_valid] = -1
     return np.ascontiguousarray(x), y
@@ -284,11 +287,12 @@ def random_start(data, split, f, block_size, rng):
     return i
 
 
-def get_batch(data, split, batch_size, block_size, rng, dropout=None, transpose=0, balance=False):
+def get_batch(data, split, batch_size, block_size, rng, dropout=None, transpose=0, balance=False, tempo_jitter=0.0):
     """Training windows: files picked in proportion to their length (balance: each semantic token as often,
     then by length within it), each from a random event boundary, led by the file's attribute prefix with
     slots dropped to unspecified (drop_attributes; dropout None keeps them all); transpose > 0 shifts each
-    window by a random -transpose..transpose semitones -> x, y (B, T)."""
+    window by a random -transpose..transpose semitones; tempo_jitter > 0 plays it up to that many octaves faster
+    or slower (uniform on a log scale) -> x, y (B, T)."""
     d = data[split]
     if balance:
         groups = np.unique(d["semantic"])
@@ -301,7 +305,9 @@ def get_batch(data, split, batch_size, block_size, rng, dropout=None, transpose=
     picks = [(f, random_start(data, split, f, block_size, rng)) for f in files]
     prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)          # (B, PREFIX_LEN)
     shifts = rng.integers(-transpose, transpose + 1, size=batch_size) if transpose else None
-    return build_windows(data, split, picks, prefixes, block_size, shifts)
+    levels = np.round(rng.uniform(-tempo_jitter, tempo_jitter, size=batch_size) * tokenizer.TEMPO_LEVELS_PER_OCTAVE
+                      ).astype(np.int64) if tempo_jitter else None
+    return build_windows(data, split, picks, prefixes, block_size, shifts, levels)
 
 
 def covering_windows(data, split, block_size, max_windows):

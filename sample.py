@@ -504,6 +504,9 @@ def print_understood(u):
         print(f"  note: {note}")
 
 
+RARE_FILES = 50  # an instrument fewer training files have than this gets a warning: the model knows it little
+
+
 def prefix_attributes(asked, seed, programs_seen=None):
     """What was asked (asked_attributes) -> (keyword arguments of tokenizer.attribute_prefix, notes to print).
     A mode without a tonic gets a tonic drawn from the seed (the key tokens name both); an instrument that
@@ -512,10 +515,15 @@ def prefix_attributes(asked, seed, programs_seen=None):
     if key is None and asked["mode"]:
         key = describe.key_name(random.Random(seed).randrange(12), asked["mode"])
         notes.append(f"{asked['mode']} without a tonic: sampling in {key} (the seed picks the tonic)")
-    unseen = [p for p in asked["instruments"] if programs_seen is not None and p not in programs_seen]
+    seen = {} if programs_seen is None else programs_seen
+    unseen = [p for p in asked["instruments"] if programs_seen is not None and p not in seen]
+    rare = [p for p in asked["instruments"] if 0 < seen.get(p, 0) < RARE_FILES]
     if unseen:
         notes.append(f"warning: no training file has {', '.join(map(describe.instrument_name, unseen))}; the model "
                      "has never heard it, so expect other instruments (sampling goes on)")
+    if rare:
+        notes.append("warning: few training files have " + ", ".join(f"{describe.instrument_name(p)} ({seen[p]})"
+                                                                      for p in rare) + "; expect weak control")
     return dict(key=None if key is None else describe.KEY_NAMES.index(key),
                 meter=asked["meter"] and tuple(int(v) for v in asked["meter"].split("/")),
                 tempo_bpm=asked["tempo_bpm"], instruments=asked["instruments"] or None), notes

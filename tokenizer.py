@@ -296,6 +296,25 @@ def transpose(seq, shift, key_at=1):
     return shift
 
 
+def scale_tempo(seq, levels):
+    """Move every tempo of seq (B, T) int64 by levels (B,) tempo levels (70 an octave: 70 doubles it), the
+    prefix's TEMPO slot with them: the same notes, played faster or slower. Levels are clamped to the grid.
+    In place. A TEMPO_COARSE cut off from its TEMPO_FINE by the window's end moves to the coarse level
+    nearest its new tempo."""
+    levels = np.asarray(levels)[:, None]                                                     # (B, 1)
+    coarse = TOKEN_TYPE[seq] == TYPE["TEMPO_COARSE"]                                         # (B, T)
+    paired = coarse[:, :-1] & (TOKEN_TYPE[seq[:, 1:]] == TYPE["TEMPO_FINE"])                 # (B, T-1)
+    level = (seq[:, :-1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + seq[:, 1:] - OFFSET["TEMPO_FINE"]
+    new = np.clip(level + levels, 0, TEMPO_LEVELS - 1)                                       # (B, T-1)
+    seq[:, 1:] = np.where(paired, OFFSET["TEMPO_FINE"] + new % TEMPO_FINE_LEVELS, seq[:, 1:])
+    seq[:, :-1] = np.where(paired, OFFSET["TEMPO_COARSE"] + new // TEMPO_FINE_LEVELS, seq[:, :-1])
+    lone = coarse[:, -1]  # the window's last token: a coarse level with no fine one after it
+    mid = (seq[:, -1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + TEMPO_FINE_LEVELS // 2 + levels[:, 0]
+    seq[:, -1] = np.where(lone, OFFSET["TEMPO_COARSE"] + np.clip(mid, 0, TEMPO_LEVELS - 1) // TEMPO_FINE_LEVELS,
+                          seq[:, -1])
+    return seq
+
+
 # -----------------------------------------------------------------------------
 # MIDI -> Score
 

@@ -64,6 +64,7 @@ class Config:
     prefix_dropout: float = 0.1  # the whole prefix at once
     transpose: int = 0           # > 0: shift each window's pitched notes and key by -transpose..transpose semitones
     balance: bool = False        # pick each semantic token's files equally often (else by length)
+    tempo_jitter: float = 0.0    # > 0: play each window up to this many octaves faster or slower (0.5: x0.71..x1.41)
     cond_embedding: bool = False  # also add a learned embedding of the prefix at every position (model.py)
     # model
     vocab_size: int = 0          # 0 = the dataset's; larger is fine (ids the data never uses)
@@ -469,7 +470,7 @@ def train_step(model, state, data, cfg, run):
     loss_sum = torch.zeros((), device=run.device)
     for micro_step in range(run.grad_accum):
         x, y = to_device(get_batch(data, "train", cfg.batch_size, cfg.block_size, rng, dropout_of(cfg),
-                                   cfg.transpose, cfg.balance), run)
+                                   cfg.transpose, cfg.balance, cfg.tempo_jitter), run)
         if run.ddp:  # all-reduce the gradients on the last micro step only
             model.require_backward_grad_sync = micro_step == run.grad_accum - 1
         with run.ctx:

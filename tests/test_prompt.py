@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cluster  # noqa: E402
 import describe  # noqa: E402
+import sample  # noqa: E402
 import tokenizer  # noqa: E402
 
 DRUMS = tokenizer.DRUMS
@@ -121,3 +122,18 @@ def test_measure_reads_the_attributes_back_from_notes():
     solo = tokenizer.Score(notes=notes[:8], tempos=[(0, 120.0)], end_step=8 * spq)
     assert describe.measure(solo)["texture"] == "solo line"
     assert np.isclose(describe.measure(solo)["notes_per_second"], 2.0)
+
+
+def test_prefix_attributes_from_what_was_asked():
+    asked = describe.parse_prompt("a sad slow waltz for violin, flute and banjo")
+    seen = {0: 12000, 40: 14, 73: 500}
+    attributes, notes = sample.prefix_attributes(asked, seed=3, programs_seen=seen)
+    assert attributes["meter"] == (3, 4) and attributes["tempo_bpm"] == 66 and attributes["instruments"] == [40, 73, 105]
+    key = describe.KEY_NAMES[attributes["key"]]
+    assert key.endswith("minor") and attributes == sample.prefix_attributes(asked, 3, seen)[0], "the seed picks it"
+    assert {describe.KEY_NAMES[sample.prefix_attributes(asked, s, seen)[0]["key"]] for s in range(40)} != {key}
+    assert any("Banjo" in n and "never heard" in n for n in notes), notes
+    assert any("Violin (14)" in n and "few training files" in n for n in notes) and not any("Flute" in n for n in notes)
+    attributes, notes = sample.prefix_attributes(describe.parse_prompt("in E flat major"), 0, seen)
+    assert describe.KEY_NAMES[attributes["key"]] == "E flat major" and not notes
+    assert attributes["meter"] is attributes["tempo_bpm"] is attributes["instruments"] is None

@@ -302,3 +302,25 @@ def test_max_iters_derived_from_epochs(data_dir, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["max_iters"] == saved["lr_decay_iters"] == expected > 1
     assert (tmp_path / f"ckpt_{expected:07d}.pt").exists()
+
+
+def test_tempo_jitter_moves_every_tempo_and_the_prefix_together(data_dir):
+    data = prepare.load_dataset(str(data_dir))
+    plain, _ = prepare.get_batch(data, "train", 600, 32, np.random.default_rng(4))
+    moved, _ = prepare.get_batch(data, "train", 600, 32, np.random.default_rng(4), tempo_jitter=0.5)
+    factors, streams = [], 0
+    for p, m in zip(plain, moved):
+        is_tempo = np.isin(tokenizer.TOKEN_TYPE[p], [tokenizer.TYPE["TEMPO_COARSE"], tokenizer.TYPE["TEMPO_FINE"]])
+        assert (m[~is_tempo] == p[~is_tempo]).all(), "only tempo tokens change"
+        before, after = tokenizer.read_prefix(p)["tempo_bpm"], tokenizer.read_prefix(m)["tempo_bpm"]
+        factor = after / before
+        assert 2 ** -0.51 < factor < 2 ** 0.51
+        # the stream's own tempo tokens (a file's START sets one) move by the same factor
+        has = tokenizer.TOKEN_TYPE[p[tokenizer.PREFIX_LEN:-1]] == tokenizer.TYPE["TEMPO_COARSE"]
+        if has.any():
+            streams += 1
+            stream = [tokenizer.tokens_to_score(row[:-1])[0].tempos for row in (p, m)]
+            for (_, a), (_, b) in zip(*stream):
+                assert b / a == pytest.approx(factor, rel=1e-9)
+        factors.append(factor)
+    assert streams >= 5 and np.std(np.log2(factors)) > 0.2, "windows with tempo tokens, factors over the range"
