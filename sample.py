@@ -162,15 +162,20 @@ def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_token
     """Sample n_samples pieces -> list of int64 arrays [attribute prefix, START, ..., END]. The prefix holds the
     semantic token (name, semantic id, or 'SEMANTIC_UNCOND') and `attributes`, keyword arguments of
     tokenizer.attribute_prefix (key, meter, tempo_bpm, instruments; what is left out is unspecified).
-    prime_tokens (START ...) are continued. Generation stops at max_new_tokens, or once every sample has
+    A new piece starts with the meter and tempo asked for (tokenizer.header_tokens); prime_tokens
+    (START ...) are continued instead. Generation stops at max_new_tokens, or once every sample has
     reached END (or `seconds`). guidance != 1: classifier-free guidance against the same sequence led by
     the unconditional prefix (every slot unspecified)."""
     device = device or next(model.parameters()).device
     device_type = torch.device(device).type
-    body = [tokenizer.START] if prime_tokens is None else [int(t) for t in prime_tokens]
+    attributes = attributes or {}
+    # A new piece opens in the meter and tempo asked for: the file says so (sample.py prints it); whether the
+    # notes follow is the model's part, and what evaluate.py's control report measures.
+    body = [tokenizer.START] + tokenizer.header_tokens(attributes.get("meter"), attributes.get("tempo_bpm")) \
+        if prime_tokens is None else [int(t) for t in prime_tokens]
     assert body[0] == tokenizer.START and tokenizer.END not in body, "a prompt is START ... without END"
     semantic = semantic_token_id(token)
-    prefix = tokenizer.attribute_prefix(None if semantic == tokenizer.UNCOND else semantic, **(attributes or {}))
+    prefix = tokenizer.attribute_prefix(None if semantic == tokenizer.UNCOND else semantic, **attributes)
     prompt = torch.tensor([prefix + body] * n_samples, device=device)                 # (B, T)
     generator = None if seed is None else torch.Generator(device).manual_seed(seed)
     hook, block, P = grammar_hook(model.config.vocab_size, device), model.config.block_size, tokenizer.PREFIX_LEN
@@ -546,12 +551,13 @@ def choose_token(args, ckpt):
     return tokenizer.token_name(semantic), label, cosine
 
 
-def write_samples(samples, args, *, token, label, seed, prime=None):
+def write_samples(samples, args, *, token, label, seed, prime=None, header=()):
     """Each sample -> .mid and .png in the sample folder; -> rows (path, notes, seconds, instruments, new tokens)
     and, for the gallery, [(path, Score, title)]."""
     sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
     os.makedirs(sample_dir, exist_ok=True)
-    prime_name, prime_end, prompt_len = "", None, tokenizer.PREFIX_LEN + 1  # the attribute prefix and START
+    prime_name, prime_end = "", None
+    prompt_len = tokenizer.PREFIX_LEN + 1 + len(header)  # the attribute prefix, START and the meter and tempo asked for
     if prime is not None:  # names say what a file continues; its piano roll marks where the prime's last note starts
         prime_name = os.path.splitext(os.path.basename(args.prime))[0]
         prime_score = tokenizer.tokens_to_score(prime)[0]
@@ -611,7 +617,8 @@ def main(argv=None):
         temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p, guidance=args.guidance, seed=seed,
         prime_tokens=prime, device=device, seconds=args.seconds, dtype=dtype)
     elapsed = time.perf_counter() - t0
-    rows, written = write_samples(samples, args, token=token, label=label, seed=seed, prime=prime)
+    rows, written = write_samples(samples, args, token=token, label=label, seed=seed, prime=prime,
+                                  header=tokenizer.header_tokens(prefix["meter"], prefix["tempo_bpm"]))
     print_table(rows, elapsed)
     understood = dict(prompt=args.prompt, token=token, label=label, cosine=cosine, **attributes, prime=args.prime)
     audio_and_gallery([(path, score, title, understood) for path, score, title in written],

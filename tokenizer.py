@@ -212,6 +212,23 @@ def split_steps(steps, cap):
     return [cap] * (steps // cap) + ([steps % cap] if steps % cap else [])
 
 
+def meter_tokens(numerator, denominator):
+    """A meter the vocabulary writes (fit_meter) -> [TIMESIG_NUM, TIMESIG_DEN]."""
+    return [OFFSET["TIMESIG_NUM"] + numerator - 1, OFFSET["TIMESIG_DEN"] + DENOMINATORS.index(denominator)]
+
+
+def tempo_tokens(bpm):
+    """bpm -> [TEMPO_COARSE, TEMPO_FINE] of its nearest tempo level."""
+    level = tempo_level(bpm)
+    return [OFFSET["TEMPO_COARSE"] + level // TEMPO_FINE_LEVELS, OFFSET["TEMPO_FINE"] + level % TEMPO_FINE_LEVELS]
+
+
+def header_tokens(meter=None, tempo_bpm=None):
+    """What a file that starts in this meter and tempo has right after START: [TIMESIG pair] [TEMPO pair]."""
+    fitted = meter and fit_meter(*meter)
+    return (meter_tokens(*fitted) if fitted else []) + ([] if tempo_bpm is None else tempo_tokens(tempo_bpm))
+
+
 # -----------------------------------------------------------------------------
 # the attribute prefix: what a window is about, in front of its tokens
 #
@@ -237,11 +254,8 @@ def attribute_prefix(semantic=None, key=None, meter=None, tempo_bpm=None, instru
     ids = [UNCOND if semantic is None else int(semantic)]
     ids += [OFFSET["KEY_NONE"] if key is None else OFFSET["KEY"] + int(key)]
     fitted = meter and fit_meter(*meter)
-    ids += [OFFSET["METER_NONE"]] * 2 if not fitted else \
-        [OFFSET["TIMESIG_NUM"] + fitted[0] - 1, OFFSET["TIMESIG_DEN"] + DENOMINATORS.index(fitted[1])]
-    level = None if tempo_bpm is None else tempo_level(tempo_bpm)
-    ids += [OFFSET["TEMPO_NONE"]] * 2 if level is None else \
-        [OFFSET["TEMPO_COARSE"] + level // TEMPO_FINE_LEVELS, OFFSET["TEMPO_FINE"] + level % TEMPO_FINE_LEVELS]
+    ids += meter_tokens(*fitted) if fitted else [OFFSET["METER_NONE"]] * 2
+    ids += [OFFSET["TEMPO_NONE"]] * 2 if tempo_bpm is None else tempo_tokens(tempo_bpm)
     if instruments is None or not len(instruments):
         ids += [OFFSET["INSTRUMENTS_NONE"]] * PREFIX_INSTRUMENTS
     else:
@@ -686,11 +700,9 @@ def read_midi(src):
 def score_to_tokens(score):
     events = defaultdict(lambda: ([], [], []))  # step -> (time signature, tempo, notes)
     for step, num, den in score.time_signatures:
-        events[step][0][:] = [OFFSET["TIMESIG_NUM"] + num - 1, OFFSET["TIMESIG_DEN"] + DENOMINATORS.index(den)]
+        events[step][0][:] = meter_tokens(num, den)
     for step, bpm in score.tempos:
-        level = tempo_level(bpm)
-        events[step][1][:] = [OFFSET["TEMPO_COARSE"] + level // TEMPO_FINE_LEVELS,
-                              OFFSET["TEMPO_FINE"] + level % TEMPO_FINE_LEVELS]
+        events[step][1][:] = tempo_tokens(bpm)
     for note in score.notes:
         events[note.onset][2].append(note)
 
