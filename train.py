@@ -199,6 +199,9 @@ def resolve(cfg, run, data):
     if cfg.init_from == "scratch" and numbered_checkpoints(cfg.out_dir):
         raise UserError(f"{cfg.out_dir} already holds checkpoints; go on with --init_from=resume, "
                         f"or choose another --out_dir (or delete it) to start over")
+    if ckpt and ckpt.get("meta", {}).get("blocks") != data["meta"]["blocks"]:
+        raise UserError(f"{ckpt_path} was trained on another vocabulary (from before the attribute prefix?); "
+                        f"start over: delete {cfg.out_dir} or choose another --out_dir")
     if ckpt:
         shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
         cfg = replace(cfg, **shape, cond_embedding=bool(ckpt["model_args"].get("cond_prefix")))
