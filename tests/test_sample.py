@@ -235,3 +235,15 @@ def test_cli_quantize_samples_valid_midi(run, tmp_path):
     (path,) = tmp_path.glob("*.mid")
     assert tokenizer.tokens_to_score(tokenizer.encode(str(path)))[1] == 0
     assert "(float32)" in r.stdout  # int8 kernels run with fp32 activations
+
+
+def test_a_checkpoint_from_before_the_attribute_prefix_is_refused_in_one_line(run, tmp_path):
+    ckpt = torch.load(run / "ckpt_0000010.pt", map_location="cpu", weights_only=True)
+    old_blocks = {name: span for name, span in ckpt["meta"]["blocks"].items() if name not in
+                  ("KEY", "KEY_NONE", "METER_NONE", "TEMPO_NONE", "INSTRUMENTS_NONE", "INSTRUMENTS_END")}
+    ckpt["meta"] = dict(ckpt["meta"], blocks=old_blocks)  # what a checkpoint of the 480-id vocabulary records
+    torch.save(ckpt, tmp_path / "ckpt_0000010.pt")
+    result = subprocess.run([sys.executable, "sample.py", "--device=cpu", "--out_dir", str(tmp_path)], cwd=ROOT,
+                            env=ENV, capture_output=True, text=True)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "predates the attribute prefix" in result.stderr and "python train.py config/amt_cpu.py" in result.stderr

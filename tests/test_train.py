@@ -324,3 +324,11 @@ def test_tempo_jitter_moves_every_tempo_and_the_prefix_together(data_dir):
                 assert b / a == pytest.approx(factor, rel=1e-9)
         factors.append(factor)
     assert streams >= 5 and np.std(np.log2(factors)) > 0.2, "windows with tempo tokens, factors over the range"
+
+
+def test_resuming_a_checkpoint_of_another_vocabulary_is_refused(run_a, data_dir, tmp_path):
+    ckpt = torch.load(run_a / "ckpt_0000008.pt", map_location="cpu", weights_only=True)
+    ckpt["meta"] = dict(ckpt["meta"], blocks={k: v for k, v in ckpt["meta"]["blocks"].items() if k != "KEY"})
+    torch.save(ckpt, tmp_path / "ckpt_0000008.pt")
+    with pytest.raises(tokenizer.UserError, match=f"another vocabulary.*delete {tmp_path}"):
+        run_train(data_dir, tmp_path, "--max_iters=10", "--init_from=resume")
