@@ -15,6 +15,7 @@ Evaluate an AMT checkpoint and its samples: writes OUT_DIR/eval/report.md and PN
 
 import argparse
 import html
+import json
 import math
 import os
 import re
@@ -398,6 +399,7 @@ def run(out_dir, *, ckpt=None, data_dir=None, num_samples=32, guidance=(1.0, 2.0
     r["seconds"] = seconds | {"total": time.time() - t_start}
     r["report"] = os.path.join(eval_dir, "report.md")
     tokenizer.write_atomic(r["report"], report(r))
+    tokenizer.write_atomic(os.path.join(eval_dir, "summary.json"), json.dumps(summary(r), indent=1))
     r["page"] = write_report_page(r, examples, eval_dir, audio)
     return r
 
@@ -607,6 +609,22 @@ def report_control(r):
         "Per prompt (conditioned samples):\n",
         table(["prompt"] + CONTROL_MEASURES, per_prompt),
         f"Instruments some training file has: {', '.join(map(describe.instrument_name, c['seen']))}.\n"]
+
+
+def summary(r):
+    """The headline numbers as plain JSON (eval/summary.json), for comparing runs."""
+    o = r["likelihood"]["overall"]
+    out = dict(ckpt=r["ckpt"], iter=r["iter"], val_loss=float(o["loss"][0]),
+               gain={"all": float(o["loss_uncond"][0] - o["loss"][0])} |
+                    {slot: float(o[f"loss_no_{slot}"][0] - o["loss"][0]) for slot in tokenizer.PREFIX_SLOTS},
+               adherence={f"{g:g}": r["adherence"][g] for g in r["guidance"]}, ceiling=r["ceiling"], chance=r["chance"],
+               num_samples=r["num_samples"])
+    if "control" in r:
+        c = r["control"]
+        out["control"] = {f"{name} {'conditioned' if cond else 'unconditioned'}": dict(v, ci=list(v["ci"]))
+                          for (name, cond), v in c["summary"].items()}
+        out["classifiers"] = c["classifiers"]
+    return out
 
 
 def report(r):
