@@ -328,20 +328,23 @@ CONTROL_TARGETS = {"key": 0.8, "mode": 0.8, "instrument recall": 0.9, "instrumen
 
 def control(model, r, data, classifiers, *, n_per_prompt, guidance, seed, sampling):
     """n_per_prompt samples per CONTROL_PROMPTS entry with its attributes (semantic token unspecified, so the
-    attributes alone steer), and as many fully unconditional ones with the same seeds -> r["control"]."""
-    seen, rows = data["programs_seen"], []
-    for i, text in enumerate(tqdm(CONTROL_PROMPTS, desc="control prompts", unit="prompt", disable=None)):
+    attributes alone steer), and as many fully unconditional ones -> r["control"]."""
+    seen, rows, jobs = data["programs_seen"], [], []
+    for i, text in enumerate(CONTROL_PROMPTS):
         asked = describe.parse_prompt(text)
         attributes, _ = sample.prefix_attributes(asked, seed + i, seen)
         key = None if attributes["key"] is None else describe.KEY_NAMES[attributes["key"]]
-        for conditioned in (True, False):
-            samples = sample.generate_tokens(model, "SEMANTIC_UNCOND", attributes=attributes if conditioned else None,
-                                             guidance=guidance if conditioned else 1.0, seed=seed + i,
-                                             n_samples=n_per_prompt, **sampling)
-            for tokens in samples:
-                score = tokenizer.tokens_to_score(tokens)[0]
-                rows.append(dict(prompt=i, conditioned=conditioned,
-                                 hits=realised(score, asked, key, classifiers, seen)))
+        jobs += [(i, asked, attributes, key)] * n_per_prompt
+    # Samples with the same header (meter and tempo given or not) go in one batch; the baseline is one batch.
+    header = lambda job: (job[2]["meter"] is not None, job[2]["tempo_bpm"] is not None)  # noqa: E731
+    batches = [(True, [j for j in jobs if header(j) == h]) for h in sorted({header(j) for j in jobs})]
+    for conditioned, batch in tqdm(batches + [(False, jobs)], desc="control samples", unit="batch", disable=None):
+        samples = sample.generate_tokens(model, "SEMANTIC_UNCOND", attributes=[j[2] if conditioned else {} for j in batch],
+                                         n_samples=len(batch), guidance=guidance if conditioned else 1.0, seed=seed,
+                                         **sampling)
+        for (i, asked, _, key), tokens in zip(batch, samples):
+            score = tokenizer.tokens_to_score(tokens)[0]
+            rows.append(dict(prompt=i, conditioned=conditioned, hits=realised(score, asked, key, classifiers, seen)))
     summary = {}
     for name in CONTROL_MEASURES + ["tempo token"]:
         for conditioned in (True, False):
@@ -589,7 +592,7 @@ def report_control(r):
         f"{len(CONTROL_PROMPTS)} fixed prompts (evaluate.CONTROL_PROMPTS), read by describe.parse_prompt as "
         "`sample.py --prompt` reads them; each sets some of key, mode, meter, tempo and instruments in the attribute "
         f"prefix, with the semantic token unspecified so the attributes alone steer. {c['n_per_prompt']} samples per "
-        f"prompt at guidance {c['guidance']:g}, and as many fully unconditional samples with the same seeds, scored "
+        f"prompt at guidance {c['guidance']:g}, and as many fully unconditional samples, each scored "
         "against the same prompt: the baseline. Measured from the decoded notes: key and mode by describe's "
         "Krumhansl-Schmuckler estimator; instruments by the programs that sound (recall: the share of the asked "
         "instruments that play, over instruments some training file has; precision: the share of the playing "

@@ -161,22 +161,25 @@ def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_token
                     top_p=None, guidance=1.0, seed=None, prime_tokens=None, device=None, seconds=None, dtype="float32"):
     """Sample n_samples pieces -> list of int64 arrays [attribute prefix, START, ..., END]. The prefix holds the
     semantic token (name, semantic id, or 'SEMANTIC_UNCOND') and `attributes`, keyword arguments of
-    tokenizer.attribute_prefix (key, meter, tempo_bpm, instruments; what is left out is unspecified).
+    tokenizer.attribute_prefix (key, meter, tempo_bpm, instruments; what is left out is unspecified), or a list
+    of such dicts, one per sample (then n_samples is its length; all must give a meter, a tempo, or not alike).
     A new piece starts with the meter and tempo asked for (tokenizer.header_tokens); prime_tokens
     (START ...) are continued instead. Generation stops at max_new_tokens, or once every sample has
     reached END (or `seconds`). guidance != 1: classifier-free guidance against the same sequence led by
     the unconditional prefix (every slot unspecified)."""
     device = device or next(model.parameters()).device
     device_type = torch.device(device).type
-    attributes = attributes or {}
+    per_row = attributes if isinstance(attributes, list) else [attributes or {}] * n_samples
+    semantic = semantic_token_id(token)
+    semantic = None if semantic == tokenizer.UNCOND else semantic
     # A new piece opens in the meter and tempo asked for: the file says so (sample.py prints it); whether the
     # notes follow is the model's part, and what evaluate.py's control report measures.
-    body = [tokenizer.START] + tokenizer.header_tokens(attributes.get("meter"), attributes.get("tempo_bpm")) \
-        if prime_tokens is None else [int(t) for t in prime_tokens]
-    assert body[0] == tokenizer.START and tokenizer.END not in body, "a prompt is START ... without END"
-    semantic = semantic_token_id(token)
-    prefix = tokenizer.attribute_prefix(None if semantic == tokenizer.UNCOND else semantic, **attributes)
-    prompt = torch.tensor([prefix + body] * n_samples, device=device)                 # (B, T)
+    bodies = [[tokenizer.START] + tokenizer.header_tokens(a.get("meter"), a.get("tempo_bpm")) if prime_tokens is None
+              else [int(t) for t in prime_tokens] for a in per_row]
+    assert all(b[0] == tokenizer.START and tokenizer.END not in b for b in bodies), "a prompt is START ... without END"
+    assert len({len(b) for b in bodies}) == 1, "one call's rows need headers of one length (meter and tempo or not)"
+    prompt = torch.tensor([tokenizer.attribute_prefix(semantic, **a) + b for a, b in zip(per_row, bodies)],
+                          device=device)                                                  # (B, T)
     generator = None if seed is None else torch.Generator(device).manual_seed(seed)
     hook, block, P = grammar_hook(model.config.vocab_size, device), model.config.block_size, tokenizer.PREFIX_LEN
     ctx = autocast(device_type, dtype)
