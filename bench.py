@@ -13,6 +13,7 @@ one run on one machine, because absolute numbers on a shared machine are noisy.
     train      training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
     sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
     render     sample.py --audio's WAV rendering, as a real-time factor
+    conditioning  evaluated training runs side by side (their eval/summary.json): loss gains, control shares
 """
 
 import argparse
@@ -476,6 +477,31 @@ def bench_render(args):
             f"**{audio / seconds:.0f}x**")])
 
 
+@section
+def bench_conditioning(args):
+    """Training runs side by side, from the eval/summary.json that evaluate.py wrote in each (BENCHMARKS.md,
+    "Which conditioning"): how much the condition saves in loss, and how often samples realise it."""
+    import glob
+    runs = sorted(glob.glob(os.path.join(args.runs, "eval", "summary.json")))
+    print(f"\n## Conditioning: {len(runs)} evaluated runs matching {args.runs}\n")
+    rows = []
+    for path in runs:
+        s = json.load(open(path))
+        config = json.load(open(os.path.join(os.path.dirname(os.path.dirname(path)), "config.json")))
+        c = s.get("control", {})
+        share = lambda name: f"{100 * c[name + ' conditioned']['mean']:.0f}" if name + " conditioned" in c else ""  # noqa: E731
+        rows.append([os.path.basename(os.path.dirname(os.path.dirname(path))),
+                     ", ".join([f"{k}={config[k]}" for k in ("transpose", "tempo_jitter", "balance", "cond_embedding")
+                                if config.get(k)] + [f"dropout {config['key_dropout']:g} per slot, "
+                                                     f"{config['prefix_dropout']:g} all", f"{s['iter']} steps"]),
+                     f"{s['val_loss']:.4f}", f"{s['gain']['all']:+.4f}", f"{s['gain']['key']:+.4f}",
+                     f"{s['gain']['meter']:+.4f}", f"{s['gain']['semantic']:+.4f}",
+                     " / ".join(f"{100 * v:.0f}" for v in s["adherence"].values()) + f" (ceiling {100 * s['ceiling']:.0f})"]
+                    + [share(n) for n in ("key", "mode", "meter", "tempo word", "instrument recall", "instrument precision")])
+    table(["run", "settings", "val loss", "gain all", "gain key", "gain meter", "gain semantic", "semantic adherence %",
+           "key %", "mode %", "meter %", "tempo word %", "instr. recall %", "instr. precision %"], rows)
+
+
 # -----------------------------------------------------------------------------
 
 if __name__ == "__main__":
@@ -488,6 +514,7 @@ if __name__ == "__main__":
     parser.add_argument("--embed_n", type=int, default=1000, help="descriptions embedded by the embed section")
     parser.add_argument("--sample_tokens", type=int, default=256, help="new tokens per timed generation")
     parser.add_argument("--keys_n", type=int, default=2000, help="labelled pieces the keys section reads")
+    parser.add_argument("--runs", default="out/cmp/*", help="run folders (a glob) the conditioning section compares")
     args = parser.parse_args()
     chosen = args.only.split(",")
     unknown = [s for s in chosen if s not in SECTIONS]
