@@ -116,15 +116,19 @@ def prime_tokens(path, seconds):
 # -----------------------------------------------------------------------------
 # constrained generation
 
-def grammar_hook(vocab_size, device):
+def grammar_hook(vocab_size, device, programs=None):
     """A model.generate logits_hook that leaves only the ids tokenizer.py's grammar allows after each row's last
-    token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed."""
+    token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed. programs: if given, the only
+    instruments (GM programs, DRUMS) a note may be played on."""
     V, T = tokenizer.VOCAB_SIZE, tokenizer.TYPE
     special = np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "UNK", "START", "SEMANTIC", "UNCOND")])  # (V,)
     mid_stream = ~np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "END", "SEMANTIC", "UNCOND")])       # (V,)
     assert not tokenizer.GRAMMAR_MASK[mid_stream][:, special].any(), "the grammar lets a special token in mid-stream"
     allowed = torch.zeros(vocab_size, vocab_size, dtype=torch.bool)  # (prev id, next id)
     allowed[:V, :V] = torch.from_numpy(tokenizer.GRAMMAR_MASK)
+    if programs:
+        others = np.setdiff1d(np.arange(129), list(programs))
+        allowed[:, tokenizer.OFFSET["PROGRAM"] + others] = False
     allowed = allowed.to(device)
 
     def hook(tokens, logits):  # tokens (B, t), logits (B, vocab_size)
@@ -158,7 +162,8 @@ def finish(row, prompt_len, seconds=None):
 
 
 def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_tokens=512, temperature=1.0, top_k=None,
-                    top_p=None, guidance=1.0, seed=None, prime_tokens=None, device=None, seconds=None, dtype="float32"):
+                    top_p=None, guidance=1.0, seed=None, prime_tokens=None, device=None, seconds=None, dtype="float32",
+                    only_instruments=False):
     """Sample n_samples pieces -> list of int64 arrays [attribute prefix, START, ..., END]. The prefix holds the
     semantic token (name, semantic id, or 'SEMANTIC_UNCOND') and `attributes`, keyword arguments of
     tokenizer.attribute_prefix (key, meter, tempo_bpm, instruments; what is left out is unspecified), or a list
@@ -166,7 +171,8 @@ def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_token
     A new piece starts with the meter and tempo asked for (tokenizer.header_tokens); prime_tokens
     (START ...) are continued instead. Generation stops at max_new_tokens, or once every sample has
     reached END (or `seconds`). guidance != 1: classifier-free guidance against the same sequence led by
-    the unconditional prefix (every slot unspecified)."""
+    the unconditional prefix (every slot unspecified). only_instruments: notes are played only on the
+    instruments asked for (a decoding constraint, like the grammar; one attribute dict for all rows)."""
     device = device or next(model.parameters()).device
     device_type = torch.device(device).type
     per_row = attributes if isinstance(attributes, list) else [attributes or {}] * n_samples
@@ -181,7 +187,9 @@ def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_token
     prompt = torch.tensor([tokenizer.attribute_prefix(semantic, **a) + b for a, b in zip(per_row, bodies)],
                           device=device)                                                  # (B, T)
     generator = None if seed is None else torch.Generator(device).manual_seed(seed)
-    hook, block, P = grammar_hook(model.config.vocab_size, device), model.config.block_size, tokenizer.PREFIX_LEN
+    programs = only_instruments and not isinstance(attributes, list) and per_row[0].get("instruments")
+    hook = grammar_hook(model.config.vocab_size, device, programs or None)
+    block, P = model.config.block_size, tokenizer.PREFIX_LEN
     ctx = autocast(device_type, dtype)
     seq, prompt_len = prompt, prompt.size(1)
     with tqdm(total=max_new_tokens, desc="sampling", unit="tok", disable=None, leave=False) as bar:
@@ -454,6 +462,9 @@ def parse_args(argv=None):
     p.add_argument("--meter", help="n/d ('3/4', '6/8') or a dance (waltz, jig, march...); overrides the prompt")
     p.add_argument("--key", help="'A minor', 'E flat major', 'F# minor', or just 'major'/'minor'; overrides the prompt")
     p.add_argument("--instruments", help="comma-separated GM names, families (strings, brass) or numbers, 'drums'")
+    p.add_argument("--any_instrument", action="store_true",
+                   help="let the model play instruments besides those asked for (by default, when a prompt or "
+                        "--instruments names some, notes are played on those only)")
     p.add_argument("--audio", action="store_true",
                    help="also render each sample to a 44.1 kHz WAV (TimGM6mb SoundFont)")
     p.add_argument("--dry_run", action="store_true",
@@ -618,7 +629,7 @@ def main(argv=None):
     samples = generate_tokens(
         model, token, attributes=prefix, n_samples=args.num_samples, max_new_tokens=args.max_new_tokens or (4096 if args.seconds else 512),
         temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p, guidance=args.guidance, seed=seed,
-        prime_tokens=prime, device=device, seconds=args.seconds, dtype=dtype)
+        prime_tokens=prime, device=device, seconds=args.seconds, dtype=dtype, only_instruments=not args.any_instrument)
     elapsed = time.perf_counter() - t0
     rows, written = write_samples(samples, args, token=token, label=label, seed=seed, prime=prime,
                                   header=tokenizer.header_tokens(prefix["meter"], prefix["tempo_bpm"]))

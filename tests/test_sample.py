@@ -247,3 +247,13 @@ def test_a_checkpoint_from_before_the_attribute_prefix_is_refused_in_one_line(ru
                             env=ENV, capture_output=True, text=True)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "predates the attribute prefix" in result.stderr and "python train.py config/amt_cpu.py" in result.stderr
+
+
+def test_only_the_instruments_asked_for_play_unless_any_instrument(model):
+    attributes = dict(instruments=[40, 42])
+    strict = sample.generate_tokens(model, 1, attributes=attributes, n_samples=20, max_new_tokens=100, seed=3,
+                                    only_instruments=True)
+    free = sample.generate_tokens(model, 1, attributes=attributes, n_samples=20, max_new_tokens=100, seed=3)
+    played = lambda rows: {n.program for t in rows for n in tokenizer.tokens_to_score(t)[0].notes}  # noqa: E731
+    assert played(strict) == {40, 42}
+    assert played(free) - {40, 42}, "the random model plays other instruments when left free: the check has teeth"
