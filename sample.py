@@ -539,7 +539,7 @@ def prefix_attributes(asked, seed, programs_seen=None):
     rare = [p for p in asked["instruments"] if 0 < seen.get(p, 0) < RARE_FILES]
     if unseen:
         notes.append(f"warning: no training file has {', '.join(map(describe.instrument_name, unseen))}; the model "
-                     "has never heard it, so expect other instruments (sampling goes on)")
+                     "has never heard it, so expect little control (sampling goes on)")
     if rare:
         notes.append("warning: few training files have " + ", ".join(f"{describe.instrument_name(p)} ({seen[p]})"
                                                                       for p in rare) + "; expect weak control")
