@@ -336,8 +336,9 @@ def control(model, r, data, classifiers, *, n_per_prompt, guidance, seed, sampli
         attributes, _ = sample.prefix_attributes(asked, seed + i, seen)
         key = None if attributes["key"] is None else describe.KEY_NAMES[attributes["key"]]
         jobs += [(i, asked, attributes, key)] * n_per_prompt
-    # Samples with the same header (meter and tempo given or not) go in one batch; the baseline is one batch.
-    header = lambda job: (job[2]["meter"] is not None, job[2]["tempo_bpm"] is not None)  # noqa: E731
+    # Samples whose prompts open with headers of one length (meter and tempo given or not) go in one batch, as
+    # generate_tokens needs; the baseline is one batch.
+    header = lambda job: len(tokenizer.header_tokens(job[2]["meter"], job[2]["tempo_bpm"]))  # noqa: E731
     batches = [(True, [j for j in jobs if header(j) == h]) for h in sorted({header(j) for j in jobs})]
     for conditioned, batch in tqdm(batches + [(False, jobs)], desc="control samples", unit="batch", disable=None):
         samples = sample.generate_tokens(model, "SEMANTIC_UNCOND", attributes=[j[2] if conditioned else {} for j in batch],

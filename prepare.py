@@ -71,7 +71,7 @@ def meta_for(val_fraction, counts, midi_dir="midi"):
     return {
         "midi_root": midi_dir,  # where index.jsonl's midi_file paths start, relative to the dataset folder
         "vocab_size": tokenizer.VOCAB_SIZE,
-        "blocks": {name: [tokenizer.OFFSET[name], tokenizer.SIZE[name]] for name in tokenizer.TYPE_NAMES},
+        "blocks": tokenizer.LAYOUT,
         "pad_token": tokenizer.PAD, "start_token": tokenizer.START, "end_token": tokenizer.END,
         "uncond_token": tokenizer.UNCOND, "semantic_offset": tokenizer.OFFSET["SEMANTIC"],
         "prefix_slots": {name: [s.start, s.stop] for name, s in tokenizer.PREFIX_SLOTS.items()},
@@ -212,7 +212,7 @@ def load_dataset(data_dir):
     semantic = read_json(os.path.join(data_dir, "semantic.json"), {})
     with open(os.path.join(data_dir, "index.jsonl")) as f:
         index = [json.loads(line) for line in f if line.strip()]
-    if meta["blocks"] != meta_for(0, {})["blocks"] or any(set(INDEX_ATTRIBUTES) - set(row) for row in index[:1]):
+    if meta["blocks"] != tokenizer.LAYOUT or any(set(INDEX_ATTRIBUTES) - set(row) for row in index[:1]):
         raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
                         f"re-run: python prepare.py --data_dir {data_dir}")
     if any(not 0 <= k < meta["n_semantic"] for k in semantic.values()):
@@ -296,10 +296,10 @@ def get_batch(data, split, batch_size, block_size, rng, dropout=None, transpose=
     d = data[split]
     if balance:
         groups = np.unique(d["semantic"])
+        members = {g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()}      # files of each group
         picked = rng.choice(groups, size=batch_size)                                    # (B,) semantic ids
-        files = np.array([rng.choice(np.flatnonzero(d["semantic"] == g),
-                                     p=d["weight"][d["semantic"] == g] / d["weight"][d["semantic"] == g].sum())
-                          for g in picked])
+        files = np.array([rng.choice(members[g], p=d["weight"][members[g]] / d["weight"][members[g]].sum())
+                          for g in picked.tolist()])
     else:
         files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])           # (B,)
     picks = [(f, random_start(data, split, f, block_size, rng)) for f in files]

@@ -63,8 +63,7 @@ def load_model(path, device="cpu"):
         path, ckpt = latest_checkpoint(out_dir)  # skips files that a crash cut short
         if ckpt is None:
             raise UserError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
-    blocks = {name: [tokenizer.OFFSET[name], size] for name, size in tokenizer.BLOCKS}
-    if ckpt.get("meta", {}).get("blocks") != blocks:
+    if ckpt.get("meta", {}).get("blocks") != tokenizer.LAYOUT:
         raise UserError(f"{path} predates the attribute prefix (key, meter, tempo, instruments); retrain it: "
                         f"python prepare.py, then {train_command(os.path.dirname(path) or '.')}")
     if ckpt["model_args"]["vocab_size"] < tokenizer.VOCAB_SIZE:

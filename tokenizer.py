@@ -98,6 +98,8 @@ assert VOCAB_SIZE < 2 ** 16, "token ids are stored as uint16"
 assert SIZE["TEMPO_COARSE"] * SIZE["TEMPO_FINE"] == TEMPO_LEVELS
 
 PAD, UNK, START, END, UNCOND = (OFFSET[n] for n in ("PAD", "UNK", "START", "END", "UNCOND"))
+# {block: [first id, size]}: how meta.json and checkpoints record the vocabulary, so either can be checked against it
+LAYOUT = {name: [OFFSET[name], SIZE[name]] for name, _ in BLOCKS}
 TYPE_NAMES = [name for name, _ in BLOCKS]
 TYPE = {name: i for i, name in enumerate(TYPE_NAMES)}
 TOKEN_TYPE = np.repeat(np.arange(len(BLOCKS)), [size for _, size in BLOCKS])  # (VOCAB_SIZE,) block index of each id
@@ -243,7 +245,6 @@ def header_tokens(meter=None, tempo_bpm=None):
 PREFIX_SLOTS = {"semantic": slice(0, 1), "key": slice(1, 2), "meter": slice(2, 4), "tempo": slice(4, 6),
                 "instruments": slice(6, 6 + PREFIX_INSTRUMENTS)}
 PREFIX_LEN = 6 + PREFIX_INSTRUMENTS
-ATTRIBUTES = ("key", "meter", "tempo", "instruments")  # the slots after the semantic token
 
 
 def attribute_prefix(semantic=None, key=None, meter=None, tempo_bpm=None, instruments=None):
@@ -253,9 +254,8 @@ def attribute_prefix(semantic=None, key=None, meter=None, tempo_bpm=None, instru
     as does a meter the vocabulary can't write."""
     ids = [UNCOND if semantic is None else int(semantic)]
     ids += [OFFSET["KEY_NONE"] if key is None else OFFSET["KEY"] + int(key)]
-    fitted = meter and fit_meter(*meter)
-    ids += meter_tokens(*fitted) if fitted else [OFFSET["METER_NONE"]] * 2
-    ids += [OFFSET["TEMPO_NONE"]] * 2 if tempo_bpm is None else tempo_tokens(tempo_bpm)
+    ids += header_tokens(meter=meter) or [OFFSET["METER_NONE"]] * 2  # the slots hold what a file's header would
+    ids += header_tokens(tempo_bpm=tempo_bpm) or [OFFSET["TEMPO_NONE"]] * 2
     if instruments is None or not len(instruments):
         ids += [OFFSET["INSTRUMENTS_NONE"]] * PREFIX_INSTRUMENTS
     else:

@@ -41,7 +41,7 @@ def run(tmp_path_factory):
     with torch.no_grad():  # weights well off the init, so the first token clearly moves the logits (guidance)
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    meta = dict(vocab_size=tokenizer.VOCAB_SIZE, blocks={n: [tokenizer.OFFSET[n], s] for n, s in tokenizer.BLOCKS})
+    meta = dict(vocab_size=tokenizer.VOCAB_SIZE, blocks=tokenizer.LAYOUT)
     ckpt = dict(model=model.state_dict(), model_args=MODEL_ARGS, iter_num=10, best_val_loss=float("inf"),
                 config=dict(data_dir=str(data_dir), out_dir=str(out_dir)), meta=meta, labels=LABELS)
     torch.save(ckpt, out_dir / "ckpt_0000010.pt")
