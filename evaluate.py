@@ -336,15 +336,13 @@ def control(model, r, data, classifiers, *, n_per_prompt, guidance, seed, sampli
         attributes, _ = sample.prefix_attributes(asked, seed + i, seen)
         key = None if attributes["key"] is None else describe.KEY_NAMES[attributes["key"]]
         jobs += [(i, asked, attributes, key)] * n_per_prompt
-    # Samples whose prompts open with headers of one length (meter and tempo given or not) go in one batch, as
-    # generate_tokens needs; the baseline is one batch.
-    header = lambda job: len(tokenizer.header_tokens(job[2]["meter"], job[2]["tempo_bpm"]))  # noqa: E731
-    batches = [(True, [j for j in jobs if header(j) == h]) for h in sorted({header(j) for j in jobs})]
-    for conditioned, batch in tqdm(batches + [(False, jobs)], desc="control samples", unit="batch", disable=None):
-        samples = sample.generate_tokens(model, "SEMANTIC_UNCOND", attributes=[j[2] if conditioned else {} for j in batch],
-                                         n_samples=len(batch), guidance=guidance if conditioned else 1.0, seed=seed,
-                                         **sampling)
-        for (i, asked, _, key), tokens in zip(batch, samples):
+    # Only the prefix asks: the piece's opening meter and tempo are left to the model (header=False), so what the
+    # notes and the tempo token show is the model's doing. All prompts' samples go in one batch, the baseline in another.
+    for conditioned in tqdm((True, False), desc="control samples", unit="batch", disable=None):
+        samples = sample.generate_tokens(model, "SEMANTIC_UNCOND", attributes=[j[2] if conditioned else {} for j in jobs],
+                                         n_samples=len(jobs), guidance=guidance if conditioned else 1.0, seed=seed,
+                                         header=False, **sampling)
+        for (i, asked, _, key), tokens in zip(jobs, samples):
             score = tokenizer.tokens_to_score(tokens)[0]
             rows.append(dict(prompt=i, conditioned=conditioned, hits=realised(score, asked, key, classifiers, seen)))
     summary = {}
@@ -601,7 +599,9 @@ def report_control(r):
         "## 5. Control: the attributes asked for, measured in the notes\n",
         f"{len(CONTROL_PROMPTS)} fixed prompts (evaluate.CONTROL_PROMPTS), read by describe.parse_prompt as "
         "`sample.py --prompt` reads them; each sets some of key, mode, meter, tempo and instruments in the attribute "
-        f"prefix, with the semantic token unspecified so the attributes alone steer. {c['n_per_prompt']} samples per "
+        "prefix, with the semantic token unspecified so the attributes alone steer, and nothing else forced (unlike "
+        "`sample.py`, no opening meter or tempo token is written for the model). "
+        f"{c['n_per_prompt']} samples per "
         f"prompt at guidance {c['guidance']:g}, and as many fully unconditional samples, each scored "
         "against the same prompt: the baseline. Measured from the decoded notes: key and mode by describe's "
         "Krumhansl-Schmuckler estimator; instruments by the programs that sound (recall: the share of the asked "
@@ -615,7 +615,7 @@ def report_control(r):
         table(["measure", "target", "realised", ""], targets),
         f"Plumbing, not control: the tempo the samples' own first TEMPO token sets equals the tempo asked for in "
         f"{interval(tempo[0])} of conditioned samples ({interval(tempo[1])} unconditioned). That only shows the "
-        "model copies the prefix into the stream; the tempo-word row above is what the notes do.\n",
+        "model copies the prefix's tempo into the stream; the tempo-word row above is what the notes do.\n",
         "The meter and tempo-word classifiers (5-fold cross-validated on real val pieces, cut to the samples' "
         "length; chance = always the commonest label). *Ceiling on the asked*: its recall on real pieces of the "
         "labels the prompts ask for, averaged over the samples that ask (the meter target is 80% of this). "

@@ -162,7 +162,7 @@ def finish(row, prompt_len, seconds=None):
 
 def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_tokens=512, temperature=1.0, top_k=None,
                     top_p=None, guidance=1.0, seed=None, prime_tokens=None, device=None, seconds=None, dtype="float32",
-                    only_instruments=False):
+                    only_instruments=False, header=True):
     """Sample n_samples pieces -> list of int64 arrays [attribute prefix, START, ..., END]. The prefix holds the
     semantic token (name, semantic id, or 'SEMANTIC_UNCOND') and `attributes`, keyword arguments of
     tokenizer.attribute_prefix (key, meter, tempo_bpm, instruments; what is left out is unspecified), or a list
@@ -171,7 +171,8 @@ def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_token
     (START ...) are continued instead. Generation stops at max_new_tokens, or once every sample has
     reached END (or `seconds`). guidance != 1: classifier-free guidance against the same sequence led by
     the unconditional prefix (every slot unspecified). only_instruments: notes are played only on the
-    instruments asked for (a decoding constraint, like the grammar; one attribute dict for all rows)."""
+    instruments asked for (a decoding constraint, like the grammar; one attribute dict for all rows).
+    header=False leaves the piece's opening meter and tempo to the model (evaluate.py measures control so)."""
     device = device or next(model.parameters()).device
     device_type = torch.device(device).type
     per_row = attributes if isinstance(attributes, list) else [attributes or {}] * n_samples
@@ -179,7 +180,8 @@ def generate_tokens(model, token, *, attributes=None, n_samples=1, max_new_token
     semantic = None if semantic == tokenizer.UNCOND else semantic
     # A new piece opens in the meter and tempo asked for: the file says so (sample.py prints it); whether the
     # notes follow is the model's part, and what evaluate.py's control report measures.
-    bodies = [[tokenizer.START] + tokenizer.header_tokens(a.get("meter"), a.get("tempo_bpm")) if prime_tokens is None
+    bodies = [[tokenizer.START] + (tokenizer.header_tokens(a.get("meter"), a.get("tempo_bpm")) if header else [])
+              if prime_tokens is None
               else [int(t) for t in prime_tokens] for a in per_row]
     assert all(b[0] == tokenizer.START and tokenizer.END not in b for b in bodies), "a prompt is START ... without END"
     assert len({len(b) for b in bodies}) == 1, "one call's rows need headers of one length (meter and tempo or not)"

@@ -257,3 +257,13 @@ def test_only_the_instruments_asked_for_play_unless_any_instrument(model):
     played = lambda rows: {n.program for t in rows for n in tokenizer.tokens_to_score(t)[0].notes}  # noqa: E731
     assert played(strict) == {40, 42}
     assert played(free) - {40, 42}, "the random model plays other instruments when left free: the check has teeth"
+
+
+def test_a_new_piece_opens_with_the_meter_and_tempo_asked_unless_header_is_off(model):
+    attributes, P = dict(meter=(3, 4), tempo_bpm=72), tokenizer.PREFIX_LEN
+    opening = [tokenizer.START] + tokenizer.header_tokens((3, 4), 72)
+    for tokens in sample.generate_tokens(model, 0, attributes=attributes, n_samples=4, max_new_tokens=30, seed=1):
+        assert list(tokens[P:P + 5]) == opening
+    free = sample.generate_tokens(model, 0, attributes=attributes, n_samples=20, max_new_tokens=30, seed=1,
+                                  header=False)
+    assert any(list(t[P:P + 5]) != opening for t in free), "the model writes its own opening"
