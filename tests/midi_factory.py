@@ -1,18 +1,15 @@
 """Small MIDI files built with mido, for tests. Times are in beats; TPB ticks per beat."""
 import mido
 
+import midifile
+
 TPB = 480
 
 
 def track(events, name=None):
-    """events: (beat, mido.Message or MetaMessage) in any order -> MidiTrack with delta times."""
-    t = mido.MidiTrack([mido.MetaMessage("track_name", name=name)] if name else [])
-    now = 0
-    for beat, msg in sorted(events, key=lambda e: e[0]):
-        tick = round(beat * TPB)
-        t.append(msg.copy(time=tick - now))
-        now = tick
-    return t
+    """events: (beat, mido.Message or MetaMessage) in any order -> MidiTrack with delta times; events at one
+    tick keep the order they are listed in."""
+    return midifile.track_from_events([(round(beat * TPB), i, msg) for i, (beat, msg) in enumerate(events)], name)
 
 
 def notes(channel, spec, program=None):

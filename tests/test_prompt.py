@@ -10,9 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import cluster  # noqa: E402
+import prompt  # noqa: E402
 import describe  # noqa: E402
-import sample  # noqa: E402
+
 import tokenizer  # noqa: E402
 
 DRUMS = tokenizer.DRUMS
@@ -68,8 +68,8 @@ def test_flags_accept_the_documented_forms_and_reject_others_with_the_valid_ones
 def clustered_dir(tmp_path_factory):
     """A data folder with only clusters.json: two centroids from real embeddings (no checkpoint anywhere)."""
     root = tmp_path_factory.mktemp("prompt")
-    centroids = cluster.embed(["a slow sad waltz for strings", "a fast Irish jig for fiddle"])
-    (root / "clusters.json").write_text(json.dumps(dict(embedder=cluster.DEFAULT_EMBEDDER, k=2,
+    centroids = prompt.embed(["a slow sad waltz for strings", "a fast Irish jig for fiddle"])
+    (root / "clusters.json").write_text(json.dumps(dict(embedder=prompt.DEFAULT_EMBEDDER, k=2,
                                                         labels=["waltz", "jig"], centroids=centroids.tolist())))
     return root
 
@@ -127,13 +127,13 @@ def test_measure_reads_the_attributes_back_from_notes():
 def test_prefix_attributes_from_what_was_asked():
     asked = describe.parse_prompt("a sad slow waltz for violin, flute and banjo")
     seen = {0: 12000, 40: 14, 73: 500}
-    attributes, notes = sample.prefix_attributes(asked, seed=3, programs_seen=seen)
+    attributes, notes = prompt.prefix_attributes(asked, seed=3, programs_seen=seen)
     assert attributes["meter"] == (3, 4) and attributes["tempo_bpm"] == 66 and attributes["instruments"] == [40, 73, 105]
     key = describe.KEY_NAMES[attributes["key"]]
-    assert key.endswith("minor") and attributes == sample.prefix_attributes(asked, 3, seen)[0], "the seed picks it"
-    assert {describe.KEY_NAMES[sample.prefix_attributes(asked, s, seen)[0]["key"]] for s in range(40)} != {key}
+    assert key.endswith("minor") and attributes == prompt.prefix_attributes(asked, 3, seen)[0], "the seed picks it"
+    assert {describe.KEY_NAMES[prompt.prefix_attributes(asked, s, seen)[0]["key"]] for s in range(40)} != {key}
     assert any("Banjo" in n and "never heard" in n for n in notes), notes
     assert any("Violin (14)" in n and "few training files" in n for n in notes) and not any("Flute" in n for n in notes)
-    attributes, notes = sample.prefix_attributes(describe.parse_prompt("in E flat major"), 0, seen)
+    attributes, notes = prompt.prefix_attributes(describe.parse_prompt("in E flat major"), 0, seen)
     assert describe.KEY_NAMES[attributes["key"]] == "E flat major" and not notes
     assert attributes["meter"] is attributes["tempo_bpm"] is attributes["instruments"] is None

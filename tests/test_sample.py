@@ -14,9 +14,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import describe  # noqa: E402
+import generation  # noqa: E402
+import prompt  # noqa: E402
 import sample  # noqa: E402
 import tokenizer  # noqa: E402
+from files import UserError  # noqa: E402
+from generation import Sampling, prompt_row  # noqa: E402
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -50,7 +53,13 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(run):
-    return sample.load_model(str(run))[0]
+    return generation.load_model(str(run))[0]
+
+
+def gen(model, k, n, *, attributes=None, header=True, prime=None, programs=None, **sampling):
+    """n samples of semantic token k through generation.generate_tokens; sampling: generation.Sampling's fields."""
+    rows = [prompt_row(tokenizer.semantic_token(k), attributes, header=header, prime=prime)] * n
+    return generation.generate_tokens(model, rows, Sampling(**sampling), programs=programs)
 
 
 def cli(*args):
@@ -60,8 +69,7 @@ def cli(*args):
 
 def test_constrained_samples_decode_with_nothing_skipped(model):
     attributes = dict(key=3, meter=(6, 8), tempo_bpm=140, instruments=[40, tokenizer.DRUMS])
-    samples = sample.generate_tokens(model, "SEMANTIC_TOKEN_1", attributes=attributes, n_samples=100,
-                                     max_new_tokens=120, seed=0)
+    samples = gen(model, 1, 100, attributes=attributes, max_new_tokens=120, seed=0)
     assert len(samples) == 100
     prefix, P = tokenizer.attribute_prefix(tokenizer.semantic_token(1), **attributes), tokenizer.PREFIX_LEN
     for tokens in samples:
@@ -104,8 +112,7 @@ def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
         return forward(idx, *args, kv_cache=kv_cache, **kwargs)
 
     monkeypatch.setattr(model, "forward", spy)
-    samples = sample.generate_tokens(model, 2, attributes=dict(key=20, tempo_bpm=60), n_samples=3,
-                                     max_new_tokens=200, guidance=2.0, seed=1)
+    samples = gen(model, 2, 3, attributes=dict(key=20, tempo_bpm=60), max_new_tokens=200, guidance=2.0, seed=1)
     assert max(len(t) for t in samples) > 2 * model.config.block_size, "did not get past the context"
     assert len(seen) >= 4, "the window never slid"
     prefix = tokenizer.attribute_prefix(tokenizer.semantic_token(2), key=20, tempo_bpm=60)
@@ -116,12 +123,12 @@ def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
 
 def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
     prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * 4)
-    plain = model.generate(prompt, 40, logits_hook=sample.grammar_hook(model.config.vocab_size, "cpu"),
+    plain = model.generate(prompt, 40, logits_hook=generation.grammar_hook(model.config.vocab_size, "cpu"),
                            generator=torch.Generator().manual_seed(9)).numpy()
-    ours = sample.generate_tokens(model, 0, n_samples=4, max_new_tokens=40, guidance=1.0, seed=9)
+    ours = gen(model, 0, 4, max_new_tokens=40, guidance=1.0, seed=9)
     for row, ref in zip(ours, plain):
         assert np.array_equal(row[:-1], ref[:len(row) - 1])  # ours is trimmed at END (or closed with one)
-    guided = sample.generate_tokens(model, 0, n_samples=4, max_new_tokens=40, guidance=3.0, seed=9)
+    guided = gen(model, 0, 4, max_new_tokens=40, guidance=3.0, seed=9)
     assert any(not np.array_equal(a, b) for a, b in zip(ours, guided))
 
 
@@ -138,8 +145,8 @@ def time_on_steps(tokens):
 
 
 def test_seconds_cuts_where_the_music_reaches_that_time(model):
-    full = sample.generate_tokens(model, 1, n_samples=6, max_new_tokens=200, seed=3)
-    cut = sample.generate_tokens(model, 1, n_samples=6, max_new_tokens=200, seed=3, seconds=4.0)
+    full = gen(model, 1, 6, max_new_tokens=200, seed=3)
+    cut = gen(model, 1, 6, max_new_tokens=200, seed=3, seconds=4.0)
     n_cut = n_own_tempo = 0
     for long, short in zip(full, cut):
         assert np.array_equal(short[:-1], long[:len(short) - 1]), "the cut sample is a prefix of the full one"
@@ -159,18 +166,18 @@ def test_prime_is_kept_and_continued(model, tmp_path):
     spec = [(beat, 1, 60 + beat) for beat in range(12)]
     path = tmp_path / "song.mid"
     midi_file([track([tempo(0, 120)] + notes(0, spec, program=40))]).save(str(path))
-    prime = sample.prime_tokens(str(path), 2.0)
+    prime = generation.prime_tokens(str(path), 2.0)
     assert prime[0] == tokenizer.START and tokenizer.END not in prime
     kept = [(n.onset, n.pitch, n.program) for n in tokenizer.tokens_to_score(prime)[0].notes]
     assert kept == [(beat * 12, 60 + beat, 40) for beat in range(4)]
-    for tokens in sample.generate_tokens(model, 0, n_samples=3, max_new_tokens=60, seed=2, prime_tokens=prime):
+    for tokens in gen(model, 0, 3, max_new_tokens=60, seed=2, prime=prime):
         P = tokenizer.PREFIX_LEN
         assert np.array_equal(tokens[P:P + len(prime)], prime)
         score, skipped = tokenizer.tokens_to_score(tokens)
         assert skipped == 0 and [(n.onset, n.pitch, n.program) for n in score.notes[:4]] == kept
     (tmp_path / "bad.mid").write_bytes(b"MThd garbage")
     with pytest.raises(tokenizer.MidiError, match="bad.mid"):
-        sample.prime_tokens(str(tmp_path / "bad.mid"), 2.0)
+        generation.prime_tokens(str(tmp_path / "bad.mid"), 2.0)
 
 
 def test_newest_checkpoint_that_loads_and_unknown_token_in_process(run, tmp_path):
@@ -178,22 +185,22 @@ def test_newest_checkpoint_that_loads_and_unknown_token_in_process(run, tmp_path
     out.mkdir()
     (out / "ckpt_0000010.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes())
     (out / "ckpt_0000020.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes()[:1000])  # cut short by a crash
-    assert sample.load_model(str(out))[1]["path"] == str(out / "ckpt_0000010.pt")
-    with pytest.raises(tokenizer.UserError, match="valid tokens: SEMANTIC_TOKEN_0 \\(slow strings\\)"):
-        sample.semantic_token_id("SEMANTIC_TOKEN_3", LABELS)  # only 3 clusters were trained
+    assert generation.load_model(str(out))[1]["path"] == str(out / "ckpt_0000010.pt")
+    with pytest.raises(UserError, match="valid tokens: SEMANTIC_TOKEN_0 \\(slow strings\\)"):
+        prompt.semantic_token_id("SEMANTIC_TOKEN_3", LABELS)  # only 3 clusters were trained
     last = tokenizer.N_SEMANTIC - 1
-    assert sample.semantic_token_id(f"SEMANTIC_TOKEN_{last}") == tokenizer.semantic_token(last)  # no labels: all of them
+    assert prompt.semantic_token_id(f"SEMANTIC_TOKEN_{last}") == tokenizer.semantic_token(last)  # no labels: all of them
 
 
 def test_prompt_maps_to_the_nearest_token(run, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sample.cluster, "nearest_tokens", lambda text, data_dir, top=3: [(2, "drums", 0.61),
+    monkeypatch.setattr(prompt, "nearest_tokens", lambda text, data_dir, top=3: [(2, "drums", 0.61),
                                                                                          (0, "slow strings", 0.2)])
     paths = sample.main(["--out_dir", str(run), "--prompt", "pounding drums", "--num_samples", "1", "--seed", "0",
                          "--max_new_tokens", "20", "--sample_dir", str(tmp_path), "--device", "cpu"])
     assert Path(paths[0]).name == "SEMANTIC_TOKEN_2_s0_0.mid"
     assert "-> SEMANTIC_TOKEN_2 (drums), cosine 0.610" in capsys.readouterr().out
     monkeypatch.undo()
-    with pytest.raises(tokenizer.UserError, match="python cluster.py --data_dir"):
+    with pytest.raises(UserError, match="python cluster.py --data_dir"):
         sample.main(["--out_dir", str(run), "--prompt", "x", "--data_dir", str(tmp_path)])
 
 
@@ -251,9 +258,8 @@ def test_a_checkpoint_from_before_the_attribute_prefix_is_refused_in_one_line(ru
 
 def test_only_the_instruments_asked_for_play_unless_any_instrument(model):
     attributes = dict(instruments=[40, 42])
-    strict = sample.generate_tokens(model, 1, attributes=attributes, n_samples=20, max_new_tokens=100, seed=3,
-                                    only_instruments=True)
-    free = sample.generate_tokens(model, 1, attributes=attributes, n_samples=20, max_new_tokens=100, seed=3)
+    strict = gen(model, 1, 20, attributes=attributes, max_new_tokens=100, seed=3, programs=attributes["instruments"])
+    free = gen(model, 1, 20, attributes=attributes, max_new_tokens=100, seed=3)
     played = lambda rows: {n.program for t in rows for n in tokenizer.tokens_to_score(t)[0].notes}  # noqa: E731
     assert played(strict) == {40, 42}
     assert played(free) - {40, 42}, "the random model plays other instruments when left free: the check has teeth"
@@ -262,8 +268,58 @@ def test_only_the_instruments_asked_for_play_unless_any_instrument(model):
 def test_a_new_piece_opens_with_the_meter_and_tempo_asked_unless_header_is_off(model):
     attributes, P = dict(meter=(3, 4), tempo_bpm=72), tokenizer.PREFIX_LEN
     opening = [tokenizer.START] + tokenizer.header_tokens((3, 4), 72)
-    for tokens in sample.generate_tokens(model, 0, attributes=attributes, n_samples=4, max_new_tokens=30, seed=1):
+    for tokens in gen(model, 0, 4, attributes=attributes, max_new_tokens=30, seed=1):
         assert list(tokens[P:P + 5]) == opening
-    free = sample.generate_tokens(model, 0, attributes=attributes, n_samples=20, max_new_tokens=30, seed=1,
-                                  header=False)
+    free = gen(model, 0, 20, attributes=attributes, max_new_tokens=30, seed=1, header=False)
     assert any(list(t[P:P + 5]) != opening for t in free), "the model writes its own opening"
+
+
+def naive_generate_tokens(model, prompts, sampling, programs=None):
+    """generate_tokens the slow way: every step runs the whole window (the pinned prefix and the newest tokens,
+    by the same rule as model.stream) through the model from scratch, with guidance, the grammar and the
+    instrument constraint, for all max_new_tokens steps, then cuts each row as generate_tokens does."""
+    from model import sample_logits
+    P, block, B = tokenizer.PREFIX_LEN, model.config.block_size, len(prompts)
+    seq = torch.tensor(prompts)
+    uncond = seq.clone()
+    uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)
+    both, n_prompt = torch.cat([seq, uncond]), seq.size(1)                                      # (2B, T)
+    hook = generation.grammar_hook(model.config.vocab_size, "cpu", programs)
+    generator, ctx_len = torch.Generator().manual_seed(sampling.seed), min(n_prompt, block)
+    with torch.no_grad():
+        for _ in range(sampling.max_new_tokens):
+            window = torch.cat([both[:, :P], both[:, both.size(1) - (ctx_len - P):]], 1)         # (2B, ctx_len)
+            cond, unc = model(window)[0][:, -1].float().split(B)                                 # (B, V) each
+            logits = hook(both[:B], unc + sampling.guidance * (cond - unc))
+            both = torch.cat([both, sample_logits(logits, temperature=sampling.temperature, top_k=sampling.top_k,
+                                                  top_p=sampling.top_p, generator=generator).repeat(2, 1)], 1)
+            ctx_len = ctx_len + 1 if ctx_len < block else P + (block - P) // 2
+    return [generation.finish(row, n_prompt, sampling.seconds) for row in both[:B].numpy()]
+
+
+def test_generation_past_the_window_equals_a_full_recompute_and_rebuilds_the_cache_only_when_it_slides(model,
+                                                                                                          monkeypatch):
+    """The one generation engine: a sample three times the context long, guided, grammar- and instrument-
+    constrained, gives the tokens of running every step from scratch; and the KV cache is rebuilt only when the
+    window slides (every (block_size - prefix) / 2 tokens), never on a schedule of its own."""
+    rows = [prompt_row(tokenizer.semantic_token(2), dict(key=4, meter=(3, 4), instruments=[0, 40]))] * 6
+    sampling = Sampling(max_new_tokens=4 * model.config.block_size, guidance=2.0, top_p=0.95, seed=9)
+    fresh, steps, forward = [], [], model.forward
+
+    def spy(idx, *args, kv_cache=None, **kwargs):
+        (fresh if kv_cache is None or kv_cache.pos == 0 else steps).append(idx.size(1))
+        return forward(idx, *args, kv_cache=kv_cache, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    ours = generation.generate_tokens(model, rows, sampling, programs=[0, 40])
+    monkeypatch.undo()
+    expected = naive_generate_tokens(model, rows, sampling, programs=[0, 40])
+    assert max(len(t) for t in ours) > 3 * model.config.block_size, "no sample got far past the context"
+    for a, b in zip(ours, expected):
+        assert np.array_equal(a, b)
+    ctx_len, refills = len(rows[0]), 1  # the cache is filled once, then rebuilt at each slide
+    for _ in range(len(fresh) + len(steps) - 1):
+        ctx_len += 1
+        if ctx_len > model.config.block_size:
+            ctx_len, refills = tokenizer.PREFIX_LEN + (model.config.block_size - tokenizer.PREFIX_LEN) // 2, refills + 1
+    assert len(fresh) == refills >= 4 and set(steps) == {1}

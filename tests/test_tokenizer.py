@@ -6,6 +6,7 @@ import mido
 import numpy as np
 import pytest
 
+import midifile
 import tokenizer as T
 from midi_factory import TPB, heard, meter, midi_file, notes, tempo, track
 
@@ -295,8 +296,8 @@ def test_fast_reader_equals_mido():
                (0.5, mido.Message("sysex", data=[0x7E, 0x7F, 0x09, 0x01])),
                (0.6, mido.MetaMessage("lyrics", text="la")), tempo(0.7, 97), meter(1, 7, 8)]
     data = _bytes(midi_file([track(events), track(notes(2, [(0, 4, 50)], program=3))]))
-    fast = T.parse_smf(data)
-    slow = T.events_of(mido.MidiFile(file=io.BytesIO(data), clip=True))
+    fast = midifile.parse_smf(data)
+    slow = midifile.events_of(mido.MidiFile(file=io.BytesIO(data), clip=True))
     assert (fast.type, fast.ticks_per_beat, fast.tracks, fast.ends) == (slow.type, slow.ticks_per_beat, slow.tracks, slow.ends)
 
 
@@ -305,8 +306,8 @@ def test_unusual_bytes_are_left_to_mido(tmp_path):
     at = data.index(b"\xff\x51\x03")  # a tempo meta event of 4 bytes: mido reads the first 3
     data[at:at + 6] = b"\xff\x51\x04" + data[at + 3:at + 6] + b"\x00"
     data[18:22] = (int.from_bytes(data[18:22], "big") + 1).to_bytes(4, "big")
-    with pytest.raises(T._Unusual):
-        T.parse_smf(bytes(data))
+    with pytest.raises(midifile._Unusual):
+        midifile.parse_smf(bytes(data))
     path = tmp_path / "odd.mid"
     path.write_bytes(bytes(data))
     assert T.read_midi(str(path)).tempos[0][1] == pytest.approx(90, rel=0.005)
@@ -325,7 +326,7 @@ def test_decode_never_crashes_on_random_tokens():
 
 def test_decode_skips_what_breaks_the_grammar():
     P, N, D, TO = (T.OFFSET[k] for k in ("PROGRAM", "NOTE", "DURATION", "TIME_ON"))
-    good = T.attribute_prefix(T.semantic_token(2), 9, (3, 4), 90, [0, 40]) + \
+    good = T.attribute_prefix(T.semantic_token(2), key=9, meter=(3, 4), tempo_bpm=90, instruments=[0, 40]) + \
         [T.START, P + 0, N + 60, D + 11, TO + 11, P + 0, N + 62, D + 11, T.END]
     score, skipped = T.tokens_to_score(good)
     assert skipped == 0 and note_set(score) == [(0, 12, 60, 0), (12, 12, 62, 0)]
@@ -369,7 +370,7 @@ def test_grammar_mask_agrees_with_encoded_files():
 def test_cli_writes_round_trip_and_reports(tmp_path):
     src = save(midi_file([track(notes(0, [(0, 1, 60), (1, 1, 64)], program=0))]), tmp_path / "in.mid")
     out = tmp_path / "out.mid"
-    r = subprocess.run([sys.executable, "tokenizer.py", src, "-o", str(out)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "roundtrip.py", src, "-o", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "notes in     2" in r.stdout and "notes kept   2" in r.stdout
     assert len(T.read_midi(str(out)).notes) == 2
@@ -378,7 +379,7 @@ def test_cli_writes_round_trip_and_reports(tmp_path):
 def test_cli_corrupt_input_is_one_line_on_stderr(tmp_path):
     path = tmp_path / "bad.mid"
     path.write_bytes(b"not midi")
-    r = subprocess.run([sys.executable, "tokenizer.py", str(path)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "roundtrip.py", str(path)], capture_output=True, text=True)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "bad.mid" in r.stderr

@@ -14,6 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import dataset  # noqa: E402
 import describe  # noqa: E402
 import prepare  # noqa: E402
 import tokenizer  # noqa: E402
@@ -46,7 +47,7 @@ def make_dataset(root, n_files=16, seed=0):
         split, name = ("val" if i % 4 == 0 else "train"), f"piece_{i}.mid"
         measured = describe.measure(score)  # the attributes prepare.py stores, so windows get a full prefix
         index.append(dict(midi_file=name, split=split, start=offset[split], end=offset[split] + len(file_tokens),
-                          notes=n_notes, **{k: measured[k] for k in prepare.INDEX_ATTRIBUTES}))
+                          notes=n_notes, **{k: measured[k] for k in dataset.INDEX_ATTRIBUTES}))
         offset[split] += len(file_tokens)
         tokens[split].append(file_tokens)
         if i % 5:  # files 0, 5, 10, 15 have no semantic id
@@ -113,7 +114,7 @@ def find_window(tokens, window):
 
 
 def test_training_windows_prefix_shift_and_padding(data_dir):
-    data = prepare.load_dataset(str(data_dir))
+    data = dataset.load_dataset(str(data_dir))
     meta, block, P = data["meta"], 32, tokenizer.PREFIX_LEN
     index = [json.loads(line) for line in (data_dir / "index.jsonl").read_text().splitlines()]
     semantic = json.loads((data_dir / "semantic.json").read_text())
@@ -123,7 +124,7 @@ def test_training_windows_prefix_shift_and_padding(data_dir):
         tokens = np.fromfile(data_dir / f"{split}.bin", dtype=np.uint16).astype(np.int64)
         files = [f for f in index if f["split"] == split]
         for _ in range(10):
-            x, y = prepare.get_batch(data, split, 8, block, rng)
+            x, y = dataset.get_batch(data, split, rng, batch_size=8, block_size=block)
             assert x.shape == y.shape == (8, block) and x.dtype == y.dtype == np.int64
             for row_x, row_y in zip(x, y):
                 assert (row_y[:P - 1] == -1).all(), "the prefix's own tokens are never targets"
@@ -152,10 +153,12 @@ def test_training_windows_prefix_shift_and_padding(data_dir):
 
 
 def test_training_windows_attribute_dropout(data_dir):
-    data = prepare.load_dataset(str(data_dir))
-    x, _ = prepare.get_batch(data, "train", 64, 32, np.random.default_rng(1), dict(all=1.0))
+    data = dataset.load_dataset(str(data_dir))
+    x, _ = dataset.get_batch(data, "train", np.random.default_rng(1), batch_size=64, block_size=32,
+                             dropout=dict(all=1.0))
     assert (x[:, :tokenizer.PREFIX_LEN] == tokenizer.UNCOND_PREFIX).all()
-    x, _ = prepare.get_batch(data, "train", 400, 32, np.random.default_rng(1), dict(key=0.5, instruments=1.0))
+    x, _ = dataset.get_batch(data, "train", np.random.default_rng(1), batch_size=400, block_size=32,
+                             dropout=dict(key=0.5, instruments=1.0))
     read = [tokenizer.read_prefix(row) for row in x]
     assert all(r["instruments"] is None and r["meter"] == (3, 4) and r["tempo_bpm"] for r in read), \
         "only the slots asked for are dropped"
@@ -165,10 +168,10 @@ def test_training_windows_attribute_dropout(data_dir):
 
 
 def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
-    data = prepare.load_dataset(str(data_dir))
+    data = dataset.load_dataset(str(data_dir))
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
-    plain, _ = prepare.get_batch(data, "train", 200, 32, rng_a)
-    moved, _ = prepare.get_batch(data, "train", 200, 32, rng_b, transpose=6)
+    plain, _ = dataset.get_batch(data, "train", rng_a, batch_size=200, block_size=32)
+    moved, _ = dataset.get_batch(data, "train", rng_b, batch_size=200, block_size=32, transpose=6)
     is_note = tokenizer.TOKEN_TYPE[plain] == tokenizer.TYPE["NOTE"]
     drum = np.zeros_like(is_note)
     drum[:, 1:] = is_note[:, 1:] & (plain[:, :-1] == tokenizer.OFFSET["PROGRAM"] + tokenizer.DRUMS)
@@ -190,12 +193,13 @@ def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
 
 
 def test_balanced_windows_pick_each_semantic_token_equally(data_dir):
-    data = prepare.load_dataset(str(data_dir))
+    data = dataset.load_dataset(str(data_dir))
     d = data["train"]
     files_of = lambda x: [tokenizer.read_prefix(row)["semantic"] for row in x]  # noqa: E731
     counts = {}
     for balance in (False, True):
-        x, _ = prepare.get_batch(data, "train", 3000, 32, np.random.default_rng(5), balance=balance)
+        x, _ = dataset.get_batch(data, "train", np.random.default_rng(5), batch_size=3000, block_size=32,
+                                 balance=balance)
         values, n = np.unique([-1 if s is None else s for s in files_of(x)], return_counts=True)
         counts[balance] = n / n.sum()
     groups = len(np.unique(d["semantic"]))
@@ -305,9 +309,10 @@ def test_max_iters_derived_from_epochs(data_dir, tmp_path):
 
 
 def test_tempo_jitter_moves_every_tempo_and_the_prefix_together(data_dir):
-    data = prepare.load_dataset(str(data_dir))
-    plain, _ = prepare.get_batch(data, "train", 600, 32, np.random.default_rng(4))
-    moved, _ = prepare.get_batch(data, "train", 600, 32, np.random.default_rng(4), tempo_jitter=0.5)
+    data = dataset.load_dataset(str(data_dir))
+    plain, _ = dataset.get_batch(data, "train", np.random.default_rng(4), batch_size=600, block_size=32)
+    moved, _ = dataset.get_batch(data, "train", np.random.default_rng(4), batch_size=600, block_size=32,
+                                 tempo_jitter=0.5)
     factors, streams = [], 0
     for p, m in zip(plain, moved):
         is_tempo = np.isin(tokenizer.TOKEN_TYPE[p], [tokenizer.TYPE["TEMPO_COARSE"], tokenizer.TYPE["TEMPO_FINE"]])

@@ -20,9 +20,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: describe.py, tokenizer.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: describe.py, files.py
 from describe import key_name  # noqa: E402  (one spelling of keys for the whole project)
-from tokenizer import write_atomic  # noqa: E402
+from files import write_atomic  # noqa: E402
 
 CORPUS = Path(importlib.util.find_spec("music21").submodule_search_locations[0]) / "corpus"
 EXCLUDED = {  # path prefix: why it is left out (licences: README.md)
@@ -358,7 +358,7 @@ def export_score(job):  # (rel, source, out path, meta path, timeout) -> (rel, i
     write_atomic(meta_path, json.dumps(info))  # failures are remembered too, so that a re-run does not retry them
     return rel, info, time.process_time() - t0
 
-def run_pool(fn, jobs, desc, budget_s, stall_s):
+def run_pool(fn, jobs, desc, *, budget_s, stall_s):
     """Map fn over jobs on all cores -> (results, why it stopped early or None)."""
     results, deadline = [], time.time() + budget_s
     if not jobs:
@@ -425,12 +425,12 @@ def plan(works, args, out, stats):
     return abc_jobs, score_jobs, by_rel                                        # the budget cuts the longest tails
 
 
-def export_all(abc_jobs, score_jobs, by_rel, stats, args):
+def export_all(abc_jobs, score_jobs, by_rel, *, stats, args):
     """Run both pools, counting what each collection gained and why works failed."""
     budget = float("inf") if args.full else DEFAULT_BUDGET_S
     for fn, jobs, desc, budget_s in [(export_abc, abc_jobs, "ABC tunes (symusic)", float("inf")),
                                      (export_score, score_jobs, "scores (music21)", budget)]:
-        results, stopped = run_pool(fn, jobs, desc, budget_s, stall_s=3 * args.timeout + 60)
+        results, stopped = run_pool(fn, jobs, desc, budget_s=budget_s, stall_s=3 * args.timeout + 60)
         for rel, info, seconds in results:
             collection, w = by_rel[rel]
             st = stats[collection]
@@ -481,7 +481,7 @@ def main(argv=None):
     works, left_out = find_works(set(collections) | excluded)
     stats = defaultdict(lambda: dict(found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0))
     abc_jobs, score_jobs, by_rel = plan(works, args, out, stats)
-    export_all(abc_jobs, score_jobs, by_rel, stats, args)
+    export_all(abc_jobs, score_jobs, by_rel, stats=stats, args=args)
     n_described = write_descriptions(works, out)
     print_summary(stats, left_out)
     print(f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'} ({time.time() - t_start:.0f} s)")

@@ -1,0 +1,217 @@
+"""
+The prepared data folder, read back: where a folder's MIDI is, its index and memmaps, and the one
+window builder that turns a file's tokens into a model input led by its attribute prefix. prepare.py
+writes the folder; train.py, evaluate.py and bench.py read it through this file.
+
+A dataset is one folder (default data/music21):
+    midi/ (or the folder itself)  the MIDI files, with descriptions.jsonl
+    train.bin, val.bin   uint16 tokens of every file in that split, file after file (START ... END)
+    index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes, and the
+                         attributes measured from its notes: key, meter, tempo_bpm, instruments, texture
+    meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split rule and counts
+    semantic.json        cluster.py: the semantic id of each file; clusters.json: centroids and labels
+
+The prefix is not stored in the .bin files: build_windows puts the semantic token, then the key, meter,
+tempo and instruments measured from the file's notes (tokenizer.attribute_prefix) in front of every
+window, each of which training may drop to "unspecified". So re-clustering never needs re-tokenizing.
+"""
+
+import json
+import os
+from collections import Counter
+
+import numpy as np
+
+import describe
+import tokenizer
+from files import UserError, read_json
+
+DEFAULT_DATA_DIR = "data/music21"  # the bundled corpus (data/music21/export.py)
+# What the index keeps of each file's measured attributes (describe.measure): the condition a window can carry.
+INDEX_ATTRIBUTES = ("key", "meter", "tempo_bpm", "instruments", "texture")
+
+
+# -----------------------------------------------------------------------------
+# where the MIDI is
+
+MIDI_SUFFIXES = (".mid", ".midi", ".kar")  # .kar: karaoke MIDI, a standard MIDI file with lyrics
+
+
+def midi_root(data_dir):
+    """Where a dataset folder keeps its MIDI: DATA_DIR/midi/ if it exists, else DATA_DIR itself.
+    Every script finds the MIDI through this one function."""
+    sub = os.path.join(data_dir, "midi")
+    return sub if os.path.isdir(sub) else data_dir
+
+
+def iter_midi(root):
+    """Relative paths (with / separators) of the MIDI files under root, recursively, in a fixed order
+    (folders and names sorted as they are walked), one at a time so no list grows with the corpus."""
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs.sort()
+        for name in sorted(names):
+            if name.lower().endswith(MIDI_SUFFIXES):
+                yield os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+
+
+# -----------------------------------------------------------------------------
+# reading a prepared folder
+
+def block_mask(meta, names):
+    """Boolean (vocab_size,) mask of the ids in the named vocabulary blocks of meta.json."""
+    mask = np.zeros(meta["vocab_size"], dtype=bool)
+    for name in names:
+        offset, size = meta["blocks"][name]
+        mask[offset:offset + size] = True
+    return mask
+
+
+def file_prefix(row, semantic):
+    """An index.jsonl row and its semantic id (or None) -> its attribute prefix (tokenizer.attribute_prefix)."""
+    key = describe.KEY_NAMES.index(row["key"]) if row["key"] in describe.KEY_NAMES else None
+    meter = tuple(int(v) for v in row["meter"].split("/")) if row["meter"] else None
+    return tokenizer.attribute_prefix(None if semantic is None else tokenizer.semantic_token(semantic),
+                                      key=key, meter=meter, tempo_bpm=row["tempo_bpm"], instruments=row["instruments"])
+
+
+def load_split(data_dir, index, split, semantic):
+    """One split -> its tokens (memmap) and, per file, start, end, sampling weight (its length), attribute prefix
+    (n_files, PREFIX_LEN) and semantic id (-1 for none)."""
+    make = f"make it with: python prepare.py --data_dir {data_dir}"
+    files = [f for f in index if f["split"] == split]
+    if not files:
+        raise UserError(f"{data_dir}: the {split} split has no files; {make} (with more MIDI files)")
+    tokens = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
+    start, end = np.array([f["start"] for f in files]), np.array([f["end"] for f in files])
+    if not ((start < end).all() and end.max() <= len(tokens)):
+        raise UserError(f"{data_dir}/index.jsonl does not match {split}.bin; {make}")
+    sem = [semantic.get(f["midi_file"]) for f in files]
+    return dict(tokens=tokens, start=start, end=end, weight=(end - start) / (end - start).sum(),
+                semantic=np.array([-1 if k is None else k for k in sem]),
+                prefix=np.array([file_prefix(f, k) for f, k in zip(files, sem)], dtype=np.int64))
+
+
+def load_dataset(data_dir):
+    """A prepared folder -> dict of meta, cluster labels, token masks, the programs heard in train and, per split,
+    load_split's dict. Files without a semantic id (no semantic.json yet) are led by the unconditional token."""
+    for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
+        if not os.path.exists(os.path.join(data_dir, name)):
+            raise UserError(f"no dataset in {data_dir} ({name} is missing); "
+                            f"make it with: python prepare.py --data_dir {data_dir}")
+    meta = read_json(os.path.join(data_dir, "meta.json"))
+    semantic = read_json(os.path.join(data_dir, "semantic.json"), {})
+    with open(os.path.join(data_dir, "index.jsonl")) as f:
+        index = [json.loads(line) for line in f if line.strip()]
+    if meta["blocks"] != tokenizer.LAYOUT or any(set(INDEX_ATTRIBUTES) - set(row) for row in index[:1]):
+        raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
+                        f"re-run: python prepare.py --data_dir {data_dir}")
+    if any(not 0 <= k < meta["n_semantic"] for k in semantic.values()):
+        raise UserError(f"{data_dir}/semantic.json has ids outside 0..{meta['n_semantic'] - 1}; re-run cluster.py")
+    data = dict(meta=meta, labels=read_json(os.path.join(data_dir, "clusters.json"), {}).get("labels", []),
+                has_semantic=bool(semantic),
+                programs_seen=Counter(p for row in index if row["split"] == "train" for p in row["instruments"]),
+                # a window may start right after a complete event, on a token that does not continue a note
+                after=block_mask(meta, meta["window_start_after"]), continues=block_mask(meta, ["DURATION"]),
+                token_type=np.zeros(meta["vocab_size"], dtype=np.int64))  # (V,) block index of each id
+    for i, (offset, size) in enumerate(meta["blocks"].values()):
+        data["token_type"][offset:offset + size] = i
+    for split in ("train", "val"):
+        data[split] = load_split(data_dir, index, split, semantic)
+    return data
+
+
+def next_boundary(data, tokens, i, *, end, limit):
+    """The first event boundary at or after position i, at most `limit` tokens on; None if there is none."""
+    chunk = np.asarray(tokens[i - 1:min(end, i + limit)], dtype=np.int64)  # the token before i, then i...
+    ok = data["after"][chunk[:-1]] & ~data["continues"][chunk[1:]]        # ok[j]: position i + j is a boundary
+    hits = np.flatnonzero(ok)
+    return i + int(hits[0]) if len(hits) else None
+
+
+def build_windows(data, split, picks, prefixes, *, block_size, shifts=None, tempo_levels=None):
+    """The one window builder. picks [(file, start)] with prefixes (B, PREFIX_LEN) -> x, y int64 (B, block_size):
+    row b is prefixes[b] + the file's tokens from start on, cut at block_size or the file's end; y is x shifted
+    by one, -1 where nothing is predicted (the prefix's own tokens, and padding). shifts (B,): transpose the
+    pitched notes and the KEY token by that many semitones (tokenizer.transpose); tempo_levels (B,): move every
+    tempo, the prefix's too, by that many levels (tokenizer.scale_tempo)."""
+    d, meta, P = data[split], data["meta"], tokenizer.PREFIX_LEN
+    seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)     # (B, T+1)
+    y_valid = np.zeros((len(picks), block_size), dtype=bool)                           # (B, T)
+    seq[:, :P] = prefixes
+    for b, (f, start) in enumerate(picks):
+        window = d["tokens"][start:min(int(d["end"][f]), start + window_span(block_size))]
+        seq[b, P:P + len(window)] = window
+        y_valid[b, P - 1:P - 1 + len(window)] = True
+    if shifts is not None:
+        tokenizer.transpose(seq, shifts, key_at=tokenizer.PREFIX_SLOTS["key"].start)
+    if tempo_levels is not None:
+        tokenizer.scale_tempo(seq, tempo_levels)
+    x, y = seq[:, :-1], seq[:, 1:].copy()                                              # (B, T) each
+    y[~y_valid] = -1
+    return np.ascontiguousarray(x), y
+
+
+def drop_attributes(prefixes, dropout, rng):
+    """Each slot of each prefix (B, PREFIX_LEN) set to unspecified with its probability: dropout maps a slot
+    name of tokenizer.PREFIX_SLOTS to a probability, and "all" to that of blanking the whole prefix. One draw
+    per slot, per row, in slot order, then one for "all". In place."""
+    for name, where in tokenizer.PREFIX_SLOTS.items():
+        drop = rng.random(len(prefixes)) < dropout.get(name, 0.0)                       # (B,)
+        prefixes[drop, where] = tokenizer.UNCOND_PREFIX[where]
+    prefixes[rng.random(len(prefixes)) < dropout.get("all", 0.0)] = tokenizer.UNCOND_PREFIX
+    return prefixes
+
+
+def window_span(block_size):
+    """How many of a file's tokens a window of block_size holds, after its prefix (the last one only as a target)."""
+    return block_size + 1 - tokenizer.PREFIX_LEN
+
+
+def random_start(data, split, f, *, block_size, rng):
+    """A random window start in file f: its START token, or an event boundary further in."""
+    d, span = data[split], window_span(block_size)
+    start, end = int(d["start"][f]), int(d["end"][f])
+    i = int(rng.integers(start, max(start, end - span) + 1))
+    if i > start:  # a file's first window starts at its START token, the others on an event boundary
+        i = next_boundary(data, d["tokens"], i, end=end, limit=span) or start
+    return i
+
+
+def get_batch(data, split, rng, *, batch_size, block_size, dropout=None, transpose=0, balance=False, tempo_jitter=0.0):
+    """Training windows: files picked in proportion to their length (balance: each semantic token as often,
+    then by length within it), each from a random event boundary, led by the file's attribute prefix with
+    slots dropped to unspecified (drop_attributes; dropout None keeps them all); transpose > 0 shifts each
+    window by a random -transpose..transpose semitones; tempo_jitter > 0 plays it up to that many octaves faster
+    or slower (uniform on a log scale) -> x, y (B, T)."""
+    d = data[split]
+    if balance:
+        groups = np.unique(d["semantic"])
+        members = {g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()}      # files of each group
+        picked = rng.choice(groups, size=batch_size)                                    # (B,) semantic ids
+        files = np.array([rng.choice(members[g], p=d["weight"][members[g]] / d["weight"][members[g]].sum())
+                          for g in picked.tolist()])
+    else:
+        files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])           # (B,)
+    picks = [(f, random_start(data, split, f, block_size=block_size, rng=rng)) for f in files]
+    prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)          # (B, PREFIX_LEN)
+    shifts = rng.integers(-transpose, transpose + 1, size=batch_size) if transpose else None
+    levels = np.round(rng.uniform(-tempo_jitter, tempo_jitter, size=batch_size) * tokenizer.TEMPO_LEVELS_PER_OCTAVE
+                      ).astype(np.int64) if tempo_jitter else None
+    return build_windows(data, split, picks, prefixes, block_size=block_size, shifts=shifts, tempo_levels=levels)
+
+
+def covering_windows(data, split, block_size, max_windows):
+    """Fixed windows (file, start) that cover a split file by file, each starting on an event boundary as in
+    training; at most max_windows of them, spread evenly over the split."""
+    d, windows, span = data[split], [], window_span(block_size)
+    for f, (start, end) in enumerate(zip(d["start"].tolist(), d["end"].tolist())):
+        i = start
+        while i is not None:
+            windows.append((f, i))
+            stop = min(end, i + span)
+            # the tokens that finish an event cut at `stop` are left out, so the next window starts on an event
+            i = next_boundary(data, d["tokens"], stop, end=end, limit=span) if stop < end else None
+    if len(windows) > max_windows:
+        windows = [windows[i] for i in np.unique(np.linspace(0, len(windows) - 1, max_windows).round().astype(int))]
+    return windows
+

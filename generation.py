@@ -1,0 +1,187 @@
+"""
+A trained checkpoint in, token sequences out: loading a run's model with messages a person can act on,
+and sampling pieces that keep tokenizer.py's grammar, play only the instruments asked for, and stop
+where the piece ends or at a length in seconds. sample.py, evaluate.py, bench.py and the local app
+all generate through generate_tokens, which drives model.GPT.stream: one KV cache per sample, with
+the attribute prefix pinned when the context slides.
+
+    model, ckpt = load_model("out/amt_cpu")
+    rows = [prompt_row(tokenizer.semantic_token(3), dict(key=9, meter=(3, 4)))] * 4
+    pieces = generate_tokens(model, rows, Sampling(seconds=20, guidance=2, seed=1))   # [prefix START ... END]
+"""
+
+import os
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import tokenizer
+from files import UserError
+from model import GPT, autocast, latest_checkpoint, load_checkpoint
+from tokenizer import seconds_at
+
+OUT_DIR = "out/amt_cpu"                  # the CPU demo's run: where sample.py and evaluate.py look by default
+TRAIN_COMMAND = "python train.py config/amt_cpu.py"
+STOP_CHECK = 64  # tokens between checks of whether every sample has ended (the sampling itself never restarts)
+
+
+# -----------------------------------------------------------------------------
+# the checkpoint
+
+def train_command(out_dir):
+    return TRAIN_COMMAND + ("" if os.path.normpath(out_dir) == os.path.normpath(OUT_DIR) else f" --out_dir={out_dir}")
+
+
+def load_model(path, device="cpu"):
+    """A checkpoint file, or a run folder (its newest numbered checkpoint that loads) -> (model in eval mode,
+    the checkpoint dict less its weights and optimizer state, plus "path"). GPT.from_checkpoint does the
+    loading; this adds what a person needs to hear when there is nothing to load."""
+    if os.path.isfile(path):
+        try:
+            ckpt = load_checkpoint(path)
+        except Exception as e:
+            raise UserError(f"{path} does not load ({type(e).__name__}); it may be cut short, try another") from None
+    elif path.endswith(".pt"):
+        raise UserError(f"checkpoint {path} not found; make one with: {train_command(os.path.dirname(path) or '.')}")
+    else:
+        out_dir = path
+        path, ckpt = latest_checkpoint(out_dir)  # skips files that a crash cut short
+        if ckpt is None:
+            raise UserError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
+    tokenizer.check_vocabulary(ckpt, path, f"retrain it: python prepare.py, then "
+                                           f"{train_command(os.path.dirname(path) or '.')}")
+    model = GPT.from_checkpoint(ckpt, device)
+    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")} | {"path": path}
+
+
+def quantize(model):
+    """INT8 dynamic quantisation of the Linear layers, for CPU sampling."""
+    with warnings.catch_warnings():  # torch marks the quantized tensor API as deprecated; it still works
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+# -----------------------------------------------------------------------------
+# what a sample starts from
+
+def prime_tokens(path, seconds):
+    """The notes of a MIDI file that start in its first `seconds` -> tokens START ... (no END), the prompt
+    that the model continues. Raises MidiError for a corrupt file, UserError if nothing is left."""
+    if not os.path.isfile(path):
+        raise UserError(f"prime {path} not found")
+    try:
+        score = tokenizer.read_midi(path)
+    except tokenizer.MidiError as e:
+        raise tokenizer.MidiError(f"prime {path}: {e}") from None
+    notes = [n for n, t in zip(score.notes, seconds_at([n.onset for n in score.notes], score.tempos)) if t < seconds]
+    if not notes:
+        raise UserError(f"prime {path}: no note starts in its first {seconds:g} s; raise --prime_seconds")
+    last = notes[-1].onset  # the prompt ends right after the last kept note, where the model goes on
+    score = replace(score, notes=notes, end_step=last, tempos=[t for t in score.tempos if t[0] <= last],
+                    time_signatures=[t for t in score.time_signatures if t[0] <= last])
+    return tokenizer.score_to_tokens(score)[:-1]  # drop END: the piece goes on
+
+
+def prompt_row(semantic, attributes=None, *, header=True, prime=None):
+    """One sample's prompt: the attribute prefix (semantic: a token id, None for unspecified; attributes: keyword
+    arguments of tokenizer.attribute_prefix), then START and, for a new piece with header, the meter and tempo
+    asked for (tokenizer.header_tokens: the file says so; whether the notes follow is the model's part), or the
+    tokens of a prime (START ..., no END) to continue."""
+    attributes = attributes or {}
+    body = [tokenizer.START] + (tokenizer.header_tokens(attributes.get("meter"), attributes.get("tempo_bpm"))
+                                if header else []) if prime is None else [int(t) for t in prime]
+    assert body[0] == tokenizer.START and tokenizer.END not in body, "a body is START ... without END"
+    return tokenizer.attribute_prefix(semantic, **attributes) + body
+
+
+# -----------------------------------------------------------------------------
+# constrained sampling
+
+def grammar_hook(vocab_size, device, programs=None):
+    """A model.stream logits_hook that leaves only the ids tokenizer.py's grammar allows after each row's last
+    token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed. programs: if given, the only
+    instruments (GM programs, DRUMS) a note may be played on."""
+    V, T = tokenizer.VOCAB_SIZE, tokenizer.TYPE
+    special = np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "UNK", "START", "SEMANTIC", "UNCOND")])  # (V,)
+    mid_stream = ~np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "END", "SEMANTIC", "UNCOND")])       # (V,)
+    assert not tokenizer.GRAMMAR_MASK[mid_stream][:, special].any(), "the grammar lets a special token in mid-stream"
+    allowed = torch.zeros(vocab_size, vocab_size, dtype=torch.bool)  # (prev id, next id)
+    allowed[:V, :V] = torch.from_numpy(tokenizer.GRAMMAR_MASK)
+    if programs:
+        others = np.setdiff1d(np.arange(129), list(programs))
+        allowed[:, tokenizer.OFFSET["PROGRAM"] + others] = False
+    allowed = allowed.to(device)
+
+    def hook(tokens, logits):  # tokens (B, t), logits (B, vocab_size)
+        return logits.masked_fill(~allowed[tokens[:, -1]], float("-inf"))  # (B, vocab_size)
+    return hook
+
+
+def stop_index(row, prompt_len, seconds=None):
+    """Where a sample ends: just past its first END, or at the first TIME_ON that takes the music to
+    `seconds`; None while it goes on."""
+    ends = np.flatnonzero(row[prompt_len:] == tokenizer.END)
+    stop = prompt_len + int(ends[0]) + 1 if len(ends) else None
+    if seconds is not None:
+        is_time = tokenizer.TOKEN_TYPE[row] == tokenizer.TYPE["TIME_ON"]                         # (t,)
+        steps = np.cumsum(np.where(is_time, row - tokenizer.OFFSET["TIME_ON"] + 1, 0))  # (t,) time after each token
+        late = np.flatnonzero(seconds_at(steps[prompt_len:], tokenizer.tokens_to_score(row)[0].tempos) >= seconds)
+        if len(late) and (stop is None or prompt_len + late[0] < stop):
+            stop = prompt_len + int(late[0])
+    return stop
+
+
+def finish(row, prompt_len, seconds=None):
+    """Cut a sample where it ends and close it with END. A sample that ran out of tokens mid-event
+    loses that event, so the file ends cleanly."""
+    row = row[:stop_index(row, prompt_len, seconds) or len(row)]
+    if row[-1] != tokenizer.END:
+        while not tokenizer.GRAMMAR_MASK[row[-1], tokenizer.END]:
+            row = row[:-1]
+        row = np.append(row, tokenizer.END)
+    return row
+
+
+@dataclass
+class Sampling:
+    """How pieces are sampled; sample.py's flags, and what evaluate.py and bench.py ask for."""
+    max_new_tokens: int = 512
+    seconds: float | None = None   # end a piece once its music (a prime included) is this long
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    guidance: float = 1.0          # classifier-free guidance against the unconditional prefix; 1 = off
+    seed: int | None = None
+    dtype: str = "float32"         # autocast dtype name (model.autocast)
+
+
+def generate_tokens(model, prompts, sampling, *, programs=None):
+    """prompts: rows of equal length, each an attribute prefix then START ... (prompt_row) -> one int64 array per
+    row: [prompt ..., new tokens ..., END]. Sampling goes on until every row has reached END or sampling.seconds,
+    or for max_new_tokens. With guidance != 1 each row is guided against itself led by the unconditional prefix
+    (every slot unspecified). programs: notes are played only on these instruments (a decoding constraint, like
+    the grammar); None lets the model choose."""
+    device = next(model.parameters()).device
+    prompt = torch.tensor(prompts, dtype=torch.long, device=device)                      # (B, T)
+    P = tokenizer.PREFIX_LEN
+    uncond = prompt.clone()
+    uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)                           # (B, T)
+    generator = None if sampling.seed is None else torch.Generator(device).manual_seed(sampling.seed)
+    steps = model.stream(prompt, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                         logits_hook=grammar_hook(model.config.vocab_size, device, programs), uncond_idx=uncond,
+                         guidance=sampling.guidance, keep_first=P, generator=generator)
+    new, n_prompt = [], prompt.size(1)
+    with autocast(device.type, sampling.dtype), \
+            tqdm(total=sampling.max_new_tokens, desc="sampling", unit="tok", disable=None, leave=False) as bar:
+        for n in range(1, sampling.max_new_tokens + 1):
+            new.append(next(steps))                                                      # (B, 1)
+            bar.update()
+            if n % STOP_CHECK == 0:
+                rows = torch.cat([prompt, *new], dim=1).cpu().numpy()                    # (B, T + n)
+                if all(stop_index(row, n_prompt, sampling.seconds) is not None for row in rows):
+                    break
+    rows = torch.cat([prompt, *new], dim=1).cpu().numpy()                                # (B, T + new)
+    return [finish(row, n_prompt, sampling.seconds) for row in rows]

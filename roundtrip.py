@@ -1,0 +1,56 @@
+"""
+What the model "hears" of a MIDI file: encode it to AMT tokens, decode them back, write the result
+and say what was kept, moved, dropped or changed.
+
+    python roundtrip.py song.mid -o heard.mid     # the round trip, to listen to beside the original
+    python roundtrip.py song.mid --show 40        # and the first 40 tokens by name
+"""
+
+import argparse
+import sys
+
+import tokenizer
+from files import write_atomic
+from midifile import MidiError
+
+
+def print_result(result):
+    n_in, n_kept = result["notes_in"], result["notes_kept"]
+    dropped = sum(result["dropped"].values())
+    print(f"notes in     {n_in}")
+    print(f"notes kept   {n_kept} ({100 * n_kept / max(n_in, 1):.2f}%: same pitch and instrument, onset and duration "
+          f"within 1/{tokenizer.STEPS_PER_QUARTER} beat)")
+    print(f"tokens       {result['tokens']} ({result['tokens'] / max(n_kept, 1):.2f} per note)")
+    print(f"length       {result['seconds_in']:.2f} s in, {result['seconds_out']:.2f} s out")
+    for reason, count in result["dropped"].most_common():
+        print(f"dropped      {count}: {reason}")
+    if n_in - n_kept > dropped:
+        print(f"moved        {n_in - n_kept - dropped} notes by more than a grid step "
+              f"(notes shorter than a step that end up overlapping the next note of the same key)")
+    for reason, count in result["changed"].most_common():
+        print(f"also         {count} {reason}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Round-trip a MIDI file through the AMT tokens.")
+    parser.add_argument("midi", help="input .mid")
+    parser.add_argument("-o", "--out", help="where to write the decoded round trip (.mid)")
+    parser.add_argument("--show", type=int, default=0, help="print the first N tokens by name")
+    args = parser.parse_args(argv)
+    try:
+        result = tokenizer.round_trip(args.midi)
+    except MidiError as e:
+        sys.exit(f"{args.midi}: {e}")
+    except OSError as e:
+        sys.exit(f"{args.midi}: {e.strerror or e}")
+    if args.out:
+        write_atomic(args.out, lambda f: result["midi"].save(file=f))
+    print_result(result)
+    if args.show:
+        print(" ".join(tokenizer.token_name(t) for t in tokenizer.encode(args.midi)[:args.show]))
+    if args.out:
+        print(f"wrote        {args.out}")
+
+
+if __name__ == "__main__":
+    main()
