@@ -40,7 +40,7 @@ import tokenizer
 from describe import DURATION_EDGES, METRICS, piece_stats
 from files import UserError, write_atomic
 from generation import OUT_DIR, Sampling, generate_tokens, load_model, prompt_row
-from model import autocast, estimate_loss, pick_device
+from model import autocast, estimate_loss, pick_device, summed_loss_per
 from render import markdown_table as table
 
 
@@ -545,6 +545,8 @@ def headline(res):
     return "\n".join([
         f"{'':<30}{'model':>10}{'unigram':>10}",
         f"{'val loss (nats)':<30}{loss:>10.4f}{uni:>10.4f}",
+        f"{'val nats per note':<30}{nats_per_note(res.likelihood, 'loss'):>10.3f}"
+        f"{nats_per_note(res.likelihood, 'baseline_loss'):>10.3f}",
         f"{'val perplexity':<30}{math.exp(loss):>10.2f}{math.exp(uni):>10.2f}",
         f"{'val next-token accuracy':<30}{pct(o['acc'][0]):>10}{pct(o['baseline_acc'][0]):>10}",
         "",
@@ -731,10 +733,15 @@ def report_control(c):
         f"Instruments some training file has: {', '.join(map(describe.instrument_name, c.seen))}.\n"]
 
 
+def nats_per_note(lk, column="loss"):
+    """Val nats per note: the summed loss of the scored val tokens over their notes (model.summed_loss_per)."""
+    return summed_loss_per(dict(tokens=lk["type"]["tokens"], loss=lk["type"][column]), tokenizer.TYPE["NOTE"])
+
+
 def summary(res):
     """The headline numbers as plain JSON (eval/summary.json), for comparing runs."""
     o, s = res.likelihood["overall"], res.setup
-    out = dict(ckpt=s.ckpt, iter=s.iter, val_loss=float(o["loss"][0]),
+    out = dict(ckpt=s.ckpt, iter=s.iter, val_loss=float(o["loss"][0]), val_nats_per_note=nats_per_note(res.likelihood),
                gain={"all": float(o["loss_uncond"][0] - o["loss"][0])} |
                     {slot: float(o[f"loss_no_{slot}"][0] - o["loss"][0]) for slot in tokenizer.PREFIX_SLOTS},
                adherence={f"{g:g}": res.adherence.share[g] for g in s.guidance}, ceiling=res.ceiling.ceiling,

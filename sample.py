@@ -13,7 +13,6 @@ sample decodes with no token skipped.
 import argparse
 import json
 import os
-import random
 import sys
 import time
 
@@ -23,7 +22,7 @@ import prompt
 import render
 import tokenizer
 from files import UserError
-from generation import OUT_DIR, Sampling, generate_tokens, load_model, prime_tokens, prompt_row, quantize
+from generation import OUT_DIR, Sampling, generate_tokens, load_model, prime_tokens, quantize
 from model import pick_device
 from tokenizer import seconds_at
 
@@ -126,30 +125,23 @@ def main(argv=None):
     asked = prompt.asked_attributes(args.prompt, flags)  # before the checkpoint loads: a malformed flag fails fast
     model, ckpt, device, dtype = load(args)
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", dataset.DEFAULT_DATA_DIR)
-    token, label, cosine = prompt.choose_token(ckpt, prompt=args.prompt, token=args.token, data_dir=data_dir)
-    attributes = {k: asked[k] for k in prompt.ATTRIBUTES}
-    seed = random.randrange(10 ** 6) if args.seed is None else args.seed
-    prefix, notes = prompt.prefix_attributes(asked, seed, ckpt.get("programs_seen"))
-    asked["notes"] += notes
-    if prefix["key"] is not None:
-        attributes["key"] = describe.KEY_NAMES[prefix["key"]]  # a mode alone gets a tonic
-    if args.prompt or any(attributes.values()):
-        prompt.print_understood(asked)
+    req = prompt.request(ckpt, asked, text=args.prompt, token=args.token, seed=args.seed, data_dir=data_dir)
+    if args.prompt or any(asked[k] for k in prompt.ATTRIBUTES):
+        prompt.print_understood(req.asked)
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
-    print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {token} ({label}), seed {seed}"
-          + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
+    print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {req.token} ({req.label}), "
+          f"seed {req.seed}" + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
     sampling = Sampling(max_new_tokens=args.max_new_tokens or (4096 if args.seconds else 512), seconds=args.seconds,
                         temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
-                        guidance=args.guidance, seed=seed, dtype=dtype)
-    rows = [prompt_row(tokenizer.token_id(token), prefix, prime=prime)]
+                        guidance=args.guidance, seed=req.seed, dtype=dtype)
     t0 = time.perf_counter()
-    samples = generate_tokens(model, rows * args.num_samples, sampling,
-                              programs=None if args.any_instrument else prefix["instruments"])
+    samples = generate_tokens(model, req.rows(args.num_samples, prime), sampling,
+                              programs=req.programs(args.any_instrument))
     elapsed = time.perf_counter() - t0
-    table, written = write_samples(samples, args, token=token, label=label, seed=seed, prime=prime,
-                                   header=tokenizer.header_tokens(prefix["meter"], prefix["tempo_bpm"]))
+    table, written = write_samples(samples, args, token=req.token, label=req.label, seed=req.seed, prime=prime,
+                                   header=tokenizer.header_tokens(req.prefix["meter"], req.prefix["tempo_bpm"]))
     print_table(table, elapsed)
-    understood = dict(prompt=args.prompt, token=token, label=label, cosine=cosine, **attributes, prime=args.prime)
+    understood = req.understood(args.prompt, args.prime)
     render.audio_and_gallery([(path, score, title, understood) for path, score, title in written],
                              args.sample_dir or os.path.join(args.out_dir, "samples"), args.audio)
     return [r[0] for r in table]

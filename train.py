@@ -34,7 +34,7 @@ import tokenizer
 from dataset import get_batch, load_dataset
 from files import UserError, write_atomic
 from model import (GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, measure_peak_flops,
-                   numbered_checkpoints, pick_device, plain_state_dict)
+                   numbered_checkpoints, pick_device, plain_state_dict, summed_loss_per)
 
 
 # -----------------------------------------------------------------------------
@@ -283,6 +283,7 @@ def eval_splits(model, data, cfg, run):
         n = first["tokens"][conditioned]
         ev["val_semantic_gain"] = float((n * (first["loss_no_semantic"][conditioned] - first["loss"][conditioned])).sum()
                                         / n.sum())
+    ev["val_nats_per_note"] = summed_loss_per(types_, tokenizer.TYPE["NOTE"])  # comparable across tokenizations
     for i, name in enumerate(meta["blocks"]):
         if i < len(types_["tokens"]) and types_["tokens"][i]:
             ev[f"val_loss_{name}"] = float(types_["loss"][i])
@@ -305,7 +306,8 @@ def semantic_table(rows):
 def print_eval(ev, iter_num, type_names):
     semantic = f"{ev['val_semantic_gain']:+.4f}" if "val_semantic_gain" in ev else "n/a (no semantic ids)"
     tqdm.write(f"eval {iter_num}: train loss {ev['train_loss']:.4f}, val loss {ev['val_loss']:.4f} "
-               f"(ppl {ev['val_ppl']:.2f}, acc {100 * ev['val_acc']:.1f}%), conditioning gain "
+               f"(ppl {ev['val_ppl']:.2f}, acc {100 * ev['val_acc']:.1f}%, {ev['val_nats_per_note']:.3f} nats per note), "
+               "conditioning gain "
                f"{ev['val_cond_gain']:+.4f} nats (semantic token alone {semantic})\n"
                "  val loss by type: " + ", ".join(f"{name} {ev['val_loss_' + name]:.3f}"
                                                   for name in type_names if "val_loss_" + name in ev))
