@@ -24,8 +24,9 @@ EXPORT_FLAGS := $(if $(FULL),--full,)
 
 venv: .venv/.runtime
 
-# The demo ends with three prompts that differ in tempo, meter, key and instruments; each prints what it
-# understood before it samples. Guidance 3 on the whole attribute prefix (see BENCHMARKS.md).
+# The demo ends with the prompts of config/demo_prompts.txt, which differ in tempo, meter, key and instruments;
+# each prints what it understood before it samples and what was measured in the file after. Guidance 3 on the
+# whole attribute prefix (see BENCHMARKS.md).
 # A finished run is resumed (and so skipped) rather than refused, so a second `make demo` is quick.
 RESUME = $$(ls $(RUN)/ckpt_0*.pt >/dev/null 2>&1 && echo --init_from=resume)
 RUN    := out/amt_cpu
@@ -37,9 +38,7 @@ demo: .venv/.runtime
 	$(PY) prepare.py --data_dir $(DATA)
 	$(PY) cluster.py --data_dir $(DATA)
 	$(PY) train.py config/amt_cpu.py $(TRAIN_FLAGS) $(RESUME)
-	$(SAMPLE) --prompt "a slow chorale in C minor for choir"
-	$(SAMPLE) --prompt "a lively jig in D major on the piano"
-	$(SAMPLE) --prompt "a gentle waltz in A minor for strings"
+	grep -v '^#' config/demo_prompts.txt | while IFS= read -r prompt; do $(SAMPLE) --prompt "$$prompt" || exit 1; done
 	@echo
 	@echo "prepared data:   $(DATA)/train.bin, $(DATA)/val.bin, $(DATA)/index.jsonl, $(DATA)/meta.json"
 	@echo "clusters:        $(DATA)/clusters.json (python cluster.py --data_dir $(DATA) --query 'your words')"

@@ -272,6 +272,37 @@ def texture(notes):
     return "solo line" if voices <= 1 else "two voices" if voices == 2 else f"{voices} parts"
 
 
+def voices_per_instrument(notes):
+    """How many notes an instrument sounds at once, averaged over its steps that sound and then over the
+    instruments (drums included): 1 for a melody, 4 for a four-part chorale on one organ, 2 for two solo lines."""
+    by_program = {}
+    for n in notes:
+        by_program.setdefault(n.program, []).append(n)
+    if not by_program:
+        return 0.0
+    means = []
+    for part in by_program.values():
+        sounding = sounding_per_step(part, max(n.onset + n.duration for n in part))
+        means.append(float(sounding[sounding > 0].mean()))
+    return float(np.mean(means))
+
+
+def music21_key(notes):
+    """A second key estimate: music21's analyze('key') on the pitched notes -> a KEY_NAMES entry, or None for
+    drums only or a mode other than major and minor. music21 is installed for the bundled corpus; it is
+    imported here only, as it takes a second to import."""
+    from music21 import note as m21note, stream
+    part = stream.Stream()
+    for n in notes:
+        if n.program != DRUMS:
+            part.insert(n.onset / tokenizer.STEPS_PER_QUARTER,
+                        m21note.Note(n.pitch, quarterLength=n.duration / tokenizer.STEPS_PER_QUARTER))
+    if not len(part):
+        return None
+    found = part.analyze("key")
+    return key_name(found.tonic.name, found.mode) if found.mode in ("major", "minor") else None
+
+
 def measure(score):
     """The attributes a prompt can name, measured from a piece's notes -> dict of tempo (bpm, word, Italian
     term), meter, key and mode, instruments (GM programs, most notes first, DRUMS for drums), texture, note density,
@@ -284,6 +315,7 @@ def measure(score):
     return dict(tempo_bpm=round(bpm, 1), tempo_word=tempo_word(bpm), tempo_italian=italian_tempo(bpm),
                 meter="%d/%d" % main_meter(score), key=key, mode=key.split()[-1] if key else None,
                 instruments=list(program_counts(notes)), texture=texture(notes),
+                voices_per_instrument=round(voices_per_instrument(notes), 2),
                 notes_per_second=round(len(notes) / max(seconds, 1e-3), 2), median_pitch=median,
                 register=None if median is None else "low" if median < 52 else "middle" if median < 72 else "high",
                 seconds=round(seconds, 2))

@@ -39,6 +39,7 @@ import render
 import tokenizer
 from describe import DURATION_EDGES, METRICS, piece_stats
 from files import UserError, write_atomic
+import generation
 from generation import OUT_DIR, Sampling, generate_tokens, load_model, prompt_row
 from model import autocast, estimate_loss, pick_device, summed_loss_per
 from render import markdown_table as table
@@ -239,6 +240,27 @@ CONTROL_PROMPTS = [  # a fixed set: every attribute alone, in pairs, and all fou
     "a lively reel in A major on the fiddle", "an allegro in 2/4 in B flat major for flute",
     "a slow chorale in C minor for voices", "a fast waltz in E major for piano", "a largo in 3/2 in F minor",
 ]
+README_PROMPTS = [  # the README's examples, with their flags (tests/test_evaluate.py checks they are there)
+    ("a slow waltz in A minor for strings", {}), ("a lively irish jig", {}),
+    ("a jig", dict(tempo="100", key="D major", instruments="fiddle,drums")), ("a slow chorale in a minor key", {}),
+]
+DEMO_PROMPTS_FILE = "config/demo_prompts.txt"  # make demo samples these, one per line
+USER_SECONDS = 20.0  # the user's path: sample.py --prompt P --seconds 20, every other flag at its default
+
+
+def prompt_sets(names):
+    """"fixed,demo,readme,path.txt" -> {set name: [(prompt, flags)]}: the fixed control set, the demo's and the
+    README's prompts, and any text file of prompts (one per line): prompts from outside the repo keep it honest."""
+    def read(path):
+        if not os.path.isfile(path):
+            raise UserError(f"--prompts {path}: no such file; give fixed, demo, readme or text files of prompts, "
+                            f"one per line, separated by commas")
+        with open(path, encoding="utf-8") as f:
+            return [(line.strip(), {}) for line in f if line.strip() and not line.startswith("#")]
+    builtin = {"fixed": lambda: [(text, {}) for text in CONTROL_PROMPTS], "demo": lambda: read(DEMO_PROMPTS_FILE),
+               "readme": lambda: README_PROMPTS}
+    return {os.path.basename(name): builtin[name]() if name in builtin else read(name)
+            for name in names.split(",") if name}
 
 
 def wilson(hits, n):
@@ -250,78 +272,156 @@ def wilson(hits, n):
     return float(ci.low), float(ci.high)
 
 
-CONTROL_MEASURES = ["key", "mode", "meter", "tempo word", "instrument recall", "instrument precision"]
-CONTROL_TARGETS = {"key": 0.8, "mode": 0.8, "instrument recall": 0.9, "instrument precision": 0.9}  # meter: of ceiling
+CONTROL_MEASURES = ["key", "key (music21)", "mode", "mode (music21)", "meter", "tempo word", "instruments exact",
+                    "instrument recall", "instrument precision", "polyphony outlier"]
+# issue 18's targets on the user's path, for the demo model and the long CPU preset; ratio: x unconditioned
+TARGETS = {"key": (0.6, 0.8), "key (music21)": (0.6, 0.8), "mode": (0.85, 0.9), "instruments exact": (0.95, 0.95)}
+CEILINGS = {"polyphony outlier": (0.10, 0.05)}  # at most
 
 
 @dataclass
 class Control:
-    """Section 5: what the control samples realised of what their prompts asked."""
-    rows: list            # per sample: prompt (index), conditioned, hits {measure: hit or share}
-    summary: dict         # (measure, conditioned) -> n, mean, ci, prompts
-    guidance: float
+    """Section 5: what the control samples realised of what their prompts asked, on each path."""
+    rows: list            # per sample: set, prompt (index), path, hits {measure: hit or share}, stats (METRICS)
+    summary: dict         # (set, path, measure) -> n, mean, ci
+    sets: dict            # set name -> [(prompt, flags)]
+    settings: dict        # per path: how its samples were made, in words
     n_per_prompt: int
     classifiers: dict     # meter and tempo word: ceiling, prompt_ceiling, chance, n, labels, recall
     seen: list            # GM programs some training file has
+    polyphony_p95: float  # voices per instrument: the real val pieces' 95th percentile
+    closeness: dict       # set -> path -> metric -> (d of the samples, d of real train pieces: the floor)
 
 
-def control_jobs(data, *, n_per_prompt, seed):
-    """One job per control sample: (prompt index, what it asks, its prefix attributes, the key sampled with)."""
+def control_jobs(ckpt, sets, *, data_dir, seed):
+    """One job per (set, prompt): what it asks, the user's Request (token, prefix, seed: prompt.request exactly as
+    sample.py --prompt makes it) and the model-alone prefix (semantic token unspecified)."""
     jobs = []
-    for i, text in enumerate(CONTROL_PROMPTS):
-        asked = describe.parse_prompt(text)
-        attributes, _ = prompt.prefix_attributes(asked, seed + i, data["programs_seen"])
-        key = None if attributes["key"] is None else describe.KEY_NAMES[attributes["key"]]
-        jobs += [(i, asked, attributes, key)] * n_per_prompt
+    for name, prompts in sets.items():
+        for i, (text, flags) in enumerate(prompts):
+            asked = prompt.asked_attributes(text, flags)
+            req = prompt.request(ckpt, asked, text=text, seed=seed + i, data_dir=data_dir)
+            key = None if req.prefix["key"] is None else describe.KEY_NAMES[req.prefix["key"]]
+            jobs.append(dict(set=name, prompt=i, asked=asked, request=req, key=key))
     return jobs
 
 
+def path_samples(model, job, path, *, n, sampling):
+    """n samples of one job on one path -> token rows. user: exactly sample.py --prompt's defaults with --seconds
+    20 (the nearest semantic token, the opening meter and tempo, notes only on the asked instruments); model: the
+    attribute prefix alone (no semantic token, nothing forced, any instrument), as many tokens as section 2;
+    none-user, none-model: fully unconditional, each at its path's length and seed."""
+    req = job["request"]
+    if path == "user":
+        user = replace(generation.SAMPLE_DEFAULTS, seconds=USER_SECONDS, seed=req.seed, dtype=sampling.dtype,
+                       max_new_tokens=generation.SECONDS_MAX_NEW_TOKENS)
+        return generate_tokens(model, req.rows(n), user, programs=req.programs())
+    rows = [prompt_row(None, req.prefix if path == "model" else {}, header=False)] * n
+    if path == "model":
+        return generate_tokens(model, rows, replace(sampling, seed=req.seed))
+    if path == "none-user":
+        return generate_tokens(model, rows, replace(generation.SAMPLE_DEFAULTS, seconds=USER_SECONDS, seed=req.seed,
+                                                    dtype=sampling.dtype, guidance=1.0,
+                                                    max_new_tokens=generation.SECONDS_MAX_NEW_TOKENS))
+    return generate_tokens(model, rows, replace(sampling, seed=req.seed, guidance=1.0))
+
+
+def control(model, data, ckpt, *, sets, classifiers, n_per_prompt, sampling, seed, data_dir, real):
+    """n_per_prompt samples of every prompt of every set on each path (path_samples) -> Control. real: the piece
+    stats of real val and train pieces (the closeness yardstick) and the real val pieces' 95th percentile of
+    voices per instrument."""
+    real_val, real_train, polyphony_p95 = real
+    seen, rows = data["programs_seen"], []
+    jobs = control_jobs(ckpt, sets, data_dir=data_dir, seed=seed)
+    with tqdm(total=len(jobs) * len(PATHS), desc="control samples", unit="prompt", disable=None) as bar:
+        for job in jobs:
+            for path in PATHS:
+                for tokens in path_samples(model, job, path, n=n_per_prompt, sampling=sampling):
+                    score = tokenizer.tokens_to_score(tokens)[0]
+                    hits = realised(score, job["asked"], key=job["key"], classifiers=classifiers, seen=seen)
+                    hits["polyphony outlier"] = describe.voices_per_instrument(score.notes) > polyphony_p95
+                    stats = piece_stats(score)
+                    rows.append(dict(set=job["set"], prompt=job["prompt"], path=path, hits=hits,
+                                     stats={k: stats[k] for k in METRICS}))
+                bar.update()
+    ceilings = prompt_ceilings(classifiers, [job["asked"] for job in jobs])
+    return Control(rows=rows, summary=summarise(rows), sets=sets, settings=path_settings(sampling),
+                   n_per_prompt=n_per_prompt, seen=sorted(seen), polyphony_p95=polyphony_p95,
+                   closeness=closeness_by_path(rows, sets, real_val, real_train),
+                   classifiers={k: dict(ceiling=v["ceiling"], prompt_ceiling=ceilings[k],
+                                        **{f: v[f] for f in ("chance", "n", "labels", "recall")})
+                                for k, v in classifiers.items()})
+
+
+PATHS = ("user", "model", "none-user", "none-model")
+
+
+def path_settings(sampling):
+    d = generation.SAMPLE_DEFAULTS
+    return {"user": f"`sample.py --prompt P --seconds {USER_SECONDS:g}` with its defaults: the nearest semantic token, "
+                    f"guidance {d.guidance:g}, top-p {d.top_p:g}, the opening meter and tempo, notes only on the asked "
+                    "instruments",
+            "model": f"the attribute prefix alone (semantic token unspecified), guidance {sampling.guidance:g}, "
+                     f"{sampling.max_new_tokens} new tokens, nothing forced",
+            "none-user": f"unconditioned, {USER_SECONDS:g} s", "none-model": f"unconditioned, {sampling.max_new_tokens} tokens"}
+
+
 def summarise(rows):
-    """Per measure, conditioned or not: n, mean, 95% interval, and how many prompts ask for it."""
-    summary = {}
-    for name in CONTROL_MEASURES + ["tempo token"]:
-        for conditioned in (True, False):
-            values = [row["hits"][name] for row in rows if row["conditioned"] == conditioned and name in row["hits"]]
-            n, mean = len(values), float(np.mean(values)) if values else float("nan")
-            if name.startswith("instrument"):  # a share per sample: normal interval of the mean
-                half = 1.96 * float(np.std(values)) / math.sqrt(n) if n > 1 else float("nan")
-                ci = (max(0.0, mean - half), min(1.0, mean + half))
-            else:
-                ci = wilson(sum(values), n)
-            summary[name, conditioned] = dict(n=n, mean=mean, ci=ci,
-                                              prompts=len({row["prompt"] for row in rows if name in row["hits"]}))
+    """Per (set, path, measure): n, mean, 95% interval (Wilson for hits, normal for the instrument shares)."""
+    summary, groups = {}, {}
+    for row in rows:
+        for name, value in row["hits"].items():
+            groups.setdefault((row["set"], row["path"], name), []).append(value)
+    for key, values in groups.items():
+        n, mean = len(values), float(np.mean(values))
+        if key[2] in ("instrument recall", "instrument precision"):
+            half = 1.96 * float(np.std(values)) / math.sqrt(n) if n > 1 else float("nan")
+            ci = (max(0.0, mean - half), min(1.0, mean + half))
+        else:
+            ci = wilson(sum(values), n)
+        summary[key] = dict(n=n, mean=mean, ci=ci)
     return summary
 
 
-def prompt_ceilings(classifiers, jobs):
+def prompt_ceilings(classifiers, asks):
     """What the classifier can read back of the labels the prompts ask for: its recall on real pieces of each,
-    averaged over the samples that ask. A meter no val piece has (or one it never names) counts as 0."""
-    asked_labels = {"meter": [j[1]["meter"] for j in jobs if j[1]["meter"]],
-                    "tempo word": [describe.tempo_word(j[1]["tempo_bpm"]) for j in jobs if j[1]["tempo_bpm"]]}
-    return {name: float(np.mean([classifiers[name]["recall"].get(label, 0.0) for label in labels]))
+    averaged over the prompts that ask. A meter no val piece has (or one it never names) counts as 0."""
+    asked_labels = {"meter": [a["meter"] for a in asks if a["meter"]],
+                    "tempo word": [describe.tempo_word(a["tempo_bpm"]) for a in asks if a["tempo_bpm"]]}
+    return {name: float(np.mean([classifiers[name]["recall"].get(label, 0.0) for label in labels])) if labels else 0.0
             for name, labels in asked_labels.items()}
 
 
-def control(model, data, classifiers, *, n_per_prompt, guidance, seed, sampling):
-    """n_per_prompt samples per CONTROL_PROMPTS entry with its attributes (semantic token unspecified, so the
-    attributes alone steer), and as many fully unconditional ones -> Control."""
-    seen, rows, jobs = data["programs_seen"], [], control_jobs(data, n_per_prompt=n_per_prompt, seed=seed)
-    # Only the prefix asks: the piece's opening meter and tempo are left to the model (header=False), so what the
-    # notes and the tempo token show is the model's doing. All prompts' samples go in one batch, the baseline in another.
-    for conditioned in tqdm((True, False), desc="control samples", unit="batch", disable=None):
-        prompts = [prompt_row(None, j[2] if conditioned else {}, header=False) for j in jobs]
-        samples = generate_tokens(model, prompts, replace(sampling, guidance=guidance if conditioned else 1.0,
-                                                          seed=seed))
-        for (i, asked, _, key), tokens in zip(jobs, samples):
-            score = tokenizer.tokens_to_score(tokens)[0]
-            rows.append(dict(prompt=i, conditioned=conditioned,
-                             hits=realised(score, asked, key=key, classifiers=classifiers, seen=seen)))
-    ceilings = prompt_ceilings(classifiers, jobs)
-    return Control(rows=rows, summary=summarise(rows), guidance=guidance, n_per_prompt=n_per_prompt,
-                   classifiers={k: dict(ceiling=v["ceiling"], prompt_ceiling=ceilings[k],
-                                        **{f: v[f] for f in ("chance", "n", "labels", "recall")})
-                                for k, v in classifiers.items()},
-                   seen=sorted(seen))
+def closeness_by_path(rows, sets, real_val, real_train):
+    """Per set and path: |mean of the samples - mean of real val pieces| per metric, in real val standard deviations,
+    beside the same for real train pieces (the floor two sets of real music lie apart)."""
+    scale = {k: mean_std([s[k] for s in real_val])[1] or 1.0 for k in METRICS}
+    distance = lambda stats, k: abs(mean_std([s[k] for s in stats])[0] - mean_std([s[k] for s in real_val])[0]) \
+        / scale[k]  # noqa: E731
+    out = {}
+    for name in sets:
+        for path in PATHS:
+            stats = [row["stats"] for row in rows if row["set"] == name and row["path"] == path]
+            if stats:
+                out.setdefault(name, {})[path] = {k: (distance(stats, k), distance(real_train, k)) for k in METRICS}
+    return out
+
+
+def measure_control(model, data, ckpt, setup, *, settings):
+    """Section 5 with its yardsticks: the meter and tempo-word classifiers, real val and train pieces (cut to 1,024
+    tokens) for closeness and the polyphony threshold -> Control."""
+    S, seed = settings, settings["seed"]
+    classifiers = fit_rhythm_classifiers(data, max_pieces=S["max_pieces"], max_tokens=setup.max_new_tokens + 1,
+                                         seed=seed)
+    real = {split: real_scores(data, split, max_pieces=S["max_pieces"], max_tokens=1024, seed=seed,
+                               semantic_only=False)[1] for split in ("val", "train")}
+    p95 = float(np.percentile([describe.voices_per_instrument(score.notes) for score in real["val"]], 95))
+    stats = {split: [piece_stats(score) for score in scores] for split, scores in real.items()}
+    sampling = Sampling(max_new_tokens=setup.max_new_tokens, temperature=S["temperature"], top_p=S["top_p"],
+                        guidance=S["control_guidance"], dtype=setup.dtype)
+    return control(model, data, ckpt, sets=prompt_sets(S["prompts"]), classifiers=classifiers,
+                   n_per_prompt=S["control_samples"], sampling=sampling, seed=seed, data_dir=setup.data_dir,
+                   real=(stats["val"], stats["train"], p95))
 
 
 def fit_rhythm_classifiers(data, *, max_pieces, max_tokens, seed):
@@ -355,10 +455,12 @@ def realised(score, asked, *, key, classifiers, seen):
     """One sample against what its prompt asked -> {measure: hit (bool) or share (float)}, for the attributes
     asked for. key: the KEY_NAMES entry sampled with (a mode alone gets a tonic from the seed)."""
     m, out = describe.measure(score), {}
+    second = describe.music21_key(score.notes) if asked["key"] or asked["mode"] else None
     if asked["key"]:
-        out["key"] = m["key"] == key
+        out["key"], out["key (music21)"] = m["key"] == key, second == key
     if asked["mode"]:
         out["mode"] = m["mode"] == asked["mode"]
+        out["mode (music21)"] = second is not None and second.split()[-1] == asked["mode"]
     features = describe.rhythm_features(score)[None]                                          # (1, F)
     if asked["meter"]:
         out["meter"] = classifiers["meter"]["model"].predict(features)[0] == asked["meter"]
@@ -366,9 +468,10 @@ def realised(score, asked, *, key, classifiers, seen):
         out["tempo word"] = classifiers["tempo word"]["model"].predict(features)[0] == describe.tempo_word(asked["tempo_bpm"])
         level = tokenizer.tempo_level(asked["tempo_bpm"])
         out["tempo token"] = bool(score.tempos) and tokenizer.tempo_level(score.tempos[0][1]) == level
-    target = {p for p in asked["instruments"] if p in seen}
+    sounding, target = set(m["instruments"]), {p for p in asked["instruments"] if p in seen}
+    if asked["instruments"]:  # every asked instrument sounds, and nothing else does
+        out["instruments exact"] = sounding == set(asked["instruments"])
     if target:
-        sounding = set(m["instruments"])
         out["instrument recall"] = len(target & sounding) / len(target)
         out["instrument precision"] = len(sounding & set(asked["instruments"])) / len(sounding) if sounding else 0.0
     return out
@@ -382,9 +485,9 @@ class Results:
     """Everything evaluate.py measured, stage by stage; report(), summary() and the plots read it."""
     setup: Setup
     likelihood: dict      # likelihood()'s tables
-    ceiling: Ceiling
-    adherence: Adherence
-    closeness: Closeness
+    ceiling: Ceiling | None         # sections 2-4: None with --only control
+    adherence: Adherence | None
+    closeness: Closeness | None
     control: Control | None
     seconds: dict         # stage -> seconds, and "total"
     report: str = ""      # where report.md and index.html were written
@@ -392,7 +495,7 @@ class Results:
 
 
 def load(out_dir, *, ckpt, data_dir, device, dtype, settings):
-    """The checkpoint and its dataset -> (model, data, autocast context, Setup). settings: Setup's command,
+    """The checkpoint and its dataset -> (model, checkpoint dict, data, autocast context, Setup). settings: Setup's command,
     guidance, num_samples and max_new_tokens."""
     device, device_type, dtype = pick_device(device, dtype)
     model, ck = load_model(ckpt or out_dir, device)
@@ -404,7 +507,7 @@ def load(out_dir, *, ckpt, data_dir, device, dtype, settings):
     setup = Setup(ckpt=ck["path"], iter=ck.get("iter_num"), data_dir=data_dir, device=f"{device} ({dtype})",
                   dtype=dtype, labels=prompt.token_labels(ck, data_dir), type_names=list(data["meta"]["blocks"]),
                   **settings)
-    return model, data, autocast(device_type, dtype), setup
+    return model, ck, data, autocast(device_type, dtype), setup
 
 
 def timed(seconds, name, fn, *args, **kwargs):
@@ -415,53 +518,54 @@ def timed(seconds, name, fn, *args, **kwargs):
     return out
 
 
-def measure(model, data, setup, *, ctx, settings):
-    """Sections 1-5 -> (Results less the written paths, example token rows for the page). settings: max_windows,
-    max_pieces, temperature, top_p, seed, control_samples, control_guidance."""
+def measure(model, data, setup, *, ctx, settings, ckpt):
+    """Sections 1-5 (2-4 unless settings["only_control"]) -> (Results less the written paths, example token rows
+    for the page). settings: max_windows, max_pieces, temperature, top_p, seed, control_samples, control_guidance,
+    prompts, only_control."""
     seconds, seed, S = {}, settings["seed"], settings
     lk = timed(seconds, "likelihood", likelihood, model, data, max_windows=S["max_windows"], ctx=ctx,
                device=next(model.parameters()).device)
     print(f"likelihood: {lk['windows']} val windows in {seconds['likelihood']:.1f} s")
-    ceiling = timed(seconds, "classifier", fit_ceiling, data, data_dir=setup.data_dir, max_pieces=S["max_pieces"],
-                    max_tokens=setup.max_new_tokens + 1, seed=seed)
-    print(f"classifier: {len(ceiling.real_train[0])} train and {len(ceiling.real_val[0])} val pieces in "
-          f"{seconds['classifier']:.1f} s")
-    sampling = Sampling(max_new_tokens=setup.max_new_tokens, temperature=S["temperature"], top_p=S["top_p"],
-                        dtype=setup.dtype)
-    adherence = timed(seconds, "generation", generate_all, model, ceiling, guidance=setup.guidance, seed=seed,
-                      n_samples=setup.num_samples, sampling=sampling)
-    print(f"generation: {len(adherence.stats) * setup.num_samples} samples in {seconds['generation']:.1f} s")
-    ctrl = None
+    ceiling = adherence = closeness = ctrl = None
+    if not S["only_control"]:
+        ceiling = timed(seconds, "classifier", fit_ceiling, data, data_dir=setup.data_dir, max_pieces=S["max_pieces"],
+                        max_tokens=setup.max_new_tokens + 1, seed=seed)
+        print(f"classifier: {len(ceiling.real_train[0])} train and {len(ceiling.real_val[0])} val pieces in "
+              f"{seconds['classifier']:.1f} s")
+        sampling = Sampling(max_new_tokens=setup.max_new_tokens, temperature=S["temperature"], top_p=S["top_p"],
+                            dtype=setup.dtype)
+        adherence = timed(seconds, "generation", generate_all, model, ceiling, guidance=setup.guidance, seed=seed,
+                          n_samples=setup.num_samples, sampling=sampling)
+        print(f"generation: {len(adherence.stats) * setup.num_samples} samples in {seconds['generation']:.1f} s")
+        closeness = compare(ceiling, adherence, setup.guidance)
     if S["control_samples"]:
-        t0 = time.time()
-        classifiers = fit_rhythm_classifiers(data, max_pieces=S["max_pieces"], max_tokens=setup.max_new_tokens + 1,
-                                             seed=seed)
-        ctrl = control(model, data, classifiers, n_per_prompt=S["control_samples"], guidance=S["control_guidance"],
-                       seed=seed, sampling=sampling)
-        seconds["control"] = time.time() - t0
-        print(f"control: {len(ctrl.rows)} samples for {len(CONTROL_PROMPTS)} prompts in {seconds['control']:.1f} s")
-    results = Results(setup=setup, likelihood=lk, ceiling=ceiling, adherence=adherence,
-                      closeness=compare(ceiling, adherence, setup.guidance), control=ctrl, seconds=seconds)
-    return results, adherence.examples
+        ctrl = timed(seconds, "control", measure_control, model, data, ckpt, setup, settings=S)
+        print(f"control: {len(ctrl.rows)} samples in {seconds['control']:.1f} s")
+    results = Results(setup=setup, likelihood=lk, ceiling=ceiling, adherence=adherence, closeness=closeness,
+                      control=ctrl, seconds=seconds)
+    return results, adherence.examples if adherence else {}
 
 
 def run(out_dir, *, ckpt=None, data_dir=None, num_samples=32, guidance=(1.0, 2.0, 3.0), max_new_tokens=512,
         max_windows=256, max_pieces=3000, temperature=1.0, top_p=0.95, seed=0, device="auto", dtype="auto",
-        command="python evaluate.py", audio=False, control_samples=4, control_guidance=2.0):
+        command="python evaluate.py", audio=False, control_samples=4, control_guidance=2.0, prompts="fixed,demo,readme",
+        only_control=False):
     """Evaluate out_dir's newest checkpoint (or `ckpt`); write out_dir/eval/report.md, summary.json, index.html and
     plots -> Results."""
     t_start = time.time()
-    model, data, ctx, setup = load(out_dir, ckpt=ckpt, data_dir=data_dir, device=device, dtype=dtype, settings=dict(
+    model, ck, data, ctx, setup = load(out_dir, ckpt=ckpt, data_dir=data_dir, device=device, dtype=dtype, settings=dict(
         command=command, guidance=list(guidance), num_samples=num_samples, max_new_tokens=max_new_tokens))
     print(f"evaluating {setup.ckpt} (iter {setup.iter}) on {setup.data_dir}, {setup.device}")
-    results, examples = measure(model, data, setup, ctx=ctx, settings=dict(
+    results, examples = measure(model, data, setup, ctx=ctx, ckpt=ck, settings=dict(
         max_windows=max_windows, max_pieces=max_pieces, temperature=temperature, top_p=top_p, seed=seed,
-        control_samples=control_samples, control_guidance=control_guidance))
+        control_samples=control_samples, control_guidance=control_guidance, prompts=prompts,
+        only_control=only_control))
     eval_dir = os.path.join(out_dir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
     plot_likelihood(results, os.path.join(eval_dir, "likelihood.png"))
-    plot_adherence(results, os.path.join(eval_dir, "adherence.png"))
-    plot_closeness(results, os.path.join(eval_dir, "closeness.png"))
+    if results.adherence is not None:
+        plot_adherence(results, os.path.join(eval_dir, "adherence.png"))
+        plot_closeness(results, os.path.join(eval_dir, "closeness.png"))
     results.seconds["total"] = time.time() - t_start
     results.report = os.path.join(eval_dir, "report.md")
     write_atomic(results.report, report(results))
@@ -548,7 +652,7 @@ def headline(res):
         f"{'val nats per note':<30}{nats_per_note(res.likelihood, 'loss'):>10.3f}"
         f"{nats_per_note(res.likelihood, 'baseline_loss'):>10.3f}",
         f"{'val perplexity':<30}{math.exp(loss):>10.2f}{math.exp(uni):>10.2f}",
-        f"{'val next-token accuracy':<30}{pct(o['acc'][0]):>10}{pct(o['baseline_acc'][0]):>10}",
+        f"{'val next-token accuracy':<30}{pct(o['acc'][0]):>10}{pct(o['baseline_acc'][0]):>10}"] + ([] if a is None else [
         "",
         f"{'adherence (classifier acc.)':<30}" + "".join(f"{f'guidance {x:g}':>13}" for x in g),
         f"{'  generated samples':<30}" + "".join(f"{pct(a.share[x]):>13}" for x in g),
@@ -556,16 +660,19 @@ def headline(res):
         f"{'  real val pieces (ceiling)':<30}{pct(ce.ceiling):>13}   chance on val {pct(ce.chance)}",
         "",
         f"validity: {pct(cl.valid_decode)} of samples decode with no token skipped, {pct(cl.valid_bars)} have "
-        f"notes in every bar (real val pieces: {pct(cl.real_bars)})"] + headline_control(res.control))
+        f"notes in every bar (real val pieces: {pct(cl.real_bars)})"]) + headline_control(res.control))
 
 
 def headline_control(c):
     if c is None:
         return []
-    lines = ["", f"{'control (in the notes)':<30}{'conditioned':>13}{'uncond.':>13}   target"]
-    for name, words, value, met in control_targets(c):
-        lines.append(f"{'  ' + name:<30}{pct(value):>13}{pct(c.summary[name, False]['mean']):>13}   "
-                     f"{'met' if met else 'MISSED'}: {words}")
+    lines = []
+    for name in c.sets:
+        lines += ["", f"{'control, ' + name + ' prompts':<30}{'user path':>11}{'uncond.':>9}{'model':>9}   demo / long"]
+        for m, demo, long, value, ok_demo, ok_long in control_targets(c, name):
+            base, model = (c.summary.get((name, path, m), {}).get("mean", float("nan")) for path in ("none-user", "model"))
+            lines.append(f"{'  ' + m:<30}{pct(value):>11}{pct(base):>9}{pct(model):>9}   "
+                         f"{'met' if ok_demo else 'MISSED'} / {'met' if ok_long else 'MISSED'} ({demo}; {long})")
     return lines
 
 
@@ -663,73 +770,97 @@ def interval(summary):
     return f"{pct(summary['mean'])} [{pct(summary['ci'][0])}, {pct(summary['ci'][1])}]"
 
 
-def control_targets(c):
-    """-> [(measure, target as words, realised share, met?)] for the issue's targets that the control report covers."""
+def control_targets(c, name):
+    """Issue 18's targets on the user's path of one prompt set -> [(measure, target for the demo model, for the long
+    preset, realised share, met for the demo, met for the long)]."""
+    get = lambda path, m: c.summary.get((name, path, m), dict(n=0, mean=float("nan")))  # noqa: E731
     out = []
-    for name in CONTROL_MEASURES:
-        cond, base = c.summary[name, True], c.summary[name, False]
-        if not cond["n"]:
+    for m in CONTROL_MEASURES + ["tempo token"]:
+        user, base = get("user", m), get("none-user", m)
+        if not user["n"]:
             continue
-        if name == "meter":  # the ceiling for what the prompts ask: the classifier's recall on those meters
+        twice = user["mean"] >= 2 * base["mean"] and user["mean"] > 0
+        if m in TARGETS or m in CEILINGS:
+            demo, long = TARGETS.get(m) or CEILINGS[m]
+            at_most = m in CEILINGS
+            words = ("<= " if at_most else ">= ") + f"{pct(demo)}", ("<= " if at_most else ">= ") + f"{pct(long)}"
+            met = [user["mean"] <= g if at_most else user["mean"] >= g for g in (demo, long)]
+        elif m == "meter":  # the long target: 80% of the classifier's recall on the meters asked
             goal = 0.8 * c.classifiers["meter"]["prompt_ceiling"]
-            words = f">= 80% of the classifier's ceiling on the meters asked ({pct(goal)}) and 2x unconditioned"
-        elif name == "tempo word":
-            goal, words = None, "2x unconditioned"
+            words, met = ("2x unconditioned", f">= {pct(goal)} (80% of the ceiling)"), [twice, user["mean"] >= goal]
+        elif m == "tempo word":
+            words, met = ("2x unconditioned", "2x unconditioned"), [twice, twice]
         else:
-            goal = CONTROL_TARGETS[name]
-            words = f">= {pct(goal)} and 2x unconditioned"
-        met = (goal is None or cond["mean"] >= goal) and cond["mean"] >= 2 * base["mean"] and cond["mean"] > 0
-        out.append((name, words, cond["mean"], met))
+            continue
+        out.append((m, *words, user["mean"], *met))
     return out
 
 
-def report_control(c):
+def control_table(c, name):
+    """The measures of one prompt set on each path, with intervals and the ratio to the unconditioned samples."""
     rows = []
-    for name in CONTROL_MEASURES:
-        cond, base = c.summary[name, True], c.summary[name, False]
-        if cond["n"]:
-            ratio = cond["mean"] / base["mean"] if base["mean"] else float("inf")
-            rows.append([name, cond["prompts"], cond["n"], interval(cond), interval(base), f"{ratio:.1f}x"])
-    targets = [[name, words, pct(value), "met" if met else "**missed**"] for name, words, value, met in control_targets(c)]
-    tempo = c.summary["tempo token", True], c.summary["tempo token", False]
+    for m in CONTROL_MEASURES + ["tempo token"]:
+        cells = [c.summary.get((name, path, m)) for path in PATHS]
+        if not cells[0] and not cells[1]:
+            continue
+        ratio = lambda a, b: f"{a['mean'] / b['mean']:.1f}x" if a and b and b["mean"] else ""  # noqa: E731
+        rows.append([m, (cells[0] or cells[1])["n"], interval(cells[0]) if cells[0] else "",
+                     interval(cells[2]) if cells[2] else "", ratio(cells[0], cells[2]),
+                     interval(cells[1]) if cells[1] else "", interval(cells[3]) if cells[3] else "",
+                     ratio(cells[1], cells[3])])
+    return table(["measure", "samples", "user's path", "unconditioned", "ratio", "model alone", "unconditioned",
+                  "ratio"], rows)
+
+
+def per_prompt_table(c, name):
+    measures = ["key", "key (music21)", "mode", "meter", "tempo word", "instruments exact", "polyphony outlier"]
+    out = []
+    for i, (text, flags) in enumerate(c.sets[name]):
+        hits = [row["hits"] for row in c.rows if row["set"] == name and row["prompt"] == i and row["path"] == "user"]
+        words = text + "".join(f" --{k} {v}" for k, v in flags.items())
+        out.append([words] + [pct(np.mean([h[m] for h in hits])) if hits and m in hits[0] else "" for m in measures])
+    return table(["prompt (user's path)"] + measures, out)
+
+
+def report_control(c):
+    lines = [
+        "## 5. Control: the attributes asked for, measured in the notes\n",
+        f"Every prompt of each set is read by describe.parse_prompt as `sample.py --prompt` reads it, and sampled "
+        f"{c.n_per_prompt} times on each path:\n",
+        *[f"- **{path}**: {words}" for path, words in c.settings.items()],
+        "\nThe unconditioned samples are scored against the same prompt: the baseline of each path. Measured from the "
+        "decoded notes: key and mode by describe's Krumhansl-Schmuckler estimator and by music21's analyze('key'); "
+        "instruments by the programs that sound (*exact*: every asked instrument sounds and no other; recall and "
+        "precision over instruments some training file has); meter and tempo word by random forests on rhythm "
+        "features of the notes alone, trained on real val pieces; *polyphony outlier*: the mean number of notes an "
+        f"instrument sounds at once is above the real val pieces' 95th percentile ({c.polyphony_p95:.2f}). "
+        "Brackets: 95% intervals (Wilson for shares, normal for the instrument means). *tempo token* is plumbing: "
+        "the sample's own first tempo equals the one asked (on the user's path sample.py writes it).\n"]
+    for name, prompts in c.sets.items():
+        targets = [[m, demo, long, pct(value), "met" if ok_demo else "**missed**", "met" if ok_long else "**missed**"]
+                   for m, demo, long, value, ok_demo, ok_long in control_targets(c, name)]
+        close = c.closeness.get(name, {})
+        lines += [f"### Prompt set: {name} ({len(prompts)} prompts)\n", control_table(c, name),
+                  "Issue 18's targets, on the user's path:\n",
+                  table(["measure", "demo model", "long CPU preset", "realised", "demo", "long"], targets)]
+        if close:
+            lines += ["Closeness to real music (d: |mean of the samples - mean of real val pieces| in real val "
+                      "standard deviations; floor: the same for real train pieces):\n",
+                      table(["metric"] + [f"d {path}" for path in close] + ["floor"],
+                            [[METRICS[k]] + [num(close[path][k][0], 2) for path in close] +
+                             [num(next(iter(close.values()))[k][1], 2)] for k in METRICS])]
+        lines += [per_prompt_table(c, name)]
     classifier_rows = [[name, v["n"], pct(v["ceiling"]), pct(v["prompt_ceiling"]), pct(v["chance"]),
                         ", ".join(f"{label} {n} ({pct(v['recall'][label])})"
                                   for label, n in sorted(v["labels"].items(), key=lambda x: -x[1])[:9])]
                        for name, v in c.classifiers.items()]
-    per_prompt = []
-    for i, text in enumerate(CONTROL_PROMPTS):
-        hits = [row["hits"] for row in c.rows if row["prompt"] == i and row["conditioned"]]
-        per_prompt.append([text] + [pct(np.mean([h[name] for h in hits])) if hits and name in hits[0] else ""
-                                    for name in CONTROL_MEASURES])
-    return [
-        "## 5. Control: the attributes asked for, measured in the notes\n",
-        f"{len(CONTROL_PROMPTS)} fixed prompts (evaluate.CONTROL_PROMPTS), read by describe.parse_prompt as "
-        "`sample.py --prompt` reads them; each sets some of key, mode, meter, tempo and instruments in the attribute "
-        "prefix, with the semantic token unspecified so the attributes alone steer, and nothing else forced (unlike "
-        "`sample.py`, no opening meter or tempo token is written for the model). "
-        f"{c.n_per_prompt} samples per "
-        f"prompt at guidance {c.guidance:g}, and as many fully unconditional samples, each scored "
-        "against the same prompt: the baseline. Measured from the decoded notes: key and mode by describe's "
-        "Krumhansl-Schmuckler estimator; instruments by the programs that sound (recall: the share of the asked "
-        "instruments that play, over instruments some training file has; precision: the share of the playing "
-        "instruments that were asked for); meter and tempo word by random forests on rhythm features of the notes "
-        "alone (no time-signature or tempo token is read), trained on real val pieces (for the tempo word, each "
-        "also played once at a random tempo: most bundled pieces have none and play at 120 bpm). Brackets: 95% intervals "
-        "(Wilson for shares, normal for the instrument means).\n",
-        table(["measure", "prompts", "samples", "conditioned", "unconditioned", "ratio"], rows),
-        "Targets (issue 11):\n",
-        table(["measure", "target", "realised", ""], targets),
-        f"Plumbing, not control: the tempo the samples' own first TEMPO token sets equals the tempo asked for in "
-        f"{interval(tempo[0])} of conditioned samples ({interval(tempo[1])} unconditioned). That only shows the "
-        "model copies the prefix's tempo into the stream; the tempo-word row above is what the notes do.\n",
+    return lines + [
         "The meter and tempo-word classifiers (5-fold cross-validated on real val pieces, cut to the samples' "
         "length; chance = always the commonest label). *Ceiling on the asked*: its recall on real pieces of the "
-        "labels the prompts ask for, averaged over the samples that ask (the meter target is 80% of this). "
-        "Labels with their val pieces and, in brackets, the classifier's recall on them:\n",
+        "labels the prompts ask for, averaged over the prompts that ask. Labels with their val pieces and, in "
+        "brackets, the classifier's recall on them:\n",
         table(["classifier", "pieces", "ceiling", "ceiling on the asked", "chance", "labels (commonest first)"],
               classifier_rows),
-        "Per prompt (conditioned samples):\n",
-        table(["prompt"] + CONTROL_MEASURES, per_prompt),
         f"Instruments some training file has: {', '.join(map(describe.instrument_name, c.seen))}.\n"]
 
 
@@ -744,32 +875,43 @@ def summary(res):
     out = dict(ckpt=s.ckpt, iter=s.iter, val_loss=float(o["loss"][0]), val_nats_per_note=nats_per_note(res.likelihood),
                gain={"all": float(o["loss_uncond"][0] - o["loss"][0])} |
                     {slot: float(o[f"loss_no_{slot}"][0] - o["loss"][0]) for slot in tokenizer.PREFIX_SLOTS},
-               adherence={f"{g:g}": res.adherence.share[g] for g in s.guidance}, ceiling=res.ceiling.ceiling,
-               chance=res.ceiling.chance, num_samples=s.num_samples)
+               num_samples=s.num_samples)
+    if res.adherence is not None:
+        out |= dict(adherence={f"{g:g}": res.adherence.share[g] for g in s.guidance}, ceiling=res.ceiling.ceiling,
+                    chance=res.ceiling.chance)
     if res.control is not None:
-        out["control"] = {f"{name} {'conditioned' if cond else 'unconditioned'}": dict(v, ci=list(v["ci"]))
-                          for (name, cond), v in res.control.summary.items()}
-        out["classifiers"] = res.control.classifiers
+        c = res.control
+        out["control"] = {"/".join(key): dict(v, ci=list(v["ci"])) for key, v in c.summary.items()}
+        out["targets"] = {name: {m: dict(demo=ok_demo, long=ok_long, value=value)
+                                 for m, _, _, value, ok_demo, ok_long in control_targets(c, name)} for name in c.sets}
+        out |= dict(closeness=c.closeness, classifiers=c.classifiers, polyphony_p95=c.polyphony_p95)
     return out
 
 
 def report(res):
-    s, cl = res.setup, res.closeness
+    s = res.setup
     return "\n".join([
         f"# Evaluation of {s.ckpt} (iter {s.iter})\n",
         f"Made by `{s.command}` on {s.device} in {res.seconds['total']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in res.seconds.items() if k != "total")
         + f"). Data: `{s.data_dir}`.\n",
         "```\n" + headline(res) + "\n```\n",
-        *report_likelihood(s, res.likelihood), *report_adherence(s, res.ceiling, res.adherence, cl.real_by_token),
-        *report_closeness(s, cl), *(report_control(res.control) if res.control is not None else []),
+        *report_likelihood(s, res.likelihood), *(report_samples(res) if res.adherence is not None else []),
+        *(report_control(res.control) if res.control is not None else [])])
+
+
+def report_samples(res):
+    """Sections 2-4: adherence, closeness and validity of the samples per semantic token."""
+    s, cl = res.setup, res.closeness
+    return [
+        *report_adherence(s, res.ceiling, res.adherence, cl.real_by_token), *report_closeness(s, cl),
         "## 4. Validity\n",
         f"Over all {len(s.guidance) * len(res.ceiling.tokens) * s.num_samples} samples. Sampling is constrained by "
         "tokenizer.py's grammar, so no skipped token is expected. A bar (its length from the time signature, 4/4 by "
         "default) counts as filled when a note sounds in it.\n",
         table(["", "samples", "real val pieces"],
               [["decode with no token skipped", pct(cl.valid_decode), ""],
-               ["notes in every bar", pct(cl.valid_bars), pct(cl.real_bars)]])])
+               ["notes in every bar", pct(cl.valid_bars), pct(cl.real_bars)]])]
 
 
 # -----------------------------------------------------------------------------
@@ -787,7 +929,7 @@ def write_report_page(res, examples, eval_dir, audio=False):
     sample_dir, g = os.path.join(eval_dir, "samples"), max(s.guidance)
     os.makedirs(sample_dir, exist_ok=True)
     written = []
-    for c in res.ceiling.tokens:
+    for c in res.ceiling.tokens if res.ceiling else []:
         for i, tokens in enumerate(examples[g, c]):
             name = tokenizer.semantic_name(c)
             path = os.path.join(sample_dir, f"{name}_g{g:g}_{i}.mid")
@@ -818,8 +960,12 @@ def main(argv=None):
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--audio", action="store_true", help="render the samples on the report's page to WAV")
     p.add_argument("--control_samples", type=int, default=4,
-                   help=f"samples per control prompt ({len(CONTROL_PROMPTS)} prompts; 0 = no control report)")
-    p.add_argument("--control_guidance", type=float, default=2.0, help="guidance scale of the control samples")
+                   help="samples per control prompt and path (0 = no control report)")
+    p.add_argument("--control_guidance", type=float, default=2.0,
+                   help="guidance scale of the model-alone control samples (the user's path takes sample.py's)")
+    p.add_argument("--prompts", default="fixed,demo,readme",
+                   help="control prompt sets, comma-separated: fixed, demo, readme, or text files of prompts (one a line)")
+    p.add_argument("--only", choices=["control"], help="control: only sections 1 and 5 (no adherence samples)")
     args = p.parse_args(argv)
     try:
         guidance = [float(x) for x in args.guidance.split(",")]
@@ -833,7 +979,7 @@ def main(argv=None):
               max_new_tokens=args.max_new_tokens, max_windows=args.max_windows, max_pieces=args.max_pieces,
               temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype,
               command=command, audio=args.audio, control_samples=args.control_samples,
-              control_guidance=args.control_guidance)
+              control_guidance=args.control_guidance, prompts=args.prompts, only_control=args.only == "control")
     print("\n" + headline(res) + f"\n\nwrote {res.report}, {res.page} and plots in {res.seconds['total']:.0f} s")
     return res
 

@@ -158,6 +158,11 @@ class Sampling:
     dtype: str = "float32"         # autocast dtype name (model.autocast)
 
 
+# sample.py's defaults: its flags read them from here, and so do evaluate.py's user path and the local app
+SAMPLE_DEFAULTS = Sampling(max_new_tokens=512, temperature=1.0, top_k=None, top_p=0.95, guidance=1.0)
+SECONDS_MAX_NEW_TOKENS = 4096  # the token budget of a sample that stops at --seconds (about 70 s of a busy piece)
+
+
 def generate_tokens(model, prompts, sampling, *, programs=None):
     """prompts: rows of equal length, each an attribute prefix then START ... (prompt_row) -> one int64 array per
     row: [prompt ..., new tokens ..., END]. Sampling goes on until every row has reached END or sampling.seconds,

@@ -160,12 +160,14 @@ def render_wav(midi_path):
 # the gallery page
 
 def measured_facts(score):
-    """What the notes of a tokenizer.Score say (describe.measure): length, tempo, meter, key, instruments, notes."""
+    """What the notes of a tokenizer.Score say (describe.measure): length, tempo, meter, key, instruments, texture,
+    notes."""
     m = describe.measure(score)
     return {"length": f"{m['seconds']:.1f} s", "tempo": f"{m['tempo_bpm']:.0f} bpm ({m['tempo_italian']})",
             "meter": m["meter"], "estimated key": m["key"] or "none (no pitched notes)",
             "instruments": ", ".join(map(describe.instrument_name, describe.program_counts(score.notes))),
-            "texture": m["texture"], "notes": str(len(score.notes))}
+            "texture": f"{m['texture']}, {m['voices_per_instrument']:g} notes at once per instrument",
+            "notes": str(len(score.notes))}
 
 
 def sample_card(path, score, understood, title, *, folder, made, wav=None):

@@ -22,7 +22,8 @@ import prompt
 import render
 import tokenizer
 from files import UserError
-from generation import OUT_DIR, Sampling, generate_tokens, load_model, prime_tokens, quantize
+from generation import (OUT_DIR, SAMPLE_DEFAULTS, SECONDS_MAX_NEW_TOKENS, Sampling, generate_tokens, load_model,
+                        prime_tokens, quantize)
 from model import pick_device
 from tokenizer import seconds_at
 
@@ -39,12 +40,14 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", help="dataset folder with clusters.json; default the checkpoint's")
     p.add_argument("--sample_dir", help="where to write; default OUT_DIR/samples")
     p.add_argument("--num_samples", type=int, default=3)
-    p.add_argument("--max_new_tokens", type=int, help="default 512, or 4096 with --seconds")
+    p.add_argument("--max_new_tokens", type=int, help=f"default {SAMPLE_DEFAULTS.max_new_tokens}, or "
+                                                       f"{SECONDS_MAX_NEW_TOKENS} with --seconds")
     p.add_argument("--seconds", type=float, help="stop each sample once the music (prime included) is this long")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_k", type=int, default=0, help="0 = off")
-    p.add_argument("--top_p", type=float, default=0.95, help="1 = off")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale; 1 = off")
+    p.add_argument("--temperature", type=float, default=SAMPLE_DEFAULTS.temperature)
+    p.add_argument("--top_k", type=int, default=SAMPLE_DEFAULTS.top_k or 0, help="0 = off")
+    p.add_argument("--top_p", type=float, default=SAMPLE_DEFAULTS.top_p, help="1 = off")
+    p.add_argument("--guidance", type=float, default=SAMPLE_DEFAULTS.guidance,
+                   help="classifier-free guidance scale on the whole attribute prefix; 1 = off")
     p.add_argument("--seed", type=int, help="default: a random one, printed and put in the file names")
     p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -86,6 +89,7 @@ def write_samples(samples, args, *, token, label, seed, prime=None, header=()):
         title = f"{token}: {label} (seed {seed}, sample {i})" + (f", after {prime_name}" if prime_name else "")
         score, png = render.write_sample(tokens, path, title, prime_end)
         print(f"wrote {path} and {png}")
+        print("  measured: " + "; ".join(f"{k} {v}" for k, v in render.measured_facts(score).items()))
         written.append((path, score, title))
         programs = sorted({n.program for n in score.notes})
         instruments = f"{len(programs)}: " + ", ".join(map(describe.instrument_name, programs))
@@ -131,7 +135,8 @@ def main(argv=None):
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
     print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {req.token} ({req.label}), "
           f"seed {req.seed}" + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
-    sampling = Sampling(max_new_tokens=args.max_new_tokens or (4096 if args.seconds else 512), seconds=args.seconds,
+    n_max = args.max_new_tokens or (SECONDS_MAX_NEW_TOKENS if args.seconds else SAMPLE_DEFAULTS.max_new_tokens)
+    sampling = Sampling(max_new_tokens=n_max, seconds=args.seconds,
                         temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                         guidance=args.guidance, seed=req.seed, dtype=dtype)
     t0 = time.perf_counter()

@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 import describe  # noqa: E402
 import evaluate  # noqa: E402
 import prepare  # noqa: E402
+import prompt  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
@@ -56,7 +57,9 @@ def run_dir(tmp_path_factory):
     prepare.prepare(str(data_dir), val_fraction=0.3, workers=1, quiet=True)
     (data_dir / "semantic.json").write_text(json.dumps(semantic))
     sizes = np.bincount(list(semantic.values())).tolist()
-    (data_dir / "clusters.json").write_text(json.dumps({"k": 3, "labels": LABELS, "sizes": sizes}))
+    centroids = prompt.embed(LABELS).tolist()  # so that prompts find their nearest style, as sample.py's do
+    (data_dir / "clusters.json").write_text(json.dumps({"k": 3, "labels": LABELS, "sizes": sizes, "centroids": centroids,
+                                                        "embedder": prompt.DEFAULT_EMBEDDER}))
     train.train(train.parse_config([
         f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--n_layer=2", "--n_head=2", "--n_embd=32",
         "--block_size=64", "--batch_size=8", "--max_iters=150", "--eval_interval=150", "--eval_iters=1",
@@ -107,10 +110,14 @@ def test_closeness_is_zero_for_the_same_pieces_and_grows_with_the_difference():
     assert other["durations"] == pytest.approx(0.0)  # quarter notes against sixteenths: no overlap
 
 
-def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
+PROMPTS = ["a slow piece for piano", "a fast flute melody in 3/4", "a march in C major for piano and drums"]
+
+
+def test_evaluation_writes_the_report_with_numbers_in_range(run_dir, tmp_path):
     data_dir, out_dir = run_dir
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     res = evaluate.main(["--out_dir", str(out_dir), "--num_samples", "3", "--guidance", "1,2", "--max_new_tokens", "64",
-                         "--device", "cpu", "--dtype", "float32", "--audio"])
+                         "--device", "cpu", "--dtype", "float32", "--audio", "--prompts", str(tmp_path / "prompts.txt")])
     o = res.likelihood["overall"]
     loss, unigram = float(o["loss"][0]), float(o["baseline_loss"][0])
     assert loss > 0 and unigram > 0 and o["loss_uncond"][0] > 0
@@ -134,11 +141,20 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir):
     for section in ("## 1. Likelihood", "## 2. Conditioning adherence", "## 3. Closeness", "## 4. Validity"):
         assert section in text
     assert f"{math.exp(loss):.2f}" in text and "python evaluate.py --out_dir" in text and LABELS[1] in text
-    c = res.control  # the control report: every prompt sampled with its attributes and without any
-    assert "## 5. Control" in text and c.seen == [0, 73, tokenizer.DRUMS]
-    assert len(c.rows) == 2 * 4 * len(evaluate.CONTROL_PROMPTS)
-    for (name, conditioned), v in c.summary.items():
+    c = res.control  # the control report: every prompt on the user's path, the model alone and unconditioned
+    assert "## 5. Control" in text and c.seen == [0, 73, tokenizer.DRUMS] and list(c.sets) == ["prompts.txt"]
+    assert len(c.rows) == len(evaluate.PATHS) * 4 * len(PROMPTS)
+    for key, v in c.summary.items():
         assert v["n"] > 0 and 0 <= v["ci"][0] <= v["mean"] + 1e-9 and v["mean"] <= v["ci"][1] + 1e-9 <= 1 + 2e-9, v
+    measured = {m for _, path, m in c.summary if path == "user"}
+    assert {"key", "key (music21)", "mode", "meter", "tempo word", "instruments exact", "polyphony outlier"} <= measured
+    # the user's path is sample.py's: notes only on the instruments asked for, whatever the model would rather play;
+    # where it is not exact, an asked instrument is missing (every one asked here is in the training data)
+    user = [row["hits"] for row in c.rows if row["path"] == "user" and "instruments exact" in row["hits"]]
+    assert all(h["instruments exact"] or h["instrument recall"] < 1 for h in user) and any(h["instruments exact"] for h in user)
+    for path in ("user", "model"):
+        assert set(c.closeness["prompts.txt"][path]) == set(describe.METRICS)
+    assert c.polyphony_p95 >= 1 and "### Prompt set: prompts.txt" in text and "long CPU preset" in text
     print({k: round(v["mean"], 3) for k, v in c.summary.items()})
     for png in ("likelihood.png", "adherence.png", "closeness.png"):
         assert (out_dir / "eval" / png).read_bytes()[:4] == b"\x89PNG"
@@ -178,12 +194,16 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
     piece = score(c_major, bpm=66)
     asked = describe.parse_prompt("a slow waltz in C major for piano and violin")
     hits = evaluate.realised(piece, asked, key="C major", classifiers=classifiers, seen={0, 40})
-    assert hits == {"key": True, "mode": True, "meter": True, "tempo word": True, "tempo token": True,
+    assert hits == {"key": True, "key (music21)": True, "mode": True, "mode (music21)": True, "meter": True,
+                    "tempo word": True, "tempo token": True, "instruments exact": False,
                     "instrument recall": 0.5, "instrument precision": 1.0}
     asked = describe.parse_prompt("a fast march in F sharp minor for flute and drums")
     hits = evaluate.realised(piece, asked, key="F sharp minor", classifiers=classifiers, seen={0, 73})  # no drums
-    assert hits == {"key": False, "mode": False, "meter": False, "tempo word": False, "tempo token": False,
+    assert hits == {"key": False, "key (music21)": False, "mode": False, "mode (music21)": False, "meter": False,
+                    "tempo word": False, "tempo token": False, "instruments exact": False,
                     "instrument recall": 0.0, "instrument precision": 0.0}
+    hits = evaluate.realised(piece, describe.parse_prompt("a piano piece"), key=None, classifiers=classifiers, seen={0})
+    assert hits == {"instruments exact": True, "instrument recall": 1.0, "instrument precision": 1.0}
     assert "instrument recall" not in evaluate.realised(piece, describe.parse_prompt("for drums"), key=None,
                                                         classifiers=classifiers, seen={0})
 
@@ -192,3 +212,13 @@ def test_wilson_interval():
     low, high = evaluate.wilson(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
     assert evaluate.wilson(0, 20)[0] == 0 and evaluate.wilson(20, 20)[1] == pytest.approx(1)
+
+
+def test_the_readme_and_demo_prompts_scored_are_the_ones_users_see():
+    readme, makefile = (ROOT / "README.md").read_text(), (ROOT / "Makefile").read_text()
+    for text, flags in evaluate.README_PROMPTS:
+        line = next((line for line in readme.splitlines() if f'"{text}"' in line), None)
+        assert line is not None, f"README has no example {text!r}"
+        assert all(f"--{k} {v}" in line or f'--{k} "{v}"' in line for k, v in flags.items()), line
+    assert evaluate.DEMO_PROMPTS_FILE in makefile
+    assert len(evaluate.prompt_sets("demo")["demo"]) == 3
