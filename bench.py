@@ -13,6 +13,7 @@ one run on one machine, because absolute numbers on a shared machine are noisy.
     embed      the sentence embedder's throughput (prompt.embed, as cluster.py uses it)
     train      training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
     generate   a 2,048-token sample through model.stream against the loop it replaced (restarts every 128 tokens)
+    speedrun   variants of the demo's training side by side: val nats per note, tokens/s, MFU
     sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
     render     render.py's WAV rendering (sample.py --audio), as a real-time factor
     conditioning  evaluated training runs side by side (their eval/summary.json): loss gains, control shares
@@ -536,7 +537,8 @@ def bench_render(args):
 @section
 def bench_conditioning(args):
     """Training runs side by side, from the eval/summary.json that evaluate.py wrote in each (BENCHMARKS.md,
-    "Which conditioning"): how much the condition saves in loss, and how often samples realise it."""
+    "Which conditioning"): how much the condition saves in loss, and how often samples realise it on the user's
+    path (the fixed prompt set; older summaries: the model alone)."""
     import glob
     runs = sorted(glob.glob(os.path.join(args.runs, "eval", "summary.json")))
     print(f"\n## Conditioning: {len(runs)} evaluated runs matching {args.runs}\n")
@@ -545,24 +547,84 @@ def bench_conditioning(args):
         s = json.load(open(path))
         config = json.load(open(os.path.join(os.path.dirname(os.path.dirname(path)), "config.json")))
         c = s.get("control", {})
-        share = lambda name: f"{100 * c[name + ' conditioned']['mean']:.0f}" if name + " conditioned" in c else ""  # noqa: E731
+        share = lambda name: next((f"{100 * c[k]['mean']:.0f}" for k in (f"fixed/user/{name}", f"{name} conditioned")  # noqa: E731
+                                   if k in c), "")
+        adherence = " / ".join(f"{100 * v:.0f}" for v in s["adherence"].values()) + \
+            f" (ceiling {100 * s['ceiling']:.0f})" if "adherence" in s else ""
         rows.append([os.path.basename(os.path.dirname(os.path.dirname(path))),
                      ", ".join([f"{k}={config[k]}" for k in ("transpose", "tempo_jitter", "balance", "cond_embedding")
                                 if config.get(k)] + [f"dropout {config['key_dropout']:g} per slot, "
                                                      f"{config['prefix_dropout']:g} all", f"{s['iter']} steps"]),
-                     f"{s['val_loss']:.4f}", f"{s['gain']['all']:+.4f}", f"{s['gain']['key']:+.4f}",
-                     f"{s['gain']['meter']:+.4f}", f"{s['gain']['semantic']:+.4f}",
-                     " / ".join(f"{100 * v:.0f}" for v in s["adherence"].values()) + f" (ceiling {100 * s['ceiling']:.0f})"]
+                     f"{s['val_loss']:.4f}", f"{s.get('val_nats_per_note', float('nan')):.3f}",
+                     f"{s['gain']['all']:+.4f}", f"{s['gain']['key']:+.4f}", f"{s['gain']['meter']:+.4f}",
+                     f"{s['gain']['semantic']:+.4f}", adherence]
                     + [share(n) for n in ("key", "mode", "meter", "tempo word", "instrument recall", "instrument precision")])
-    table(["run", "settings", "val loss", "gain all", "gain key", "gain meter", "gain semantic", "semantic adherence %",
-           "key %", "mode %", "meter %", "tempo word %", "instr. recall %", "instr. precision %"], rows)
+    table(["run", "settings", "val loss", "nats/note", "gain all", "gain key", "gain meter", "gain semantic",
+           "semantic adherence %", "key %", "mode %", "meter %", "tempo word %", "instr. recall %",
+           "instr. precision %"], rows)
+
+
+# the speedrun's variants: train.py flags on top of --speedrun_config (one lever at a time, then combinations)
+SPEEDRUN = {
+    "baseline": [],
+    "pack": ["--pack=true"],
+    "rope": ["--pos=rope"],
+    "relu2": ["--mlp=relu2"],
+    "qk_norm": ["--qk_norm=true"],
+    "untied_zero": ["--tie_head=false", "--zero_init=true"],
+    "muon": ["--muon_lr=0.02"],
+    "lr_2e-3": ["--learning_rate=2e-3", "--min_lr=2e-4"],
+    "batch_32": ["--batch_size=32"],
+    "wide_384": ["--n_embd=384", "--n_head=6"],
+    "deep_6": ["--n_layer=6"],
+}
+
+
+def speedrun_one(name, flags, args):
+    """One variant trained in a fresh process -> (its final eval record, mean tokens/s and MFU of its log,
+    wall seconds)."""
+    out = os.path.join(args.speedrun_dir, name)
+    if os.path.isdir(out):
+        import shutil
+        shutil.rmtree(out)  # a race always starts from scratch
+    extra = [f"--max_iters={args.speedrun_iters}", f"--lr_decay_iters={args.speedrun_iters}"] if args.speedrun_iters else []
+    cmd = [sys.executable, "train.py", args.speedrun_config, f"--out_dir={out}", "--tensorboard=false",
+           f"--data_dir={args.data_dir}", *extra, *flags]
+    t0 = time.time()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.time() - t0
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    steps = [r for r in log if "tokens_per_s" in r]
+    final = [r for r in log if "val_nats_per_note" in r][-1]
+    return final, float(np.mean([r["tokens_per_s"] for r in steps])), float(np.mean([r["mfu"] for r in steps])), seconds
+
+
+@section
+def bench_speedrun(args):
+    """Variants of the demo's training side by side, one lever at a time (SPEEDRUN), each trained from scratch in
+    its own process with the same number of steps (--speedrun_iters, default the config's): val nats per note
+    (the number to race on: comparable across tokenizations), tokens/s and MFU while training, and wall time."""
+    names = args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)
+    unknown = [n for n in names if n not in SPEEDRUN]
+    if unknown:
+        sys.exit(f"unknown speedrun variant {', '.join(unknown)}; choose from {', '.join(SPEEDRUN)}")
+    rows = []
+    for name in names:
+        final, tokens_per_s, mfu, seconds = speedrun_one(name, SPEEDRUN[name], args)
+        rows.append([name, " ".join(SPEEDRUN[name]) or "(config as it is)", final["iter"],
+                     f"**{final['val_nats_per_note']:.3f}**", f"{final['val_loss']:.4f}", f"{tokens_per_s:,.0f}",
+                     f"{100 * mfu:.1f}%", f"{seconds / 60:.1f}"])
+        print(f"speedrun {name}: {final['val_nats_per_note']:.3f} nats/note, {tokens_per_s:,.0f} tok/s", file=sys.stderr)
+    print(f"### Speedrun on {args.speedrun_config} ({os.cpu_count()} cores), one lever at a time\n")
+    table(["variant", "flags", "steps", "val nats/note", "val loss (nats/token)", "tokens/s", "MFU", "minutes"], rows)
 
 
 # -----------------------------------------------------------------------------
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="AMT benchmarks; prints markdown tables")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--only", default=",".join(n for n in SECTIONS if n != "speedrun"),
+                        help=f"comma-separated: {', '.join(SECTIONS)} (all but speedrun, an hour of training, by default)")
     parser.add_argument("--data_dir", default=dataset.DEFAULT_DATA_DIR)
     parser.add_argument("--out_dir", default="out/amt_cpu", help="checkpoint used by the sample section")
     parser.add_argument("--prepare_repeats", type=int, default=2, help="alternating timed runs per side in prepare")
@@ -573,6 +635,10 @@ if __name__ == "__main__":
     parser.add_argument("--generate_reps", type=int, default=2, help="timed runs per row in the generate section")
     parser.add_argument("--keys_n", type=int, default=2000, help="labelled pieces the keys section reads")
     parser.add_argument("--runs", default="out/cmp/*", help="run folders (a glob) the conditioning section compares")
+    parser.add_argument("--speedrun_config", default="config/amt_cpu.py", help="the config the speedrun varies")
+    parser.add_argument("--speedrun_variants", help=f"comma-separated, default all: {', '.join(SPEEDRUN)}")
+    parser.add_argument("--speedrun_iters", type=int, default=0, help="steps per variant; 0 = the config's")
+    parser.add_argument("--speedrun_dir", default="out/speedrun", help="where the variants' runs go")
     args = parser.parse_args()
     chosen = args.only.split(",")
     unknown = [s for s in chosen if s not in SECTIONS]

@@ -131,19 +131,24 @@ def next_boundary(data, tokens, i, *, end, limit):
 def build_windows(data, split, picks, prefixes, *, block_size, shifts=None, tempo_levels=None):
     """The one window builder. picks [(file, start)] with prefixes (B, PREFIX_LEN) -> x, y int64 (B, block_size):
     row b is prefixes[b] + the file's tokens from start on, cut at block_size or the file's end; y is x shifted
-    by one, -1 where nothing is predicted (the prefix's own tokens, and padding). shifts (B,): transpose the
-    pitched notes and the KEY token by that many semitones (tokenizer.transpose); tempo_levels (B,): move every
-    tempo, the prefix's too, by that many levels (tokenizer.scale_tempo)."""
+    by one, -1 where nothing is predicted (the prefix's own tokens, and padding). A packed row is a list of
+    (file, start) segments instead, with prefixes[b] (segments, PREFIX_LEN): each segment is led by its own
+    prefix and follows the one before, until the row is full. shifts (B,): transpose the pitched notes and the KEY
+    tokens by that many semitones (tokenizer.transpose); tempo_levels (B,): move every tempo, the prefixes' too,
+    by that many levels (tokenizer.scale_tempo)."""
     d, meta, P = data[split], data["meta"], tokenizer.PREFIX_LEN
     seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)     # (B, T+1)
     y_valid = np.zeros((len(picks), block_size), dtype=bool)                           # (B, T)
-    seq[:, :P] = prefixes
-    for b, (f, start) in enumerate(picks):
-        window = d["tokens"][start:min(int(d["end"][f]), start + window_span(block_size))]
-        seq[b, P:P + len(window)] = window
-        y_valid[b, P - 1:P - 1 + len(window)] = True
+    for b, (row, row_prefixes) in enumerate(zip(picks, prefixes)):
+        at = 0  # where the next segment starts in the row
+        for (f, start), prefix in zip(row if isinstance(row, list) else [row], np.atleast_2d(row_prefixes)):
+            n = max(min(int(d["end"][f]) - start, block_size + 1 - at - P), 0)  # its tokens that fit
+            seq[b, at:at + P] = prefix
+            seq[b, at + P:at + P + n] = d["tokens"][start:start + n]
+            y_valid[b, at + P - 1:at + P - 1 + n] = True
+            at += P + n
     if shifts is not None:
-        tokenizer.transpose(seq, shifts, key_at=tokenizer.PREFIX_SLOTS["key"].start)
+        tokenizer.transpose(seq, shifts)
     if tempo_levels is not None:
         tokenizer.scale_tempo(seq, tempo_levels)
     x, y = seq[:, :-1], seq[:, 1:].copy()                                              # (B, T) each
@@ -177,13 +182,39 @@ def random_start(data, split, f, *, block_size, rng):
     return i
 
 
-def get_batch(data, split, rng, *, batch_size, block_size, dropout=None, transpose=0, balance=False, tempo_jitter=0.0):
+def packed_picks(data, split, rng, *, batch_size, block_size, dropout):
+    """Rows packed with pieces: each row takes a window of a file (picked by length, from a random event
+    boundary) and, where that file ends before the row does, more of them, each led by its own prefix with slots
+    dropped (drop_attributes), until fewer than MIN_SEGMENT tokens are left -> (picks, prefixes) for build_windows."""
+    d, P, picks, prefixes = data[split], tokenizer.PREFIX_LEN, [], []
+    for _ in range(batch_size):
+        row, at = [], 0
+        while block_size + 1 - at - P >= MIN_SEGMENT:
+            f = int(rng.choice(len(d["start"]), p=d["weight"]))
+            start = random_start(data, split, f, block_size=block_size - at, rng=rng)
+            row.append((f, start))
+            at += P + min(int(d["end"][f]) - start, block_size + 1 - at - P)
+        picks.append(row)
+        prefixes.append(drop_attributes(d["prefix"][[f for f, _ in row]].copy(), dropout or {}, rng))
+    return picks, prefixes
+
+
+MIN_SEGMENT = 16  # packing: a row's tail shorter than this (after a prefix) is left as padding
+
+
+def get_batch(data, split, rng, *, batch_size, block_size, dropout=None, transpose=0, balance=False, tempo_jitter=0.0,
+              pack=False):
     """Training windows: files picked in proportion to their length (balance: each semantic token as often,
     then by length within it), each from a random event boundary, led by the file's attribute prefix with
     slots dropped to unspecified (drop_attributes; dropout None keeps them all); transpose > 0 shifts each
     window by a random -transpose..transpose semitones; tempo_jitter > 0 plays it up to that many octaves faster
-    or slower (uniform on a log scale) -> x, y (B, T)."""
+    or slower (uniform on a log scale); pack: rows filled with more pieces where one ends (packed_picks)
+    -> x, y (B, T)."""
     d = data[split]
+    if pack:
+        picks, prefixes = packed_picks(data, split, rng, batch_size=batch_size, block_size=block_size, dropout=dropout)
+        return build_windows(data, split, picks, prefixes, block_size=block_size, **augmentation(
+            rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter))
     if balance:
         groups = np.unique(d["semantic"])
         members = {g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()}      # files of each group
@@ -194,10 +225,17 @@ def get_batch(data, split, rng, *, batch_size, block_size, dropout=None, transpo
         files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])           # (B,)
     picks = [(f, random_start(data, split, f, block_size=block_size, rng=rng)) for f in files]
     prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)          # (B, PREFIX_LEN)
+    return build_windows(data, split, picks, prefixes, block_size=block_size, **augmentation(
+        rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter))
+
+
+def augmentation(rng, batch_size, *, transpose, tempo_jitter):
+    """A row's transposition (semitones, -transpose..transpose) and tempo move (levels: up to tempo_jitter
+    octaves, uniform on a log scale), as build_windows takes them; None where off."""
     shifts = rng.integers(-transpose, transpose + 1, size=batch_size) if transpose else None
     levels = np.round(rng.uniform(-tempo_jitter, tempo_jitter, size=batch_size) * tokenizer.TEMPO_LEVELS_PER_OCTAVE
                       ).astype(np.int64) if tempo_jitter else None
-    return build_windows(data, split, picks, prefixes, block_size=block_size, shifts=shifts, tempo_levels=levels)
+    return dict(shifts=shifts, tempo_levels=levels)
 
 
 def covering_windows(data, split, block_size, max_windows):

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 @dataclass
 class GPTConfig:
-    block_size: int = 1024  # longest context; positions are learned absolute embeddings
+    block_size: int = 1024  # longest context
     vocab_size: int = 512   # the tokenizer's VOCAB_SIZE must fit in here
     n_layer: int = 6
     n_head: int = 8
@@ -31,6 +31,13 @@ class GPTConfig:
     bias: bool = True       # biases in Linear and LayerNorm, like GPT-2; False is a bit faster
     cond_prefix: int = 0    # > 0: also add a learned embedding of the first cond_prefix tokens (the attribute
                             # prefix) at every position, besides reading them in the sequence
+    # The defaults below are GPT-2 (tests/test_model.py checks its logits against Hugging Face's); the others
+    # are the levers of bench.py's speedrun (BENCHMARKS.md, "Speedrun").
+    pos: str = "learned"    # "learned": absolute position embeddings; "rope": rotary, on queries and keys
+    mlp: str = "gelu"       # "gelu" (tanh approximation, as GPT-2); "relu2": squared ReLU
+    qk_norm: bool = False   # RMS-normalise queries and keys per head before attention
+    tie_head: bool = True   # one matrix embeds and unembeds; False: a head of its own
+    zero_init: bool = False  # the head (untied only) and every projection into the residual stream start at zero
 
 
 class KVCache:
@@ -57,6 +64,20 @@ class KVCache:
         return cache_k[:, :, :self.pos + T], cache_v[:, :, :self.pos + T]  # (B, nh, pos+T, hs)
 
 
+def rotary_tables(block_size, head_size, base=10000.0):
+    """cos and sin (block_size, head_size / 2) of the rotary angles: pair i of position t turns by t * base^(-2i/hs)."""
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)        # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x, cos, sin):
+    """Rotary position embedding of x (B, nh, T, hs) with cos, sin (T, hs/2): each pair (first half, second half)
+    of a head turns by its position's angle, so that q . k depends on the distance between positions only."""
+    x1, x2 = x.float().chunk(2, dim=-1)                                                  # (B, nh, T, hs/2) each
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)      # (B, nh, T, hs)
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
@@ -67,14 +88,19 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
 
-    def forward(self, x, kv_cache=None, layer=0):
+    def forward(self, x, kv_cache=None, layer=0, rotary=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)                             # each (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)      # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)      # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)      # (B, nh, T, hs)
         pos = 0 if kv_cache is None else kv_cache.pos  # how many earlier positions are cached
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rotary is not None:  # (cos, sin) of positions pos..pos+T-1; cached keys keep their own rotation
+            q, k = rotate(q, *rotary), rotate(k, *rotary)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)                              # (B, nh, pos+T, hs)
         mask = None
@@ -93,12 +119,14 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate='tanh')  # GPT-2's gelu (HF "gelu_new"), not the exact erf one
+        assert config.mlp in ("gelu", "relu2"), f"mlp {config.mlp!r}: gelu or relu2"
+        # GPT-2's gelu (HF "gelu_new", the tanh approximation); or squared ReLU (Primer; modded-nanogpt)
+        self.act = nn.GELU(approximate='tanh') if config.mlp == "gelu" else lambda h: F.relu(h).square()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -111,8 +139,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, kv_cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # (B, T, C)
+    def forward(self, x, kv_cache=None, layer=0, rotary=None):
+        x = x + self.attn(self.ln_1(x), kv_cache, layer, rotary)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))                    # (B, T, C)
         return x
 
@@ -140,25 +168,37 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         assert config.vocab_size > 0 and config.block_size > 0, f"bad config {config}"
+        assert config.pos in ("learned", "rope"), f"pos {config.pos!r}: learned or rope"
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
+        learned = dict(wpe=nn.Embedding(config.block_size, config.n_embd)) if config.pos == "learned" else {}
+        self.transformer = nn.ModuleDict(dict(  # in GPT-2's order, which the random init follows
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            **learned,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
+        if not learned:  # rotary tables: not parameters, and not saved (rebuilt from the config)
+            cos, sin = rotary_tables(config.block_size, config.n_embd // config.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         if config.cond_prefix:  # a table of its own: the sum of the prefix's rows is the condition vector
             self.transformer["wce"] = nn.Embedding(config.vocab_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # weight tying (https://paperswithcode.com/method/weight-tying): one matrix embeds and unembeds
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_head:  # weight tying (https://paperswithcode.com/method/weight-tying): one matrix both ways
+            self.transformer.wte.weight = self.lm_head.weight
         # GPT-2 init: normal(0, 0.02), and the projections that write into the residual stream scaled
-        # by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth (two per block)
+        # by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth (two per block).
+        # zero_init (modded-nanogpt): those projections and an untied head start at zero, so each block
+        # starts as the identity and the first logits are uniform.
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init:
+                    torch.nn.init.zeros_(p)
+        if config.zero_init and not config.tie_head:
+            torch.nn.init.zeros_(self.lm_head.weight)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -172,7 +212,11 @@ class GPT(nn.Module):
         """Number of parameters. The position embeddings are left out by default because they cost
         no matmul FLOPs; the token embeddings stay in, as they are the lm_head weight too."""
         n = sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if non_embedding and "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        if non_embedding and not self.config.tie_head:  # an untied input table is a lookup, not a matmul
+            n -= self.transformer.wte.weight.numel()
+        return n
 
     def flops_per_token(self, seq_len=None):
         """Training FLOPs (forward + backward) per token, as nanoGPT's estimate_mfu (PaLM paper, appendix B):
@@ -191,8 +235,11 @@ class GPT(nn.Module):
         start = 0 if kv_cache is None else kv_cache.pos
         assert start + T <= self.config.block_size, \
             f"sequence of {start}+{T} tokens is longer than block_size {self.config.block_size}"
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)                 # (B, T, C)
+        x, rotary = self.transformer.wte(idx), None                               # (B, T, C)
+        if self.config.pos == "learned":
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))  # (B, T, C)
+        else:
+            rotary = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, hs/2) each
         if self.config.cond_prefix:
             if start == 0:  # the sequence starts with the prefix; a cache keeps its vector for the later steps
                 cond = self.transformer.wce(idx[:, :self.config.cond_prefix]).sum(1, keepdim=True)  # (B, 1, C)
@@ -201,7 +248,7 @@ class GPT(nn.Module):
             x = x + (cond if start == 0 else kv_cache.cond)
         x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache, layer)                                         # (B, T, C)
+            x = block(x, kv_cache, layer, rotary)                                 # (B, T, C)
         if kv_cache is not None:
             kv_cache.pos += T
         x = self.transformer.ln_f(x)                                              # (B, T, C)
@@ -214,15 +261,21 @@ class GPT(nn.Module):
                 loss = loss.view(B, T)
         return logits, loss
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW with weight decay on the 2-D tensors (embeddings and matmul weights) only;
-        biases and LayerNorm gains are not decayed. Fused kernel on CUDA."""
-        params = [p for p in self.parameters() if p.requires_grad]
+    def configure_optimizers(self, *, weight_decay, learning_rate, betas, device_type, muon_lr=0.0):
+        """AdamW with weight decay on the 2-D tensors (embeddings and matmul weights) only; biases and LayerNorm
+        gains are not decayed. Fused kernel on CUDA. muon_lr > 0: the blocks' matmul weights go to Muon at that
+        learning rate instead, the rest stays with AdamW (one Muon optimizer holds both)."""
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        hidden = [p for n, p in params if p.dim() == 2 and n.startswith("transformer.h.")] if muon_lr else []
+        hidden_ids = {id(p) for p in hidden}
         groups = [
-            {'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-            {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0},
+            {'params': [p for _, p in params if p.dim() >= 2 and id(p) not in hidden_ids], 'weight_decay': weight_decay},
+            {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=(device_type == 'cuda'))
+        if not muon_lr:
+            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=(device_type == 'cuda'))
+        groups.append({'params': hidden, 'weight_decay': 0.0, 'muon': True, 'lr_scale': muon_lr / learning_rate})
+        return Muon(groups, lr=learning_rate, betas=betas)
 
     @classmethod
     def from_checkpoint(cls, ckpt, device="cpu", **overrides):
@@ -300,6 +353,56 @@ class GPT(nn.Module):
         steps = self.stream(idx, **sampling)
         new = [next(steps) for _ in range(max_new_tokens)]            # max_new_tokens x (B, 1)
         return torch.cat([idx, *new], dim=1)
+
+
+# -----------------------------------------------------------------------------
+# Muon: orthogonalised momentum for the hidden matrices (Keller Jordan, 2024; modded-nanogpt's optimizer)
+
+def orthogonalise(g, steps=5):
+    """g (m, n) -> about the nearest semi-orthogonal matrix (U V^T of g's SVD), by a quintic Newton-Schulz
+    iteration in bf16 whose coefficients (Muon's) push every singular value into about [0.7, 1.2] in 5 steps."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16() / (g.norm() + 1e-7)
+    wide = x.size(0) <= x.size(1)
+    x = x if wide else x.T                                                     # (small, large)
+    for _ in range(steps):
+        gram = x @ x.T                                                         # (small, small)
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x if wide else x.T).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """One optimizer for two kinds of parameters, so that training's loop, schedule and checkpoints see one:
+    groups with 'muon' step each matrix by the orthogonalised Nesterov momentum of its gradient (scaled so that
+    tall and wide matrices move alike); the others are AdamW. A group's lr is the schedule's times its lr_scale."""
+
+    def __init__(self, groups, lr, betas, *, momentum=0.95, eps=1e-8):
+        super().__init__(groups, dict(lr=lr, betas=betas, momentum=momentum, eps=eps, weight_decay=0.0, muon=False,
+                                      lr_scale=1.0))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr = group["lr"] * group["lr_scale"]
+            for p in (p for p in group["params"] if p.grad is not None):
+                state, g = self.state[p], p.grad
+                if group["muon"]:
+                    if "momentum" not in state:
+                        state["momentum"] = torch.zeros_like(p)
+                    buf = state["momentum"]
+                    buf.mul_(group["momentum"]).add_(g)
+                    update = orthogonalise(g.add(buf, alpha=group["momentum"]))  # Nesterov
+                    p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+                    continue
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                m, v = state["m"], state["v"]
+                (b1, b2), t = group["betas"], state["step"]
+                m.lerp_(g, 1 - b1)
+                v.lerp_(g * g, 1 - b2)
+                p.mul_(1 - lr * group["weight_decay"])
+                p.addcdiv_(m / (1 - b1 ** t), (v / (1 - b2 ** t)).sqrt_().add_(group["eps"]), value=-lr)
 
 
 # -----------------------------------------------------------------------------

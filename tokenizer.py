@@ -308,10 +308,10 @@ def read_prefix(ids):
                 instruments=programs or None)
 
 
-def transpose(seq, shift, key_at=1):
-    """Shift every pitched NOTE of seq (B, T) int64 by shift (B,) semitones, and the KEY token at column key_at
-    with it; drum notes (after PROGRAM_DRUMS) stay. A row's shift is cut so its pitches stay in 0..127.
-    In place; returns the shifts applied (B,)."""
+def transpose(seq, shift):
+    """Shift every pitched NOTE of seq (B, T) int64 by shift (B,) semitones, and every KEY token (a row packed with
+    several pieces has a prefix, and a key, for each) with it; drum notes (after PROGRAM_DRUMS) stay. A row's shift
+    is cut so its pitches stay in 0..127. In place; returns the shifts applied (B,)."""
     is_note = TOKEN_TYPE[seq[:, 1:]] == TYPE["NOTE"]                                        # (B, T-1)
     pitched = is_note & (seq[:, :-1] != OFFSET["PROGRAM"] + DRUMS)  # a NOTE always follows its PROGRAM
     pitch = seq[:, 1:] - OFFSET["NOTE"]                                                     # (B, T-1)
@@ -319,9 +319,9 @@ def transpose(seq, shift, key_at=1):
     high = np.where(pitched, pitch, 0).max(axis=1)
     shift = np.clip(np.asarray(shift), -low, 127 - high)
     seq[:, 1:] += np.where(pitched, shift[:, None], 0)
-    key = seq[:, key_at] - OFFSET["KEY"]                                                    # (B,)
-    has_key = TOKEN_TYPE[seq[:, key_at]] == TYPE["KEY"]
-    seq[:, key_at] = np.where(has_key, OFFSET["KEY"] + 12 * (key // 12) + (key + shift) % 12, seq[:, key_at])
+    key = seq - OFFSET["KEY"]                                                               # (B, T)
+    moved = OFFSET["KEY"] + 12 * (key // 12) + (key + shift[:, None]) % 12                  # (B, T)
+    seq[:] = np.where(TOKEN_TYPE[seq] == TYPE["KEY"], moved, seq)
     return shift
 
 

@@ -68,6 +68,7 @@ class Config:
     balance: bool = False        # pick each semantic token's files equally often (else by length)
     tempo_jitter: float = 0.0    # > 0: play each window up to this many octaves faster or slower (0.5: x0.71..x1.41)
     cond_embedding: bool = False  # also add a learned embedding of the prefix at every position (model.py)
+    pack: bool = False           # fill a window with more pieces where one ends, each led by its own prefix
     # model
     vocab_size: int = 0          # 0 = the dataset's; larger is fine (ids the data never uses)
     n_layer: int = 6
@@ -75,8 +76,15 @@ class Config:
     n_embd: int = 768
     dropout: float = 0.1
     bias: bool = True
+    # GPT-2 by default; the speedrun's levers (model.GPTConfig, BENCHMARKS.md "Speedrun")
+    pos: str = "learned"         # learned | rope
+    mlp: str = "gelu"            # gelu | relu2
+    qk_norm: bool = False
+    tie_head: bool = True
+    zero_init: bool = False
     # AdamW, linear warmup, then cosine decay to min_lr at lr_decay_iters
     learning_rate: float = 1e-4
+    muon_lr: float = 0.0         # > 0: Muon at this learning rate for the blocks' matrices, AdamW for the rest
     max_iters: int = 0           # optimizer steps; 0 = as many as `epochs` passes over train.bin take
     epochs: float = 10.0
     weight_decay: float = 0.01
@@ -153,6 +161,13 @@ def parse_config(argv):
         raise UserError(f"dtype={cfg.dtype!r}: use auto, float32, bfloat16 or float16")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"n_embd={cfg.n_embd} must be a multiple of n_head={cfg.n_head}")
+    for key, allowed in (("pos", ("learned", "rope")), ("mlp", ("gelu", "relu2"))):
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"{key}={getattr(cfg, key)!r}: use {' or '.join(allowed)}")
+    if cfg.pack and (cfg.balance or cfg.cond_embedding):
+        raise UserError("pack=true works with neither balance nor cond_embedding (they read one prefix per window)")
+    if cfg.pos == "rope" and (cfg.n_embd // cfg.n_head) % 2:
+        raise UserError(f"pos=rope needs an even head size; n_embd={cfg.n_embd} / n_head={cfg.n_head} is odd")
     return cfg
 
 
@@ -220,7 +235,8 @@ def resolve(cfg, run, data):
 def model_args(cfg):
     return dict(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                 n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-                cond_prefix=tokenizer.PREFIX_LEN if cfg.cond_embedding else 0)
+                cond_prefix=tokenizer.PREFIX_LEN if cfg.cond_embedding else 0, pos=cfg.pos, mlp=cfg.mlp,
+                qk_norm=cfg.qk_norm, tie_head=cfg.tie_head, zero_init=cfg.zero_init)
 
 
 def dropout_of(cfg):
@@ -237,8 +253,9 @@ def init_model(cfg, run, ckpt):
         model = GPT(GPTConfig(**model_args(cfg))).to(run.device)
     # float16 needs loss scaling so that small gradients don't flush to zero; bf16 and fp32 don't
     scaler = torch.amp.GradScaler(run.device_type, enabled=(run.dtype == "float16"))
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                           run.device_type)
+    optimizer = model.configure_optimizers(weight_decay=cfg.weight_decay, learning_rate=cfg.learning_rate,
+                                           betas=(cfg.beta1, cfg.beta2), device_type=run.device_type,
+                                           muon_lr=cfg.muon_lr)
     if not ckpt:
         return model, optimizer, scaler, 0, float("inf")
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -462,14 +479,14 @@ def train_step(model, state, data, *, cfg, run):
     """One optimizer step over grad_accum micro batches -> the mean loss (a tensor, not yet synced)."""
     state["lr"] = get_lr(state["iter_num"], cfg)
     for group in state["optimizer"].param_groups:
-        group["lr"] = state["lr"]
+        group["lr"] = state["lr"]  # model.Muon scales it per group
     # the batches depend on (seed, rank, iter) alone, so a resumed run gets the same ones
     rng = np.random.default_rng([0, cfg.seed, run.rank, state["iter_num"]])
     loss_sum = torch.zeros((), device=run.device)
     for micro_step in range(run.grad_accum):
         x, y = to_device(get_batch(data, "train", rng, batch_size=cfg.batch_size, block_size=cfg.block_size,
                                    dropout=dropout_of(cfg), transpose=cfg.transpose, balance=cfg.balance,
-                                   tempo_jitter=cfg.tempo_jitter), run)
+                                   tempo_jitter=cfg.tempo_jitter, pack=cfg.pack), run)
         if run.ddp:  # all-reduce the gradients on the last micro step only
             model.require_backward_grad_sync = micro_step == run.grad_accum - 1
         with run.ctx:

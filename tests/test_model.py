@@ -302,3 +302,67 @@ def test_logits_hook_is_honoured():
     # without the hook the same seed does produce odd ids, so the check above can fail
     free = model.generate(idx, 25, generator=torch.Generator().manual_seed(0))
     assert (free[:, 4:] % 2 == 1).any()
+
+
+# -----------------------------------------------------------------------------
+# the speedrun's options (GPTConfig pos, mlp, qk_norm, tie_head, zero_init; the Muon optimizer)
+
+OPTIONS = [dict(pos="rope"), dict(mlp="relu2"), dict(qk_norm=True), dict(tie_head=False), dict(zero_init=True),
+           dict(pos="rope", mlp="relu2", qk_norm=True, tie_head=False, zero_init=True)]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_every_option_is_causal_and_its_cached_generation_equals_full_recompute(options):
+    model = random_model(**options)  # pushed off its init: a zero-initialised projection is not zero any more
+    idx = torch.randint(0, TINY['vocab_size'], (2, TINY['block_size']))
+    changed = idx.clone()
+    changed[:, 7] = (idx[:, 7] + 1) % TINY['vocab_size']
+    with torch.no_grad():
+        a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=1e-6)
+    assert (a[:, 7:] - b[:, 7:]).abs().amax(dim=(0, 2)).min() > 1e-5, "every later position should see the change"
+    prompt = idx[:, :3]
+    with torch.no_grad():
+        expected = naive_generate(model, prompt, 40, seed=5, keep_first=1)  # slides twice past block_size
+    assert torch.equal(model.generate(prompt, 40, keep_first=1, generator=torch.Generator().manual_seed(5)), expected)
+
+
+def test_rope_attends_by_distance_and_options_change_the_model():
+    """Rotary: the score of a query and a key depends on how far apart they are, not where; and each option
+    gives another function than GPT-2 from the same seed (so a flag that did nothing would show)."""
+    from model import rotary_tables, rotate
+    cos, sin = rotary_tables(32, 8)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    score = lambda i, j: (rotate(q, cos[i:i + 1], sin[i:i + 1]) * rotate(k, cos[j:j + 1], sin[j:j + 1])).sum()  # noqa: E731
+    torch.testing.assert_close(score(5, 2), score(20, 17))
+    assert not torch.allclose(score(5, 2), score(5, 4))
+    idx = torch.randint(0, TINY['vocab_size'], (2, 10))
+    with torch.no_grad():
+        plain = random_model()(idx)[0]
+        for options in OPTIONS[:4]:
+            assert not torch.allclose(random_model(**options)(idx)[0], plain, atol=1e-4), options
+    zero = GPT(GPTConfig(**TINY, zero_init=True, tie_head=False))
+    with torch.no_grad():
+        assert torch.allclose(zero(idx)[0], torch.zeros(1)), "zero-initialised head: uniform first logits"
+
+
+def test_muon_overfits_one_batch_and_steps_only_the_hidden_matrices_with_it():
+    from model import Muon, orthogonalise
+    g = torch.randn(24, 64)
+    singular = torch.linalg.svdvals(orthogonalise(g).float())
+    assert singular.min() > 0.5 and singular.max() < 1.3, singular  # about orthogonal: every direction moves alike
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, pos="rope", mlp="relu2", qk_norm=True, tie_head=False, zero_init=True))
+    opt = model.configure_optimizers(weight_decay=0.0, learning_rate=3e-3, betas=(0.9, 0.99), device_type='cpu',
+                                     muon_lr=0.02)
+    assert isinstance(opt, Muon)
+    muon = {id(p) for group in opt.param_groups if group["muon"] for p in group["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in muon}
+    assert names == {n for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("transformer.h.")}
+    idx = torch.randint(0, TINY['vocab_size'], (4, TINY['block_size'] + 1))
+    for _ in range(150):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1, f"random tokens are memorisable, loss stuck at {loss.item()}"

@@ -337,3 +337,45 @@ def test_resuming_a_checkpoint_of_another_vocabulary_is_refused(run_a, data_dir,
     torch.save(ckpt, tmp_path / "ckpt_0000008.pt")
     with pytest.raises(tokenizer.UserError, match=f"another vocabulary.*delete {tmp_path}"):
         run_train(data_dir, tmp_path, "--max_iters=10", "--init_from=resume")
+
+
+def test_packed_windows_fill_the_row_with_pieces_each_led_by_its_own_prefix(data_dir):
+    """pack=true: where a piece ends, the row goes on with another one, led by its own attribute prefix (never a
+    loss target), every segment a contiguous run of its file, and transposition moves every segment's key."""
+    data = dataset.load_dataset(str(data_dir))
+    P, block = tokenizer.PREFIX_LEN, 512  # longer than most pieces here: unpacked rows are mostly padding
+    plain, _ = dataset.get_batch(data, "train", np.random.default_rng(2), batch_size=64, block_size=block)
+    x, y = dataset.get_batch(data, "train", np.random.default_rng(2), batch_size=64, block_size=block, pack=True,
+                             transpose=5)
+    pad = tokenizer.PAD
+    assert (x == pad).mean() < (plain == pad).mean() / 2, "packing should remove most of the padding"
+    starts = [np.flatnonzero(np.isin(tokenizer.TOKEN_TYPE[row], [tokenizer.TYPE["SEMANTIC"], tokenizer.TYPE["UNCOND"]]))
+              for row in x]
+    assert max(len(s) for s in starts) >= 2, "no row holds a second piece"
+    for row, targets, segment_starts in zip(x, y, starts):
+        for at in segment_starts:  # a prefix: its tokens are never predicted, and its key names a key or none
+            assert (targets[max(at - 1, 0):at + P - 1] == -1).all()
+            key = row[at + tokenizer.PREFIX_SLOTS["key"].start]
+            assert tokenizer.TOKEN_TYPE[key] in (tokenizer.TYPE["KEY"], tokenizer.TYPE["KEY_NONE"])
+        score, skipped = tokenizer.tokens_to_score(row[segment_starts[-1]:])
+        assert skipped == 0, "the last segment decodes as a piece of its own"
+    before = np.array([[tokenizer.OFFSET["KEY"] + 2, tokenizer.OFFSET["KEY"] + 21]])  # D major, A minor
+    tokenizer.transpose(before, np.array([3]))
+    assert before.tolist() == [[tokenizer.OFFSET["KEY"] + 5, tokenizer.OFFSET["KEY"] + 12]]  # F major, C minor
+
+
+def test_resume_with_every_speedrun_option_matches_the_uninterrupted_run(data_dir, tmp_path):
+    """The options a config can choose (rotary positions, squared ReLU, QK-norm, an untied zero-initialised head,
+    Muon, packed windows) survive a checkpoint: resuming gives the losses of the run that never stopped."""
+    options = ["--pos=rope", "--mlp=relu2", "--qk_norm=true", "--tie_head=false", "--zero_init=true",
+               "--muon_lr=0.02", "--pack=true", "--lr_decay_iters=6", "--save_interval=3", "--eval_interval=3"]
+    run_train(data_dir, tmp_path / "straight", "--max_iters=6", *options)
+    run_train(data_dir, tmp_path / "stopped", "--max_iters=3", *options)
+    run_train(data_dir, tmp_path / "stopped", "--max_iters=6", "--init_from=resume", *options)
+    straight = {r["iter"]: r["loss"] for r in read_log(tmp_path / "straight") if "loss" in r}
+    resumed = {r["iter"]: r["loss"] for r in read_log(tmp_path / "stopped") if "loss" in r and r["iter"] > 3}
+    assert sorted(resumed) == [4, 5, 6]
+    for it in resumed:
+        assert abs(resumed[it] - straight[it]) <= 1e-6, (it, resumed[it], straight[it])
+    ckpt = torch.load(tmp_path / "stopped" / "ckpt_0000006.pt", map_location="cpu", weights_only=True)
+    assert ckpt["model_args"]["pos"] == "rope" and "transformer.wpe.weight" not in ckpt["model"]
