@@ -128,14 +128,15 @@ def next_boundary(data, tokens, i, *, end, limit):
     return i + int(hits[0]) if len(hits) else None
 
 
-def build_windows(data, split, picks, prefixes, *, block_size, shifts=None, tempo_levels=None):
+def build_windows(data, split, picks, prefixes, *, block_size, shifts=None, tempo_levels=None, voicings=None):
     """The one window builder. picks [(file, start)] with prefixes (B, PREFIX_LEN) -> x, y int64 (B, block_size):
     row b is prefixes[b] + the file's tokens from start on, cut at block_size or the file's end; y is x shifted
     by one, -1 where nothing is predicted (the prefix's own tokens, and padding). A packed row is a list of
     (file, start) segments instead, with prefixes[b] (segments, PREFIX_LEN): each segment is led by its own
     prefix and follows the one before, until the row is full. shifts (B,): transpose the pitched notes and the KEY
     tokens by that many semitones (tokenizer.transpose); tempo_levels (B,): move every tempo, the prefixes' too,
-    by that many levels (tokenizer.scale_tempo)."""
+    by that many levels (tokenizer.scale_tempo); voicings (B,): play rows whose value is not nan on other
+    instruments (tokenizer.revoice)."""
     d, meta, P = data[split], data["meta"], tokenizer.PREFIX_LEN
     seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)     # (B, T+1)
     y_valid = np.zeros((len(picks), block_size), dtype=bool)                           # (B, T)
@@ -151,6 +152,8 @@ def build_windows(data, split, picks, prefixes, *, block_size, shifts=None, temp
         tokenizer.transpose(seq, shifts)
     if tempo_levels is not None:
         tokenizer.scale_tempo(seq, tempo_levels)
+    if voicings is not None:
+        tokenizer.revoice(seq, voicings)
     x, y = seq[:, :-1], seq[:, 1:].copy()                                              # (B, T) each
     y[~y_valid] = -1
     return np.ascontiguousarray(x), y
@@ -203,18 +206,18 @@ MIN_SEGMENT = 16  # packing: a row's tail shorter than this (after a prefix) is 
 
 
 def get_batch(data, split, rng, *, batch_size, block_size, dropout=None, transpose=0, balance=False, tempo_jitter=0.0,
-              pack=False):
+              pack=False, revoice=0.0):
     """Training windows: files picked in proportion to their length (balance: each semantic token as often,
     then by length within it), each from a random event boundary, led by the file's attribute prefix with
     slots dropped to unspecified (drop_attributes; dropout None keeps them all); transpose > 0 shifts each
     window by a random -transpose..transpose semitones; tempo_jitter > 0 plays it up to that many octaves faster
-    or slower (uniform on a log scale); pack: rows filled with more pieces where one ends (packed_picks)
-    -> x, y (B, T)."""
+    or slower (uniform on a log scale); pack: rows filled with more pieces where one ends (packed_picks); revoice:
+    the share of windows played on other instruments (tokenizer.revoice) -> x, y (B, T)."""
     d = data[split]
     if pack:
         picks, prefixes = packed_picks(data, split, rng, batch_size=batch_size, block_size=block_size, dropout=dropout)
         return build_windows(data, split, picks, prefixes, block_size=block_size, **augmentation(
-            rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter))
+            rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice))
     if balance:
         groups = np.unique(d["semantic"])
         members = {g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()}      # files of each group
@@ -226,16 +229,18 @@ def get_batch(data, split, rng, *, batch_size, block_size, dropout=None, transpo
     picks = [(f, random_start(data, split, f, block_size=block_size, rng=rng)) for f in files]
     prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)          # (B, PREFIX_LEN)
     return build_windows(data, split, picks, prefixes, block_size=block_size, **augmentation(
-        rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter))
+        rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice))
 
 
-def augmentation(rng, batch_size, *, transpose, tempo_jitter):
-    """A row's transposition (semitones, -transpose..transpose) and tempo move (levels: up to tempo_jitter
-    octaves, uniform on a log scale), as build_windows takes them; None where off."""
+def augmentation(rng, batch_size, *, transpose, tempo_jitter, revoice=0.0):
+    """A row's transposition (semitones, -transpose..transpose), tempo move (levels: up to tempo_jitter octaves,
+    uniform on a log scale) and voicing (nan: as written; else the draw that picks its instruments, for a share
+    revoice of the rows), as build_windows takes them; None where off."""
     shifts = rng.integers(-transpose, transpose + 1, size=batch_size) if transpose else None
     levels = np.round(rng.uniform(-tempo_jitter, tempo_jitter, size=batch_size) * tokenizer.TEMPO_LEVELS_PER_OCTAVE
                       ).astype(np.int64) if tempo_jitter else None
-    return dict(shifts=shifts, tempo_levels=levels)
+    voicings = np.where(rng.random(batch_size) < revoice, rng.random(batch_size), np.nan) if revoice else None
+    return dict(shifts=shifts, tempo_levels=levels, voicings=voicings)
 
 
 def covering_windows(data, split, block_size, max_windows):

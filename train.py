@@ -69,6 +69,7 @@ class Config:
     tempo_jitter: float = 0.0    # > 0: play each window up to this many octaves faster or slower (0.5: x0.71..x1.41)
     cond_embedding: bool = False  # also add a learned embedding of the prefix at every position (model.py)
     pack: bool = False           # fill a window with more pieces where one ends, each led by its own prefix
+    revoice: float = 0.0         # share of windows played on other instruments (ensembles, soloists): tokenizer.revoice
     # model
     vocab_size: int = 0          # 0 = the dataset's; larger is fine (ids the data never uses)
     n_layer: int = 6
@@ -486,7 +487,7 @@ def train_step(model, state, data, *, cfg, run):
     for micro_step in range(run.grad_accum):
         x, y = to_device(get_batch(data, "train", rng, batch_size=cfg.batch_size, block_size=cfg.block_size,
                                    dropout=dropout_of(cfg), transpose=cfg.transpose, balance=cfg.balance,
-                                   tempo_jitter=cfg.tempo_jitter, pack=cfg.pack), run)
+                                   tempo_jitter=cfg.tempo_jitter, pack=cfg.pack, revoice=cfg.revoice), run)
         if run.ddp:  # all-reduce the gradients on the last micro step only
             model.require_backward_grad_sync = micro_step == run.grad_accum - 1
         with run.ctx:

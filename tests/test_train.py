@@ -379,3 +379,41 @@ def test_resume_with_every_speedrun_option_matches_the_uninterrupted_run(data_di
         assert abs(resumed[it] - straight[it]) <= 1e-6, (it, resumed[it], straight[it])
     ckpt = torch.load(tmp_path / "stopped" / "ckpt_0000006.pt", map_location="cpu", weights_only=True)
     assert ckpt["model_args"]["pos"] == "rope" and "transformer.wpe.weight" not in ckpt["model"]
+
+
+def test_revoicing_plays_a_window_on_other_instruments_and_the_prefix_follows():
+    """tokenizer.revoice: a four-part chorale on one program becomes a string quartet (violins on top, the cello
+    lowest), a melody goes to a soloist whose range holds it, every note keeps its pitch and time, drums stay,
+    and the prefix's instrument slots name what now plays (an unspecified slot stays unspecified)."""
+    T = tokenizer
+    chords = [(0, [48, 55, 64, 72]), (12, [50, 57, 65, 74]), (24, [52, 59, 67, 76])]
+    body = []
+    for step, pitches in chords:
+        body += [T.OFFSET["TIME_ON"] + 11] if step else []
+        for p in pitches:
+            body += [T.OFFSET["PROGRAM"] + 52, T.OFFSET["NOTE"] + p, T.OFFSET["DURATION"] + 11]
+    body += [T.OFFSET["PROGRAM"] + T.DRUMS, T.OFFSET["NOTE"] + 36, T.OFFSET["DURATION"]]
+    prefix = T.attribute_prefix(T.semantic_token(1), key=0, instruments=[52, T.DRUMS])
+    rows = np.array([prefix + [T.START] + body, T.attribute_prefix(T.semantic_token(1)) + [T.START] + body])
+    before = [T.tokens_to_score(r)[0] for r in rows]
+    T.revoice(rows, np.array([0.0, 0.0]))  # draw 0: the first ensemble, the string quartet
+    after = [T.tokens_to_score(r)[0] for r in rows]
+    for old, new in zip(before, after):
+        assert [(n.onset, n.pitch, n.duration) for n in old.notes] == [(n.onset, n.pitch, n.duration) for n in new.notes]
+    voiced = {n.pitch: n.program for n in after[0].notes}
+    assert voiced[48] == voiced[50] == 42 and voiced[55] == 41 and voiced[64] == voiced[76] == 40, voiced
+    assert voiced[36] == T.DRUMS
+    assert T.read_prefix(rows[0])["instruments"] == [40, 41, 42, T.DRUMS], "most notes first: two violin parts"
+    assert T.read_prefix(rows[1])["instruments"] is None, "an unspecified instrument slot stays unspecified"
+    melody = T.attribute_prefix(T.semantic_token(1), instruments=[0]) + [T.START] + [
+        tok for p in (62, 64, 66, 67) for tok in (T.OFFSET["PROGRAM"], T.OFFSET["NOTE"] + p, T.OFFSET["DURATION"] + 5,
+                                                 T.OFFSET["TIME_ON"] + 5)]
+    for u in np.linspace(0, 0.99, 12):
+        row = np.array([melody])
+        T.revoice(row, np.array([u]))
+        (program,) = {n.program for n in T.tokens_to_score(row[0])[0].notes}
+        low, high = T.SOLOISTS[program]
+        assert low <= 62 and 67 <= high and T.read_prefix(row[0])["instruments"] == [program]
+    kept = np.array([melody])
+    T.revoice(kept, np.array([np.nan]))
+    assert (kept == np.array([melody])).all(), "nan: as written"
