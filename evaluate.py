@@ -309,25 +309,46 @@ def control_jobs(ckpt, sets, *, data_dir, seed, user):
     return jobs
 
 
-def path_samples(model, job, path, *, n, sampling, user):
-    """n samples of one job on one path -> token rows. user: exactly sample.py --prompt's defaults with --seconds
-    20 (the nearest semantic token, the opening meter and tempo, notes only on the asked instruments), unless the
-    lab settings `user` change one; model: the attribute prefix alone (no semantic token, nothing forced, any
-    instrument), as many tokens as section 2; none-user, none-model: fully unconditional, each at its path's
-    length and seed."""
-    req = job["request"]
-    at_length = replace(generation.SAMPLE_DEFAULTS, seconds=USER_SECONDS, seed=req.seed, dtype=sampling.dtype,
+BATCH_ROWS = 32  # control samples generated at once: a CPU's matmuls want a batch (guidance doubles it)
+POOL = 64        # unconditioned samples per length, shared by the prompts as their baseline
+
+
+def batched(model, rows, sampling, programs=None):
+    """generate_tokens over prompt rows of any lengths (grouped by length, BATCH_ROWS at a time; each chunk seeded
+    from sampling.seed and its place) -> the samples in the order of rows."""
+    out, by_length = [None] * len(rows), {}
+    for i, row in enumerate(rows):
+        by_length.setdefault(len(row), []).append(i)
+    for length, index in sorted(by_length.items()):
+        for at in range(0, len(index), BATCH_ROWS):
+            chunk = index[at:at + BATCH_ROWS]
+            got = generate_tokens(model, [rows[i] for i in chunk], replace(sampling, seed=sampling.seed + 1000 * length + at),
+                                  programs=None if programs is None else [programs[i] for i in chunk])
+            for i, tokens in zip(chunk, got):
+                out[i] = tokens
+    return out
+
+
+def path_samples(model, jobs, path, *, n, sampling, user):
+    """n samples of every job on one path -> [[token rows] per job]. user: exactly sample.py --prompt's defaults
+    with --seconds 20 (the nearest semantic token, the opening meter and tempo, notes only on the asked
+    instruments), unless the lab settings `user` change one; model: the attribute prefix alone (no semantic
+    token, nothing forced, any instrument), as many tokens as section 2; none-user, none-model: unconditioned at
+    each path's length, a pool of POOL samples that every job takes n of in turn."""
+    at_length = replace(generation.SAMPLE_DEFAULTS, seconds=USER_SECONDS, seed=sampling.seed, dtype=sampling.dtype,
                         max_new_tokens=generation.SECONDS_MAX_NEW_TOKENS)
+    if path.startswith("none"):
+        pool = batched(model, [prompt_row(None, {}, header=False)] * POOL,
+                       replace(at_length if path == "none-user" else sampling, guidance=1.0))
+        return [[pool[(j * n + k) % POOL] for k in range(n)] for j in range(len(jobs))]
     if path == "user":
-        return generate_tokens(model, req.rows(n, header=user.get("header", True)),
-                               replace(at_length, guidance=user.get("guidance", at_length.guidance)),
-                               programs=req.programs(user.get("any_instrument", False)))
-    rows = [prompt_row(None, req.prefix if path == "model" else {}, header=False)] * n
-    if path == "model":
-        return generate_tokens(model, rows, replace(sampling, seed=req.seed))
-    if path == "none-user":
-        return generate_tokens(model, rows, replace(at_length, guidance=1.0))
-    return generate_tokens(model, rows, replace(sampling, seed=req.seed, guidance=1.0))
+        rows = [row for job in jobs for row in job["request"].rows(n, header=user.get("header", True))]
+        programs = [p for job in jobs for p in job["request"].programs(n, user.get("any_instrument", False))]
+        flat = batched(model, rows, replace(at_length, guidance=user.get("guidance", at_length.guidance)), programs)
+    else:
+        flat = batched(model, [prompt_row(None, job["request"].prefix, header=False) for job in jobs for _ in range(n)],
+                       sampling)
+    return [flat[j * n:(j + 1) * n] for j in range(len(jobs))]
 
 
 def control(model, data, ckpt, *, sets, classifiers, n_per_prompt, sampling, seed, data_dir, real, paths=PATHS,
@@ -340,17 +361,18 @@ def control(model, data, ckpt, *, sets, classifiers, n_per_prompt, sampling, see
     real_val, real_train, polyphony_p95 = real
     seen, rows = data["programs_seen"], []
     jobs = control_jobs(ckpt, sets, data_dir=data_dir, seed=seed, user=user)
-    with tqdm(total=len(jobs) * len(paths), desc="control samples", unit="prompt", disable=None) as bar:
-        for job in jobs:
-            for path in paths:
-                for tokens in path_samples(model, job, path, n=n_per_prompt, sampling=sampling, user=user):
-                    score = tokenizer.tokens_to_score(tokens)[0]
-                    hits = realised(score, job["asked"], key=job["key"], classifiers=classifiers, seen=seen)
-                    hits["polyphony outlier"] = describe.voices_per_instrument(score.notes) > polyphony_p95
-                    stats = piece_stats(score)
-                    rows.append(dict(set=job["set"], prompt=job["prompt"], path=path, hits=hits,
-                                     stats={k: stats[k] for k in METRICS}))
-                bar.update()
+    for path in tqdm(paths, desc="control paths", unit="path", disable=None):
+        t0 = time.time()
+        for job, samples in zip(jobs, path_samples(model, jobs, path, n=n_per_prompt, sampling=replace(
+                sampling, seed=seed), user=user)):
+            for tokens in samples:
+                score = tokenizer.tokens_to_score(tokens)[0]
+                hits = realised(score, job["asked"], key=job["key"], classifiers=classifiers, seen=seen)
+                hits["polyphony outlier"] = describe.voices_per_instrument(score.notes) > polyphony_p95
+                stats = piece_stats(score)
+                rows.append(dict(set=job["set"], prompt=job["prompt"], path=path, hits=hits,
+                                 stats={k: stats[k] for k in METRICS}))
+        print(f"control, {path}: {len(jobs)} prompts x {n_per_prompt} in {time.time() - t0:.0f} s")
     ceilings = prompt_ceilings(classifiers, [job["asked"] for job in jobs])
     return Control(rows=rows, summary=summarise(rows), sets=sets, settings=path_settings(sampling, user, paths),
                    n_per_prompt=n_per_prompt, seen=sorted(seen), polyphony_p95=polyphony_p95,
@@ -368,7 +390,8 @@ def path_settings(sampling, user, paths):
                      "instruments" + (f"; **lab settings instead of the defaults: {lab}**" if lab else ""),
              "model": f"the attribute prefix alone (semantic token unspecified), guidance {sampling.guidance:g}, "
                       f"{sampling.max_new_tokens} new tokens, nothing forced",
-             "none-user": f"unconditioned, {USER_SECONDS:g} s", "none-model": f"unconditioned, {sampling.max_new_tokens} tokens"}
+             "none-user": f"unconditioned, {USER_SECONDS:g} s ({POOL} samples shared by the prompts)",
+             "none-model": f"unconditioned, {sampling.max_new_tokens} tokens ({POOL} samples shared by the prompts)"}
     return {path: words[path] for path in paths}
 
 

@@ -102,21 +102,26 @@ def prompt_row(semantic, attributes=None, *, header=True, prime=None):
 
 def grammar_hook(vocab_size, device, programs=None):
     """A model.stream logits_hook that leaves only the ids tokenizer.py's grammar allows after each row's last
-    token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed. programs: if given, the only
-    instruments (GM programs, DRUMS) a note may be played on."""
+    token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed. programs: per row, the only
+    instruments (GM programs, DRUMS) its notes may be played on, or None for any; None: every row is free."""
     V, T = tokenizer.VOCAB_SIZE, tokenizer.TYPE
     special = np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "UNK", "START", "SEMANTIC", "UNCOND")])  # (V,)
     mid_stream = ~np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "END", "SEMANTIC", "UNCOND")])       # (V,)
     assert not tokenizer.GRAMMAR_MASK[mid_stream][:, special].any(), "the grammar lets a special token in mid-stream"
     allowed = torch.zeros(vocab_size, vocab_size, dtype=torch.bool)  # (prev id, next id)
     allowed[:V, :V] = torch.from_numpy(tokenizer.GRAMMAR_MASK)
-    if programs:
-        others = np.setdiff1d(np.arange(129), list(programs))
-        allowed[:, tokenizer.OFFSET["PROGRAM"] + others] = False
     allowed = allowed.to(device)
+    plays = None  # (B, vocab_size): False on the PROGRAM ids a row may not play
+    if programs is not None and any(p for p in programs):
+        plays = torch.ones(len(programs), vocab_size, dtype=torch.bool)
+        for row, chosen in zip(plays, programs):
+            if chosen:
+                row[tokenizer.OFFSET["PROGRAM"] + np.setdiff1d(np.arange(129), list(chosen))] = False
+        plays = plays.to(device)
 
     def hook(tokens, logits):  # tokens (B, t), logits (B, vocab_size)
-        return logits.masked_fill(~allowed[tokens[:, -1]], float("-inf"))  # (B, vocab_size)
+        ok = allowed[tokens[:, -1]] if plays is None else allowed[tokens[:, -1]] & plays  # (B, vocab_size)
+        return logits.masked_fill(~ok, float("-inf"))                                    # (B, vocab_size)
     return hook
 
 
@@ -167,8 +172,8 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
     """prompts: rows of equal length, each an attribute prefix then START ... (prompt_row) -> one int64 array per
     row: [prompt ..., new tokens ..., END]. Sampling goes on until every row has reached END or sampling.seconds,
     or for max_new_tokens. With guidance != 1 each row is guided against itself led by the unconditional prefix
-    (every slot unspecified). programs: notes are played only on these instruments (a decoding constraint, like
-    the grammar); None lets the model choose."""
+    (every slot unspecified). programs: per row, the only instruments its notes are played on (a decoding
+    constraint, like the grammar), or None for the model's choice; None: every row free."""
     device = next(model.parameters()).device
     prompt = torch.tensor(prompts, dtype=torch.long, device=device)                      # (B, T)
     P = tokenizer.PREFIX_LEN

@@ -226,9 +226,10 @@ class Request:
         a prime."""
         return [prompt_row(tokenizer.token_id(self.token), self.prefix, prime=prime, header=header)] * n
 
-    def programs(self, any_instrument=False):
-        """The instruments notes may be played on (generation.generate_tokens' programs): those asked, if any."""
-        return None if any_instrument else self.prefix["instruments"]
+    def programs(self, n, any_instrument=False):
+        """For n rows, the instruments notes may be played on (generation.generate_tokens' programs): those asked,
+        if any."""
+        return [None if any_instrument else self.prefix["instruments"]] * n
 
     def understood(self, text=None, prime=None):
         """What the gallery card shows as asked for and understood."""

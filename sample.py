@@ -141,7 +141,7 @@ def main(argv=None):
                         guidance=args.guidance, seed=req.seed, dtype=dtype)
     t0 = time.perf_counter()
     samples = generate_tokens(model, req.rows(args.num_samples, prime), sampling,
-                              programs=req.programs(args.any_instrument))
+                              programs=req.programs(args.num_samples, args.any_instrument))
     elapsed = time.perf_counter() - t0
     table, written = write_samples(samples, args, token=req.token, label=req.label, seed=req.seed, prime=prime,
                                    header=tokenizer.header_tokens(req.prefix["meter"], req.prefix["tempo_bpm"]))

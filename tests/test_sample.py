@@ -59,7 +59,7 @@ def model(run):
 def gen(model, k, n, *, attributes=None, header=True, prime=None, programs=None, **sampling):
     """n samples of semantic token k through generation.generate_tokens; sampling: generation.Sampling's fields."""
     rows = [prompt_row(tokenizer.semantic_token(k), attributes, header=header, prime=prime)] * n
-    return generation.generate_tokens(model, rows, Sampling(**sampling), programs=programs)
+    return generation.generate_tokens(model, rows, Sampling(**sampling), programs=programs and [programs] * n)
 
 
 def cli(*args):
@@ -265,6 +265,16 @@ def test_only_the_instruments_asked_for_play_unless_any_instrument(model):
     assert played(free) - {40, 42}, "the random model plays other instruments when left free: the check has teeth"
 
 
+def test_each_row_of_a_batch_keeps_its_own_instruments(model):
+    """evaluate.py samples many prompts in one batch: each row is held to its own instruments, or left free."""
+    rows = [prompt_row(tokenizer.semantic_token(1), dict(instruments=p)) for p in ([40], [0, 73], None)] * 8
+    programs = [[40], [0, 73], None] * 8
+    pieces = generation.generate_tokens(model, rows, Sampling(max_new_tokens=100, seed=4), programs=programs)
+    played = [{n.program for n in tokenizer.tokens_to_score(t)[0].notes} for t in pieces]
+    assert all(p <= {40} for p in played[0::3]) and all(p <= {0, 73} for p in played[1::3])
+    assert set().union(*played[2::3]) - {0, 40, 73}, "the free rows play what they like: the check has teeth"
+
+
 def test_a_new_piece_opens_with_the_meter_and_tempo_asked_unless_header_is_off(model):
     attributes, P = dict(meter=(3, 4), tempo_bpm=72), tokenizer.PREFIX_LEN
     opening = [tokenizer.START] + tokenizer.header_tokens((3, 4), 72)
@@ -311,9 +321,9 @@ def test_generation_past_the_window_equals_a_full_recompute_and_rebuilds_the_cac
         return forward(idx, *args, kv_cache=kv_cache, **kwargs)
 
     monkeypatch.setattr(model, "forward", spy)
-    ours = generation.generate_tokens(model, rows, sampling, programs=[0, 40])
+    ours = generation.generate_tokens(model, rows, sampling, programs=[[0, 40]] * 6)
     monkeypatch.undo()
-    expected = naive_generate_tokens(model, rows, sampling, programs=[0, 40])
+    expected = naive_generate_tokens(model, rows, sampling, programs=[[0, 40]] * 6)
     assert max(len(t) for t in ours) > 3 * model.config.block_size, "no sample got far past the context"
     for a, b in zip(ours, expected):
         assert np.array_equal(a, b)
