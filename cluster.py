@@ -72,8 +72,8 @@ def collect_descriptions(data_dir):
             st = (midi_dir / f).stat()
             stamp = [st.st_size, st.st_mtime_ns]
             cached = auto.get(f, {})
-            text = cached["description"] if cached.get("stamp") == stamp and isinstance(cached.get("description"), str) \
-                else describe.describe_midi(midi_dir / f)
+            fresh = cached.get("stamp") == stamp and isinstance(cached.get("description"), str)
+            text = cached["description"] if fresh else describe.describe_midi(midi_dir / f)
             new_auto[f] = {"midi_file": f, "description": text, "stamp": stamp}
         except Exception as e:  # any unreadable file is one line in the report, never a traceback
             skipped[f] = (str(e) or type(e).__name__).splitlines()[0][:200]

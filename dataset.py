@@ -151,7 +151,8 @@ def row_problem(row):
         wrong.append("key")
     if row.get("meter") and not re.fullmatch(r"\d+/\d+", str(row["meter"])):
         wrong.append("meter")
-    if isinstance(row.get("instruments"), list) and not all(type(p) is int and 0 <= p <= 128 for p in row["instruments"]):
+    programs = row.get("instruments")
+    if isinstance(programs, list) and not all(type(p) is int and 0 <= p <= 128 for p in programs):
         wrong.append("instruments")
     return f"bad {', '.join(wrong)}" if wrong else None
 
@@ -164,7 +165,8 @@ def read_index(data_dir):
     for number, row in enumerate(rows, 1):
         problem = row_problem(row)
         if problem == "no measured attributes" and number == 1:
-            raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); re-run: {rebuild}")
+            raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
+                            f"re-run: {rebuild}")
         if problem:
             raise UserError(f"{path} is corrupt, entry {number} ({problem}: {json.dumps(row)[:80]}); rebuild it: "
                             f"{rebuild}")

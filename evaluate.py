@@ -967,7 +967,7 @@ def check_args(args, guidance):
     check_range("--control_samples", args.control_samples, low=0, note="0 = no control report")
     check_range("--temperature", args.temperature, low=0, note="0 = greedy")
     check_range("--top_p", args.top_p, low=0, high=1, low_open=True, note="1 = off")
-    check_range("--seed", args.seed, low=0, high=2 ** 63 - 1)
+    check_range("--seed", args.seed, low=0, high=2 ** 32 - 1)
     if args.min_cosine is not None:
         check_range("--min_cosine", args.min_cosine, low=-1, high=1)
     if args.user_guidance is not None:

@@ -87,9 +87,12 @@ def check_output_folder(folder, *, must_exist=False):
         raise UserError(f"{what} is a file, not a folder; give a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"can't write in {probe} (read-only or no permission); choose another folder")
-    if shutil.disk_usage(probe).free < MIN_FREE_BYTES:
-        raise UserError(f"the disk of {probe} is full ({shutil.disk_usage(probe).free:,} bytes free); "
-                        f"free some space or choose another folder")
+    usage = shutil.disk_usage(probe)
+    if usage.total == 0:
+        raise UserError(f"can't write in {probe} (it is not on a disk, as /proc is not); choose another folder")
+    if usage.free < MIN_FREE_BYTES:
+        raise UserError(f"the disk of {probe} is full ({usage.free:,} bytes free); free some space or choose "
+                        f"another folder")
 
 
 def check_output_file(path, *, inputs=()):
@@ -267,12 +270,15 @@ def check_range(name, value, *, low=-math.inf, high=math.inf, low_open=False, hi
     number = isinstance(value, (int, float)) and math.isfinite(value)
     if number and (value > low if low_open else value >= low) and (value < high if high_open else value <= high):
         return value
+    def show(x):  # 4294967295, not 4.29497e+09
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
     if high == math.inf:
-        allowed = f"{'>' if low_open else '>='} {low:g}"
+        allowed = f"{'>' if low_open else '>='} {show(low)}"
     elif low == -math.inf:
-        allowed = f"{'<' if high_open else '<='} {high:g}"
+        allowed = f"{'<' if high_open else '<='} {show(high)}"
     else:
-        allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        allowed = f"in {'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
     raise UserError(f"{name}={value!r}{f' ({where})' if where else ''} is not allowed: it must be a number {allowed}"
                     + (f" ({note})" if note else ""))
 

@@ -58,6 +58,9 @@ def load_model(path, device="cpu"):
     tokenizer.check_vocabulary(ckpt, path, f"retrain it: python prepare.py, then "
                                            f"{train_command(os.path.dirname(path) or '.')}")
     model = GPT.from_checkpoint(ckpt, device)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):  # else sampling fails deep in multinomial
+        raise UserError(f"{path} holds weights that are not finite (its training diverged); use an earlier "
+                        f"checkpoint (--ckpt), or retrain with a lower learning_rate")
     return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")} | {"path": path}
 
 

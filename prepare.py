@@ -45,6 +45,8 @@ def tokenize_file(job):
     Runs in a worker; never raises."""
     midi_root, midi_file = job
     path = os.path.join(midi_root, midi_file)
+    if not os.path.isfile(path):  # a broken link, or a pipe or device with a MIDI name (reading one would hang)
+        return midi_file, None, None, {}, "not a regular file (a broken link?)"
     try:
         with open(path, "rb") as f:
             digest = hashlib.sha1(f.read()).hexdigest()
@@ -145,8 +147,9 @@ def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
         # 32 files cut the round trips to the workers; one worker runs here (a pool only adds pickling).
         jobs = ((midi_root, midi_file) for midi_file in dataset.iter_midi(midi_root))
         results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
-        for midi_file, digest, tokens, fields, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
-                                                               disable=True if quiet else None):  # None: a terminal only
+        bar = tqdm(results, total=n_files, desc="tokenizing", unit="file",
+                   disable=True if quiet else None)  # None: a terminal only
+        for midi_file, digest, tokens, fields, reason in bar:
             if tokens is not None and digest in first_of:
                 tokens, reason = None, f"duplicate (the same bytes as {first_of[digest]})"
             if tokens is None:

@@ -84,7 +84,7 @@ def check_args(args):
     check_range("--top_p", args.top_p, low=0, high=1, low_open=True, note="1 = off")
     check_range("--guidance", args.guidance, low=0, note="1 = off, 0 = unconditional")
     if args.seed is not None:
-        check_range("--seed", args.seed, low=0, high=2 ** 63 - 1)
+        check_range("--seed", args.seed, low=0, high=2 ** 32 - 1)
     check_device(args.device, "--device")
 
 

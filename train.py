@@ -178,8 +178,7 @@ def run_config_file(path):
 
 COUNTS = ("batch_size", "n_layer", "n_head", "n_embd", "eval_iters", "eval_interval", "log_interval", "save_interval",
           "keep_last", "gradient_accumulation_steps")  # at least 1
-NOT_NEGATIVE = ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size", "seed", "min_lr", "weight_decay",
-                "grad_clip", "peak_flops")
+NOT_NEGATIVE = ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size", "weight_decay", "grad_clip", "peak_flops")
 PROBABILITIES = ("cond_dropout", "key_dropout", "meter_dropout", "tempo_dropout", "instruments_dropout",
                  "prefix_dropout", "revoice")
 
@@ -201,11 +200,13 @@ def check_config(cfg, where=None):
     check("block_size", low=tokenizer.PREFIX_LEN + 1, low_open=True,
           note=f"a window holds the {tokenizer.PREFIX_LEN}-token attribute prefix and at least 2 tokens of music")
     check("dropout", low=0, high=1, high_open=True)
-    check("learning_rate", low=0, low_open=True)
+    check("learning_rate", low=0, high=1, low_open=True, note="AdamW's step size; 1e-4 to 1e-2 is usual")
+    check("min_lr", low=0, high=1)
     check("muon_lr", low=0, high=1, note="0 = AdamW alone")
     check("epochs", low=0, low_open=True, note="used when max_iters=0")
     check("beta1", low=0, high=1, high_open=True)
     check("beta2", low=0, high=1, high_open=True)
+    check("seed", low=0, high=2 ** 32 - 1)
     check("transpose", low=0, high=127, note="semitones")
     check("tempo_jitter", low=0, high=8, note="octaves")
     for name in ("data_dir", "out_dir"):
@@ -437,6 +438,14 @@ def set_rng_state(state):
     random.setstate(state["python"])
 
 
+def check_finite(model, state):
+    """Stop with a UserError, before anything is saved, once a weight is not finite: training has diverged, and
+    saving it would replace the last good checkpoints (keep_last) with useless ones."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise UserError(f"the weights are not finite at iter {state['iter_num']} (training diverged); the "
+                        f"checkpoints before it are kept: resume from them with a lower learning_rate")
+
+
 def save_checkpoints(state, cfg, run, improved):
     """ckpt_best.pt when val improved, ckpt_NNNNNNN.pt every save_interval and at the end (keeping keep_last);
     -> the numbered path written, or None. Every process joins (the random states are gathered)."""
@@ -648,6 +657,7 @@ def train_loop(cfg, run, state):
                 print_eval(ev, state["iter_num"], list(data["meta"]["blocks"]))
                 log(dict(iter=state["iter_num"], **{k: v for k, v in ev.items() if k != "semantic"}))
         if evaluated or state["iter_num"] % cfg.save_interval == 0:
+            check_finite(raw_model, state)  # a diverged model must not rotate the good checkpoints out
             state["last_checkpoint"] = save_checkpoints(state, cfg, run, improved) or state["last_checkpoint"]
             speed.update(t=time.time(), iters=0)  # eval and saving don't count against training speed
     bar.close()

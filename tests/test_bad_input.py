@@ -59,7 +59,8 @@ def namespace_works():
     and a tiny tmpfs are then real, for root too (whom chmod does not stop)."""
     if not shutil.which("unshare"):
         return False
-    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    return r.returncode == 0
 
 
 def in_namespace(mount, *command):
@@ -112,9 +113,13 @@ def test_a_second_writer_stops_at_once_naming_the_first_and_a_dead_ones_lock_is_
 
 def test_two_runs_into_one_gallery_each_keep_their_card(tmp_path):
     import threading
+
     import render
-    card = lambda name: dict(midi=f"{name}.mid", title=name, made="2026-01-01 00:00:00", understood={}, facts={},  # noqa
-                             png=None, wav=None)
+
+    def card(name):
+        return dict(midi=f"{name}.mid", title=name, made="2026-01-01 00:00:00", understood={}, facts={}, png=None,
+                    wav=None)
+
     for name in ("first", "second"):
         (tmp_path / f"{name}.mid").write_bytes(b"MThd")
     # the first run: a real process in the middle of its read-modify-write of the cards when the second starts
@@ -123,7 +128,8 @@ def test_two_runs_into_one_gallery_each_keep_their_card(tmp_path):
                      f"with files.folder_lock({str(tmp_path)!r}, wait=True):\n"
                      "    print('reading', flush=True)\n"
                      "    sys.stdin.readline()\n"
-                     f"    files.write_atomic({str(tmp_path / render.GALLERY_CARDS)!r}, json.dumps([{card('first')!r}]))\n")
+                     f"    files.write_atomic({str(tmp_path / render.GALLERY_CARDS)!r},\n"
+                     f"                       json.dumps([{card('first')!r}]))\n")
     proc = script(first, stdin=subprocess.PIPE)
     assert proc.stdout.readline().strip() == "reading"
     second = threading.Thread(target=render.write_gallery, args=(str(tmp_path), [card("second")]))
@@ -207,11 +213,11 @@ def test_a_symlink_loop_is_walked_once_and_duplicates_are_reported_never_trained
 # 5. every setting range-checked before any work, in one line naming it, its value and what is allowed
 
 BAD_TRAIN = ["--eval_interval=0", "--log_interval=0", "--save_interval=0", "--n_head=0", "--batch_size=0",
-             "--eval_iters=0", "--learning_rate=-1e-3", "--learning_rate=nan", "--min_lr=inf", "--dropout=2",
-             "--dropout=1", "--block_size=12", "--device=gpu", "--gradient_accumulation_steps=0", "--max_iters=-5",
-             "--keep_last=0", "--key_dropout=1.5", "--prefix_dropout=-0.1", "--beta2=1", "--seed=-1", "--epochs=0",
-             "--transpose=-2", "--tempo_jitter=nan", "--warmup_iters=-1", "--grad_clip=-1", "--n_layer=0",
-             "--out_dir="]
+             "--eval_iters=0", "--learning_rate=-1e-3", "--learning_rate=nan", "--learning_rate=1e38", "--min_lr=inf",
+             "--dropout=2", "--dropout=1", "--block_size=12", "--device=gpu", "--gradient_accumulation_steps=0",
+             "--max_iters=-5", "--keep_last=0", "--key_dropout=1.5", "--prefix_dropout=-0.1", "--beta2=1", "--seed=-1",
+             "--epochs=0", "--transpose=-2", "--tempo_jitter=nan", "--warmup_iters=-1", "--grad_clip=-1",
+             "--n_layer=0", "--out_dir="]
 BAD_SAMPLE = [["--top_k", "-1"], ["--top_p", "-0.5"], ["--top_p", "0"], ["--top_p", "1.5"],
               ["--temperature", "nan"], ["--temperature", "-1"], ["--guidance", "nan"], ["--guidance", "inf"],
               ["--seconds", "0"], ["--seconds", "-3"], ["--tempo", ""], ["--key", " "], ["--prompt", ""],
@@ -253,9 +259,9 @@ def test_every_bad_setting_is_one_line_naming_it_before_any_work(tmp_path):
     for args in (["--k", "0"], ["--k", "33"], ["--top", "0", "--query", "x"], ["--batch_size", "0"], ["--seed", "-1"]):
         with pytest.raises(UserError, match=f"^{args[0]}"):
             cluster.main(["--data_dir", str(folder), *args])
-    procs = [script("train.py", str(config)), script("sample.py", "--tempo", "", "--dry_run"),  # the command line:
-             script("prepare.py", "--data_dir", folder, "--val_fraction", "2"),                  # one line, no traceback
-             script("roundtrip.py", folder / "midi" / "set0" / "piece0.mid", "--show", "-1")]
+    procs = [script("train.py", str(config)), script("sample.py", "--tempo", "", "--dry_run"),  # on the command
+             script("prepare.py", "--data_dir", folder, "--val_fraction", "2"),                  # line: one line,
+             script("roundtrip.py", folder / "midi" / "set0" / "piece0.mid", "--show", "-1")]   # no traceback
     for proc, word in zip(procs, [f"{config}, line 2", "--tempo=''", "--val_fraction=2.0", "--show=-1"]):
         one_line_error(proc, word)
     assert snapshot(folder) == before, "nothing written"
@@ -314,7 +320,8 @@ def test_a_read_only_or_full_folder_is_one_line_before_any_work(tmp_path):
     read_only = f'mount --bind "{tmp_path}" "{tmp_path}" && mount -o remount,ro,bind "{tmp_path}"'
     full = tmp_path / "full"
     full.mkdir()
-    fill = f'mount -t tmpfs -o size=256k tmpfs "{full}" && (head -c 1000000 /dev/zero > "{full}/filler" 2>/dev/null || true)'
+    fill = (f'mount -t tmpfs -o size=256k tmpfs "{full}" && '
+            f'(head -c 1000000 /dev/zero > "{full}/filler" 2>/dev/null || true)')
     procs = [in_namespace(read_only, sys.executable, "prepare.py", "--data_dir", tmp_path, "--workers", 1),
              in_namespace(read_only, sys.executable, "cluster.py", "--data_dir", tmp_path, "--k", 2),
              in_namespace(fill, sys.executable, "roundtrip.py", tmp_path / "midi" / "set0" / "piece0.mid",
@@ -422,3 +429,36 @@ def test_a_resume_with_another_shape_counts_tokens_and_epochs_at_the_shape_each_
     assert f"{last['max_iters']} iters = {ckpt['tokens_seen'] / train_tokens:.1f} epochs" in out
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(r["tokens_per_s"] > 0 for r in log if "loss" in r)
+
+
+def test_a_run_that_diverges_stops_before_it_replaces_the_good_checkpoints(tmp_path, monkeypatch):
+    import generation
+    data = make_dataset(tmp_path / "data", seed=3)
+    common = ["--eval_interval=100", "--save_interval=2", "--keep_last=1"]
+    run_train(data, tmp_path / "run", "--max_iters=2", *common)
+    good = (tmp_path / "run" / "ckpt_0000002.pt").read_bytes()
+    step = train.train_step
+
+    def diverging_step(model, state, data, **kwargs):  # iteration 3 blows up, as a too-large learning rate would
+        loss = step(model, state, data, **kwargs)
+        if state["iter_num"] == 2:
+            with torch.no_grad():
+                next(state["model"].parameters()).fill_(float("inf"))
+        return loss
+
+    monkeypatch.setattr(train, "train_step", diverging_step)
+    with pytest.raises(UserError, match="not finite at iter 4 .*checkpoints before it are kept"):
+        run_train(data, tmp_path / "run", "--max_iters=8", "--init_from=resume", *common)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "run").glob("ckpt_0*.pt")) == ["ckpt_0000002.pt"], \
+        "keep_last=1 would have deleted the last good checkpoint for a diverged one"
+    assert (tmp_path / "run" / "ckpt_0000002.pt").read_bytes() == good
+
+    ckpt = torch.load(tmp_path / "run" / "ckpt_0000002.pt", weights_only=True)
+    next(iter(ckpt["model"].values())).fill_(float("nan"))  # a diverged checkpoint from elsewhere: one line
+    torch.save(ckpt, tmp_path / "nan.pt")
+    with pytest.raises(UserError, match="nan.pt holds weights that are not finite"):
+        generation.load_model(str(tmp_path / "nan.pt"))
+    torch.save([1, 2, 3], tmp_path / "list.pt")  # loads, but is no checkpoint: one line, not a KeyError
+    with pytest.raises(UserError, match="list.pt is not a checkpoint of train.py"):
+        generation.load_model(str(tmp_path / "list.pt"))

@@ -412,7 +412,12 @@ def plan(works, args, out, stats):
             w["mid"] = out / "midi" / f"{w['rel']}.mid"
             meta_path = out / "meta" / f"{w['rel']}.json"
             if not is_abc and meta_path.exists():  # exported (or failed) before: no need to parse it again
-                w["meta"] = json.loads(meta_path.read_text())
+                try:
+                    w["meta"] = json.loads(meta_path.read_text())
+                except ValueError:  # a broken cache entry (edited, or from another version): export the work again
+                    pass
+                if not isinstance(w.get("meta", {}), dict):
+                    del w["meta"]
             if i >= cap and not ("meta" in w and w["mid"].exists()):
                 continue  # outside the sample (a work a --full run already exported stays in)
             st["selected"] += 1
@@ -496,7 +501,8 @@ def main(argv=None):
         n_described, n_kept = write_descriptions(works, out)
     print_summary(stats, left_out)
     kept = f", and {n_kept} of other collections kept from earlier runs" if n_kept else ""
-    print(f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'}{kept} ({time.time() - t_start:.0f} s)")
+    print(f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'}{kept} "
+          f"({time.time() - t_start:.0f} s)")
     if not n_described:
         raise UserError("nothing could be exported; see the failures above")
 
