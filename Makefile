@@ -28,7 +28,7 @@ venv: .venv/.runtime
 # each prints what it understood before it samples and what was measured in the file after. Guidance 3 on the
 # whole attribute prefix (see BENCHMARKS.md).
 # A finished run is resumed (and so skipped) rather than refused, so a second `make demo` is quick.
-RESUME = $$(ls $(RUN)/ckpt_0*.pt >/dev/null 2>&1 && echo --init_from=resume)
+RESUME = $$(ls $(RUN)/ckpt_*.pt >/dev/null 2>&1 && echo --init_from=resume)
 RUN    := out/amt_cpu
 TRAIN_FLAGS := $(if $(FULL),--max_iters=5000 --lr_decay_iters=5000 --eval_interval=500 --save_interval=500,)
 SAMPLE := $(PY) sample.py --out_dir $(RUN) --num_samples 1 --seed 1 --seconds 30 --guidance 3 --audio

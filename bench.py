@@ -34,7 +34,7 @@ import dataset
 import describe
 import midifile
 import tokenizer
-from files import UserError
+from files import UserError, check_range, run_script
 from render import markdown_table
 
 SECTIONS = {}
@@ -182,7 +182,7 @@ def time_miditok(paths, n_proc):
 def bench_prepare(args):
     corpus = os.path.join(args.data_dir, "midi")
     if not os.path.isdir(corpus):
-        sys.exit(f"no {corpus}; run `python data/music21/export.py` first")
+        raise UserError(f"no {corpus}; run `python data/music21/export.py` first")
     files = list(dataset.iter_midi(corpus))
     paths = [os.path.join(corpus, f) for f in files]
     procs = sorted({1, os.cpu_count()})
@@ -621,7 +621,7 @@ def bench_speedrun(args):
 
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":
+def main():
     parser = argparse.ArgumentParser(description="AMT benchmarks; prints markdown tables")
     parser.add_argument("--only", default=",".join(n for n in SECTIONS if n != "speedrun"),
                         help=f"comma-separated: {', '.join(SECTIONS)} (all but speedrun, an hour of training, by default)")
@@ -640,10 +640,17 @@ if __name__ == "__main__":
     parser.add_argument("--speedrun_iters", type=int, default=0, help="steps per variant; 0 = the config's")
     parser.add_argument("--speedrun_dir", default="out/speedrun", help="where the variants' runs go")
     args = parser.parse_args()
+    for name in ("prepare_repeats", "train_steps", "embed_n", "sample_tokens", "generate_tokens", "generate_reps",
+                 "keys_n"):
+        check_range(f"--{name}", getattr(args, name), low=1)
     chosen = args.only.split(",")
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
-        sys.exit(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+        raise UserError(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     print(f"_bench.py on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}_\n")
     for name in chosen:
         SECTIONS[name](args)
+
+
+if __name__ == "__main__":
+    run_script(main)

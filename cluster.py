@@ -23,7 +23,7 @@ import dataset
 import describe
 import prompt
 import tokenizer
-from files import UserError, read_jsonl, write_atomic
+from files import UserError, check_range, check_text, folder_lock, read_jsonl, run_script, write_atomic
 from prompt import DEFAULT_EMBEDDER, embed, load_embedder
 
 DESCRIPTION_FILES = ("descriptions.jsonl", "captions.jsonl", "train.json")  # looked for beside the MIDI
@@ -37,7 +37,13 @@ def list_files(data_dir):
     """The files to cluster: those of index.jsonl (ids line up with prepare.py's data), else every MIDI file."""
     index = Path(data_dir) / "index.jsonl"
     if index.exists():
-        return [row["midi_file"] for row in read_jsonl(index)]
+        rows = read_jsonl(index, rebuild=f"python prepare.py --data_dir {data_dir}")
+        bad = next((i for i, row in enumerate(rows, 1) if not isinstance(row, dict)
+                    or not isinstance(row.get("midi_file"), str)), None)
+        if bad:
+            raise UserError(f"{index} is corrupt, entry {bad} (no midi_file); rebuild it: "
+                            f"python prepare.py --data_dir {data_dir}")
+        return [row["midi_file"] for row in rows]
     files = list(dataset.iter_midi(dataset.midi_root(data_dir)))
     if not files:
         raise UserError(f"no MIDI files in {data_dir} (nor in {Path(data_dir) / 'midi'}): put the MIDI files there")
@@ -50,13 +56,14 @@ def collect_descriptions(data_dir):
     given = {}
     for name in DESCRIPTION_FILES:
         if (midi_dir / name).exists():
-            for row in read_jsonl(midi_dir / name):
+            for row in filter(lambda r: isinstance(r, dict), read_jsonl(midi_dir / name)):
                 file, text = row.get("midi_file", row.get("location")), row.get("description", row.get("caption"))
-                if file and isinstance(text, str) and text.strip():
+                if isinstance(file, str) and file and isinstance(text, str) and text.strip():
                     given.setdefault(Path(file).as_posix(), text.strip())
     # auto descriptions are cached with the file's size and mtime, so re-clustering does not re-read all MIDI
     auto_path = Path(data_dir) / "descriptions_auto.jsonl"
-    auto = {r["midi_file"]: r for r in read_jsonl(auto_path)} if auto_path.exists() else {}
+    auto = {r["midi_file"]: r for r in read_jsonl(auto_path) if isinstance(r, dict) and "midi_file" in r} \
+        if auto_path.exists() else {}  # a cache: a broken line is described again
     files, descriptions, skipped, new_auto = [], [], {}, {}
     listed = list_files(data_dir)
     missing = [f for f in listed if f not in given]
@@ -64,8 +71,9 @@ def collect_descriptions(data_dir):
         try:
             st = (midi_dir / f).stat()
             stamp = [st.st_size, st.st_mtime_ns]
-            text = auto[f]["description"] if f in auto and auto[f]["stamp"] == stamp else \
-                describe.describe_midi(midi_dir / f)
+            cached = auto.get(f, {})
+            fresh = cached.get("stamp") == stamp and isinstance(cached.get("description"), str)
+            text = cached["description"] if fresh else describe.describe_midi(midi_dir / f)
             new_auto[f] = {"midi_file": f, "description": text, "stamp": stamp}
         except Exception as e:  # any unreadable file is one line in the report, never a traceback
             skipped[f] = (str(e) or type(e).__name__).splitlines()[0][:200]
@@ -152,49 +160,59 @@ def cluster_labels(descriptions, labels, k, n_words=3):
     return out
 
 
-def run(data_dir, *, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
-    """Describe, embed, cluster; write semantic.json and clusters.json; return the clusters dict."""
-    if not 1 <= k <= tokenizer.N_SEMANTIC:
-        raise UserError(f"--k must be between 1 and {tokenizer.N_SEMANTIC} (the number of semantic tokens), got {k}")
-    if not Path(data_dir).is_dir():
-        raise UserError(f"data folder not found: {data_dir}")
-    files, descriptions, skipped = collect_descriptions(data_dir)
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable MIDI files (they get the unconditional token):")
-        for f, reason in list(skipped.items())[:20]:
-            print(f"  {f}: {reason}")
-        if len(skipped) > 20:
-            print(f"  ... and {len(skipped) - 20} more (all listed in clusters.json)")
-    if len(files) < k:
-        raise UserError(f"--k {k} needs at least {k} described files, found {len(files)}; lower --k")
-    emb = embed_cached(data_dir, descriptions, embedder, batch_size)  # (N, dim)
-    labels, centroids = kmeans(emb, k, seed)  # (N,), (k, dim)
-    silhouette = None
-    if 2 <= k < len(set(descriptions)):
-        from sklearn.metrics import silhouette_score
+def silhouette_of(emb, labels, descriptions, *, k, seed):
+    """The mean cosine silhouette of the clustering (on up to 5,000 points), or None where it is undefined."""
+    if not 2 <= k < len(set(descriptions)):
+        return None
+    from sklearn.metrics import silhouette_score
 
-        silhouette = float(
-            silhouette_score(emb, labels, metric="cosine", sample_size=min(len(emb), 5000), random_state=seed)
-        )
+    return float(silhouette_score(emb, labels, metric="cosine", sample_size=min(len(emb), 5000), random_state=seed))
+
+
+def nearest_examples(emb, labels, centroids, descriptions):
+    """For each cluster, the two descriptions nearest its centroid, distinct where possible."""
     examples = []
-    for c in range(k):  # the two descriptions nearest the centroid, distinct where possible
+    for c in range(len(centroids)):
         idx = np.where(labels == c)[0]
         near = idx[np.argsort(-(emb[idx] @ centroids[c]), kind="stable")]
         texts = list(dict.fromkeys(descriptions[i] for i in near))
         examples.append((texts + texts)[:2])
-    clusters = {
-        "embedder": embedder,
-        "k": k,
-        "seed": seed,
-        "silhouette": silhouette,
-        "labels": cluster_labels(descriptions, labels, k),
-        "sizes": np.bincount(labels, minlength=k).tolist(),
-        "examples": examples,
-        "centroids": centroids.astype(float).tolist(),
-        "skipped": skipped,
-    }
-    write_atomic(Path(data_dir) / "semantic.json", json.dumps({f: int(c) for f, c in zip(files, labels)}, indent=1))
-    write_atomic(Path(data_dir) / "clusters.json", json.dumps(clusters, indent=1))
+    return examples
+
+
+def run(data_dir, *, k=10, embedder=DEFAULT_EMBEDDER, seed=0, batch_size=64):
+    """Describe, embed, cluster; write semantic.json and clusters.json; return the clusters dict. The folder is
+    locked to this process meanwhile (files.folder_lock), as prepare.py locks it."""
+    if not 1 <= k <= tokenizer.N_SEMANTIC:
+        raise UserError(f"--k must be between 1 and {tokenizer.N_SEMANTIC} (the number of semantic tokens), got {k}")
+    if not Path(data_dir).is_dir():
+        raise UserError(f"{data_dir} is a file, not a data folder" if Path(data_dir).exists() else
+                        f"data folder not found: {data_dir}")
+    with folder_lock(data_dir):
+        files, descriptions, skipped = collect_descriptions(data_dir)
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable MIDI files (they get the unconditional token):")
+            for f, reason in list(skipped.items())[:20]:
+                print(f"  {f}: {reason}")
+            if len(skipped) > 20:
+                print(f"  ... and {len(skipped) - 20} more (all listed in clusters.json)")
+        if len(files) < k:
+            raise UserError(f"--k {k} needs at least {k} described files, found {len(files)}; lower --k")
+        emb = embed_cached(data_dir, descriptions, embedder, batch_size)  # (N, dim)
+        labels, centroids = kmeans(emb, k, seed)  # (N,), (k, dim)
+        clusters = {
+            "embedder": embedder,
+            "k": k,
+            "seed": seed,
+            "silhouette": silhouette_of(emb, labels, descriptions, k=k, seed=seed),
+            "labels": cluster_labels(descriptions, labels, k),
+            "sizes": np.bincount(labels, minlength=k).tolist(),
+            "examples": nearest_examples(emb, labels, centroids, descriptions),
+            "centroids": centroids.astype(float).tolist(),
+            "skipped": skipped,
+        }
+        write_atomic(Path(data_dir) / "semantic.json", json.dumps({f: int(c) for f, c in zip(files, labels)}, indent=1))
+        write_atomic(Path(data_dir) / "clusters.json", json.dumps(clusters, indent=1))
     return clusters
 
 
@@ -212,7 +230,7 @@ def print_table(clusters, width=70):
     )
 
 
-if __name__ == "__main__":
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--data_dir", required=True)
     p.add_argument("--k", type=int, default=10)
@@ -221,14 +239,21 @@ if __name__ == "__main__":
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--query", help="print the semantic tokens nearest this text instead of clustering")
+    p.add_argument("--query", help="print the semantic tokens nearest this text instead of clustering (writes nothing)")
     p.add_argument("--top", type=int, default=3)
-    args = p.parse_args()
-    try:
-        if args.query:
-            for c, label, sim in prompt.nearest_tokens(args.query, args.data_dir, args.top):
-                print(f"{tokenizer.semantic_name(c):<18} {label:<28} cosine {sim:.3f}")
-        else:
-            print_table(run(args.data_dir, k=args.k, embedder=args.embedder, seed=args.seed, batch_size=args.batch_size))
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    args = p.parse_args(argv)
+    check_range("--top", args.top, low=1)
+    check_range("--batch_size", args.batch_size, low=1)
+    check_range("--seed", args.seed, low=0, high=2 ** 32 - 1)
+    check_text("--embedder", args.embedder)
+    check_text("--data_dir", args.data_dir)
+    if args.query is not None:  # a query only reads: an empty one is a mistake, never a reason to re-cluster
+        check_text("--query", args.query)
+        for c, label, sim in prompt.nearest_tokens(args.query, args.data_dir, args.top):
+            print(f"{tokenizer.semantic_name(c):<18} {label:<28} cosine {sim:.3f}")
+    else:
+        print_table(run(args.data_dir, k=args.k, embedder=args.embedder, seed=args.seed, batch_size=args.batch_size))
+
+
+if __name__ == "__main__":
+    run_script(main)

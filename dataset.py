@@ -18,13 +18,14 @@ window, each of which training may drop to "unspecified". So re-clustering never
 
 import json
 import os
+import re
 from collections import Counter
 
 import numpy as np
 
 import describe
 import tokenizer
-from files import UserError, read_json
+from files import UserError, read_json, read_jsonl
 
 DEFAULT_DATA_DIR = "data/music21"  # the bundled corpus (data/music21/export.py)
 # What the index keeps of each file's measured attributes (describe.measure): the condition a window can carry.
@@ -46,8 +47,17 @@ def midi_root(data_dir):
 
 def iter_midi(root):
     """Relative paths (with / separators) of the MIDI files under root, recursively, in a fixed order
-    (folders and names sorted as they are walked), one at a time so no list grows with the corpus."""
+    (folders and names sorted as they are walked), one at a time so no list grows with the corpus.
+    Symlinked folders are followed, but each real folder is walked once (by its device and inode), so a
+    link back up the tree is no loop; a file reached by two names is yielded twice, and prepare.py drops
+    the second copy of any content."""
+    walked = set()
     for folder, dirs, names in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in walked:
+            dirs[:] = []  # a folder seen under another name: neither it nor anything below it again
+            continue
+        walked.add((st.st_dev, st.st_ino))
         dirs.sort()
         for name in sorted(names):
             if name.lower().endswith(MIDI_SUFFIXES):
@@ -74,41 +84,124 @@ def file_prefix(row, semantic):
                                       key=key, meter=meter, tempo_bpm=row["tempo_bpm"], instruments=row["instruments"])
 
 
-def load_split(data_dir, index, split, semantic):
+def rebuild_command(data_dir, script="prepare.py"):
+    return f"python {script} --data_dir {data_dir}"
+
+
+def split_tokens(data_dir, split, files, meta):
+    """A split's .bin as a uint16 memmap, checked against the index rows of its files: every file starts with
+    START and ends with END where the index says, and no id is outside the vocabulary."""
+    path, rebuild = os.path.join(data_dir, f"{split}.bin"), rebuild_command(data_dir)
+    size = os.path.getsize(path)
+    if size % 2:
+        raise UserError(f"{path} is corrupt (an odd number of bytes: cut short?); rebuild it: {rebuild}")
+    tokens = np.memmap(path, dtype=np.uint16, mode="r") if size else np.zeros(0, dtype=np.uint16)
+    start, end = np.array([f["start"] for f in files]), np.array([f["end"] for f in files])
+    if not ((0 <= start).all() and (start < end).all() and end.max() <= len(tokens)
+            and (tokens[start] == meta["start_token"]).all() and (tokens[end - 1] == meta["end_token"]).all()):
+        raise UserError(f"{path} does not match {os.path.join(data_dir, 'index.jsonl')} (files do not start and end "
+                        f"where the index says); rebuild both: {rebuild}")
+    if len(tokens) and int(tokens.max()) >= meta["vocab_size"]:
+        raise UserError(f"{path} is corrupt (ids beyond the vocabulary of {meta['vocab_size']}); rebuild it: {rebuild}")
+    return tokens, start, end
+
+
+def load_split(data_dir, index, split, *, semantic, meta):
     """One split -> its tokens (memmap) and, per file, start, end, sampling weight (its length), attribute prefix
     (n_files, PREFIX_LEN) and semantic id (-1 for none)."""
-    make = f"make it with: python prepare.py --data_dir {data_dir}"
     files = [f for f in index if f["split"] == split]
     if not files:
-        raise UserError(f"{data_dir}: the {split} split has no files; {make} (with more MIDI files)")
-    tokens = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
-    start, end = np.array([f["start"] for f in files]), np.array([f["end"] for f in files])
-    if not ((start < end).all() and end.max() <= len(tokens)):
-        raise UserError(f"{data_dir}/index.jsonl does not match {split}.bin; {make}")
+        raise UserError(f"{data_dir}: the {split} split has no files; make it with: {rebuild_command(data_dir)} "
+                        f"(with more MIDI files)")
+    tokens, start, end = split_tokens(data_dir, split, files, meta)
     sem = [semantic.get(f["midi_file"]) for f in files]
     return dict(tokens=tokens, start=start, end=end, weight=(end - start) / (end - start).sum(),
                 semantic=np.array([-1 if k is None else k for k in sem]),
                 prefix=np.array([file_prefix(f, k) for f, k in zip(files, sem)], dtype=np.int64))
 
 
+META_KEYS = ("vocab_size", "blocks", "n_semantic", "window_start_after", "pad_token", "start_token", "end_token",
+             "uncond_token", "semantic_offset")
+
+
+def read_meta(data_dir):
+    """meta.json, checked: a file that does not parse, lacks what readers need, or comes from an older
+    tokenizer is a UserError that says how to rebuild it."""
+    path, rebuild = os.path.join(data_dir, "meta.json"), rebuild_command(data_dir)
+    meta = read_json(path, rebuild=rebuild)
+    missing = [k for k in META_KEYS if k not in meta] if isinstance(meta, dict) else ["every field"]
+    if missing:
+        raise UserError(f"{path} is corrupt (it lacks {', '.join(missing)}); rebuild it: {rebuild}")
+    if meta["blocks"] != tokenizer.LAYOUT:
+        raise UserError(f"{data_dir} was prepared by an older tokenizer.py (another vocabulary); re-run: {rebuild}")
+    return meta
+
+
+def row_problem(row):
+    """What is wrong with an index.jsonl row, or None."""
+    if not isinstance(row, dict):
+        return "not an object"
+    if set(INDEX_ATTRIBUTES) - set(row):
+        return "no measured attributes"
+    kinds = dict(midi_file=str, start=int, end=int, tempo_bpm=(int, float, type(None)), instruments=list)
+    wrong = [k for k, kind in kinds.items() if not isinstance(row.get(k), kind)]
+    if row.get("split") not in ("train", "val"):
+        wrong.append("split")
+    if row.get("key") is not None and row["key"] not in describe.KEY_NAMES:
+        wrong.append("key")
+    if row.get("meter") and not re.fullmatch(r"\d+/\d+", str(row["meter"])):
+        wrong.append("meter")
+    programs = row.get("instruments")
+    if isinstance(programs, list) and not all(type(p) is int and 0 <= p <= 128 for p in programs):
+        wrong.append("instruments")
+    return f"bad {', '.join(wrong)}" if wrong else None
+
+
+def read_index(data_dir):
+    """index.jsonl -> its rows, each checked, so a broken line is one message that names it (not a KeyError
+    deep in a batch). A file prepared before the attribute prefix is told apart from a corrupt one."""
+    path, rebuild = os.path.join(data_dir, "index.jsonl"), rebuild_command(data_dir)
+    rows = read_jsonl(path, rebuild=rebuild)
+    for number, row in enumerate(rows, 1):
+        problem = row_problem(row)
+        if problem == "no measured attributes" and number == 1:
+            raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
+                            f"re-run: {rebuild}")
+        if problem:
+            raise UserError(f"{path} is corrupt, entry {number} ({problem}: {json.dumps(row)[:80]}); rebuild it: "
+                            f"{rebuild}")
+    return rows
+
+
+def read_semantic(data_dir, n_semantic):
+    """semantic.json ({midi_file: semantic id}, {} before clustering) and clusters.json's labels, checked."""
+    rebuild = rebuild_command(data_dir, "cluster.py")
+    path = os.path.join(data_dir, "semantic.json")
+    semantic = read_json(path, {}, rebuild=rebuild)
+    if not isinstance(semantic, dict) or not all(type(k) is int for k in semantic.values()):
+        raise UserError(f"{path} is corrupt (not a map of file names to ids); rebuild it: {rebuild}")
+    if any(not 0 <= k < n_semantic for k in semantic.values()):
+        raise UserError(f"{path} has ids outside 0..{n_semantic - 1}; rebuild it: {rebuild}")
+    clusters = read_json(os.path.join(data_dir, "clusters.json"), {}, rebuild=rebuild)
+    labels = clusters.get("labels", []) if isinstance(clusters, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise UserError(f"{os.path.join(data_dir, 'clusters.json')} is corrupt (no list of labels); rebuild it: "
+                        f"{rebuild}")
+    return semantic, labels
+
+
 def load_dataset(data_dir):
     """A prepared folder -> dict of meta, cluster labels, token masks, the programs heard in train and, per split,
-    load_split's dict. Files without a semantic id (no semantic.json yet) are led by the unconditional token."""
+    load_split's dict. Files without a semantic id (no semantic.json yet) are led by the unconditional token.
+    A file that is missing, corrupt or out of step with the others is one UserError that says how to rebuild it."""
     for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
         if not os.path.exists(os.path.join(data_dir, name)):
             raise UserError(f"no dataset in {data_dir} ({name} is missing); "
-                            f"make it with: python prepare.py --data_dir {data_dir}")
-    meta = read_json(os.path.join(data_dir, "meta.json"))
-    semantic = read_json(os.path.join(data_dir, "semantic.json"), {})
-    with open(os.path.join(data_dir, "index.jsonl")) as f:
-        index = [json.loads(line) for line in f if line.strip()]
-    if meta["blocks"] != tokenizer.LAYOUT or any(set(INDEX_ATTRIBUTES) - set(row) for row in index[:1]):
-        raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
-                        f"re-run: python prepare.py --data_dir {data_dir}")
-    if any(not 0 <= k < meta["n_semantic"] for k in semantic.values()):
-        raise UserError(f"{data_dir}/semantic.json has ids outside 0..{meta['n_semantic'] - 1}; re-run cluster.py")
-    data = dict(meta=meta, labels=read_json(os.path.join(data_dir, "clusters.json"), {}).get("labels", []),
-                has_semantic=bool(semantic),
+                            f"make it with: {rebuild_command(data_dir)}")
+    meta = read_meta(data_dir)
+    index = read_index(data_dir)
+    semantic, labels = read_semantic(data_dir, meta["n_semantic"])
+    data = dict(meta=meta, labels=labels, has_semantic=bool(semantic),
                 programs_seen=Counter(p for row in index if row["split"] == "train" for p in row["instruments"]),
                 # a window may start right after a complete event, on a token that does not continue a note
                 after=block_mask(meta, meta["window_start_after"]), continues=block_mask(meta, ["DURATION"]),
@@ -116,7 +209,7 @@ def load_dataset(data_dir):
     for i, (offset, size) in enumerate(meta["blocks"].values()):
         data["token_type"][offset:offset + size] = i
     for split in ("train", "val"):
-        data[split] = load_split(data_dir, index, split, semantic)
+        data[split] = load_split(data_dir, index, split, semantic=semantic, meta=meta)
     return data
 
 

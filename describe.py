@@ -507,6 +507,8 @@ def parse_instruments(value):
             raise tokenizer.UserError(f"--instruments: {part!r} is not an instrument; give GM program numbers "
                                       f"0-127, 'drums', General MIDI names, or words such as "
                                       f"{', '.join(list(INSTRUMENT_WORDS)[128:150])}")
+    if not programs:  # "," or " , ": a flag that names nothing is a slip, not "no instruments"
+        raise tokenizer.UserError(f"--instruments {value!r} names no instrument; give one or more, comma-separated")
     return sorted(programs)
 
 

@@ -38,9 +38,9 @@ import prompt
 import render
 import tokenizer
 from describe import DURATION_EDGES, METRICS, piece_stats
-from files import UserError, write_atomic
+from files import UserError, check_output_folder, check_range, check_text, run_script, write_atomic
 import generation
-from generation import OUT_DIR, Sampling, generate_tokens, load_model, prompt_row
+from generation import OUT_DIR, Sampling, check_device, generate_tokens, load_model, prompt_row
 from model import autocast, estimate_loss, pick_device, summed_loss_per
 from render import markdown_table as table
 
@@ -979,6 +979,28 @@ def lab_settings(args):
     return {k: v for k, v in user.items() if v is not None}
 
 
+def check_args(args, guidance):
+    """Every flag in its range, and the report's folder writable, before anything loads: one line that names the
+    flag, its value and what is allowed."""
+    for name in ("num_samples", "max_new_tokens", "max_windows", "max_pieces"):
+        check_range(f"--{name}", getattr(args, name), low=1)
+    for g in guidance:
+        check_range("--guidance", g, low=0, note="each scale: 1 = off, 0 = unconditional")
+    check_range("--control_guidance", args.control_guidance, low=0, note="1 = off, 0 = unconditional")
+    check_range("--control_samples", args.control_samples, low=0, note="0 = no control report")
+    check_range("--temperature", args.temperature, low=0, note="0 = greedy")
+    check_range("--top_p", args.top_p, low=0, high=1, low_open=True, note="1 = off")
+    check_range("--seed", args.seed, low=0, high=2 ** 32 - 1)
+    if args.min_cosine is not None:
+        check_range("--min_cosine", args.min_cosine, low=-1, high=1)
+    if args.user_guidance is not None:
+        check_range("--user_guidance", args.user_guidance, low=0, note="1 = off, 0 = unconditional")
+    for name in ("out_dir", "ckpt", "data_dir", "prompts", "paths"):
+        check_text(f"--{name}", getattr(args, name))
+    check_device(args.device, "--device")
+    check_output_folder(os.path.join(args.out_dir, "eval"))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate an AMT checkpoint: likelihood, adherence, closeness, validity.")
     p.add_argument("--out_dir", default=OUT_DIR, help="the training run; the report goes to OUT_DIR/eval")
@@ -1014,8 +1036,7 @@ def main(argv=None):
         guidance = [float(x) for x in args.guidance.split(",")]
     except ValueError:
         raise UserError(f"--guidance {args.guidance!r}: give numbers separated by commas, e.g. 1,2,3") from None
-    if min(args.num_samples, args.max_new_tokens, args.max_windows, args.max_pieces) < 1:
-        raise UserError("--num_samples, --max_new_tokens, --max_windows and --max_pieces must be at least 1")
+    check_args(args, guidance)
     ckpt = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt
     command = " ".join(["python evaluate.py"] + (sys.argv[1:] if argv is None else list(argv)))
     res = run(args.out_dir, ckpt=ckpt, data_dir=args.data_dir, num_samples=args.num_samples, guidance=guidance,
@@ -1029,9 +1050,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    run_script(main)

@@ -36,8 +36,8 @@ def train_command(out_dir):
 
 
 def load_model(path, device="cpu"):
-    """A checkpoint file, or a run folder (its newest numbered checkpoint that loads) -> (model in eval mode,
-    the checkpoint dict less its weights and optimizer state, plus "path"). GPT.from_checkpoint does the
+    """A checkpoint file, or a run folder (its newest checkpoint that loads, model.latest_checkpoint) -> (model in
+    eval mode, the checkpoint dict less its weights and optimizer state, plus "path"). GPT.from_checkpoint does the
     loading; this adds what a person needs to hear when there is nothing to load."""
     if os.path.isfile(path):
         try:
@@ -49,12 +49,33 @@ def load_model(path, device="cpu"):
     else:
         out_dir = path
         path, ckpt = latest_checkpoint(out_dir)  # skips files that a crash cut short
+        if ckpt is None and os.path.isdir(out_dir) and any(n.startswith("ckpt_") and n.endswith(".pt")
+                                                           for n in os.listdir(out_dir)):
+            raise UserError(f"none of the checkpoints in {out_dir} loads (cut short?); delete them, then train "
+                            f"again: {train_command(out_dir)}")
         if ckpt is None:
             raise UserError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
     tokenizer.check_vocabulary(ckpt, path, f"retrain it: python prepare.py, then "
                                            f"{train_command(os.path.dirname(path) or '.')}")
     model = GPT.from_checkpoint(ckpt, device)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):  # else sampling fails deep in multinomial
+        raise UserError(f"{path} holds weights that are not finite (its training diverged); use an earlier "
+                        f"checkpoint (--ckpt), or retrain with a lower learning_rate")
     return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")} | {"path": path}
+
+
+def check_device(device, name="device"):
+    """Raise UserError unless device is "auto" or a device this machine has (model.pick_device takes it on);
+    name: the setting, as the user typed it (--device)."""
+    here = ["cpu"]
+    if torch.cuda.is_available():
+        here += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        here.append("mps")
+    if device not in ["auto", *here]:
+        raise UserError(f"{name}={device!r} is not a device here; use auto (cuda, then mps, then cpu) or one of: "
+                        f"{', '.join(here)}")
+    return device
 
 
 def quantize(model):

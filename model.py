@@ -426,14 +426,26 @@ def numbered_checkpoints(out_dir):
 
 
 def latest_checkpoint(out_dir):
-    """(path, checkpoint) of the newest numbered checkpoint that loads, else (None, None).
-    A file cut short by a crash fails to load and is skipped."""
+    """(path, checkpoint) of the newest checkpoint in out_dir that loads, else (None, None): the newest numbered
+    one that loads, or ckpt_best.pt where it is newer (it is saved at evals, which may fall between numbered
+    ones) or where no numbered one loads. A file cut short by a crash fails to load and is skipped."""
+    found = None, None
     for path in reversed(numbered_checkpoints(out_dir)):
         try:
-            return path, load_checkpoint(path)
+            found = path, load_checkpoint(path)
+            break
         except Exception as e:  # whatever is wrong with the file, the one before may be fine
             print(f"skipping {path}: it does not load ({type(e).__name__})")
-    return None, None
+    best = os.path.join(out_dir, "ckpt_best.pt")
+    if os.path.isfile(best):
+        try:
+            ckpt = load_checkpoint(best)
+        except Exception as e:
+            print(f"skipping {best}: it does not load ({type(e).__name__})")
+        else:
+            if found[1] is None or ckpt.get("iter_num", -1) > found[1].get("iter_num", -1):
+                return best, ckpt
+    return found
 
 
 # -----------------------------------------------------------------------------

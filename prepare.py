@@ -15,10 +15,10 @@ Tokens stream to disk as they come, so memory does not grow with the corpus.
 """
 
 import argparse
+import glob
 import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -30,19 +30,29 @@ import dataset
 import describe
 import tokenizer
 from dataset import INDEX_ATTRIBUTES
-from files import UserError, write_atomic
+from files import UserError, check_range, folder_lock, run_script, write_atomic
 
 
 def split_of(midi_file, val_fraction):
-    """A stable split from a hash of the file's path: the same file is always in the same split."""
-    h = int(hashlib.sha1(midi_file.encode("utf-8")).hexdigest()[:8], 16) / 2 ** 32
+    """A stable split from a hash of the file's path: the same file is always in the same split. A name that is
+    not UTF-8 hashes as its bytes on disk (os.walk keeps them as surrogates)."""
+    h = int(hashlib.sha1(midi_file.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) / 2 ** 32
     return "val" if h < val_fraction else "train"
 
 
 def tokenize_file(job):
-    """(midi_root, midi_file) -> (midi_file, tokens or None, index fields, reason). Runs in a worker; never raises."""
+    """(midi_root, midi_file) -> (midi_file, sha1 of its bytes or None, tokens or None, index fields, reason).
+    Runs in a worker; never raises."""
     midi_root, midi_file = job
-    return (midi_file, *tokenize_path(os.path.join(midi_root, midi_file)))
+    path = os.path.join(midi_root, midi_file)
+    if not os.path.isfile(path):  # a broken link, or a pipe or device with a MIDI name (reading one would hang)
+        return midi_file, None, None, {}, "not a regular file (a broken link?)"
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.sha1(f.read()).hexdigest()
+    except OSError:
+        digest = None  # tokenize_path says why
+    return (midi_file, digest, *tokenize_path(path))
 
 
 def tokenize_path(path):
@@ -82,31 +92,71 @@ def meta_for(val_fraction, counts, midi_dir="midi"):
     }
 
 
+OUTPUTS = ("train.bin", "val.bin", "index.jsonl", "skipped.tsv")
+
+
 def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
-    """Tokenize data_dir's MIDI into train.bin/val.bin, index.jsonl, meta.json, skipped.tsv. Returns the counts."""
+    """Tokenize data_dir's MIDI into train.bin/val.bin, index.jsonl, meta.json, skipped.tsv. Returns the counts.
+    The folder is locked to this process; the outputs stream to temporary names (this process's own) and replace
+    the old ones only when every file is done, so a failure at any point leaves the previous set whole."""
     t0 = time.time()
-    midi_root = dataset.midi_root(data_dir)
-    n_files = sum(1 for _ in dataset.iter_midi(midi_root))  # a cheap first walk, for the progress bar
-    if not n_files:
-        raise UserError(f"no {', '.join(dataset.MIDI_SUFFIXES)} files under {midi_root}; for the bundled corpus "
-                        f"run `python data/music21/export.py` first")
-    out = {split: open(os.path.join(data_dir, f"{split}.bin.tmp"), "wb") for split in ("train", "val")}
-    index = open(os.path.join(data_dir, "index.jsonl.tmp"), "w")
-    skipped = open(os.path.join(data_dir, "skipped.tsv.tmp"), "w")
-    tokens_in = {"train": 0, "val": 0}
-    files_in, notes, reasons = Counter(), 0, Counter()
+    with folder_lock(data_dir):
+        for name in OUTPUTS:  # left by a killed run; the lock says no other run is writing them now
+            for stale in glob.glob(os.path.join(glob.escape(data_dir), f"{glob.escape(name)}.*.tmp")):
+                os.remove(stale)
+        midi_root = dataset.midi_root(data_dir)
+        n_files = sum(1 for _ in dataset.iter_midi(midi_root))  # a cheap first walk, for the progress bar
+        if not n_files:
+            raise UserError(f"no {', '.join(dataset.MIDI_SUFFIXES)} files under {midi_root}; for the bundled corpus "
+                            f"run `python data/music21/export.py` first")
+        tmp = {name: os.path.join(data_dir, f"{name}.{os.getpid()}.tmp") for name in OUTPUTS}
+        try:
+            counts = tokenize_all(midi_root, tmp, n_files=n_files, val_fraction=val_fraction, workers=workers,
+                                  quiet=quiet)
+            if counts["files"] == 0:
+                raise UserError(f"none of the {n_files} MIDI files under {midi_root} could be used; reasons: "
+                                f"{counts['skipped_by_reason']}")
+            for name in OUTPUTS:
+                os.replace(tmp[name], os.path.join(data_dir, name))
+        except OSError as e:
+            if e.filename:
+                raise
+            raise OSError(e.errno, e.strerror, data_dir) from e  # a streamed write names no file: name the folder
+        finally:
+            for path in tmp.values():
+                if os.path.exists(path):
+                    os.remove(path)
+        counts["seconds"] = round(time.time() - t0, 2)
+        meta = meta_for(val_fraction, counts, os.path.relpath(midi_root, data_dir).replace(os.sep, "/"))
+        write_atomic(os.path.join(data_dir, "meta.json"), json.dumps(meta, indent=1))
+    return counts
+
+
+def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
+    """Every MIDI file under midi_root -> the temporary outputs tmp {name: path}; -> the counts. A file with the
+    same bytes as an earlier one (a copy, or one file reached by two names) is skipped as a duplicate, so no
+    piece is trained on twice or sits in both splits."""
+    tokens_in, files_in, notes, reasons, first_of = {"train": 0, "val": 0}, Counter(), 0, Counter(), {}
     workers = workers or os.cpu_count()
-    with Pool(workers) if workers > 1 else nullcontext() as pool:
+    with open(tmp["train.bin"], "wb") as train_bin, open(tmp["val.bin"], "wb") as val_bin, \
+            open(tmp["index.jsonl"], "w", encoding="utf-8") as index, \
+            open(tmp["skipped.tsv"], "w", encoding="utf-8", errors="surrogateescape") as skipped, \
+            Pool(workers) if workers > 1 else nullcontext() as pool:
+        out = {"train": train_bin, "val": val_bin}
         # imap keeps file order, so the output is the same for any number of workers. Chunks of
         # 32 files cut the round trips to the workers; one worker runs here (a pool only adds pickling).
         jobs = ((midi_root, midi_file) for midi_file in dataset.iter_midi(midi_root))
         results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
-        for midi_file, tokens, fields, reason in tqdm(results, total=n_files, desc="tokenizing", unit="file",
-                                                       disable=True if quiet else None):  # None: a terminal only
+        bar = tqdm(results, total=n_files, desc="tokenizing", unit="file",
+                   disable=True if quiet else None)  # None: a terminal only
+        for midi_file, digest, tokens, fields, reason in bar:
+            if tokens is not None and digest in first_of:
+                tokens, reason = None, f"duplicate (the same bytes as {first_of[digest]})"
             if tokens is None:
                 reasons[reason.split(" (")[0]] += 1
                 skipped.write(f"{midi_file}\t{reason}\n")
                 continue
+            first_of[digest] = midi_file
             split = split_of(midi_file, val_fraction)
             out[split].write(tokens.tobytes())
             start = tokens_in[split]
@@ -115,22 +165,9 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
                                     "end": tokens_in[split], **fields}) + "\n")
             files_in[split] += 1
             notes += fields["notes"]
-    for f in (*out.values(), index, skipped):
-        f.close()
-    n_good = files_in["train"] + files_in["val"]
-    if n_good == 0:
-        for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
-            os.remove(os.path.join(data_dir, name + ".tmp"))
-        raise UserError(f"none of the {n_files} MIDI files under {midi_root} could be used; reasons: {dict(reasons)}")
-    for name in ("train.bin", "val.bin", "index.jsonl", "skipped.tsv"):
-        os.replace(os.path.join(data_dir, name + ".tmp"), os.path.join(data_dir, name))
-    counts = {"files_found": n_files, "files": n_good, "train_files": files_in["train"],
-              "val_files": files_in["val"], "skipped": sum(reasons.values()), "skipped_by_reason": dict(reasons),
-              "notes": notes, "train_tokens": tokens_in["train"], "val_tokens": tokens_in["val"],
-              "seconds": round(time.time() - t0, 2)}
-    meta = meta_for(val_fraction, counts, os.path.relpath(midi_root, data_dir).replace(os.sep, "/"))
-    write_atomic(os.path.join(data_dir, "meta.json"), json.dumps(meta, indent=1))
-    return counts
+    return {"files_found": n_files, "files": files_in["train"] + files_in["val"], "train_files": files_in["train"],
+            "val_files": files_in["val"], "skipped": sum(reasons.values()), "skipped_by_reason": dict(reasons),
+            "notes": notes, "train_tokens": tokens_in["train"], "val_tokens": tokens_in["val"]}
 
 
 def print_summary(data_dir, c):
@@ -153,17 +190,22 @@ def print_summary(data_dir, c):
 
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--data_dir", default=dataset.DEFAULT_DATA_DIR, help="dataset folder (MIDI in DATA_DIR/midi/ or DATA_DIR)")
-    parser.add_argument("--val_fraction", type=float, default=0.05, help="share of files in the val split")
+    parser.add_argument("--val_fraction", type=float, default=0.05, help="share of files in the val split, in (0, 1)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    args = parser.parse_args()
-    try:
-        if args.workers is not None and args.workers < 1:
-            raise UserError(f"--workers must be at least 1, got {args.workers}")
-        if not os.path.isdir(args.data_dir):
-            raise UserError(f"no folder {args.data_dir}; for the bundled corpus run `python data/music21/export.py`")
-        print_summary(args.data_dir, prepare(args.data_dir, args.val_fraction, args.workers))
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    args = parser.parse_args(argv)
+    check_range("--val_fraction", args.val_fraction, low=0, high=1, low_open=True, high_open=True,
+                note="both splits need files")
+    if args.workers is not None:
+        check_range("--workers", args.workers, low=1)
+    if os.path.isfile(args.data_dir):
+        raise UserError(f"{args.data_dir} is a file; give the dataset folder (MIDI in DATA_DIR/midi/ or DATA_DIR)")
+    if not os.path.isdir(args.data_dir):
+        raise UserError(f"no folder {args.data_dir}; for the bundled corpus run `python data/music21/export.py`")
+    print_summary(args.data_dir, prepare(args.data_dir, args.val_fraction, args.workers))
+
+
+if __name__ == "__main__":
+    run_script(main)

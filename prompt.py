@@ -84,18 +84,31 @@ def embed(texts, embedder=DEFAULT_EMBEDDER, batch_size=64, progress=False):
 # -----------------------------------------------------------------------------
 # the semantic token
 
-def load_clusters(data_dir):
-    path = Path(data_dir) / "clusters.json"
+def load_clusters(data_dir, need=("labels",)):
+    """clusters.json, with the fields in need checked (labels, centroids, embedder): missing or corrupt, it is a
+    UserError that says how to make it again."""
+    path, rebuild = Path(data_dir) / "clusters.json", f"python cluster.py --data_dir {data_dir}"
     if not path.exists():
-        raise UserError(f"no {path}; make it with: python cluster.py --data_dir {data_dir}")
-    return read_json(path)
+        raise UserError(f"no {path}; make it with: {rebuild}")
+    clusters = read_json(path, rebuild=rebuild)
+    kinds = dict(labels=list, centroids=list, embedder=str)
+    if not isinstance(clusters, dict) or any(not isinstance(clusters.get(name), kinds[name]) for name in need) \
+            or ("centroids" in need and len(clusters["centroids"]) != len(clusters["labels"])):
+        raise UserError(f"{path} is corrupt (it needs {', '.join(need)}); rebuild it: {rebuild}")
+    return clusters
 
 
 def nearest_tokens(text, data_dir, top=3, clusters=None):
     """A prompt -> [(semantic_id, label, cosine similarity to the centroid)], nearest first."""
-    clusters = clusters or load_clusters(data_dir)
+    clusters = clusters or load_clusters(data_dir, need=("labels", "centroids", "embedder"))
     q = embed([text], clusters["embedder"])[0]                                  # (dim,)
-    cents = np.asarray(clusters["centroids"], dtype=np.float32)                 # (k, dim)
+    try:
+        cents = np.asarray(clusters["centroids"], dtype=np.float32)             # (k, dim)
+    except (ValueError, TypeError):
+        cents = np.zeros(0, dtype=np.float32)
+    if cents.ndim != 2 or cents.shape[1] != len(q):
+        raise UserError(f"{Path(data_dir) / 'clusters.json'}: its centroids are not {len(q)}-dimensional vectors of "
+                        f"{clusters['embedder']}; rebuild it: python cluster.py --data_dir {data_dir}")
     sims = cents @ q / np.maximum(np.linalg.norm(cents, axis=1), 1e-8)          # (k,)
     return [(int(c), clusters["labels"][c], float(sims[c])) for c in np.argsort(-sims, kind="stable")[:top]]
 

@@ -22,7 +22,7 @@ import numpy as np
 
 import describe
 import tokenizer
-from files import UserError, write_atomic
+from files import UserError, folder_lock, write_atomic
 from tokenizer import seconds_at
 
 
@@ -220,10 +220,21 @@ def write_gallery(folder, new_cards, title="AMT samples", intro=""):
     """Add cards to folder/index.html, newest first. A card replaces the older one of the same MIDI file, and a
     card whose MIDI file is gone is dropped (a picture or WAV that is gone, left out), so re-running never
     duplicates a card or leaves a broken one. Returns the page's path."""
+    with folder_lock(folder, wait=True):  # two runs into one folder: each adds its cards, neither loses the other's
+        return update_gallery(folder, new_cards, title, intro)
+
+
+CARD_KEYS = ("midi", "title", "made", "understood", "facts", "png", "wav")  # what card_html reads
+
+
+def update_gallery(folder, new_cards, title, intro):
     store = os.path.join(folder, GALLERY_CARDS)
     try:
         with open(store, encoding="utf-8") as f:
             old = json.load(f)
+        if not (isinstance(old, list) and all(isinstance(c, dict) and set(CARD_KEYS) <= set(c)
+                                               and isinstance(c["midi"], str) for c in old)):
+            raise ValueError("not a list of cards")  # a card the page could not show: start again, don't crash
     except FileNotFoundError:
         old = []
     except (OSError, ValueError):
@@ -234,9 +245,9 @@ def write_gallery(folder, new_cards, title="AMT samples", intro=""):
     cards = list(new_cards) + kept
     for c in cards:
         for key in ("png", "wav"):
-            if c[key] and not os.path.isfile(os.path.join(folder, c[key])):
+            if c.get(key) and not os.path.isfile(os.path.join(folder, c[key])):
                 c[key] = None
-    cards.sort(key=lambda c: c["made"], reverse=True)  # a stable sort: a batch keeps its order
+    cards.sort(key=lambda c: str(c.get("made", "")), reverse=True)  # a stable sort: a batch keeps its order
     write_atomic(store, json.dumps(cards, indent=1))
     page = os.path.join(folder, "index.html")
     write_atomic(page, page_html(title, cards, intro))

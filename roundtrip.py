@@ -7,10 +7,9 @@ and say what was kept, moved, dropped or changed.
 """
 
 import argparse
-import sys
 
 import tokenizer
-from files import write_atomic
+from files import UserError, check_output_file, check_range, check_text, run_script, write_atomic
 from midifile import MidiError
 
 
@@ -34,15 +33,17 @@ def print_result(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Round-trip a MIDI file through the AMT tokens.")
     parser.add_argument("midi", help="input .mid")
-    parser.add_argument("-o", "--out", help="where to write the decoded round trip (.mid)")
+    parser.add_argument("-o", "--out", help="where to write the decoded round trip (.mid); never the input")
     parser.add_argument("--show", type=int, default=0, help="print the first N tokens by name")
     args = parser.parse_args(argv)
+    check_range("--show", args.show, low=0)
+    if args.out is not None:  # before any work: the round trip is lossy, so it must never replace its input
+        check_text("--out", args.out)
+        check_output_file(args.out, inputs=[args.midi])
     try:
         result = tokenizer.round_trip(args.midi)
     except MidiError as e:
-        sys.exit(f"{args.midi}: {e}")
-    except OSError as e:
-        sys.exit(f"{args.midi}: {e.strerror or e}")
+        raise UserError(f"{args.midi}: {e}") from None
     if args.out:
         write_atomic(args.out, lambda f: result["midi"].save(file=f))
     print_result(result)
@@ -53,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

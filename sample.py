@@ -13,7 +13,6 @@ sample decodes with no token skipped.
 import argparse
 import json
 import os
-import sys
 import time
 
 import dataset
@@ -21,9 +20,9 @@ import describe
 import prompt
 import render
 import tokenizer
-from files import UserError
-from generation import (OUT_DIR, SAMPLE_DEFAULTS, SECONDS_MAX_NEW_TOKENS, Sampling, generate_tokens, load_model,
-                        prime_tokens, quantize)
+from files import UserError, check_output_folder, check_range, check_text, run_script
+from generation import (OUT_DIR, SAMPLE_DEFAULTS, SECONDS_MAX_NEW_TOKENS, Sampling, check_device,
+                        generate_tokens, load_model, prime_tokens, quantize)
 from model import pick_device
 from tokenizer import seconds_at
 
@@ -43,11 +42,12 @@ def parse_args(argv=None):
     p.add_argument("--max_new_tokens", type=int, help=f"default {SAMPLE_DEFAULTS.max_new_tokens}, or "
                                                        f"{SECONDS_MAX_NEW_TOKENS} with --seconds")
     p.add_argument("--seconds", type=float, help="stop each sample once the music (prime included) is this long")
-    p.add_argument("--temperature", type=float, default=SAMPLE_DEFAULTS.temperature)
+    p.add_argument("--temperature", type=float, default=SAMPLE_DEFAULTS.temperature,
+                   help="0 = greedy (the most likely token each step)")
     p.add_argument("--top_k", type=int, default=SAMPLE_DEFAULTS.top_k or 0, help="0 = off")
-    p.add_argument("--top_p", type=float, default=SAMPLE_DEFAULTS.top_p, help="1 = off")
+    p.add_argument("--top_p", type=float, default=SAMPLE_DEFAULTS.top_p, help="in (0, 1]; 1 = off")
     p.add_argument("--guidance", type=float, default=SAMPLE_DEFAULTS.guidance,
-                   help="classifier-free guidance scale on the whole attribute prefix; 1 = off")
+                   help="classifier-free guidance scale on the whole attribute prefix; 1 = off, 0 = unconditional")
     p.add_argument("--seed", type=int, help="default: a random one, printed and put in the file names")
     p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -65,9 +65,27 @@ def parse_args(argv=None):
     p.add_argument("--dry_run", action="store_true",
                    help="print what the prompt and flags ask for as one JSON line and exit; loads no checkpoint")
     args = p.parse_args(argv)
-    if args.num_samples < 1 or (args.max_new_tokens or 1) < 1:
-        raise UserError("--num_samples and --max_new_tokens must be at least 1")
+    check_args(args)
     return args
+
+
+def check_args(args):
+    """Every flag in its range before anything loads: one line that names the flag, its value and what is allowed."""
+    for name in ("token", "prompt", "prime", "out_dir", "ckpt", "data_dir", "sample_dir", *prompt.FLAGS):
+        check_text(f"--{name}", getattr(args, name))  # --tempo "" is a mistake, not "no tempo"
+    check_range("--num_samples", args.num_samples, low=1)
+    if args.max_new_tokens is not None:
+        check_range("--max_new_tokens", args.max_new_tokens, low=1)
+    if args.seconds is not None:
+        check_range("--seconds", args.seconds, low=0, low_open=True)
+    check_range("--prime_seconds", args.prime_seconds, low=0, low_open=True)
+    check_range("--temperature", args.temperature, low=0, note="0 = greedy: always the most likely token")
+    check_range("--top_k", args.top_k, low=0, note="0 = off")
+    check_range("--top_p", args.top_p, low=0, high=1, low_open=True, note="1 = off")
+    check_range("--guidance", args.guidance, low=0, note="1 = off, 0 = unconditional")
+    if args.seed is not None:
+        check_range("--seed", args.seed, low=0, high=2 ** 32 - 1)
+    check_device(args.device, "--device")
 
 
 
@@ -127,6 +145,7 @@ def main(argv=None):
                                            data_dir=args.data_dir or dataset.DEFAULT_DATA_DIR)))
         return []
     asked = prompt.asked_attributes(args.prompt, flags)  # before the checkpoint loads: a malformed flag fails fast
+    check_output_folder(args.sample_dir or os.path.join(args.out_dir, "samples"))  # and a folder it can't write
     model, ckpt, device, dtype = load(args)
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", dataset.DEFAULT_DATA_DIR)
     req = prompt.request(ckpt, asked, text=args.prompt, token=args.token, seed=args.seed, data_dir=data_dir)
@@ -153,9 +172,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    run_script(main)

@@ -143,7 +143,10 @@ def check_vocabulary(ckpt, path, fix):
     """The one check that a checkpoint and this tokenizer agree: its vocabulary layout (meta.json's "blocks")
     must be LAYOUT and its model must have an id for every token. Else a UserError naming path and what to
     do (fix), for sampling and for resuming alike."""
-    if ckpt.get("meta", {}).get("blocks") != LAYOUT:
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model_args"), dict) and isinstance(ckpt.get("model"), dict)
+            and isinstance(ckpt["model_args"].get("vocab_size"), int)):
+        raise UserError(f"{path} is not a checkpoint of train.py (no model weights or model_args); {fix}")
+    if not isinstance(ckpt.get("meta"), dict) or ckpt["meta"].get("blocks") != LAYOUT:
         raise UserError(f"{path} was trained on another vocabulary (an older one predates the attribute prefix: "
                         f"key, meter, tempo, instruments); {fix}")
     if ckpt["model_args"]["vocab_size"] < VOCAB_SIZE:

@@ -19,8 +19,9 @@ import runpy
 import sys
 import textwrap
 import time
+import traceback
 import types
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -32,7 +33,8 @@ from tqdm import tqdm
 import dataset
 import tokenizer
 from dataset import get_batch, load_dataset
-from files import UserError, write_atomic
+from files import UserError, check_range, check_text, folder_lock, run_script, write_atomic
+from generation import check_device
 from model import (GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, measure_peak_flops,
                    numbered_checkpoints, pick_device, plain_state_dict, summed_loss_per)
 
@@ -131,21 +133,20 @@ def convert(key, value, kind, where):
 
 
 def parse_config(argv):
-    """['config/amt.py', '--key=value', '--key', 'value', ...] -> Config; later settings win."""
+    """['config/amt.py', '--key=value', '--key', 'value', ...] -> Config; later settings win. Every setting is
+    range-checked here (check_config), before any work."""
     kinds = {f.name: f.type for f in fields(Config)}
-    values, args = {}, list(argv)
+    values, where, args = {}, {}, list(argv)
 
-    def set_value(key, value, where):
+    def set_value(key, value, source):
         if key not in kinds:
-            raise UserError(f"unknown config key {key!r} ({where}); valid keys: {', '.join(kinds)}")
-        values[key] = convert(key, value, kinds[key], where)
+            raise UserError(f"unknown config key {key!r} ({source}); valid keys: {', '.join(kinds)}")
+        values[key], where[key] = convert(key, value, kinds[key], source), source
 
     while args:
         arg = args.pop(0)
         if not arg.startswith("--"):
-            if not os.path.isfile(arg):
-                raise UserError(f"config file {arg} not found (give a path such as config/amt.py)")
-            for key, value in runpy.run_path(arg).items():  # the file's own globals, no exec over ours
+            for key, value in run_config_file(arg).items():
                 if not key.startswith("_") and not isinstance(value, types.ModuleType):
                     set_value(key, value, arg)
             continue
@@ -156,6 +157,60 @@ def parse_config(argv):
             value = args.pop(0)
         set_value(key.replace("-", "_"), value, "command line")
     cfg = Config(**values)
+    check_config(cfg, where)
+    return cfg
+
+
+def run_config_file(path):
+    """A config file's own globals (runpy, no exec over ours). A file that does not run is one line: the file,
+    the line and why."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found (give a path such as config/amt.py)")
+    try:
+        return runpy.run_path(path)
+    except SyntaxError as e:
+        raise UserError(f"{path}, line {e.lineno}: {e.msg} (a config file is plain Python assignments)") from None
+    except Exception as e:  # a NameError, a failed import...: the line of the file where it happened
+        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                     if os.path.abspath(f.filename) == os.path.abspath(path)), "?")
+        raise UserError(f"{path}, line {line}: {type(e).__name__}: {e}") from None
+
+
+COUNTS = ("batch_size", "n_layer", "n_head", "n_embd", "eval_iters", "eval_interval", "log_interval", "save_interval",
+          "keep_last", "gradient_accumulation_steps")  # at least 1
+NOT_NEGATIVE = ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size", "weight_decay", "grad_clip", "peak_flops")
+PROBABILITIES = ("cond_dropout", "key_dropout", "meter_dropout", "tempo_dropout", "instruments_dropout",
+                 "prefix_dropout", "revoice")
+
+
+def check_config(cfg, where=None):
+    """Every setting in its range, so that a bad one stops the run before any work, in one line that names the
+    setting, its value, where it was set and what is allowed."""
+    where = where or {}
+
+    def check(name, **allowed):
+        check_range(name, getattr(cfg, name), where=where.get(name, "the default"), **allowed)
+
+    for name in COUNTS:
+        check(name, low=1)
+    for name in NOT_NEGATIVE:
+        check(name, low=0)
+    for name in PROBABILITIES:
+        check(name, low=0, high=1, note="a probability")
+    check("block_size", low=tokenizer.PREFIX_LEN + 1, low_open=True,
+          note=f"a window holds the {tokenizer.PREFIX_LEN}-token attribute prefix and at least 2 tokens of music")
+    check("dropout", low=0, high=1, high_open=True)
+    check("learning_rate", low=0, high=1, low_open=True, note="AdamW's step size; 1e-4 to 1e-2 is usual")
+    check("min_lr", low=0, high=1)
+    check("muon_lr", low=0, high=1, note="0 = AdamW alone")
+    check("epochs", low=0, low_open=True, note="used when max_iters=0")
+    check("beta1", low=0, high=1, high_open=True)
+    check("beta2", low=0, high=1, high_open=True)
+    check("seed", low=0, high=2 ** 32 - 1)
+    check("transpose", low=0, high=127, note="semitones")
+    check("tempo_jitter", low=0, high=8, note="octaves")
+    for name in ("data_dir", "out_dir"):
+        check_text(name, getattr(cfg, name), where=where.get(name, "the default"))
     if cfg.init_from not in ("scratch", "resume"):
         raise UserError(f"init_from={cfg.init_from!r}: use 'scratch' or 'resume'")
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -169,7 +224,7 @@ def parse_config(argv):
         raise UserError("pack=true works with neither balance nor cond_embedding (they read one prefix per window)")
     if cfg.pos == "rope" and (cfg.n_embd // cfg.n_head) % 2:
         raise UserError(f"pos=rope needs an even head size; n_embd={cfg.n_embd} / n_head={cfg.n_head} is odd")
-    return cfg
+    check_device(cfg.device)
 
 
 @dataclass
@@ -189,7 +244,8 @@ class Run:
 
 
 def setup(cfg):
-    """Device, precision and DDP for this process. Under torchrun every process trains, rank 0 logs."""
+    """Device, precision and DDP for this process. Under torchrun every process trains, rank 0 logs.
+    tokens_per_iter is filled in by resolve(), once the run's shape is known (a resume keeps the checkpoint's)."""
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
     device, device_type, dtype = pick_device(cfg.device, cfg.dtype, local_rank)
@@ -204,33 +260,65 @@ def setup(cfg):
     torch.manual_seed(cfg.seed + rank)  # dropout differs per process; DDP copies rank 0's initial weights to all
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return Run(ddp=ddp, rank=rank, local_rank=local_rank, world=world, master=rank == 0, device=device, device_type=device_type,
-               dtype=dtype, ctx=autocast(device_type, dtype), grad_accum=grad_accum,
-               tokens_per_iter=grad_accum * world * cfg.batch_size * cfg.block_size)
+               dtype=dtype, ctx=autocast(device_type, dtype), grad_accum=grad_accum, tokens_per_iter=0)
+
+
+def resume_checkpoint(cfg):
+    """The checkpoint a run starts from -> (path, checkpoint) or (None, None) from scratch: with resume, the newest
+    in out_dir that loads (ckpt_best.pt included). Every refusal names a next step that works: neither
+    "start from scratch" nor "go on with resume" is said where it would only be refused in turn."""
+    present = [os.path.basename(p) for p in numbered_checkpoints(cfg.out_dir)] + \
+        (["ckpt_best.pt"] if os.path.isfile(os.path.join(cfg.out_dir, "ckpt_best.pt")) else [])
+    if not present:
+        if cfg.init_from == "resume":
+            raise UserError(f"no checkpoint in {cfg.out_dir} to resume from; start one with --init_from=scratch")
+        return None, None
+    path, ckpt = latest_checkpoint(cfg.out_dir)
+    if ckpt is None:
+        raise UserError(f"none of the checkpoints in {cfg.out_dir} loads ({', '.join(present)}: cut short?); delete "
+                        f"them to start over with --init_from=scratch, or choose another --out_dir")
+    if cfg.init_from == "scratch":
+        raise UserError(f"{cfg.out_dir} already holds checkpoints; go on with --init_from=resume (from "
+                        f"{os.path.basename(path)}), or choose another --out_dir (or delete it) to start over")
+    tokenizer.check_vocabulary(ckpt, path, f"start over: delete {cfg.out_dir} or choose another --out_dir")
+    return path, ckpt
 
 
 def resolve(cfg, run, data):
-    """The newest checkpoint that loads when resuming (None from scratch), and the config with every 'auto'
-    and 0 replaced by what this run uses. A resumed model keeps its shape; dropout may change."""
-    ckpt_path, ckpt = latest_checkpoint(cfg.out_dir) if cfg.init_from == "resume" else (None, None)
-    if cfg.init_from == "resume" and ckpt is None:
-        raise UserError(f"no checkpoint in {cfg.out_dir} to resume from; start one with --init_from=scratch")
-    if cfg.init_from == "scratch" and numbered_checkpoints(cfg.out_dir):
-        raise UserError(f"{cfg.out_dir} already holds checkpoints; go on with --init_from=resume, "
-                        f"or choose another --out_dir (or delete it) to start over")
-    if ckpt:
-        tokenizer.check_vocabulary(ckpt, ckpt_path, f"start over: delete {cfg.out_dir} or choose another --out_dir")
+    """The checkpoint to resume (None from scratch), and the config and run with every 'auto' and 0 replaced by what
+    this run uses. A resumed model keeps its shape (dropout may change); tokens_per_iter follows from the shape
+    this run really has, and max_iters from epochs counts the tokens the run has trained on before."""
+    ckpt_path, ckpt = resume_checkpoint(cfg)
     if ckpt:
         shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
+        changed = [f"{k}={v} (not {getattr(cfg, k)})" for k, v in shape.items()
+                   if getattr(cfg, k) != v and not (k == "vocab_size" and cfg.vocab_size == 0)]
+        if changed:
+            print(f"note: a resumed model keeps its shape: {', '.join(changed)}")
         cfg = replace(cfg, **shape, cond_embedding=bool(ckpt["model_args"].get("cond_prefix")))
     vocab_size = cfg.vocab_size or data["meta"]["vocab_size"]
     if vocab_size < data["meta"]["vocab_size"]:
         raise UserError(f"vocab_size={vocab_size} is below the dataset's {data['meta']['vocab_size']}; "
                         f"use --vocab_size=0 for the dataset's")
-    max_iters = cfg.max_iters or math.ceil(cfg.epochs * len(data["train"]["tokens"]) / run.tokens_per_iter)
+    run = replace(run, tokens_per_iter=run.grad_accum * run.world * cfg.batch_size * cfg.block_size)
+    seen, iter_num = tokens_seen(ckpt), ckpt["iter_num"] if ckpt else 0
+    max_iters = cfg.max_iters or iter_num + max(0, math.ceil((cfg.epochs * len(data["train"]["tokens"]) - seen)
+                                                             / run.tokens_per_iter))
     cfg = replace(cfg, vocab_size=vocab_size, max_iters=max_iters, lr_decay_iters=cfg.lr_decay_iters or max_iters,
                   device=run.device, dtype=run.dtype,
                   compile=run.device_type == "cuda" if cfg.compile is None else cfg.compile)
-    return cfg, ckpt_path, ckpt
+    return cfg, run, ckpt_path, ckpt
+
+
+def tokens_seen(ckpt):
+    """Train tokens a checkpoint's run has stepped over, whatever shapes it ran with (0 from scratch); a checkpoint
+    from before this was recorded counts its iterations at its own config's tokens per iteration."""
+    if not ckpt:
+        return 0
+    if "tokens_seen" in ckpt:
+        return ckpt["tokens_seen"]
+    c = ckpt.get("config", {})
+    return ckpt["iter_num"] * c.get("gradient_accumulation_steps", 1) * c.get("batch_size", 0) * c.get("block_size", 0)
 
 
 def model_args(cfg):
@@ -350,6 +438,14 @@ def set_rng_state(state):
     random.setstate(state["python"])
 
 
+def check_finite(model, state):
+    """Stop with a UserError, before anything is saved, once a weight is not finite: training has diverged, and
+    saving it would replace the last good checkpoints (keep_last) with useless ones."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise UserError(f"the weights are not finite at iter {state['iter_num']} (training diverged); the "
+                        f"checkpoints before it are kept: resume from them with a lower learning_rate")
+
+
 def save_checkpoints(state, cfg, run, improved):
     """ckpt_best.pt when val improved, ckpt_NNNNNNN.pt every save_interval and at the end (keeping keep_last);
     -> the numbered path written, or None. Every process joins (the random states are gathered)."""
@@ -364,6 +460,7 @@ def save_checkpoints(state, cfg, run, improved):
                 optimizer=state["optimizer"].state_dict(), scaler=state["scaler"].state_dict(),
                 model_args=model_args(cfg), iter_num=state["iter_num"], best_val_loss=state["best_val_loss"],
                 config=asdict(cfg), meta=state["data"]["meta"], labels=state["data"]["labels"], rng=states,
+                tokens_seen=state["tokens_seen"],  # the run's progress in tokens, whatever batch shapes it ran with
                 programs_seen=dict(state["data"]["programs_seen"]))  # {GM program: train files}, for sample.py
     save = lambda path: write_atomic(path, lambda f: torch.save(ckpt, f))  # noqa: E731
     if improved:
@@ -407,6 +504,12 @@ def memory_gib(device_type):
 # -----------------------------------------------------------------------------
 # logging (rank 0): the resolved config, out_dir/log.jsonl, TensorBoard, and the closing summary
 
+def run_epochs(cfg, run, state, train_tokens):
+    """Passes over train.bin by max_iters: the tokens trained on so far (at whatever shape they ran), then the
+    iterations left at this run's tokens per iteration."""
+    return (state["tokens_seen"] + (cfg.max_iters - state["iter_num"]) * run.tokens_per_iter) / train_tokens
+
+
 def open_logs(cfg, run, state, resumed_from):
     """Print and save the resolved config and the run's size; -> log(record), which appends a line to
     out_dir/log.jsonl and sends its numbers to TensorBoard, and close()."""
@@ -417,7 +520,7 @@ def open_logs(cfg, run, state, resumed_from):
     train_tokens = len(state["data"]["train"]["tokens"])
     print(f"{state['model'].num_params() / 1e6:.2f}M parameters on {run.world} x {run.device} ({run.dtype}"
           f"{', compiled' if cfg.compile else ''}); {train_tokens:,} train tokens, {run.tokens_per_iter:,} per iter, "
-          f"{cfg.max_iters:,} iters = {cfg.max_iters * run.tokens_per_iter / train_tokens:.1f} epochs"
+          f"{cfg.max_iters:,} iters = {run_epochs(cfg, run, state, train_tokens):.1f} epochs"
           + (f"; resuming {resumed_from} at iter {state['iter_num']}" if resumed_from else ""))
     if cfg.warmup_iters > cfg.max_iters // 2:
         print(f"note: warmup_iters={cfg.warmup_iters} is over half of the {cfg.max_iters:,} iters (set --warmup_iters)")
@@ -504,27 +607,41 @@ def train_step(model, state, data, *, cfg, run):
 
 
 def train(cfg):
+    """Train as cfg says -> the best val loss. Rank 0 holds out_dir as its one writer (files.folder_lock) from
+    before it reads a checkpoint until its last one is written."""
     run = setup(cfg)
-    data = load_dataset(cfg.data_dir)
-    cfg, resumed_from, ckpt = resolve(cfg, run, data)
-    raw_model, optimizer, scaler, iter_num, best_val_loss = init_model(cfg, run, ckpt)
-    del ckpt  # free its memory before training
-    state = dict(model=raw_model, optimizer=optimizer, scaler=scaler, data=data, iter_num=iter_num,
-                 best_val_loss=best_val_loss, ev=None, last_checkpoint=resumed_from, lr=0.0, grad_norm=0.0)
+    with folder_lock(cfg.out_dir, create=True) if run.master else nullcontext():
+        data = load_dataset(cfg.data_dir)
+        cfg, run, resumed_from, ckpt = resolve(cfg, run, data)
+        raw_model, optimizer, scaler, iter_num, best_val_loss = init_model(cfg, run, ckpt)
+        state = dict(model=raw_model, optimizer=optimizer, scaler=scaler, data=data, iter_num=iter_num,
+                     best_val_loss=best_val_loss, ev=None, last_checkpoint=resumed_from, lr=0.0, grad_norm=0.0,
+                     tokens_seen=tokens_seen(ckpt))
+        del ckpt  # free its memory before training
+        train_loop(cfg, run, state)
+    if run.ddp:
+        dist.destroy_process_group()
+    return state["best_val_loss"]
+
+
+def train_loop(cfg, run, state):
+    """Optimizer steps from state's iter_num to max_iters, with logging, evals and checkpoints on the way."""
+    raw_model, data = state["model"], state["data"]
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if run.ddp:
         model = DDP(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None)
     eval_model = model.module if run.ddp else model  # eval needs no gradient sync
-    log, close_logs = open_logs(cfg, run, state, resumed_from) if run.master else (None, None)
+    log, close_logs = open_logs(cfg, run, state, state["last_checkpoint"]) if run.master else (None, None)
     speed = dict(peak=peak_flops(cfg, run), flops_per_token=raw_model.flops_per_token(), t=time.time(), iters=0,
                  max_iters=cfg.max_iters, print_every=cfg.log_interval * (
                      1 if sys.stdout.isatty() else max(1, cfg.max_iters // 10 // cfg.log_interval)))
-    started = dict(t=time.time(), iter=iter_num)
-    bar = tqdm(total=cfg.max_iters, initial=iter_num, desc="train", unit="it", disable=not run.master or None,
-               dynamic_ncols=True)
+    started = dict(t=time.time(), iter=state["iter_num"])
+    bar = tqdm(total=cfg.max_iters, initial=state["iter_num"], desc="train", unit="it",
+               disable=not run.master or None, dynamic_ncols=True)
     while state["iter_num"] < cfg.max_iters:
         loss = train_step(model, state, data, cfg=cfg, run=run)
         state["iter_num"] += 1
+        state["tokens_seen"] += run.tokens_per_iter
         speed["iters"] += 1
         bar.update()
         last = state["iter_num"] == cfg.max_iters
@@ -540,23 +657,14 @@ def train(cfg):
                 print_eval(ev, state["iter_num"], list(data["meta"]["blocks"]))
                 log(dict(iter=state["iter_num"], **{k: v for k, v in ev.items() if k != "semantic"}))
         if evaluated or state["iter_num"] % cfg.save_interval == 0:
+            check_finite(raw_model, state)  # a diverged model must not rotate the good checkpoints out
             state["last_checkpoint"] = save_checkpoints(state, cfg, run, improved) or state["last_checkpoint"]
             speed.update(t=time.time(), iters=0)  # eval and saving don't count against training speed
     bar.close()
     if run.master:
         print_summary(cfg, run, state, started)
         close_logs()
-    if run.ddp:
-        dist.destroy_process_group()
-    return state["best_val_loss"]
 
 
 if __name__ == "__main__":
-    try:
-        train(parse_config(sys.argv[1:]))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\ninterrupted; go on with --init_from=resume", file=sys.stderr)
-        sys.exit(130)
+    run_script(lambda: train(parse_config(sys.argv[1:])), interrupted="interrupted; go on with --init_from=resume")

@@ -155,7 +155,7 @@ def test_both_folder_layouts_through_prepare_and_cluster(tmp_path, layout):
     (midi_dir / "sub").mkdir(parents=True)
     names = [f"sub/song{i:02d}.mid" if i % 2 else f"song{i:02d}.mid" for i in range(12)]
     for i, name in enumerate(names):
-        spec = [(b * (1 + i % 3) / 2, 0.5, 50 + (5 * i + 7 * b) % 30) for b in range(8)]
+        spec = [(b * (1 + i % 3) / 2, 0.5, 50 + (5 * i + 7 * b) % 30 + i // 6) for b in range(8)]  # 12 distinct
         midi_file([track(notes(0, spec, program=(0, 40, 73)[i % 3]))]).save(str(midi_dir / name))
     captioned = {n: f"a short tune number {i} for {('piano', 'violin', 'flute')[i % 3]}"
                  for i, n in enumerate(names) if i < 6}  # the other six are described from their notes

@@ -253,9 +253,14 @@ def test_latest_checkpoint_skips_files_cut_short(tmp_path):
     good = (tmp_path / "ckpt_0000002.pt").read_bytes()
     (tmp_path / "ckpt_0000003.pt").write_bytes(good[: len(good) // 2])  # a crash mid-write
     (tmp_path / "ckpt_0000004.pt.tmp").write_bytes(good)                # a write that never got renamed
-    torch.save({"iter_num": 9}, tmp_path / "ckpt_best.pt")
+    torch.save({"iter_num": 1}, tmp_path / "ckpt_best.pt")               # an older best: the numbered one wins
     path, ckpt = latest_checkpoint(str(tmp_path))
     assert Path(path).name == "ckpt_0000002.pt" and ckpt["iter_num"] == 2
+    torch.save({"iter_num": 3}, tmp_path / "ckpt_best.pt")               # saved at an eval after the last numbered
+    path, ckpt = latest_checkpoint(str(tmp_path))
+    assert Path(path).name == "ckpt_best.pt" and ckpt["iter_num"] == 3
+    (tmp_path / "ckpt_0000002.pt").write_bytes(good[:100])              # no numbered one loads: best still does
+    assert Path(latest_checkpoint(str(tmp_path))[0]).name == "ckpt_best.pt"
     assert latest_checkpoint(str(tmp_path / "empty")) == (None, None)
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: describe.py, files.py
 from describe import key_name  # noqa: E402  (one spelling of keys for the whole project)
-from files import write_atomic  # noqa: E402
+from files import UserError, check_range, check_text, folder_lock, read_jsonl, run_script, write_atomic  # noqa: E402
 
 CORPUS = Path(importlib.util.find_spec("music21").submodule_search_locations[0]) / "corpus"
 EXCLUDED = {  # path prefix: why it is left out (licences: README.md)
@@ -384,10 +384,15 @@ def parse_args(argv):
     ap.add_argument("--collections", default=None, help="comma-separated subset of the collections")
     ap.add_argument("--timeout", type=int, default=300, help="CPU seconds one score may take before it fails")
     args = ap.parse_args(argv)
+    if args.limit is not None:
+        check_range("--limit", args.limit, low=0)
+    check_range("--timeout", args.timeout, low=1)
+    check_text("--out", args.out)
+    check_text("--collections", args.collections)
     known = sorted(p.name for p in CORPUS.iterdir() if p.name in ABC or p.name in SCORES)
     collections = args.collections.split(",") if args.collections else known
     if set(collections) - set(known):
-        sys.exit(f"error: unknown collection(s) {sorted(set(collections) - set(known))}; valid: {','.join(known)}")
+        raise UserError(f"unknown collection(s) {sorted(set(collections) - set(known))}; valid: {','.join(known)}")
     return args, collections
 
 
@@ -407,7 +412,12 @@ def plan(works, args, out, stats):
             w["mid"] = out / "midi" / f"{w['rel']}.mid"
             meta_path = out / "meta" / f"{w['rel']}.json"
             if not is_abc and meta_path.exists():  # exported (or failed) before: no need to parse it again
-                w["meta"] = json.loads(meta_path.read_text())
+                try:
+                    w["meta"] = json.loads(meta_path.read_text())
+                except ValueError:  # a broken cache entry (edited, or from another version): export the work again
+                    pass
+                if not isinstance(w.get("meta", {}), dict):
+                    del w["meta"]
             if i >= cap and not ("meta" in w and w["mid"].exists()):
                 continue  # outside the sample (a work a --full run already exported stays in)
             st["selected"] += 1
@@ -445,17 +455,22 @@ def export_all(abc_jobs, score_jobs, by_rel, *, stats, args):
 
 
 def write_descriptions(works, out):
-    """descriptions.jsonl: every work whose MIDI exists, from this run or an earlier one (a --full run's too)."""
-    lines = []
+    """descriptions.jsonl: every work whose MIDI exists, from this run or an earlier one (a --full run's too).
+    A run over some collections keeps the lines of the others (those whose MIDI is still there): a subset
+    merges into the file, never replaces it."""
+    path, lines = out / "midi" / "descriptions.jsonl", {}
     for collection, ws in sorted(works.items()):
         for w in ws:
             if w["mid"].exists() and "error" not in w.get("meta", {"error": "not exported"}):
                 meta = w["meta"] if "abc" in w else score_meta(w["meta"], w["rel"])
-                line = dict(midi_file=f"{w['rel']}.mid", description=describe(meta))
-                lines.append(json.dumps(line, ensure_ascii=False))
-    if lines:
-        write_atomic(out / "midi" / "descriptions.jsonl", "\n".join(lines) + "\n")
-    return len(lines)
+                lines[f"{w['rel']}.mid"] = dict(midi_file=f"{w['rel']}.mid", description=describe(meta))
+    kept = [row for row in (read_jsonl(path) if path.exists() else []) if isinstance(row, dict)
+            and isinstance(row.get("midi_file"), str) and row["midi_file"].split("/")[0] not in works
+            and (out / "midi" / row["midi_file"]).exists()]
+    rows = sorted(kept + list(lines.values()), key=lambda row: row["midi_file"].split("/")[0])  # stable: by collection
+    if rows:
+        write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return len(lines), len(kept)
 
 
 def print_summary(stats, left_out):
@@ -475,18 +490,21 @@ def print_summary(stats, left_out):
 def main(argv=None):
     args, collections = parse_args(argv)
     out, t_start = Path(args.out), time.time()
-    for stale in [*(out / "midi").rglob("*.tmp"), *(out / "meta").rglob("*.tmp")]:  # from a killed run
-        stale.unlink()
-    excluded = set() if args.collections else {p for p in EXCLUDED if "/" not in p}  # to count them in the summary
-    works, left_out = find_works(set(collections) | excluded)
-    stats = defaultdict(lambda: dict(found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0))
-    abc_jobs, score_jobs, by_rel = plan(works, args, out, stats)
-    export_all(abc_jobs, score_jobs, by_rel, stats=stats, args=args)
-    n_described = write_descriptions(works, out)
+    with folder_lock(out, create=True):  # one export at a time: a second would write through the first's files
+        for stale in [*(out / "midi").rglob("*.tmp"), *(out / "meta").rglob("*.tmp")]:  # from a killed run
+            stale.unlink()
+        excluded = set() if args.collections else {p for p in EXCLUDED if "/" not in p}  # to count them in the summary
+        works, left_out = find_works(set(collections) | excluded)
+        stats = defaultdict(lambda: dict(found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0))
+        abc_jobs, score_jobs, by_rel = plan(works, args, out, stats)
+        export_all(abc_jobs, score_jobs, by_rel, stats=stats, args=args)
+        n_described, n_kept = write_descriptions(works, out)
     print_summary(stats, left_out)
-    print(f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'} ({time.time() - t_start:.0f} s)")
+    kept = f", and {n_kept} of other collections kept from earlier runs" if n_kept else ""
+    print(f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'}{kept} "
+          f"({time.time() - t_start:.0f} s)")
     if not n_described:
-        sys.exit("error: nothing could be exported; see the failures above")
+        raise UserError("nothing could be exported; see the failures above")
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
