@@ -472,9 +472,13 @@ def fit_rhythm_classifiers(data, *, max_pieces, max_tokens, seed):
         x = np.stack([describe.rhythm_features(score) for score in sets[name]])            # (N, F)
         y, groups = np.array(y), np.arange(len(y)) % len(scores)
         forest = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=-1)
-        guess = cross_val_predict(forest, x, y, cv=GroupKFold(5), groups=groups)
+        if len(scores) < 2:
+            raise UserError(f"the control report's classifiers need at least 2 val pieces, the data has {len(scores)}; "
+                            f"add MIDI files or run with --control_samples 0")
+        guess = cross_val_predict(forest, x, y, cv=GroupKFold(min(5, len(scores))), groups=groups)
         values, counts = np.unique(y, return_counts=True)
-        out[name] = dict(model=forest.fit(x, y), ceiling=float((guess == y).mean()), chance=float(counts.max() / len(y)),
+        forest.fit(x, y).set_params(n_jobs=1)  # it then reads one sample at a time: threads would only wait
+        out[name] = dict(model=forest, ceiling=float((guess == y).mean()), chance=float(counts.max() / len(y)),
                          n=len(y), labels=dict(zip(values.tolist(), counts.tolist())),
                          recall={v: float((guess[y == v] == v).mean()) for v in values.tolist()})  # per label
     return out
@@ -1037,6 +1041,7 @@ def main(argv=None):
     except ValueError:
         raise UserError(f"--guidance {args.guidance!r}: give numbers separated by commas, e.g. 1,2,3") from None
     check_args(args, guidance)
+    prompt_sets(args.prompts)  # a prompt file that is not there fails here, before the model loads
     ckpt = os.path.join(args.out_dir, "ckpt_best.pt") if args.ckpt == "best" else args.ckpt
     command = " ".join(["python evaluate.py"] + (sys.argv[1:] if argv is None else list(argv)))
     res = run(args.out_dir, ckpt=ckpt, data_dir=args.data_dir, num_samples=args.num_samples, guidance=guidance,

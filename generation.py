@@ -140,9 +140,10 @@ def grammar_hook(vocab_size, device, programs=None):
                 row[tokenizer.OFFSET["PROGRAM"] + np.setdiff1d(np.arange(129), list(chosen))] = False
         plays = plays.to(device)
 
-    def hook(tokens, logits):  # tokens (B, t), logits (B, vocab_size)
-        ok = allowed[tokens[:, -1]] if plays is None else allowed[tokens[:, -1]] & plays  # (B, vocab_size)
-        return logits.masked_fill(~ok, float("-inf"))                                    # (B, vocab_size)
+    def hook(tokens, logits):  # tokens (B', t), logits (B', vocab_size): the rows still sampling
+        ok = allowed[tokens[:, -1]] if plays is None else allowed[tokens[:, -1]] & plays[hook.rows]  # (B', vocab)
+        return logits.masked_fill(~ok, float("-inf"))                                              # (B', vocab)
+    hook.rows = torch.arange(len(programs) if programs is not None else 0)  # generate_tokens drops finished ones
     return hook
 
 
@@ -189,6 +190,13 @@ SAMPLE_DEFAULTS = Sampling(max_new_tokens=512, temperature=1.0, top_k=None, top_
 SECONDS_MAX_NEW_TOKENS = 4096  # the token budget of a sample that stops at --seconds (about 70 s of a busy piece)
 
 
+def row_generators(seed, n, device="cpu"):
+    """One random generator per row, seeded from seed and the row's place (None: a random seed): a sample is
+    then the same whatever else shares its batch, and whichever rows finish first."""
+    seed = int(torch.randint(2 ** 31, ())) if seed is None else seed
+    return [torch.Generator(device).manual_seed(seed * 10_007 + i) for i in range(n)]
+
+
 def generate_tokens(model, prompts, sampling, *, programs=None):
     """prompts: rows of equal length, each an attribute prefix then START ... (prompt_row) -> one int64 array per
     row: [prompt ..., new tokens ..., END]. Sampling goes on until every row has reached END or sampling.seconds,
@@ -200,19 +208,28 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
     P = tokenizer.PREFIX_LEN
     uncond = prompt.clone()
     uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)                           # (B, T)
-    generator = None if sampling.seed is None else torch.Generator(device).manual_seed(sampling.seed)
+    generator = row_generators(sampling.seed, len(prompts), device)
+    hook = grammar_hook(model.config.vocab_size, device, programs)
     steps = model.stream(prompt, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-                         logits_hook=grammar_hook(model.config.vocab_size, device, programs), uncond_idx=uncond,
-                         guidance=sampling.guidance, keep_first=P, generator=generator)
-    new, n_prompt = [], prompt.size(1)
+                         logits_hook=hook, uncond_idx=uncond, guidance=sampling.guidance, keep_first=P,
+                         generator=generator)
+    seq, active, out, keep = prompt, list(range(len(prompts))), [None] * len(prompts), None  # seq: the active rows
     with autocast(device.type, sampling.dtype), \
             tqdm(total=sampling.max_new_tokens, desc="sampling", unit="tok", disable=None, leave=False) as bar:
         for n in range(1, sampling.max_new_tokens + 1):
-            new.append(next(steps))                                                      # (B, 1)
+            seq = torch.cat([seq, next(steps) if keep is None else steps.send(keep)], dim=1)  # (B', T + n)
+            keep = None
             bar.update()
             if n % STOP_CHECK == 0:
-                rows = torch.cat([prompt, *new], dim=1).cpu().numpy()                    # (B, T + n)
-                if all(stop_index(row, n_prompt, sampling.seconds) is not None for row in rows):
+                rows = seq.cpu().numpy()
+                done = np.array([stop_index(row, prompt.size(1), sampling.seconds) is not None for row in rows])
+                for i, row in zip(np.array(active)[done], rows[done]):
+                    out[i] = row
+                if done.all():
                     break
-    rows = torch.cat([prompt, *new], dim=1).cpu().numpy()                                # (B, T + new)
-    return [finish(row, n_prompt, sampling.seconds) for row in rows]
+                if done.any():  # the finished rows leave the batch: the others go on alone
+                    keep, active = torch.from_numpy(~done), [i for i, d in zip(active, done) if not d]
+                    seq, hook.rows = seq[keep.to(device)], hook.rows[keep] if len(hook.rows) else hook.rows
+    for i, row in zip(active, seq.cpu().numpy()):
+        out[i] = out[i] if out[i] is not None else row
+    return [finish(row, prompt.size(1), sampling.seconds) for row in out]

@@ -63,6 +63,12 @@ class KVCache:
         cache_v[:, :, self.pos:self.pos + T] = v
         return cache_k[:, :, :self.pos + T], cache_v[:, :, :self.pos + T]  # (B, nh, pos+T, hs)
 
+    def select(self, rows):
+        """Keep only these batch rows (B',) of every layer: the rows whose samples go on."""
+        self.layers = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.layers]
+        if hasattr(self, "cond"):
+            self.cond = self.cond[rows]
+
 
 def rotary_tables(block_size, head_size, base=10000.0):
     """cos and sin (block_size, head_size / 2) of the rotary angles: pair i of position t turns by t * base^(-2i/hs)."""
@@ -146,7 +152,9 @@ class Block(nn.Module):
 
 
 def sample_logits(logits, *, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick one next token per row of logits (B, V) -> (B, 1). temperature <= 1e-6 is greedy."""
+    """Pick one next token per row of logits (B, V) -> (B, 1). temperature <= 1e-6 is greedy. generator: one
+    torch.Generator for the batch, or a list of one per row, so that a row's sample is its own whatever else is
+    in the batch (rows may leave it: GPT.stream)."""
     if temperature <= 1e-6:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -160,7 +168,11 @@ def sample_logits(logits, *, temperature=1.0, top_k=None, top_p=None, generator=
         drop = probs.cumsum(dim=-1) - probs > top_p                             # (B, V)
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, -float('inf')))
     probs = F.softmax(logits, dim=-1)                                           # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator)         # (B, 1)
+    if not isinstance(generator, list):
+        return torch.multinomial(probs, num_samples=1, generator=generator)     # (B, 1)
+    u = 1 - torch.stack([torch.rand((), generator=g, device=g.device) for g in generator]).to(probs.device)  # (B,) in (0, 1]
+    index = (probs.cumsum(dim=-1) < u[:, None] * probs.sum(dim=-1, keepdim=True)).sum(dim=-1, keepdim=True)
+    return index.clamp(max=probs.size(-1) - 1)                                  # (B, 1) inverse of the CDF
 
 
 class GPT(nn.Module):
@@ -294,6 +306,8 @@ class GPT(nn.Module):
         """Sample after idx (B, T), one token per row per step: yields (B, 1) for as long as the caller asks.
         The caller stops when it likes (a piece that has ended, a length in seconds), and no step is
         restarted: one KV cache serves the whole sample. Call model.eval() first.
+        send(keep) instead of next(): keep (B,) bool, the rows that go on; the others leave the batch (their
+          cache too), so that finished samples cost nothing more. The tokens that follow are for those rows.
         logits_hook(tokens (B, t), logits (B, V)) -> logits runs every step, after guidance,
           e.g. to set the ids a grammar forbids to -inf.
         uncond_idx (B, T) with guidance != 1: classifier-free guidance, the conditional and
@@ -337,7 +351,15 @@ class GPT(nn.Module):
             if guided:
                 next_id = next_id.repeat(2, 1)                         # (2B, 1) same token for both halves
             seq = torch.cat([seq, next_id], dim=1)                     # (B or 2B, t+1)
-            yield next_id[:B]
+            keep = yield next_id[:B]
+            if keep is not None:  # some rows are done: the batch, and the cache, go on without them
+                rows = keep.to(seq.device).nonzero().squeeze(1)        # (B',)
+                rows = torch.cat([rows, rows + B]) if guided else rows
+                seq, B = seq[rows], int(keep.sum())
+                cache.select(rows)
+                next_id = next_id[rows]
+                if isinstance(generator, list):
+                    generator = [g for g, k in zip(generator, keep.tolist()) if k]
             # only when the caller asks for another token: the last one is never run through the model
             ctx_len += 1
             if ctx_len > block:

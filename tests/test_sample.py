@@ -116,15 +116,16 @@ def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
     assert max(len(t) for t in samples) > 2 * model.config.block_size, "did not get past the context"
     assert len(seen) >= 4, "the window never slid"
     prefix = tokenizer.attribute_prefix(tokenizer.semantic_token(2), key=20, tempo_bpm=60)
-    # conditional rows, then unconditional ones
-    assert all(first == [prefix] * 3 + [tokenizer.UNCOND_PREFIX.tolist()] * 3 for first in seen)
+    # conditional rows, then unconditional ones (as many of each: rows whose sample ended leave the batch)
+    assert all(first == [prefix] * (len(first) // 2) + [tokenizer.UNCOND_PREFIX.tolist()] * (len(first) // 2)
+               for first in seen)
     assert all(list(t[:tokenizer.PREFIX_LEN]) == prefix for t in samples)
 
 
 def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
     prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * 4)
     plain = model.generate(prompt, 40, logits_hook=generation.grammar_hook(model.config.vocab_size, "cpu"),
-                           generator=torch.Generator().manual_seed(9)).numpy()
+                           generator=generation.row_generators(9, 4)).numpy()
     ours = gen(model, 0, 4, max_new_tokens=40, guidance=1.0, seed=9)
     for row, ref in zip(ours, plain):
         assert np.array_equal(row[:-1], ref[:len(row) - 1])  # ours is trimmed at END (or closed with one)
@@ -295,7 +296,7 @@ def naive_generate_tokens(model, prompts, sampling, programs=None):
     uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)
     both, n_prompt = torch.cat([seq, uncond]), seq.size(1)                                      # (2B, T)
     hook = generation.grammar_hook(model.config.vocab_size, "cpu", programs)
-    generator, ctx_len = torch.Generator().manual_seed(sampling.seed), min(n_prompt, block)
+    generator, ctx_len = generation.row_generators(sampling.seed, B), min(n_prompt, block)
     with torch.no_grad():
         for _ in range(sampling.max_new_tokens):
             window = torch.cat([both[:, :P], both[:, both.size(1) - (ctx_len - P):]], 1)         # (2B, ctx_len)
@@ -333,3 +334,27 @@ def test_generation_past_the_window_equals_a_full_recompute_and_rebuilds_the_cac
         if ctx_len > model.config.block_size:
             ctx_len, refills = tokenizer.PREFIX_LEN + (model.config.block_size - tokenizer.PREFIX_LEN) // 2, refills + 1
     assert len(fresh) == refills >= 4 and set(steps) == {1}
+
+
+def test_a_sample_is_its_own_whatever_its_batch_and_finished_rows_leave_it(model, monkeypatch):
+    """Each row draws from its own generator (generation.row_generators: the seed and the row's place), so a sample
+    does not change with what else is in the batch; rows whose piece has ended leave the batch, so the model runs
+    on fewer rows as samples finish."""
+    rows = [prompt_row(tokenizer.semantic_token(k), dict(key=3)) for k in (0, 1, 2, 0, 1, 2)]
+    sampling = Sampling(max_new_tokens=400, guidance=1.5, top_p=0.95, seed=21)  # they end at 35 to 400 tokens
+    batch_sizes, forward = [], model.forward
+
+    def spy(idx, *args, **kwargs):
+        batch_sizes.append(idx.size(0))
+        return forward(idx, *args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    together = generation.generate_tokens(model, rows, sampling)
+    monkeypatch.undo()
+    assert batch_sizes[0] == 12 and min(batch_sizes) < 12, "finished rows (and their guidance twins) left the batch"
+    other = [prompt_row(tokenizer.semantic_token(9), dict(key=20))] * 6  # other batch-mates in every other place
+    mixed = [rows[i] if i % 2 == 0 else other[i] for i in range(6)]
+    apart = generation.generate_tokens(model, mixed, sampling)
+    for i in (0, 2, 4):
+        assert np.array_equal(apart[i], together[i])
+    assert any(not np.array_equal(apart[i], together[i]) for i in (1, 3, 5)), "the others did change"
