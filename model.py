@@ -303,29 +303,21 @@ class GPT(nn.Module):
     @torch.no_grad()
     def stream(self, idx, *, temperature=1.0, top_k=None, top_p=None, logits_hook=None, uncond_idx=None,
                guidance=1.0, keep_first=1, generator=None):
-        """Sample after idx (B, T), one token per row per step: yields (B, 1) for as long as the caller asks.
-        The caller stops when it likes (a piece that has ended, a length in seconds), and no step is
-        restarted: one KV cache serves the whole sample. Call model.eval() first.
-        send(keep) instead of next(): keep (B,) bool, the rows that go on; the others leave the batch (their
-          cache too), so that finished samples cost nothing more. The tokens that follow are for those rows.
-        logits_hook(tokens (B, t), logits (B, V)) -> logits runs every step, after guidance,
-          e.g. to set the ids a grammar forbids to -inf.
-        uncond_idx (B, T) with guidance != 1: classifier-free guidance, the conditional and
-          unconditional sequences run as one batch of 2B and get the same sampled tokens;
-          logits = uncond + guidance * (cond - uncond). guidance == 1 is plain sampling.
-        keep_first: the first keep_first tokens (the attribute prefix) stay pinned in the context when the
-          sequence outgrows block_size: the model then sees them plus the newest tokens.
-        Sliding: when the window would pass block_size, the oldest half of its unpinned part goes and the cache
-        is recomputed for what is left, in one forward pass, once every ~(block_size - keep_first) / 2 tokens.
-        It cannot be shifted in place: positions are learned absolute embeddings, so every kept token moves to
-        a new position and its keys and values change. Between slides each step feeds one token."""
+        """Sample after idx (B, T), one token per row per step: yields (B, 1) for as long as the caller asks, with
+        one KV cache for the whole sample (call model.eval() first). send(keep) instead of next(): keep (B,) bool,
+        the rows that go on; the others leave the batch and the cache, and the tokens that follow are theirs.
+        logits_hook(tokens (B, t), logits (B, V)) -> logits runs every step after guidance (say, a grammar).
+        uncond_idx (B, T), guidance != 1: classifier-free guidance, logits = uncond + guidance * (cond - uncond),
+          both halves in one batch of 2B taking the same tokens. keep_first: tokens pinned in the context (the
+          attribute prefix) when the sequence outgrows block_size; then the oldest half of the rest goes and the
+          cache is recomputed in one pass, once every ~(block_size - keep_first) / 2 tokens (learned absolute
+          positions change every kept token's keys and values, so it cannot shift in place)."""
         B = idx.size(0)
         assert idx.size(1) >= 1, "generation needs a prompt of at least one token"
         block = self.config.block_size
         assert 0 <= keep_first < block, f"keep_first {keep_first} must be below block_size {block}"
         guided = uncond_idx is not None and guidance != 1.0
-        if guided:
-            assert uncond_idx.shape == idx.shape, f"uncond_idx {tuple(uncond_idx.shape)} must match idx {tuple(idx.shape)}"
+        assert not guided or uncond_idx.shape == idx.shape, f"uncond_idx {tuple(uncond_idx.shape)} is not idx's shape"
         seq = torch.cat([idx, uncond_idx], dim=0) if guided else idx  # (B or 2B, T): rows B.. unconditional
         n_recent = max(1, (block - keep_first) // 2)
         cache = KVCache(self.config.n_layer, block)
@@ -336,9 +328,7 @@ class GPT(nn.Module):
             cache.pos = 0
             return self(ctx, kv_cache=cache)[0][:, -1]
 
-        ctx_len = min(seq.size(1), block)  # a long prompt keeps its pinned tokens and its last ones
-        logits = refill(ctx_len)                                       # (B or 2B, V)
-        while True:
+        def pick(logits):  # each row's next token, its guidance twin taking the same one -> (B or 2B, 1)
             logits = logits.float()
             if guided:
                 cond, uncond = logits.split(B, dim=0)                  # (B, V) each
@@ -346,20 +336,22 @@ class GPT(nn.Module):
             if logits_hook is not None:
                 logits = logits_hook(seq[:B], logits)                  # (B, V)
             assert torch.isfinite(logits.max(dim=-1).values).all(), "logits_hook disallowed every token"
-            next_id = sample_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                    generator=generator)                     # (B, 1)
-            if guided:
-                next_id = next_id.repeat(2, 1)                         # (2B, 1) same token for both halves
+            next_id = sample_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            return next_id.repeat(2, 1) if guided else next_id         # (B or 2B, 1)
+
+        ctx_len = min(seq.size(1), block)  # a long prompt keeps its pinned tokens and its last ones
+        logits = refill(ctx_len)                                       # (B or 2B, V)
+        while True:
+            next_id = pick(logits)
             seq = torch.cat([seq, next_id], dim=1)                     # (B or 2B, t+1)
             keep = yield next_id[:B]
             if keep is not None:  # some rows are done: the batch, and the cache, go on without them
                 rows = keep.to(seq.device).nonzero().squeeze(1)        # (B',)
                 rows = torch.cat([rows, rows + B]) if guided else rows
-                seq, B = seq[rows], int(keep.sum())
+                seq, next_id, B = seq[rows], next_id[rows], int(keep.sum())
                 cache.select(rows)
-                next_id = next_id[rows]
-                if isinstance(generator, list):
-                    generator = [g for g, k in zip(generator, keep.tolist()) if k]
+                generator = [g for g, k in zip(generator, keep.tolist()) if k] if isinstance(generator, list) \
+                    else generator
             # only when the caller asks for another token: the last one is never run through the model
             ctx_len += 1
             if ctx_len > block:
