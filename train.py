@@ -7,6 +7,7 @@ token, and checkpoints that load with weights_only=True and resume exactly.
     python train.py config/amt_cpu.py                     # the CPU demo, about 5 minutes
     python train.py config/amt.py --batch_size=16         # the reference GPU run
     python train.py config/amt.py --init_from=resume      # go on from the newest checkpoint
+    python train.py config/finetune.py --init_from=out/amt_cpu --data_dir=data/my_midi   # fine-tune on your MIDI
     torchrun --standalone --nproc_per_node=8 train.py config/amt.py    # DDP on 8 GPUs
 """
 
@@ -33,7 +34,7 @@ import dataset
 import tokenizer
 from dataset import get_batch, load_dataset
 from files import UserError, write_atomic
-from model import (GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, measure_peak_flops,
+from model import (GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, load_checkpoint, measure_peak_flops,
                    numbered_checkpoints, pick_device, plain_state_dict, summed_loss_per)
 
 
@@ -45,7 +46,8 @@ class Config:
     # I/O
     data_dir: str = dataset.DEFAULT_DATA_DIR
     out_dir: str = "out/amt"
-    init_from: str = "scratch"   # 'scratch', or 'resume' from the newest checkpoint in out_dir that loads
+    init_from: str = "scratch"   # 'scratch'; 'resume' from the newest checkpoint in out_dir that loads; or a
+                                 # checkpoint file or run folder to fine-tune (its weights and shape, a fresh optimizer)
     eval_interval: int = 1000
     eval_iters: int = 20         # batches per split per eval; the same windows every time, so evals compare
     log_interval: int = 10
@@ -147,8 +149,9 @@ def parse_config(argv):
             value = args.pop(0)
         set_value(key.replace("-", "_"), value, "command line")
     cfg = Config(**values)
-    if cfg.init_from not in ("scratch", "resume"):
-        raise UserError(f"init_from={cfg.init_from!r}: use 'scratch' or 'resume'")
+    if cfg.init_from not in ("scratch", "resume") and not os.path.exists(cfg.init_from):
+        raise UserError(f"init_from={cfg.init_from!r}: use 'scratch', 'resume', or the checkpoint file or run folder "
+                        f"to fine-tune from ({cfg.init_from} not found)")
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise UserError(f"dtype={cfg.dtype!r}: use auto, float32, bfloat16 or float16")
     if cfg.n_embd % cfg.n_head:
@@ -189,32 +192,75 @@ def setup(cfg):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return Run(ddp=ddp, rank=rank, local_rank=local_rank, world=world, master=rank == 0, device=device, device_type=device_type,
                dtype=dtype, ctx=autocast(device_type, dtype), grad_accum=grad_accum,
-               tokens_per_iter=grad_accum * world * cfg.batch_size * cfg.block_size)
+               tokens_per_iter=0)  # resolve() sets it, once a checkpoint has given the block size
+
+
+def fine_tuning(cfg):
+    return cfg.init_from not in ("scratch", "resume")
+
+
+def source_checkpoint(path):
+    """The checkpoint a fine-tune starts from -> (path, checkpoint): the file itself, or a run folder's ckpt_best.pt,
+    else its newest numbered checkpoint that loads."""
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "ckpt_best.pt")):
+        found, ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise UserError(f"no checkpoint in {path} to fine-tune from; give a checkpoint file or the folder of a "
+                            f"trained run (python train.py config/amt_cpu.py makes out/amt_cpu)")
+        return found, ckpt
+    path = os.path.join(path, "ckpt_best.pt") if os.path.isdir(path) else path
+    try:
+        return path, load_checkpoint(path)
+    except Exception as e:  # not a checkpoint, or one cut short
+        raise UserError(f"{path} does not load as a checkpoint ({type(e).__name__}); give another to fine-tune "
+                        f"from") from None
+
+
+def checkpoint_shape(cfg, ckpt, path):
+    """The model shape a resumed or fine-tuned run takes from its checkpoint. A fine-tune whose config asks for
+    another shape (a setting away from its default that differs from the checkpoint's) is refused in one line."""
+    shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
+    shape["cond_embedding"] = bool(ckpt["model_args"].get("cond_prefix"))
+    defaults = Config()
+    asked = {k: getattr(cfg, k) for k in shape if getattr(cfg, k) not in (getattr(defaults, k), shape[k])}
+    if fine_tuning(cfg) and asked:
+        raise UserError(f"{path} has {', '.join(f'{k}={shape[k]}' for k in asked)} but the config asks for "
+                        f"{', '.join(f'{k}={v}' for k, v in asked.items())}; a fine-tune keeps the checkpoint's "
+                        f"shape: leave those settings out")
+    return shape
 
 
 def resolve(cfg, run, data):
-    """The newest checkpoint that loads when resuming (None from scratch), and the config with every 'auto'
-    and 0 replaced by what this run uses. A resumed model keeps its shape; dropout may change."""
-    ckpt_path, ckpt = latest_checkpoint(cfg.out_dir) if cfg.init_from == "resume" else (None, None)
-    if cfg.init_from == "resume" and ckpt is None:
+    """-> (config, run, the checkpoint resumed or None, the checkpoint dict to start from or None). The checkpoint is
+    out_dir's newest that loads when resuming, init_from's when fine-tuning, none from scratch. The config has
+    every 'auto' and 0 replaced by what this run uses; a resumed or fine-tuned model keeps its shape (dropout may
+    change)."""
+    resuming = cfg.init_from == "resume"
+    ckpt_path, ckpt = latest_checkpoint(cfg.out_dir) if resuming else \
+        source_checkpoint(cfg.init_from) if fine_tuning(cfg) else (None, None)
+    if resuming and ckpt is None:
         raise UserError(f"no checkpoint in {cfg.out_dir} to resume from; start one with --init_from=scratch")
-    if cfg.init_from == "scratch" and numbered_checkpoints(cfg.out_dir):
+    if not resuming and numbered_checkpoints(cfg.out_dir):
         raise UserError(f"{cfg.out_dir} already holds checkpoints; go on with --init_from=resume, "
                         f"or choose another --out_dir (or delete it) to start over")
     if ckpt:
-        tokenizer.check_vocabulary(ckpt, ckpt_path, f"start over: delete {cfg.out_dir} or choose another --out_dir")
-    if ckpt:
-        shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
-        cfg = replace(cfg, **shape, cond_embedding=bool(ckpt["model_args"].get("cond_prefix")))
+        tokenizer.check_vocabulary(ckpt, ckpt_path, f"start over: delete {cfg.out_dir} or choose another --out_dir"
+                                   if resuming else "fine-tune from a checkpoint that this tokenizer.py trained")
+        cfg = replace(cfg, **checkpoint_shape(cfg, ckpt, ckpt_path))
+        if fine_tuning(cfg) and run.master:
+            print(f"fine-tuning {ckpt_path} (iter {ckpt.get('iter_num', '?')} of its run, trained on "
+                  f"{ckpt.get('config', {}).get('data_dir', '?')}) on {cfg.data_dir}: its weights and shape, "
+                  f"a fresh optimizer, schedule and iteration count")
     vocab_size = cfg.vocab_size or data["meta"]["vocab_size"]
     if vocab_size < data["meta"]["vocab_size"]:
         raise UserError(f"vocab_size={vocab_size} is below the dataset's {data['meta']['vocab_size']}; "
                         f"use --vocab_size=0 for the dataset's")
-    max_iters = cfg.max_iters or math.ceil(cfg.epochs * len(data["train"]["tokens"]) / run.tokens_per_iter)
+    tokens_per_iter = run.grad_accum * run.world * cfg.batch_size * cfg.block_size  # the checkpoint's block_size
+    max_iters = cfg.max_iters or math.ceil(cfg.epochs * len(data["train"]["tokens"]) / tokens_per_iter)
     cfg = replace(cfg, vocab_size=vocab_size, max_iters=max_iters, lr_decay_iters=cfg.lr_decay_iters or max_iters,
                   device=run.device, dtype=run.dtype,
                   compile=run.device_type == "cuda" if cfg.compile is None else cfg.compile)
-    return cfg, ckpt_path, ckpt
+    return cfg, replace(run, tokens_per_iter=tokens_per_iter), ckpt_path if resuming else None, ckpt
 
 
 def model_args(cfg):
@@ -230,16 +276,21 @@ def dropout_of(cfg):
 
 
 def init_model(cfg, run, ckpt):
-    """-> (model, optimizer, GradScaler, iter_num, best val loss): fresh, or as the checkpoint left them."""
+    """-> (model, optimizer, GradScaler, iter_num, best val loss): fresh; the checkpoint's weights with the rest
+    fresh (a fine-tune); or everything as the checkpoint left it (resume)."""
     if ckpt:
-        model = GPT.from_checkpoint(ckpt, run.device, dropout=cfg.dropout).train()
+        try:
+            model = GPT.from_checkpoint(ckpt, run.device, dropout=cfg.dropout).train()
+        except RuntimeError as e:  # weights of another shape than its model_args say
+            raise UserError(f"the checkpoint's weights do not fit its own model shape ("
+                            f"{str(e).splitlines()[-1].strip()[:160]}); use another checkpoint") from None
     else:
         model = GPT(GPTConfig(**model_args(cfg))).to(run.device)
     # float16 needs loss scaling so that small gradients don't flush to zero; bf16 and fp32 don't
     scaler = torch.amp.GradScaler(run.device_type, enabled=(run.dtype == "float16"))
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                            run.device_type)
-    if not ckpt:
+    if not ckpt or fine_tuning(cfg):
         return model, optimizer, scaler, 0, float("inf")
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
@@ -488,7 +539,7 @@ def train_step(model, state, data, *, cfg, run):
 def train(cfg):
     run = setup(cfg)
     data = load_dataset(cfg.data_dir)
-    cfg, resumed_from, ckpt = resolve(cfg, run, data)
+    cfg, run, resumed_from, ckpt = resolve(cfg, run, data)
     raw_model, optimizer, scaler, iter_num, best_val_loss = init_model(cfg, run, ckpt)
     del ckpt  # free its memory before training
     state = dict(model=raw_model, optimizer=optimizer, scaler=scaler, data=data, iter_num=iter_num,
