@@ -145,6 +145,12 @@ def finish(row, prompt_len, seconds=None):
     return row
 
 
+# What sample.py does where no flag says otherwise; the local app (app.py) starts from the same values, so a
+# change here moves both. max_new_tokens_timed: the cap when a length in seconds ends the piece instead.
+SAMPLE_DEFAULTS = dict(num_samples=3, temperature=1.0, top_k=0, top_p=0.95, guidance=1.0, max_new_tokens=512,
+                       max_new_tokens_timed=4096)
+
+
 @dataclass
 class Sampling:
     """How pieces are sampled; sample.py's flags, and what evaluate.py and bench.py ask for."""
@@ -156,6 +162,17 @@ class Sampling:
     guidance: float = 1.0          # classifier-free guidance against the unconditional prefix; 1 = off
     seed: int | None = None
     dtype: str = "float32"         # autocast dtype name (model.autocast)
+
+
+def user_sampling(*, seed, dtype="float32", seconds=None, max_new_tokens=None, temperature=None, top_k=None,
+                  top_p=None, guidance=None):
+    """What sample.py's flags (or the app's fields) ask for -> Sampling, with SAMPLE_DEFAULTS for each one that is
+    None. top_k 0 is off; the token cap is larger when seconds end the piece."""
+    asked = dict(temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance)
+    s = {k: SAMPLE_DEFAULTS[k] if v is None else v for k, v in asked.items()}
+    cap = max_new_tokens or SAMPLE_DEFAULTS["max_new_tokens_timed" if seconds else "max_new_tokens"]
+    return Sampling(max_new_tokens=cap, seconds=seconds, temperature=s["temperature"], top_k=s["top_k"] or None,
+                    top_p=s["top_p"], guidance=s["guidance"], seed=seed, dtype=dtype)
 
 
 def generate_tokens(model, prompts, sampling, *, programs=None):
