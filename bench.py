@@ -37,11 +37,29 @@ from files import UserError
 from render import markdown_table
 
 SECTIONS = {}
+NEEDS = {}  # section -> the dev packages it imports (requirements-dev.txt), checked before any section runs
+DEV_INSTALL = "pip install -c constraints.txt -r requirements-dev.txt"
 
 
-def section(fn):
-    SECTIONS[fn.__name__.removeprefix("bench_")] = fn
-    return fn
+def section(*needs):
+    """Register bench_NAME as the section NAME; needs: modules it imports that `make demo` does not install."""
+    def register(fn):
+        SECTIONS[fn.__name__.removeprefix("bench_")] = fn
+        NEEDS[fn.__name__.removeprefix("bench_")] = needs
+        return fn
+    return register
+
+
+def missing_packages(chosen):
+    """The chosen sections -> one line naming what to install for those whose dev packages are missing, or None."""
+    import importlib.util
+    missing = {name: [m for m in NEEDS[name] if importlib.util.find_spec(m) is None] for name in chosen}
+    missing = {name: mods for name, mods in missing.items() if mods}
+    if not missing:
+        return None
+    said = "; ".join(f"{name} needs {', '.join(mods)}" for name, mods in missing.items())
+    return (f"{said} (test and bench packages, not in requirements.txt): {DEV_INSTALL}, or leave "
+            f"{'it' if len(missing) == 1 else 'them'} out with --only")
 
 
 def table(header, rows):
@@ -96,7 +114,7 @@ def round_trip_row(name, src):
             f"{100 * length_error:.2f}%", notes), (r["notes_in"], r["notes_kept"], length_error)
 
 
-@section
+@section()
 def bench_roundtrip(args):
     root = "data/miditok_tests/midi"
     if not os.path.isdir(root):
@@ -177,7 +195,7 @@ def time_miditok(paths, n_proc):
     return seconds, notes, tokens
 
 
-@section
+@section("miditok")
 def bench_prepare(args):
     corpus = os.path.join(args.data_dir, "midi")
     if not os.path.isdir(corpus):
@@ -247,7 +265,7 @@ def hf_twin(ours):
     return hf
 
 
-@section
+@section("transformers")
 def bench_train(args):
     import torch
     from model import GPT, GPTConfig, measure_peak_flops
@@ -291,7 +309,7 @@ def bench_train(args):
 KEY_LABEL_RE = r"\bin ([A-G](?: flat| sharp)? (?:major|minor))\b"
 
 
-@section
+@section()
 def bench_keys(args):
     """describe.estimate_key (Krumhansl-Schmuckler on the notes) against the keys the corpus labels: ABC K:
     fields and the scores' declared keys, as export.py writes them into the descriptions."""
@@ -336,7 +354,7 @@ def related_keys(a, b):
     return None
 
 
-@section
+@section()
 def bench_embed(args):
     import prompt
     rows = [json.loads(line) for line in open(os.path.join(args.data_dir, "midi", "descriptions.jsonl"))]
@@ -409,7 +427,7 @@ def without_end(hook):
     return no_end
 
 
-@section
+@section()
 def bench_generate(args):
     """One long sample through generation's engine (model.stream: one KV cache for the whole sample, rebuilt only
     when the context slides) against the loop it replaced (generate_restarting), same model, same run."""
@@ -440,7 +458,7 @@ def bench_generate(args):
            "after: one stream, tokens/s", "after / before"], rows)
 
 
-@section
+@section("transformers")
 def bench_sample(args):
     import torch
     import generation
@@ -514,7 +532,7 @@ def band_midi(path, seconds=60, bpm=120, seed=0):
     mid.save(path)
 
 
-@section
+@section()
 def bench_render(args):
     import render
     with tempfile.TemporaryDirectory() as tmp:
@@ -533,7 +551,7 @@ def bench_render(args):
             f"**{audio / seconds:.0f}x**")])
 
 
-@section
+@section()
 def bench_conditioning(args):
     """Training runs side by side, from the eval/summary.json that evaluate.py wrote in each (BENCHMARKS.md,
     "Which conditioning"): how much the condition saves in loss, and how often samples realise it."""
@@ -578,6 +596,8 @@ if __name__ == "__main__":
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         sys.exit(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if missing_packages(chosen):
+        sys.exit(f"error: {missing_packages(chosen)}")
     print(f"_bench.py on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}_\n")
     for name in chosen:
         SECTIONS[name](args)
