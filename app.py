@@ -123,7 +123,8 @@ def on_generate(loaded, *fields):
     except UserError as e:
         print(f"error: {e}")
         return [f"**error:** {e}"] + [None] * 5 + [history_text(loaded["history"]), earlier_files(loaded)]
-    loaded["history"].append(card)
+    # a card replaces an earlier one of the same file (same token and seed), as in the gallery: the file is new
+    loaded["history"] = [c for c in loaded["history"] if c["midi"] != card["midi"]] + [card]
     status = f"Made {card['title']} in {time.perf_counter() - t0:.1f} s."
     return [status, understood_text(card, req), card["png"], card["wav"], card["midi"],
             facts_table(card["facts"], ["measured", "in the result"]), history_text(loaded["history"]),
