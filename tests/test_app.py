@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import app  # noqa: E402
 import prompt  # noqa: E402
+import sample  # noqa: E402
 import tokenizer  # noqa: E402
 from files import UserError  # noqa: E402
 from test_sample import ENV, LABELS, run  # noqa: E402,F401  (run: the tiny random checkpoint fixture)
@@ -81,6 +82,20 @@ def test_a_prompt_in_a_midi_a_wav_and_a_piano_roll_out(served, tmp_path):
     for fact in ("length", "tempo", "meter", "estimated key", "instruments", "notes"):
         assert f"| {fact} |" in out["measured"]
     assert (results / "index.html").is_file(), "each piece also goes into the results folder's gallery"
+
+
+def test_the_page_makes_what_sample_py_makes(served, tmp_path):
+    """The same prompt, flags, seed and settings give the same notes on the page as on the command line: one
+    generation path, no second copy."""
+    url, loaded, _ = served
+    client = Client(url, download_files=str(tmp_path), verbose=False)
+    out = generate(client, prompt="a lively jig", key="E minor", guidance=2.0, temperature=0.9, seconds=6, seed="11")
+    made = sample.main(["--out_dir", str(Path(loaded["ckpt"]["path"]).parent), "--data_dir", loaded["data_dir"],
+                        "--prompt", "a lively jig", "--key", "E minor", "--guidance", "2", "--temperature", "0.9",
+                        "--seconds", "6", "--seed", "11", "--num_samples", "1", "--sample_dir", str(tmp_path / "cli")])
+    assert Path(made[0]).name == Path(out["midi"]).name
+    assert tokenizer.read_midi(out["midi"]).notes, "a piece with notes, not two empty files"
+    assert Path(made[0]).read_bytes() == Path(out["midi"]).read_bytes()
 
 
 def test_earlier_results_stay_listed(served, tmp_path):
