@@ -2,24 +2,32 @@
 #   make demo   set up .venv, build the bundled corpus, prepare, cluster, train on CPU, sample with audio
 #   make test   set up .venv, run the tests
 # make demo FULL=1 exports the whole music21 corpus and trains longer.
+# make app    the local page (app.py) on the demo's model; make lock  refresh constraints.txt (README, "Installs")
 
 PY      := .venv/bin/python
 DATA    := data/music21
 TORCH   := $(shell grep '^torch==' requirements.txt)
 FULL    ?=
 EXPORT_FLAGS := $(if $(FULL),--full,)
+# Every install goes through constraints.txt: the versions `make test` passed with, so a fresh clone next month
+# gets them too.
+PIP     := .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test venv clean
+.PHONY: demo test app lock venv clean
 
 # torch is installed first and pinned, so nothing pulls a CUDA build from the index.
-.venv/.runtime: requirements.txt
+.venv/.runtime: requirements.txt constraints.txt
 	python3 -m venv .venv
-	.venv/bin/pip install -q --disable-pip-version-check "$(TORCH)"
-	.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	$(PIP) "$(TORCH)"
+	$(PIP) -r requirements.txt
 	touch $@
 
-.venv/.dev: .venv/.runtime requirements-dev.txt
-	.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+.venv/.app: .venv/.runtime requirements-app.txt constraints.txt
+	$(PIP) -r requirements-app.txt
+	touch $@
+
+.venv/.dev: .venv/.runtime requirements-dev.txt requirements-app.txt constraints.txt
+	$(PIP) -r requirements-dev.txt
 	touch $@
 
 venv: .venv/.runtime
@@ -49,6 +57,24 @@ demo: .venv/.runtime
 
 test: .venv/.dev
 	$(PY) -m pytest
+
+# The page on localhost; it prints its address. It needs a trained model: make demo (or give another run folder).
+app: .venv/.app
+	$(PY) app.py --out_dir $(RUN)
+
+# constraints.txt anew: the newest versions that the requirements files resolve to, in a fresh venv (torch first
+# and pinned, as above; its local build label dropped so that the line matches requirements.txt). Then check
+# them: rm -rf .venv && make test.
+lock:
+	rm -rf .venv-lock
+	python3 -m venv .venv-lock
+	.venv-lock/bin/pip install -q --disable-pip-version-check "$(TORCH)"
+	.venv-lock/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	(echo "# The versions make test passed with; every install goes through this file. Refresh: make lock"; \
+	 .venv-lock/bin/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/') > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf .venv-lock
+	@echo "constraints.txt refreshed; check it with: rm -rf .venv && make test"
 
 clean:
 	rm -rf out $(DATA)/*.bin $(DATA)/*.jsonl $(DATA)/*.json $(DATA)/*.tsv

@@ -38,11 +38,29 @@ from files import UserError, check_range, run_script
 from render import markdown_table
 
 SECTIONS = {}
+NEEDS = {}  # section -> the dev packages it imports (requirements-dev.txt), checked before any section runs
+DEV_INSTALL = "pip install -c constraints.txt -r requirements-dev.txt"
 
 
-def section(fn):
-    SECTIONS[fn.__name__.removeprefix("bench_")] = fn
-    return fn
+def section(*needs):
+    """Register bench_NAME as the section NAME; needs: modules it imports that `make demo` does not install."""
+    def register(fn):
+        SECTIONS[fn.__name__.removeprefix("bench_")] = fn
+        NEEDS[fn.__name__.removeprefix("bench_")] = needs
+        return fn
+    return register
+
+
+def missing_packages(chosen):
+    """The chosen sections -> one line naming what to install for those whose dev packages are missing, or None."""
+    import importlib.util
+    missing = {name: [m for m in NEEDS[name] if importlib.util.find_spec(m) is None] for name in chosen}
+    missing = {name: mods for name, mods in missing.items() if mods}
+    if not missing:
+        return None
+    said = "; ".join(f"{name} needs {', '.join(mods)}" for name, mods in missing.items())
+    return (f"{said} (test and bench packages, not in requirements.txt): {DEV_INSTALL}, or leave "
+            f"{'it' if len(missing) == 1 else 'them'} out with --only")
 
 
 def table(header, rows):
@@ -97,7 +115,7 @@ def round_trip_row(name, src):
             f"{100 * length_error:.2f}%", notes), (r["notes_in"], r["notes_kept"], length_error)
 
 
-@section
+@section()
 def bench_roundtrip(args):
     root = "data/miditok_tests/midi"
     if not os.path.isdir(root):
@@ -178,7 +196,7 @@ def time_miditok(paths, n_proc):
     return seconds, notes, tokens
 
 
-@section
+@section("miditok")
 def bench_prepare(args):
     corpus = os.path.join(args.data_dir, "midi")
     if not os.path.isdir(corpus):
@@ -248,7 +266,7 @@ def hf_twin(ours):
     return hf
 
 
-@section
+@section("transformers")
 def bench_train(args):
     import torch
     from model import GPT, GPTConfig, measure_peak_flops
@@ -292,7 +310,7 @@ def bench_train(args):
 KEY_LABEL_RE = r"\bin ([A-G](?: flat| sharp)? (?:major|minor))\b"
 
 
-@section
+@section()
 def bench_keys(args):
     """describe.estimate_key (Krumhansl-Schmuckler on the notes) against the keys the corpus labels: ABC K:
     fields and the scores' declared keys, as export.py writes them into the descriptions."""
@@ -337,7 +355,7 @@ def related_keys(a, b):
     return None
 
 
-@section
+@section()
 def bench_embed(args):
     import prompt
     rows = [json.loads(line) for line in open(os.path.join(args.data_dir, "midi", "descriptions.jsonl"))]
@@ -410,7 +428,7 @@ def without_end(hook):
     return no_end
 
 
-@section
+@section()
 def bench_generate(args):
     """One long sample through generation's engine (model.stream: one KV cache for the whole sample, rebuilt only
     when the context slides) against the loop it replaced (generate_restarting), same model, same run."""
@@ -441,7 +459,7 @@ def bench_generate(args):
            "after: one stream, tokens/s", "after / before"], rows)
 
 
-@section
+@section("transformers")
 def bench_sample(args):
     import torch
     import generation
@@ -515,7 +533,7 @@ def band_midi(path, seconds=60, bpm=120, seed=0):
     mid.save(path)
 
 
-@section
+@section()
 def bench_render(args):
     import render
     with tempfile.TemporaryDirectory() as tmp:
@@ -534,7 +552,7 @@ def bench_render(args):
             f"**{audio / seconds:.0f}x**")])
 
 
-@section
+@section()
 def bench_conditioning(args):
     """Training runs side by side, from the eval/summary.json that evaluate.py wrote in each (BENCHMARKS.md,
     "Which conditioning"): how much the condition saves in loss, and how often samples realise it on the user's
@@ -599,7 +617,7 @@ def speedrun_one(name, flags, args):
     return final, float(np.mean([r["tokens_per_s"] for r in steps])), float(np.mean([r["mfu"] for r in steps])), seconds
 
 
-@section
+@section()
 def bench_speedrun(args):
     """Variants of the demo's training side by side, one lever at a time (SPEEDRUN), each trained from scratch in
     its own process with the same number of steps (--speedrun_iters, default the config's): val nats per note
@@ -647,6 +665,8 @@ def main():
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         raise UserError(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if missing_packages(chosen):
+        raise UserError(missing_packages(chosen))
     print(f"_bench.py on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}_\n")
     for name in chosen:
         SECTIONS[name](args)

@@ -973,7 +973,7 @@ def write_report_page(res, examples, eval_dir, audio=False):
     body = markdown.markdown(report(res).split("\n", 1)[1], extensions=["tables", "fenced_code"])
     intro = f'<div class="report">{body}</div><h2>Samples</h2>'
     return render.audio_and_gallery(written, eval_dir, audio, title=f"Evaluation of {s.ckpt} (iter {s.iter})",
-                                    intro=intro)
+                                    intro=intro)[0]
 
 
 def lab_settings(args):

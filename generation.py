@@ -185,9 +185,21 @@ class Sampling:
     dtype: str = "float32"         # autocast dtype name (model.autocast)
 
 
-# sample.py's defaults: its flags read them from here, and so do evaluate.py's user path and the local app
+# sample.py's defaults: its flags read them from here, and so do evaluate.py's user path and the local app (a
+# change here moves all three)
 SAMPLE_DEFAULTS = Sampling(max_new_tokens=512, temperature=1.0, top_k=None, top_p=0.95, guidance=1.0)
 SECONDS_MAX_NEW_TOKENS = 4096  # the token budget of a sample that stops at --seconds (about 70 s of a busy piece)
+NUM_SAMPLES = 3                # pieces per sample.py run
+
+
+def user_sampling(*, seed, dtype="float32", seconds=None, max_new_tokens=None, temperature=None, top_k=None,
+                  top_p=None, guidance=None):
+    """What sample.py's flags (or the app's fields) ask for -> Sampling: SAMPLE_DEFAULTS for each one that is
+    None; top_k 0 is off; the token cap is SECONDS_MAX_NEW_TOKENS when seconds end the piece."""
+    asked = dict(temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance)
+    chosen = replace(SAMPLE_DEFAULTS, **{k: v for k, v in asked.items() if v is not None})
+    cap = max_new_tokens or (SECONDS_MAX_NEW_TOKENS if seconds else SAMPLE_DEFAULTS.max_new_tokens)
+    return replace(chosen, max_new_tokens=cap, seconds=seconds, top_k=chosen.top_k or None, seed=seed, dtype=dtype)
 
 
 def row_generators(seed, n, device="cpu"):

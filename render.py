@@ -74,6 +74,30 @@ def write_sample(tokens, path, title, prime_end=None):
     return score, png
 
 
+def write_samples(samples, folder, *, token, label, seed, prompt_len, prime=None, prime_name=""):
+    """Each sample (generation.generate_tokens' rows, whose prompt was prompt_len tokens) -> .mid and .png in
+    folder, named after the semantic token, the seed and a prime's file name; -> table rows (path, notes,
+    seconds, instruments, new tokens) and, for the gallery, [(path, Score, title)]."""
+    os.makedirs(folder, exist_ok=True)
+    prime_end = None
+    if prime is not None:  # its piano roll marks where the prime's last note starts
+        prime_score = tokenizer.tokens_to_score(prime)[0]
+        prime_end = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos))
+    rows, written = [], []
+    for i, tokens in enumerate(samples):
+        path = os.path.join(folder, f"{token}{'_after_' + prime_name if prime_name else ''}_s{seed}_{i}.mid")
+        title = f"{token}: {label} (seed {seed}, sample {i})" + (f", after {prime_name}" if prime_name else "")
+        score, png = write_sample(tokens, path, title, prime_end)
+        print(f"wrote {path} and {png}")
+        print("  measured: " + "; ".join(f"{k} {v}" for k, v in measured_facts(score).items()))
+        written.append((path, score, title))
+        programs = sorted({n.program for n in score.notes})
+        instruments = f"{len(programs)}: " + ", ".join(map(describe.instrument_name, programs))
+        n_new = len(tokens) - prompt_len - 1  # the tokens the model added, END aside
+        rows.append((path, len(score.notes), float(seconds_at(score.end_step, score.tempos)), instruments, n_new))
+    return rows, written
+
+
 
 # -----------------------------------------------------------------------------
 # audio
@@ -179,17 +203,26 @@ def sample_card(path, score, understood, title, *, folder, made, wav=None):
             "facts": measured_facts(score)}
 
 
+def understood_facts(understood):
+    """What a prompt was understood as (prompt.Request.understood) -> {name: text} of what was asked only, with
+    instruments by name, as measured_facts names them."""
+    def text(name, value):
+        if name == "instruments":  # GM program numbers (or names a caller already wrote)
+            return ", ".join(describe.instrument_name(v) if isinstance(v, int) else str(v) for v in value)
+        if isinstance(value, float):  # a similarity to 3 decimals; a tempo or a guidance scale as it was given
+            return f"{value:.3f}" if name == "cosine" else f"{value:g}"
+        return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return {k.replace("_", " "): text(k, v) for k, v in understood.items() if v not in (None, [], "")}
+
+
 def card_html(card):
     esc, url = html.escape, lambda p: html.escape(urllib.parse.quote(p))
     rows = lambda d: "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in d.items())  # noqa
-    understood = {k.replace("_", " "): f"{v:.3f}" if isinstance(v, float) else
-                  ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-                  for k, v in card["understood"].items() if v not in (None, [], "")}  # only what was asked
     return "\n".join([
         f'<article class="card" id="{esc(card["midi"])}">',
         f'<h2>{esc(card["title"])}</h2><p class="made">{esc(card["made"])}</p>',
         '<div class="tables"><table><caption>asked for, and what was understood</caption>'
-        f'{rows(understood)}</table>',
+        f'{rows(understood_facts(card["understood"]))}</table>',
         f'<table><caption>measured in the result</caption>{rows(card["facts"])}</table></div>',
         f'<img src="{url(card["png"])}" alt="piano roll of {esc(card["midi"])}" loading="lazy">' if card["png"] else "",
         f'<audio controls preload="none" src="{url(card["wav"])}"></audio>' if card["wav"] else
@@ -256,7 +289,8 @@ def update_gallery(folder, new_cards, title, intro):
 
 def audio_and_gallery(written, folder, audio=False, *, title="AMT samples", intro=""):
     """written: [(MIDI path, Score, title, understood)] -> a WAV beside each (with audio) and their cards in
-    folder/index.html. A synthesiser that fails says so in one line; the MIDI and the page are written all the same."""
+    folder/index.html; returns (the page's path, the new cards). A synthesiser that fails says so in one line;
+    the MIDI and the page are written all the same."""
     cards, seconds, t0 = [], 0.0, time.perf_counter()
     made = time.strftime("%Y-%m-%d %H:%M:%S")  # one time for the batch, so that it keeps its order on the page
     for path, score, card_title, understood in written:
@@ -275,7 +309,7 @@ def audio_and_gallery(written, folder, audio=False, *, title="AMT samples", intr
               f"in {elapsed:.1f} s: {seconds / elapsed:.0f}x real time")
     page = write_gallery(folder, cards, title, intro)
     print(f"gallery: {page}")
-    return page
+    return page, cards
 
 
 

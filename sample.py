@@ -16,15 +16,12 @@ import os
 import time
 
 import dataset
-import describe
 import prompt
 import render
-import tokenizer
 from files import UserError, check_output_folder, check_range, check_text, run_script
-from generation import (OUT_DIR, SAMPLE_DEFAULTS, SECONDS_MAX_NEW_TOKENS, Sampling, check_device,
-                        generate_tokens, load_model, prime_tokens, quantize)
+from generation import (NUM_SAMPLES, OUT_DIR, SAMPLE_DEFAULTS, SECONDS_MAX_NEW_TOKENS, check_device, generate_tokens,
+                        load_model, prime_tokens, quantize, user_sampling)
 from model import pick_device
-from tokenizer import seconds_at
 
 
 def parse_args(argv=None):
@@ -38,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", help="a checkpoint file, or 'best' for OUT_DIR/ckpt_best.pt; default the newest")
     p.add_argument("--data_dir", help="dataset folder with clusters.json; default the checkpoint's")
     p.add_argument("--sample_dir", help="where to write; default OUT_DIR/samples")
-    p.add_argument("--num_samples", type=int, default=3)
+    p.add_argument("--num_samples", type=int, default=NUM_SAMPLES)
     p.add_argument("--max_new_tokens", type=int, help=f"default {SAMPLE_DEFAULTS.max_new_tokens}, or "
                                                        f"{SECONDS_MAX_NEW_TOKENS} with --seconds")
     p.add_argument("--seconds", type=float, help="stop each sample once the music (prime included) is this long")
@@ -88,34 +85,6 @@ def check_args(args):
     check_device(args.device, "--device")
 
 
-
-def write_samples(samples, args, *, token, label, seed, prime=None, header=()):
-    """Each sample -> .mid and .png in the sample folder; -> rows (path, notes, seconds, instruments, new tokens)
-    and, for the gallery, [(path, Score, title)]."""
-    sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
-    os.makedirs(sample_dir, exist_ok=True)
-    prime_name, prime_end = "", None
-    prompt_len = tokenizer.PREFIX_LEN + 1 + len(header)  # the attribute prefix, START and the meter and tempo asked for
-    if prime is not None:  # names say what a file continues; its piano roll marks where the prime's last note starts
-        prime_name = os.path.splitext(os.path.basename(args.prime))[0]
-        prime_score = tokenizer.tokens_to_score(prime)[0]
-        prime_end = float(seconds_at(prime_score.notes[-1].onset, prime_score.tempos))
-        prompt_len = tokenizer.PREFIX_LEN + len(prime)
-    rows, written = [], []
-    for i, tokens in enumerate(samples):
-        path = os.path.join(sample_dir, f"{token}{'_after_' + prime_name if prime_name else ''}_s{seed}_{i}.mid")
-        title = f"{token}: {label} (seed {seed}, sample {i})" + (f", after {prime_name}" if prime_name else "")
-        score, png = render.write_sample(tokens, path, title, prime_end)
-        print(f"wrote {path} and {png}")
-        print("  measured: " + "; ".join(f"{k} {v}" for k, v in render.measured_facts(score).items()))
-        written.append((path, score, title))
-        programs = sorted({n.program for n in score.notes})
-        instruments = f"{len(programs)}: " + ", ".join(map(describe.instrument_name, programs))
-        n_new = len(tokens) - prompt_len - 1  # the tokens the model added, END aside
-        rows.append((path, len(score.notes), float(seconds_at(score.end_step, score.tempos)), instruments, n_new))
-    return rows, written
-
-
 def print_table(rows, elapsed):
     width = max(len(r[0]) for r in rows)
     print(f"\n{'file':<{width}} {'notes':>6} {'seconds':>8}  {'instruments':<36} {'tokens':>7} {'tok/s':>7}")
@@ -154,20 +123,19 @@ def main(argv=None):
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
     print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {req.token} ({req.label}), "
           f"seed {req.seed}" + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
-    n_max = args.max_new_tokens or (SECONDS_MAX_NEW_TOKENS if args.seconds else SAMPLE_DEFAULTS.max_new_tokens)
-    sampling = Sampling(max_new_tokens=n_max, seconds=args.seconds,
-                        temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
-                        guidance=args.guidance, seed=req.seed, dtype=dtype)
+    sampling = user_sampling(seed=req.seed, dtype=dtype, seconds=args.seconds, max_new_tokens=args.max_new_tokens,
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance)
+    rows, sample_dir = req.rows(args.num_samples, prime), args.sample_dir or os.path.join(args.out_dir, "samples")
     t0 = time.perf_counter()
-    samples = generate_tokens(model, req.rows(args.num_samples, prime), sampling,
-                              programs=req.programs(args.num_samples, args.any_instrument))
+    samples = generate_tokens(model, rows, sampling, programs=req.programs(args.num_samples, args.any_instrument))
     elapsed = time.perf_counter() - t0
-    table, written = write_samples(samples, args, token=req.token, label=req.label, seed=req.seed, prime=prime,
-                                   header=tokenizer.header_tokens(req.prefix["meter"], req.prefix["tempo_bpm"]))
+    table, written = render.write_samples(samples, sample_dir, token=req.token, label=req.label, seed=req.seed,
+                                          prompt_len=len(rows[0]), prime=prime, prime_name=args.prime and
+                                          os.path.splitext(os.path.basename(args.prime))[0])
     print_table(table, elapsed)
     understood = req.understood(args.prompt, args.prime)
     render.audio_and_gallery([(path, score, title, understood) for path, score, title in written],
-                             args.sample_dir or os.path.join(args.out_dir, "samples"), args.audio)
+                             sample_dir, args.audio)
     return [r[0] for r in table]
 
 

@@ -7,6 +7,7 @@ token, and checkpoints that load with weights_only=True and resume exactly.
     python train.py config/amt_cpu.py                     # the CPU demo, about 5 minutes
     python train.py config/amt.py --batch_size=16         # the reference GPU run
     python train.py config/amt.py --init_from=resume      # go on from the newest checkpoint
+    python train.py config/finetune.py --init_from=out/amt_cpu --data_dir=data/my_midi   # fine-tune on your MIDI
     torchrun --standalone --nproc_per_node=8 train.py config/amt.py    # DDP on 8 GPUs
 """
 
@@ -35,7 +36,7 @@ import tokenizer
 from dataset import get_batch, load_dataset
 from files import UserError, check_range, check_text, folder_lock, run_script, write_atomic
 from generation import check_device
-from model import (GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, measure_peak_flops,
+from model import (GPT, GPTConfig, autocast, estimate_loss, latest_checkpoint, load_checkpoint, measure_peak_flops,
                    numbered_checkpoints, pick_device, plain_state_dict, summed_loss_per)
 
 
@@ -47,7 +48,8 @@ class Config:
     # I/O
     data_dir: str = dataset.DEFAULT_DATA_DIR
     out_dir: str = "out/amt"
-    init_from: str = "scratch"   # 'scratch', or 'resume' from the newest checkpoint in out_dir that loads
+    init_from: str = "scratch"   # 'scratch'; 'resume' from the newest checkpoint in out_dir that loads; or a
+                                 # checkpoint file or run folder to fine-tune (its weights and shape, a fresh optimizer)
     eval_interval: int = 1000
     eval_iters: int = 20         # batches per split per eval; the same windows every time, so evals compare
     log_interval: int = 10
@@ -211,8 +213,9 @@ def check_config(cfg, where=None):
     check("tempo_jitter", low=0, high=8, note="octaves")
     for name in ("data_dir", "out_dir"):
         check_text(name, getattr(cfg, name), where=where.get(name, "the default"))
-    if cfg.init_from not in ("scratch", "resume"):
-        raise UserError(f"init_from={cfg.init_from!r}: use 'scratch' or 'resume'")
+    if cfg.init_from not in ("scratch", "resume") and not os.path.exists(cfg.init_from):
+        raise UserError(f"init_from={cfg.init_from!r}: use 'scratch', 'resume', or the checkpoint file or run folder "
+                        f"to fine-tune from ({cfg.init_from} not found)")
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise UserError(f"dtype={cfg.dtype!r}: use auto, float32, bfloat16 or float16")
     if cfg.n_embd % cfg.n_head:
@@ -263,6 +266,62 @@ def setup(cfg):
                dtype=dtype, ctx=autocast(device_type, dtype), grad_accum=grad_accum, tokens_per_iter=0)
 
 
+def fine_tuning(cfg):
+    return cfg.init_from not in ("scratch", "resume")
+
+
+def source_checkpoint(path):
+    """The checkpoint a fine-tune starts from -> (path, checkpoint): the file itself, or a run folder's ckpt_best.pt,
+    else its newest numbered checkpoint that loads."""
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "ckpt_best.pt")):
+        found, ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise UserError(f"no checkpoint in {path} to fine-tune from; give a checkpoint file or the folder of a "
+                            f"trained run (python train.py config/amt_cpu.py makes out/amt_cpu)")
+        return found, ckpt
+    path = os.path.join(path, "ckpt_best.pt") if os.path.isdir(path) else path
+    try:
+        return path, load_checkpoint(path)
+    except Exception as e:  # not a checkpoint, or one cut short
+        raise UserError(f"{path} does not load as a checkpoint ({type(e).__name__}); give another to fine-tune "
+                        f"from") from None
+
+
+def checkpoint_shape(cfg, ckpt, path):
+    """The model shape a resumed or fine-tuned run takes from its checkpoint. A fine-tune whose config asks for
+    another shape (a setting away from its default that differs from the checkpoint's) is refused in one line;
+    a resume keeps the checkpoint's and says so."""
+    shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
+    shape["cond_embedding"] = bool(ckpt["model_args"].get("cond_prefix"))
+    defaults = Config()
+    asked = {k: getattr(cfg, k) for k in shape if getattr(cfg, k) not in (getattr(defaults, k), shape[k])}
+    if fine_tuning(cfg) and asked:
+        raise UserError(f"{path} has {', '.join(f'{k}={shape[k]}' for k in asked)} but the config asks for "
+                        f"{', '.join(f'{k}={v}' for k, v in asked.items())}; a fine-tune keeps the checkpoint's "
+                        f"shape: leave those settings out")
+    changed = [f"{k}={v} (not {getattr(cfg, k)})" for k, v in shape.items()
+               if getattr(cfg, k) != v and not (k == "vocab_size" and cfg.vocab_size == 0)]
+    if changed and not fine_tuning(cfg):
+        print(f"note: a resumed model keeps its shape: {', '.join(changed)}")
+    return shape
+
+
+def start_checkpoint(cfg, run):
+    """-> (path, checkpoint) a run starts from: out_dir's newest when resuming (resume_checkpoint), init_from's when
+    fine-tuning (into an out_dir with no checkpoints), none from scratch."""
+    if not fine_tuning(cfg):
+        return resume_checkpoint(cfg)
+    if numbered_checkpoints(cfg.out_dir) or os.path.isfile(os.path.join(cfg.out_dir, "ckpt_best.pt")):
+        raise UserError(f"{cfg.out_dir} already holds checkpoints; fine-tune into another --out_dir (or delete it)")
+    path, ckpt = source_checkpoint(cfg.init_from)
+    tokenizer.check_vocabulary(ckpt, path, "fine-tune from a checkpoint that this tokenizer.py trained")
+    if run.master:
+        print(f"fine-tuning {path} (iter {ckpt.get('iter_num', '?')} of its run, trained on "
+              f"{ckpt.get('config', {}).get('data_dir', '?')}) on {cfg.data_dir}: its weights and shape, "
+              f"a fresh optimizer, schedule and iteration count")
+    return path, ckpt
+
+
 def resume_checkpoint(cfg):
     """The checkpoint a run starts from -> (path, checkpoint) or (None, None) from scratch: with resume, the newest
     in out_dir that loads (ckpt_best.pt included). Every refusal names a next step that works: neither
@@ -285,35 +344,32 @@ def resume_checkpoint(cfg):
 
 
 def resolve(cfg, run, data):
-    """The checkpoint to resume (None from scratch), and the config and run with every 'auto' and 0 replaced by what
-    this run uses. A resumed model keeps its shape (dropout may change); tokens_per_iter follows from the shape
-    this run really has, and max_iters from epochs counts the tokens the run has trained on before."""
-    ckpt_path, ckpt = resume_checkpoint(cfg)
+    """The checkpoint to start from (out_dir's to resume, init_from's to fine-tune, None from scratch), and the
+    config and run with every 'auto' and 0 replaced by what this run uses. A resumed or fine-tuned model keeps its
+    shape (dropout may change); tokens_per_iter follows from the shape this run really has, and max_iters from
+    epochs counts the tokens a resumed run has trained on before (a fine-tune starts its count afresh)."""
+    ckpt_path, ckpt = start_checkpoint(cfg, run)
     if ckpt:
-        shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
-        changed = [f"{k}={v} (not {getattr(cfg, k)})" for k, v in shape.items()
-                   if getattr(cfg, k) != v and not (k == "vocab_size" and cfg.vocab_size == 0)]
-        if changed:
-            print(f"note: a resumed model keeps its shape: {', '.join(changed)}")
-        cfg = replace(cfg, **shape, cond_embedding=bool(ckpt["model_args"].get("cond_prefix")))
+        cfg = replace(cfg, **checkpoint_shape(cfg, ckpt, ckpt_path))
     vocab_size = cfg.vocab_size or data["meta"]["vocab_size"]
     if vocab_size < data["meta"]["vocab_size"]:
         raise UserError(f"vocab_size={vocab_size} is below the dataset's {data['meta']['vocab_size']}; "
                         f"use --vocab_size=0 for the dataset's")
     run = replace(run, tokens_per_iter=run.grad_accum * run.world * cfg.batch_size * cfg.block_size)
-    seen, iter_num = tokens_seen(ckpt), ckpt["iter_num"] if ckpt else 0
+    seen, iter_num = tokens_seen(ckpt, cfg), ckpt["iter_num"] if ckpt and not fine_tuning(cfg) else 0
     max_iters = cfg.max_iters or iter_num + max(0, math.ceil((cfg.epochs * len(data["train"]["tokens"]) - seen)
                                                              / run.tokens_per_iter))
     cfg = replace(cfg, vocab_size=vocab_size, max_iters=max_iters, lr_decay_iters=cfg.lr_decay_iters or max_iters,
                   device=run.device, dtype=run.dtype,
                   compile=run.device_type == "cuda" if cfg.compile is None else cfg.compile)
-    return cfg, run, ckpt_path, ckpt
+    return cfg, run, None if fine_tuning(cfg) else ckpt_path, ckpt
 
 
-def tokens_seen(ckpt):
-    """Train tokens a checkpoint's run has stepped over, whatever shapes it ran with (0 from scratch); a checkpoint
-    from before this was recorded counts its iterations at its own config's tokens per iteration."""
-    if not ckpt:
+def tokens_seen(ckpt, cfg):
+    """Train tokens a checkpoint's run has stepped over, whatever shapes it ran with (0 from scratch, and for a
+    fine-tune, which starts its count afresh); a checkpoint from before this was recorded counts its iterations at
+    its own config's tokens per iteration."""
+    if not ckpt or fine_tuning(cfg):
         return 0
     if "tokens_seen" in ckpt:
         return ckpt["tokens_seen"]
@@ -335,9 +391,14 @@ def dropout_of(cfg):
 
 
 def init_model(cfg, run, ckpt):
-    """-> (model, optimizer, GradScaler, iter_num, best val loss): fresh, or as the checkpoint left them."""
+    """-> (model, optimizer, GradScaler, iter_num, best val loss): fresh; the checkpoint's weights with the rest
+    fresh (a fine-tune); or everything as the checkpoint left it (resume)."""
     if ckpt:
-        model = GPT.from_checkpoint(ckpt, run.device, dropout=cfg.dropout).train()
+        try:
+            model = GPT.from_checkpoint(ckpt, run.device, dropout=cfg.dropout).train()
+        except RuntimeError as e:  # weights of another shape than its model_args say
+            raise UserError(f"the checkpoint's weights do not fit its own model shape ("
+                            f"{str(e).splitlines()[-1].strip()[:160]}); use another checkpoint") from None
     else:
         model = GPT(GPTConfig(**model_args(cfg))).to(run.device)
     # float16 needs loss scaling so that small gradients don't flush to zero; bf16 and fp32 don't
@@ -345,7 +406,7 @@ def init_model(cfg, run, ckpt):
     optimizer = model.configure_optimizers(weight_decay=cfg.weight_decay, learning_rate=cfg.learning_rate,
                                            betas=(cfg.beta1, cfg.beta2), device_type=run.device_type,
                                            muon_lr=cfg.muon_lr)
-    if not ckpt:
+    if not ckpt or fine_tuning(cfg):
         return model, optimizer, scaler, 0, float("inf")
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
@@ -616,7 +677,7 @@ def train(cfg):
         raw_model, optimizer, scaler, iter_num, best_val_loss = init_model(cfg, run, ckpt)
         state = dict(model=raw_model, optimizer=optimizer, scaler=scaler, data=data, iter_num=iter_num,
                      best_val_loss=best_val_loss, ev=None, last_checkpoint=resumed_from, lr=0.0, grad_norm=0.0,
-                     tokens_seen=tokens_seen(ckpt))
+                     tokens_seen=tokens_seen(ckpt, cfg))
         del ckpt  # free its memory before training
         train_loop(cfg, run, state)
     if run.ddp:

@@ -138,13 +138,16 @@ def test_a_card_shows_every_field_the_prompt_was_understood_as(tmp_path):
     path = tmp_path / "x.mid"
     tokenizer.score_to_midi(score).save(path)
     understood = {"prompt": "a slow waltz in A minor for strings", "token": "SEMANTIC_TOKEN_4", "cosine": 0.61234,
-                  "tempo_bpm": 72, "meter": "3/4", "key": "A minor", "instruments": ["String Ensemble 1"]}
+                  "tempo_bpm": 72.0, "meter": "3/4", "key": "A minor", "instruments": [48, tokenizer.DRUMS]}
     card = render.sample_card(str(path), score, understood, "a waltz", folder=str(tmp_path),
                               made="2026-01-01 00:00:00")
     html = render.card_html(card)
     for shown in ("a slow waltz in A minor for strings", "0.612", "tempo bpm", "72", "3/4", "A minor",
-                  "String Ensemble 1", "90 bpm", "2.0 s"):  # 3 quarters at 90 bpm
+                  "90 bpm", "2.0 s"):  # 3 quarters at 90 bpm
         assert shown in html, shown
+    # instruments asked for are named as "measured" names them, never as program numbers
+    assert "<th>instruments</th><td>String Ensemble 1, drums</td>" in html, html
+    assert "48" not in html and "72.000" not in html
     assert json.loads(json.dumps(card)) == card, "a card is plain types: it is kept in gallery.json"
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = {"prepare", "cluster", "train", "sample", "evaluate", "bench", "roundtrip"}
+SCRIPTS = {"prepare", "cluster", "train", "sample", "evaluate", "bench", "roundtrip", "app"}
 LAYERS = {"files": 1, "model": 1, "midifile": 2, "tokenizer": 3, "describe": 4, "generation": 4,
           "dataset": 5, "prompt": 5, "render": 5}
 

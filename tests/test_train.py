@@ -422,3 +422,65 @@ def test_revoicing_plays_a_window_on_other_instruments_and_the_prefix_follows():
     kept = np.array([melody])
     T.revoice(kept, np.array([np.nan]))
     assert (kept == np.array([melody])).all(), "nan: as written"
+
+
+# -----------------------------------------------------------------------------
+# fine-tuning: init_from=PATH
+
+def test_fine_tune_starts_from_the_checkpoints_weights_with_a_fresh_run(run_a, tmp_path, capsys):
+    other = make_dataset(tmp_path / "other", n_files=12, seed=3)  # another prepared folder
+    out = tmp_path / "ft"
+    capsys.readouterr()
+    # a run folder means its ckpt_best.pt; a learning rate of 1e-30 (0 is refused): after one step the weights are
+    # still the source's, to the last bit
+    run_train(other, out, f"--init_from={run_a}", "--max_iters=1", "--learning_rate=1e-30", "--min_lr=0",
+              "--block_size=1024")  # block_size at its default: the checkpoint's (32) is kept, not refused
+    said = capsys.readouterr().out
+    assert f"fine-tuning {run_a / 'ckpt_best.pt'}" in said and "a fresh optimizer" in said
+    source = torch.load(run_a / "ckpt_best.pt", map_location="cpu", weights_only=True)
+    tuned = torch.load(out / "ckpt_0000001.pt", map_location="cpu", weights_only=True)
+    assert tuned["iter_num"] == 1 and source["iter_num"] > 1, "the iteration count starts again"
+    assert tuned["model_args"] == source["model_args"] and tuned["config"]["block_size"] == 32
+    assert all(torch.equal(tuned["model"][k], source["model"][k]) for k in source["model"])
+    assert len(tuned["optimizer"]["state"]) == len(source["optimizer"]["state"])  # one Adam step: fresh moments
+    step = {v["step"].item() for v in tuned["optimizer"]["state"].values()}
+    assert step == {1.0}, "a fresh optimizer: its step count is this run's, not the source's"
+    assert [r["iter"] for r in read_log(out) if "loss" in r] == [1], "a fresh log"
+    assert tuned["config"]["data_dir"] == str(other) and tuned["labels"] == ["slow strings", "fast piano", "drums"]
+    # a file works too, training moves the weights, and the fine-tuned run resumes like any other
+    run_train(other, tmp_path / "ft2", f"--init_from={run_a / 'ckpt_0000008.pt'}", "--max_iters=2",
+              "--eval_interval=2")
+    moved = torch.load(tmp_path / "ft2" / "ckpt_0000002.pt", map_location="cpu", weights_only=True)
+    assert not torch.equal(moved["model"]["lm_head.weight"], source["model"]["lm_head.weight"])
+    run_train(other, tmp_path / "ft2", "--init_from=resume", "--max_iters=4", "--eval_interval=2")
+    assert (tmp_path / "ft2" / "ckpt_0000004.pt").exists()
+
+
+def test_fine_tune_mistakes_are_one_line_each(run_a, data_dir, tmp_path):
+    with pytest.raises(tokenizer.UserError, match=r"init_from='nowhere/ckpt.pt': use 'scratch', 'resume', or"):
+        train.parse_config(["--init_from=nowhere/ckpt.pt"])
+    with pytest.raises(tokenizer.UserError, match=r"has n_layer=2 but the config asks for n_layer=3.*leave those"):
+        run_train(data_dir, tmp_path / "a", f"--init_from={run_a}", "--n_layer=3")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(tokenizer.UserError, match="no checkpoint in .*empty_run to fine-tune from"):
+        run_train(data_dir, tmp_path / "b", f"--init_from={tmp_path / 'empty_run'}")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(tokenizer.UserError, match="junk.pt does not load as a checkpoint"):
+        run_train(data_dir, tmp_path / "c", f"--init_from={tmp_path / 'junk.pt'}")
+    ckpt = torch.load(run_a / "ckpt_best.pt", map_location="cpu", weights_only=True)
+    ckpt["meta"] = dict(ckpt["meta"], blocks={k: v for k, v in ckpt["meta"]["blocks"].items() if k != "KEY"})
+    torch.save(ckpt, tmp_path / "old_vocab.pt")
+    with pytest.raises(tokenizer.UserError, match="another vocabulary.*fine-tune from a checkpoint that this"):
+        run_train(data_dir, tmp_path / "d", f"--init_from={tmp_path / 'old_vocab.pt'}")
+    ckpt = torch.load(run_a / "ckpt_best.pt", map_location="cpu", weights_only=True)
+    ckpt["model_args"] = dict(ckpt["model_args"], n_embd=48, n_head=2)  # says 48 wide; its weights are 32
+    torch.save(ckpt, tmp_path / "misfit.pt")
+    with pytest.raises(tokenizer.UserError, match="weights do not fit its own model shape"):
+        run_train(data_dir, tmp_path / "e", f"--init_from={tmp_path / 'misfit.pt'}", "--n_embd=48")
+    with pytest.raises(tokenizer.UserError, match="already holds checkpoints"):  # never over the run it starts from
+        run_train(data_dir, run_a, f"--init_from={run_a}")
+    result = subprocess.run([sys.executable, "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path}/f",
+                             f"--init_from={run_a}", "--n_layer=3"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
