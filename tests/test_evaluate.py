@@ -154,7 +154,8 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir, tmp_path):
     assert all(h["instruments exact"] or h["instrument recall"] < 1 for h in user) and any(h["instruments exact"] for h in user)
     for path in ("user", "model"):
         assert set(c.closeness["prompts.txt"][path]) == set(describe.METRICS)
-    assert c.polyphony_p95 >= 1 and "### Prompt set: prompts.txt" in text and "long CPU preset" in text
+    parts, every = c.polyphony_p95  # dropping the single lines (1 voice, the least) can only raise it
+    assert parts >= every >= 1 and "### Prompt set: prompts.txt" in text and "long CPU preset" in text
     print({k: round(v["mean"], 3) for k, v in c.summary.items()})
     for png in ("likelihood.png", "adherence.png", "closeness.png"):
         assert (out_dir / "eval" / png).read_bytes()[:4] == b"\x89PNG"

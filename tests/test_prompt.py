@@ -122,6 +122,10 @@ def test_measure_reads_the_attributes_back_from_notes():
     solo = tokenizer.Score(notes=notes[:8], tempos=[(0, 120.0)], end_step=8 * spq)
     assert describe.measure(solo)["texture"] == "solo line"
     assert np.isclose(describe.measure(solo)["notes_per_second"], 2.0)
+    # notes at once per instrument: a melody and a bass line are one each; a four-note chord on one program is four
+    assert m["voices_per_instrument"] == 1.0 and describe.music21_key(score.notes) == "A minor"
+    chords = [Note(0, spq, p, 19, 80) for p in (48, 55, 64, 72)] + [Note(spq, spq, p, 19, 80) for p in (50, 57)]
+    assert describe.voices_per_instrument(chords) == pytest.approx((4 * spq + 2 * spq) / (2 * spq))
 
 
 def test_prefix_attributes_from_what_was_asked():
