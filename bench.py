@@ -17,6 +17,7 @@ one run on one machine, because absolute numbers on a shared machine are noisy.
     sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
     render     render.py's WAV rendering (sample.py --audio), as a real-time factor
     conditioning  evaluated training runs side by side (their eval/summary.json): loss gains, control shares
+    control    evaluated runs side by side on the user's path: issue 18's measures with 95% intervals
 """
 
 import argparse
@@ -582,7 +583,39 @@ def bench_conditioning(args):
            "instr. precision %"], rows)
 
 
-# the speedrun's variants: train.py flags on top of --speedrun_config (one lever at a time, then combinations)
+@section()
+def bench_control(args):
+    """Evaluated runs side by side on the user's path, from their eval/summary.json (evaluate.py --only control):
+    issue 18's measures with 95% intervals, one table per prompt set; each row says what its run changed (its
+    training config against config/amt_cpu.py's and its lab settings of the user's path)."""
+    import glob
+    import runpy
+    runs = sorted(glob.glob(os.path.join(args.runs, "eval", "summary.json")))
+    demo = {k: v for k, v in runpy.run_path("config/amt_cpu.py").items() if not k.startswith("_")}
+    measures = ["key", "key (music21)", "mode", "meter", "tempo word", "instruments exact", "polyphony outlier"]
+    summaries = [(path, json.load(open(path))) for path in runs]
+    sets = sorted({key.split("/")[0] for _, s in summaries for key in s.get("control", {})})
+    for name in sets:
+        rows = []
+        for path, s in summaries:
+            folder = os.path.dirname(os.path.dirname(path))
+            config = json.load(open(os.path.join(folder, "config.json"))) if os.path.exists(
+                os.path.join(folder, "config.json")) else {}
+            changed = [f"{k}={v}" for k, v in config.items() if k in demo and demo[k] != v and k not in ("out_dir",)]
+            lab = [f"{k}={v}" for k, v in s.get("lab", {}).items()]
+            cell = lambda m: (lambda v: f"{100 * v['mean']:.0f} [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}]" if v  # noqa: E731
+                              else "")(s["control"].get(f"{name}/user/{m}"))
+            rows.append([os.path.basename(folder), ", ".join(changed + lab) or "the demo, sample.py's defaults",
+                         f"{s.get('val_nats_per_note', float('nan')):.3f}"] + [cell(m) for m in measures])
+        print(f"### Control on the user's path, prompt set {name}: % of samples, 95% interval ({len(runs)} runs)\n")
+        table(["run", "changed", "val nats/note"] + measures, rows)
+
+
+# The speedrun's variants: train.py flags on top of --speedrun_config and RACE_BASE (one lever at a time, then
+# combinations). RACE_BASE puts back the demo's recipe as it was before the race (config/amt_cpu.py now holds the
+# winners), so that the table can be made again.
+RACE_BASE = ["--pos=learned", "--muon_lr=0", "--pack=false", "--batch_size=16", "--learning_rate=1e-3",
+             "--min_lr=1e-4", "--max_iters=500", "--lr_decay_iters=500", "--eval_interval=100"]
 SPEEDRUN = {
     "baseline": [],
     "pack": ["--pack=true"],
@@ -596,6 +629,18 @@ SPEEDRUN = {
     "wide_384": ["--n_embd=384", "--n_head=6"],
     "deep_6": ["--n_layer=6"],
 }
+# the second round: the winners of the first together, then one more lever at a time on top of them
+WINNERS = ["--pos=rope", "--muon_lr=0.02", "--pack=true"]
+SPEEDRUN |= {
+    "rope_muon_pack": WINNERS,
+    "+lr_2e-3": WINNERS + ["--learning_rate=2e-3", "--min_lr=2e-4"],
+    "+muon_0.04": WINNERS[:1] + ["--muon_lr=0.04"] + WINNERS[2:],
+    "+muon_0.01": WINNERS[:1] + ["--muon_lr=0.01"] + WINNERS[2:],
+    "+qk_norm": WINNERS + ["--qk_norm=true"],
+    "+relu2": WINNERS + ["--mlp=relu2"],
+    "+batch_32": WINNERS + ["--batch_size=32"],
+    "+wide_384": WINNERS + ["--n_embd=384", "--n_head=6"],
+}
 
 
 def speedrun_one(name, flags, args):
@@ -607,7 +652,7 @@ def speedrun_one(name, flags, args):
         shutil.rmtree(out)  # a race always starts from scratch
     extra = [f"--max_iters={args.speedrun_iters}", f"--lr_decay_iters={args.speedrun_iters}"] if args.speedrun_iters else []
     cmd = [sys.executable, "train.py", args.speedrun_config, f"--out_dir={out}", "--tensorboard=false",
-           f"--data_dir={args.data_dir}", *extra, *flags]
+           f"--data_dir={args.data_dir}", *RACE_BASE, *extra, *flags]
     t0 = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     seconds = time.time() - t0
@@ -620,7 +665,7 @@ def speedrun_one(name, flags, args):
 @section()
 def bench_speedrun(args):
     """Variants of the demo's training side by side, one lever at a time (SPEEDRUN), each trained from scratch in
-    its own process with the same number of steps (--speedrun_iters, default the config's): val nats per note
+    its own process with the same number of steps (--speedrun_iters, default RACE_BASE's): val nats per note
     (the number to race on: comparable across tokenizations), tokens/s and MFU while training, and wall time."""
     names = args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)
     unknown = [n for n in names if n not in SPEEDRUN]
@@ -655,7 +700,7 @@ def main():
     parser.add_argument("--runs", default="out/cmp/*", help="run folders (a glob) the conditioning section compares")
     parser.add_argument("--speedrun_config", default="config/amt_cpu.py", help="the config the speedrun varies")
     parser.add_argument("--speedrun_variants", help=f"comma-separated, default all: {', '.join(SPEEDRUN)}")
-    parser.add_argument("--speedrun_iters", type=int, default=0, help="steps per variant; 0 = the config's")
+    parser.add_argument("--speedrun_iters", type=int, default=0, help="steps per variant; 0 = RACE_BASE's 500")
     parser.add_argument("--speedrun_dir", default="out/speedrun", help="where the variants' runs go")
     args = parser.parse_args()
     for name in ("prepare_repeats", "train_steps", "embed_n", "sample_tokens", "generate_tokens", "generate_reps",
