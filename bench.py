@@ -18,6 +18,7 @@ one run on one machine, because absolute numbers on a shared machine are noisy.
     render     render.py's WAV rendering (sample.py --audio), as a real-time factor
     conditioning  evaluated training runs side by side (their eval/summary.json): loss gains, control shares
     control    evaluated runs side by side on the user's path: issue 18's measures with 95% intervals
+    padding    the share of a training window that is padding, per config, packed or not
 """
 
 import argparse
@@ -609,6 +610,24 @@ def bench_control(args):
                          f"{s.get('val_nats_per_note', float('nan')):.3f}"] + [cell(m) for m in measures])
         print(f"### Control on the user's path, prompt set {name}: % of samples, 95% interval ({len(runs)} runs)\n")
         table(["run", "changed", "val nats/note"] + measures, rows)
+
+
+@section()
+def bench_padding(args):
+    """The share of each training window that is padding, at the demo's and the GPU config's block size, with and
+    without packing (dataset.get_batch on --data_dir's train split, 50 batches of 32)."""
+    import runpy
+    data, rows = dataset.load_dataset(args.data_dir), []
+    for config in ("config/amt_cpu.py", "config/amt.py"):
+        block = runpy.run_path(config)["block_size"]
+        for pack in (False, True):
+            rng, pad, total = np.random.default_rng(0), 0, 0
+            for _ in range(50):
+                x, _ = dataset.get_batch(data, "train", rng, batch_size=32, block_size=block, pack=pack)
+                pad, total = pad + int((np.asarray(x) == tokenizer.PAD).sum()), total + np.asarray(x).size
+            rows.append([config, block, "yes" if pack else "no", f"{100 * pad / total:.1f}%"])
+    print(f"### Padding in the training windows ({args.data_dir})\n")
+    table(["config", "block_size", "packed", "padding share"], rows)
 
 
 # The speedrun's variants: train.py flags on top of --speedrun_config and RACE_BASE (one lever at a time, then

@@ -1,5 +1,5 @@
 # The CPU demo (`make demo`): a small model that learns something musical from the bundled
-# music21 corpus in about 5 minutes on 2 cores. bf16 autocast is picked where the CPU has
+# music21 corpus in under 5 minutes on 2 cores. bf16 autocast is picked where the CPU has
 # AVX-512 BF16 (this model steps 1.6x faster than in fp32); compile stays off (little gain on
 # CPU, 20-30 s to compile).
 #   python train.py config/amt_cpu.py
@@ -10,17 +10,21 @@ n_layer = 4            # 3.3M weights
 n_head = 4
 n_embd = 256
 dropout = 0.0          # a few minutes of training is far from overfitting
-block_size = 256       # most music21 tunes are 150-600 tokens; 256 wastes little on padding
-batch_size = 16        # 4,096 tokens per step
+block_size = 256       # most music21 tunes are 150-600 tokens
+batch_size = 32        # 8,192 tokens per step: on 2 cores a batch of 32 runs 1.2x the tokens/s of 16
 
-learning_rate = 1e-3   # a small model on a short schedule takes large steps
+# The speedrun (bench.py --only speedrun, BENCHMARKS.md "Speedrun"): each of these won its race on this budget.
+pos = "rope"           # rotary positions: 3.81 -> 3.27 val nats per note at 500 steps, alone
+muon_lr = 0.02         # Muon for the blocks' matrices: 3.81 -> 3.14 alone; 0.01 and 0.04 did worse
+pack = True            # windows filled with more pieces where one ends (3.7% of a window was padding)
+learning_rate = 2e-3   # AdamW, for the embeddings, norms and biases beside Muon
 warmup_iters = 50
-min_lr = 1e-4
-# Measured on the 2-core AMD EPYC (AVX-512 BF16) dev box, bf16: 0.8 s per step on one core
-# (5,100 tokens/s); two idle cores are faster. 500 steps (2M tokens, 0.4 epoch) plus five evals
-# take about 5 minutes; val loss reaches about 1.0 nats by step 200.
-max_iters = 500
-lr_decay_iters = 500
+min_lr = 2e-4
+# 400 steps x 8,192 tokens (3.3M, 0.6 epoch) at about 13,000 tokens/s on 2 idle cores (AMD EPYC, AVX-512 BF16):
+# about 4.5 minutes of training with its two evals, inside the demo's budget of 5. (500 steps reach 2.68 val nats
+# per note but take 5.3-5.9 minutes.)
+max_iters = 400
+lr_decay_iters = 400
 
 # Conditioning (BENCHMARKS.md, "Which conditioning"): the attribute prefix with each slot dropped 30% of the
 # time, windows transposed by up to 6 semitones and played up to an octave/2 faster or slower. Transposition
@@ -28,7 +32,7 @@ lr_decay_iters = 500
 transpose = 6
 tempo_jitter = 0.5
 
-eval_interval = 100
+eval_interval = 200
 eval_iters = 10
 save_interval = 100
 log_interval = 10

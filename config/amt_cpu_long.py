@@ -1,6 +1,6 @@
-# The longer CPU run (about 30 minutes on 2 idle cores, 8,400 tokens/s): the demo's model and settings, 7x the
-# steps (3,500 x 4,096 = 14M tokens, 2.5 passes over the bundled corpus), for numbers closer to what this
-# model can do.
+# The longer CPU run (about 30 minutes on 2 idle cores): the demo's model and recipe (config/amt_cpu.py, the
+# speedrun's winners), 6x the steps (3,000 x 8,192 = 25M tokens, about 4 passes over the bundled corpus), for
+# numbers closer to what this model can do.
 #   python train.py config/amt_cpu_long.py
 #   python evaluate.py --out_dir out/amt_cpu_long
 data_dir = "data/music21"
@@ -11,19 +11,22 @@ n_head = 4
 n_embd = 256
 dropout = 0.0
 block_size = 256
-batch_size = 16
+batch_size = 32
 
-learning_rate = 1e-3
+pos = "rope"           # the speedrun's winners, as in config/amt_cpu.py
+muon_lr = 0.02
+pack = True
+learning_rate = 2e-3
 warmup_iters = 100
-min_lr = 1e-4
-max_iters = 3500
-lr_decay_iters = 3500
+min_lr = 2e-4
+max_iters = 3000
+lr_decay_iters = 3000
 
 eval_interval = 500
 eval_iters = 10
 save_interval = 500
 log_interval = 50
-keep_last = 7          # every 500 steps, so evaluate.py can follow control as training goes on
+keep_last = 6          # every 500 steps, so evaluate.py can follow control as training goes on
 compile = False
 transpose = 6          # as config/amt_cpu.py: see BENCHMARKS.md, "Which conditioning"
 tempo_jitter = 0.5
