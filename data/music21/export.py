@@ -76,8 +76,12 @@ SCORES = {  # path prefix (the longest match wins): (composer, what kind of musi
     "schoenberg": ("Arnold Schoenberg", "twentieth-century atonal piano piece"),
 }
 # The default size: every ABC tune, the shortest scores up to these counts, and a wall-clock budget.
-# All 410 Bach chorales (four parts, choir programs) so instrument and texture control have data to learn from.
-DEFAULT_CAP, DEFAULT_CAP_OTHER, DEFAULT_BUDGET_S = {"bach": 410, "monteverdi": 8, "trecento": 8, "josquin": 8}, 2, 240
+# All 410 Bach chorales (four parts, choir programs) and the string quartets that parse in seconds (Haydn,
+# Mozart, Schumann, the shorter Beethoven: violins, viola and cello in parts, about 100k notes) so that
+# instrument and texture control have real part-music to learn from.
+DEFAULT_CAP = {"bach": 410, "monteverdi": 8, "trecento": 8, "josquin": 8, "haydn": 9, "mozart": 16,
+               "schumann_robert": 6, "beethoven": 8}
+DEFAULT_CAP_OTHER, DEFAULT_BUDGET_S = 2, 240
 DANCES = ["slip jig", "double jig", "single jig", "jig", "reel", "hornpipe", "strathspey", "highland fling", "fling",
           "clog", "set dance", "quickstep", "march", "waltz", "polka", "mazurka", "schottische", "minuet", "gavotte",
           "slide", "planxty", "lament", "lullaby", "walkaround", "air", "song"]
