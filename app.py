@@ -13,13 +13,12 @@ Gradio is an optional dependency (requirements-app.txt); the rest of the project
 import argparse
 import functools
 import os
-import sys
 import time
 
 import dataset
 import prompt
 import render
-from files import UserError
+from files import UserError, run_script
 from generation import OUT_DIR, SAMPLE_DEFAULTS, generate_tokens, load_model, user_sampling
 from model import pick_device
 
@@ -203,9 +202,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("stopped")
+    run_script(main, interrupted="stopped")
