@@ -345,7 +345,7 @@ def path_samples(model, jobs, path, *, n, sampling, user):
     if path == "user":
         rows = [row for job in jobs for row in job["request"].rows(n, header=user.get("header", True))]
         programs = [p for job in jobs for p in job["request"].programs(n, user.get("any_instrument", False))]
-        lab = {k: user[k] for k in ("guidance", "key_strength") if user.get(k) is not None}
+        lab = {k: user[k] for k in ("guidance", "key_strength", "turns") if user.get(k) is not None}
         flat = batched(model, rows, replace(at_length, **lab), programs)
     else:
         flat = batched(model, [prompt_row(None, job["request"].prefix, header=False) for job in jobs for _ in range(n)],
@@ -389,8 +389,9 @@ def path_settings(sampling, user, paths):
     d = generation.SAMPLE_DEFAULTS
     lab = ", ".join(f"{k}={v}" for k, v in user.items())
     words = {"user": f"`sample.py --prompt P --seconds {USER_SECONDS:g}` with its defaults: the nearest semantic token, "
-                     f"guidance {d.guidance:g}, top-p {d.top_p:g}, the opening meter and tempo, notes only on the asked "
-                     "instruments" + (f"; **lab settings instead of the defaults: {lab}**" if lab else ""),
+                     f"guidance {d.guidance:g}, top-p {d.top_p:g}, key strength {d.key_strength:g}, the opening meter "
+                     f"and tempo, notes only on the asked instruments, each of several in turn"
+                     + (f"; **lab settings instead of the defaults: {lab}**" if lab else ""),
              "model": f"the attribute prefix alone (semantic token unspecified), guidance {sampling.guidance:g}, "
                       f"{sampling.max_new_tokens} new tokens, nothing forced",
              "none-user": f"unconditioned, {USER_SECONDS:g} s ({POOL} samples shared by the prompts)",
@@ -986,7 +987,7 @@ def write_report_page(res, examples, eval_dir, audio=False):
 def lab_settings(args):
     """The lab settings given on the command line, as control's `user` takes them (only those given)."""
     user = dict(semantic_from=args.semantic_from, min_cosine=args.min_cosine, guidance=args.user_guidance,
-                key_strength=args.key_strength,
+                key_strength=args.key_strength, turns=False if args.no_turns else None,
                 any_instrument=args.any_instrument or None, header=False if args.no_header else None)
     return {k: v for k, v in user.items() if v is not None}
 
@@ -1044,6 +1045,7 @@ def main(argv=None):
     lab.add_argument("--min_cosine", type=float)
     lab.add_argument("--user_guidance", type=float)
     lab.add_argument("--key_strength", type=float)
+    lab.add_argument("--no_turns", action="store_true")
     lab.add_argument("--any_instrument", action="store_true")
     lab.add_argument("--no_header", action="store_true")
     args = p.parse_args(argv)

@@ -121,10 +121,54 @@ def prompt_row(semantic, attributes=None, *, header=True, prime=None):
 # -----------------------------------------------------------------------------
 # constrained sampling
 
-def grammar_hook(vocab_size, device, programs=None):
+# The notes of a key: major; minor with its raised seventh (the leading tone of harmonic and melodic minor)
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}
+TONIC_TRIADS = {"major": (0, 4, 7), "minor": (0, 3, 7)}
+OPENING_NOTES = 4  # a piece's first notes that key_strength also keeps on the tonic triad
+
+
+def scale_penalty(prompts, strength, vocab_size):
+    """(B, 2, vocab_size) to add to the logits: -strength on the NOTE ids whose pitch class is outside the scale of
+    the key each row's prefix asks for ([:, 0]; for a piece's first OPENING_NOTES notes, [:, 1], also outside
+    its tonic triad), 0 elsewhere and in rows that ask no key. A soft constraint: at strength s a note off the
+    scale is e^s times less likely than the model has it, so chromatic notes stay possible."""
+    penalty = torch.zeros(len(prompts), 2, vocab_size)
+    pitch_class = np.arange(tokenizer.SIZE["NOTE"]) % 12                              # (128,)
+    for row, prompt in zip(penalty, prompts):
+        keys = [t for t in prompt[:tokenizer.PREFIX_LEN] if tokenizer.TOKEN_TYPE[t] == tokenizer.TYPE["KEY"]]
+        if keys:
+            k = keys[0] - tokenizer.OFFSET["KEY"]  # 12 * minor + tonic
+            mode = "minor" if k >= 12 else "major"
+            for i, degrees in enumerate((SCALES[mode], TONIC_TRIADS[mode])):
+                off = ~np.isin(pitch_class, (k % 12 + np.array(degrees)) % 12)          # (128,)
+                row[i, tokenizer.OFFSET["NOTE"]:tokenizer.OFFSET["NOTE"] + len(off)] = torch.from_numpy(off) * -strength
+            row[1] += row[0]
+    return penalty
+
+
+def instrument_masks(programs, vocab_size, device):
+    """programs: per row, the instruments asked (GM programs, DRUMS) or None -> (plays, turns), or (None, None)
+    when no row asks: plays (B, vocab_size) is False on the PROGRAM ids a row may not play; turns (B, vocab_size)
+    is True on the PROGRAM ids of a row that asks several (each of them gets its turn: grammar_hook)."""
+    if programs is None or not any(p for p in programs):
+        return None, None
+    plays = torch.ones(len(programs), vocab_size, dtype=torch.bool)
+    turns = torch.zeros(len(programs), vocab_size, dtype=torch.bool)
+    for row, turn, chosen in zip(plays, turns, programs):
+        if chosen:
+            row[tokenizer.OFFSET["PROGRAM"] + np.setdiff1d(np.arange(129), list(chosen))] = False
+            turn[tokenizer.OFFSET["PROGRAM"] + np.array(sorted(chosen))] = len(chosen) > 1
+    return plays.to(device), turns.to(device) if turns.any() else None
+
+
+def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True):
     """A model.stream logits_hook that leaves only the ids tokenizer.py's grammar allows after each row's last
     token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed. programs: per row, the only
-    instruments (GM programs, DRUMS) its notes may be played on, or None for any; None: every row is free."""
+    instruments (GM programs, DRUMS) its notes may be played on, or None for any; None: every row is free
+    (with turns, an asked instrument that has not played since hook.start is made at least as likely as the
+    likeliest asked one, so that each of several gets its turn). penalty: (B, 2, vocab_size) added to each
+    row's logits where its note is pitched (not after the drums' PROGRAM), [:, 1] for its first OPENING_NOTES
+    notes after hook.start, [:, 0] after them; or None (scale_penalty)."""
     V, T = tokenizer.VOCAB_SIZE, tokenizer.TYPE
     special = np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "UNK", "START", "SEMANTIC", "UNCOND")])  # (V,)
     mid_stream = ~np.isin(tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "END", "SEMANTIC", "UNCOND")])       # (V,)
@@ -132,18 +176,27 @@ def grammar_hook(vocab_size, device, programs=None):
     allowed = torch.zeros(vocab_size, vocab_size, dtype=torch.bool)  # (prev id, next id)
     allowed[:V, :V] = torch.from_numpy(tokenizer.GRAMMAR_MASK)
     allowed = allowed.to(device)
-    plays = None  # (B, vocab_size): False on the PROGRAM ids a row may not play
-    if programs is not None and any(p for p in programs):
-        plays = torch.ones(len(programs), vocab_size, dtype=torch.bool)
-        for row, chosen in zip(plays, programs):
-            if chosen:
-                row[tokenizer.OFFSET["PROGRAM"] + np.setdiff1d(np.arange(129), list(chosen))] = False
-        plays = plays.to(device)
+    plays, asked = instrument_masks(programs, vocab_size, device)
+    asked = asked if turns else None
+    pitched = penalty is not None and penalty.any()
+    penalty = penalty.to(device) if pitched else None
+    drums, notes = tokenizer.OFFSET["PROGRAM"] + tokenizer.DRUMS, tokenizer.OFFSET["NOTE"]
 
     def hook(tokens, logits):  # tokens (B', t), logits (B', vocab_size): the rows still sampling
         ok = allowed[tokens[:, -1]] if plays is None else allowed[tokens[:, -1]] & plays[hook.rows]  # (B', vocab)
+        if asked is not None:  # an asked instrument not heard yet comes in at least as likely as the likeliest
+            heard = torch.zeros_like(ok).scatter_(1, tokens[:, hook.start:], True)                   # (B', vocab)
+            mine = asked[hook.rows] & ok                                                           # (B', vocab)
+            best = logits.masked_fill(~mine, float("-inf")).amax(1, keepdim=True)                 # (B', 1)
+            logits = torch.where(mine & ~heard, torch.maximum(logits, best), logits)               # (B', vocab)
+        if pitched:
+            new = tokens[:, hook.start:]                                                           # (B', t')
+            played = ((new >= notes) & (new < notes + 128)).sum(1)                                 # (B',)
+            chosen = penalty[hook.rows, (played < OPENING_NOTES).long()]                           # (B', vocab)
+            logits = logits + chosen * (tokens[:, -1:] != drums)                                   # (B', vocab)
         return logits.masked_fill(~ok, float("-inf"))                                              # (B', vocab)
-    hook.rows = torch.arange(len(programs) if programs is not None else 0)  # generate_tokens drops finished ones
+    hook.start = 0  # where a row's own notes begin (generate_tokens: the prompt's length)
+    hook.rows = torch.arange(max(len(programs) if programs is not None else 0, len(penalty) if pitched else 0))
     return hook
 
 
@@ -181,22 +234,24 @@ class Sampling:
     top_k: int | None = None
     top_p: float | None = None
     guidance: float = 1.0          # classifier-free guidance against the unconditional prefix; 1 = off
+    key_strength: float = 0.0      # nats taken from notes off the asked key's scale (scale_penalty); 0 = off
+    turns: bool = True             # each of several asked instruments gets its turn (grammar_hook)
     seed: int | None = None
     dtype: str = "float32"         # autocast dtype name (model.autocast)
 
 
 # sample.py's defaults: its flags read them from here, and so do evaluate.py's user path and the local app (a
 # change here moves all three)
-SAMPLE_DEFAULTS = Sampling(max_new_tokens=512, temperature=1.0, top_k=None, top_p=0.95, guidance=1.0)
+SAMPLE_DEFAULTS = Sampling(max_new_tokens=512, temperature=1.0, top_k=None, top_p=0.95, guidance=1.0, key_strength=4.0)
 SECONDS_MAX_NEW_TOKENS = 4096  # the token budget of a sample that stops at --seconds (about 70 s of a busy piece)
 NUM_SAMPLES = 3                # pieces per sample.py run
 
 
 def user_sampling(*, seed, dtype="float32", seconds=None, max_new_tokens=None, temperature=None, top_k=None,
-                  top_p=None, guidance=None):
+                  top_p=None, guidance=None, key_strength=None):
     """What sample.py's flags (or the app's fields) ask for -> Sampling: SAMPLE_DEFAULTS for each one that is
     None; top_k 0 is off; the token cap is SECONDS_MAX_NEW_TOKENS when seconds end the piece."""
-    asked = dict(temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance)
+    asked = dict(temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, key_strength=key_strength)
     chosen = replace(SAMPLE_DEFAULTS, **{k: v for k, v in asked.items() if v is not None})
     cap = max_new_tokens or (SECONDS_MAX_NEW_TOKENS if seconds else SAMPLE_DEFAULTS.max_new_tokens)
     return replace(chosen, max_new_tokens=cap, seconds=seconds, top_k=chosen.top_k or None, seed=seed, dtype=dtype)
@@ -221,7 +276,9 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
     uncond = prompt.clone()
     uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)                           # (B, T)
     generator = row_generators(sampling.seed, len(prompts), device)
-    hook = grammar_hook(model.config.vocab_size, device, programs)
+    penalty = scale_penalty(prompts, sampling.key_strength, model.config.vocab_size) if sampling.key_strength else None
+    hook = grammar_hook(model.config.vocab_size, device, programs, penalty=penalty, turns=sampling.turns)
+    hook.start = prompt.size(1)
     steps = model.stream(prompt, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
                          logits_hook=hook, uncond_idx=uncond, guidance=sampling.guidance, keep_first=P,
                          generator=generator)

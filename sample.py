@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--top_p", type=float, default=SAMPLE_DEFAULTS.top_p, help="in (0, 1]; 1 = off")
     p.add_argument("--guidance", type=float, default=SAMPLE_DEFAULTS.guidance,
                    help="classifier-free guidance scale on the whole attribute prefix; 1 = off, 0 = unconditional")
+    p.add_argument("--key_strength", type=float, default=SAMPLE_DEFAULTS.key_strength,
+                   help="when a key is asked: nats taken from each note off its scale (a soft constraint); 0 = off")
     p.add_argument("--seed", type=int, help="default: a random one, printed and put in the file names")
     p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -80,6 +82,7 @@ def check_args(args):
     check_range("--top_k", args.top_k, low=0, note="0 = off")
     check_range("--top_p", args.top_p, low=0, high=1, low_open=True, note="1 = off")
     check_range("--guidance", args.guidance, low=0, note="1 = off, 0 = unconditional")
+    check_range("--key_strength", args.key_strength, low=0, note="0 = off")
     if args.seed is not None:
         check_range("--seed", args.seed, low=0, high=2 ** 32 - 1)
     check_device(args.device, "--device")
@@ -124,7 +127,8 @@ def main(argv=None):
     print(f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {req.token} ({req.label}), "
           f"seed {req.seed}" + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else ""))
     sampling = user_sampling(seed=req.seed, dtype=dtype, seconds=args.seconds, max_new_tokens=args.max_new_tokens,
-                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance)
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance,
+                             key_strength=args.key_strength)
     rows, sample_dir = req.rows(args.num_samples, prime), args.sample_dir or os.path.join(args.out_dir, "samples")
     t0 = time.perf_counter()
     samples = generate_tokens(model, rows, sampling, programs=req.programs(args.num_samples, args.any_instrument))

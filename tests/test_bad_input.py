@@ -221,9 +221,11 @@ BAD_TRAIN = ["--eval_interval=0", "--log_interval=0", "--save_interval=0", "--n_
 BAD_SAMPLE = [["--top_k", "-1"], ["--top_p", "-0.5"], ["--top_p", "0"], ["--top_p", "1.5"],
               ["--temperature", "nan"], ["--temperature", "-1"], ["--guidance", "nan"], ["--guidance", "inf"],
               ["--seconds", "0"], ["--seconds", "-3"], ["--tempo", ""], ["--key", " "], ["--prompt", ""],
-              ["--num_samples", "0"], ["--prime_seconds", "0"], ["--device", "gpu"], ["--seed", "-4"]]
+              ["--num_samples", "0"], ["--prime_seconds", "0"], ["--device", "gpu"], ["--seed", "-4"],
+              ["--key_strength", "-1"], ["--key_strength", "nan"]]
 BAD_EVALUATE = [["--control_samples", "-1"], ["--control_guidance", "nan"], ["--guidance", "1,nan"],
-                ["--top_p", "2"], ["--temperature", "-0.5"], ["--num_samples", "0"], ["--device", "tpu"]]
+                ["--top_p", "2"], ["--temperature", "-0.5"], ["--num_samples", "0"], ["--device", "tpu"],
+                ["--key_strength", "-2"], ["--user_guidance", "-1"], ["--min_cosine", "2"]]
 
 
 def test_every_bad_setting_is_one_line_naming_it_before_any_work(tmp_path):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import mido
@@ -276,6 +277,56 @@ def test_each_row_of_a_batch_keeps_its_own_instruments(model):
     assert set().union(*played[2::3]) - {0, 40, 73}, "the free rows play what they like: the check has teeth"
 
 
+def test_key_strength_keeps_notes_on_the_asked_scale_and_leaves_drums_and_keyless_rows_alone(model):
+    """A row that asks A minor loses key_strength nats on each note off A harmonic minor; its drums and a row that
+    asks no key keep the model's own pitches (the random model plays all twelve pitch classes)."""
+    a_minor = 12 + 9  # KEY ids: 12 * minor + tonic
+    rows = [prompt_row(None, dict(key=a_minor, instruments=[0, tokenizer.DRUMS])), prompt_row(None, {})] * 6
+    penalty = generation.scale_penalty(rows, 3.0, model.config.vocab_size)
+    off = [tokenizer.OFFSET["NOTE"] + p for p in range(128) if p % 12 not in (9, 11, 0, 2, 4, 5, 7, 8)]
+    off_triad = [tokenizer.OFFSET["NOTE"] + p for p in range(128) if p % 12 not in (9, 0, 4)]
+    assert (penalty[0, 0, off] == -3).all() and penalty[0, 0].sum() == -3 * len(off) and not penalty[1].any()
+    assert (penalty[0, 1, off_triad] <= -3).all() and penalty[0, 1].sum() == -3 * (len(off) + len(off_triad))
+    pitched = lambda sampling: [[n.pitch % 12 for n in tokenizer.tokens_to_score(t)[0].notes  # noqa: E731
+                                 if n.program != tokenizer.DRUMS]
+                                for t in generation.generate_tokens(model, rows, sampling)]
+    held = pitched(Sampling(max_new_tokens=200, seed=5, key_strength=30.0))
+    free = [Counter(p) for p in pitched(Sampling(max_new_tokens=200, seed=5))]
+    assert all(set(p[:generation.OPENING_NOTES]) <= {9, 0, 4} for p in held[0::2]), "it opens on the tonic triad"
+    held = [Counter(p) for p in held]
+    scale = {9, 11, 0, 2, 4, 5, 7, 8}
+    assert all(set(c) <= scale for c in held[0::2]) and sum(sum(c.values()) for c in held[0::2]) > 20
+    assert set().union(*held[0::2]) - {9, 0, 4}, "past the opening the whole scale plays"
+    assert any(set(c) - scale for c in held[1::2]), "the keyless rows stay free: the check has teeth"
+    assert any(set(c) - scale for c in free[0::2]), "without key_strength the random model leaves the scale"
+    drums = [n for t in generation.generate_tokens(model, rows[:1] * 4, Sampling(max_new_tokens=200, seed=5,
+                                                                                  key_strength=30.0),
+                                                   programs=[[tokenizer.DRUMS]] * 4)
+             for n in tokenizer.tokens_to_score(t)[0].notes]
+    assert {n.pitch % 12 for n in drums} - scale, "drum notes are sounds, not pitches: no scale holds them"
+
+
+def test_each_asked_instrument_gets_its_turn():
+    """An instrument asked beside others that has not played yet comes in at least as likely as the likeliest
+    asked one; one that has played, a row that asks one instrument and a free row keep the model's logits."""
+    program = lambda p: tokenizer.OFFSET["PROGRAM"] + p  # noqa: E731
+    brass = [program(p) for p in (56, 57, 58, 60)]
+    time_on = tokenizer.OFFSET["TIME_ON"]  # after a TIME_ON any PROGRAM may come
+    tokens = torch.tensor([[tokenizer.START, program(57), program(56), tokenizer.OFFSET["NOTE"] + 60,
+                            tokenizer.OFFSET["DURATION"], time_on]] * 3)
+    logits = torch.zeros(3, 512)
+    logits[:, brass] = torch.tensor([3.0, 1.0, -9.0, 5.0])  # 60 is likelier than the played 56, 58 never heard
+    hook = generation.grammar_hook(512, "cpu", programs=[[56, 57, 58, 60], [56], None])
+    hook.start = 2  # 57 played before the start, 56 after it
+    out = hook(tokens, logits.clone())
+    assert out[0, brass].tolist() == [3.0, 5.0, 5.0, 5.0], "the unheard 57, 58 and 60 come in as likely as 60"
+    assert out[0, program(40)] == float("-inf") and out[1, program(56)] == 3.0
+    assert out[2, brass].tolist() == [3.0, 1.0, -9.0, 5.0]
+    off = generation.grammar_hook(512, "cpu", programs=[[56, 57, 58, 60], [56], None], turns=False)
+    off.start = 2
+    assert off(tokens, logits.clone())[0, brass].tolist() == [3.0, 1.0, -9.0, 5.0]
+
+
 def test_a_new_piece_opens_with_the_meter_and_tempo_asked_unless_header_is_off(model):
     attributes, P = dict(meter=(3, 4), tempo_bpm=72), tokenizer.PREFIX_LEN
     opening = [tokenizer.START] + tokenizer.header_tokens((3, 4), 72)
@@ -287,15 +338,17 @@ def test_a_new_piece_opens_with_the_meter_and_tempo_asked_unless_header_is_off(m
 
 def naive_generate_tokens(model, prompts, sampling, programs=None):
     """generate_tokens the slow way: every step runs the whole window (the pinned prefix and the newest tokens,
-    by the same rule as model.stream) through the model from scratch, with guidance, the grammar and the
-    instrument constraint, for all max_new_tokens steps, then cuts each row as generate_tokens does."""
+    by the same rule as model.stream) through the model from scratch, with guidance, the grammar, the
+    instrument constraint and the key's scale, for all max_new_tokens steps, then cuts each row as generate_tokens does."""
     from model import sample_logits
     P, block, B = tokenizer.PREFIX_LEN, model.config.block_size, len(prompts)
     seq = torch.tensor(prompts)
     uncond = seq.clone()
     uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)
     both, n_prompt = torch.cat([seq, uncond]), seq.size(1)                                      # (2B, T)
-    hook = generation.grammar_hook(model.config.vocab_size, "cpu", programs)
+    penalty = generation.scale_penalty(prompts, sampling.key_strength, model.config.vocab_size)
+    hook = generation.grammar_hook(model.config.vocab_size, "cpu", programs, penalty=penalty)
+    hook.start = n_prompt  # a row's own notes begin after its prompt
     generator, ctx_len = generation.row_generators(sampling.seed, B), min(n_prompt, block)
     with torch.no_grad():
         for _ in range(sampling.max_new_tokens):
@@ -314,7 +367,7 @@ def test_generation_past_the_window_equals_a_full_recompute_and_rebuilds_the_cac
     constrained, gives the tokens of running every step from scratch; and the KV cache is rebuilt only when the
     window slides (every (block_size - prefix) / 2 tokens), never on a schedule of its own."""
     rows = [prompt_row(tokenizer.semantic_token(2), dict(key=4, meter=(3, 4), instruments=[0, 40]))] * 6
-    sampling = Sampling(max_new_tokens=4 * model.config.block_size, guidance=2.0, top_p=0.95, seed=9)
+    sampling = Sampling(max_new_tokens=4 * model.config.block_size, guidance=2.0, top_p=0.95, seed=9, key_strength=4.0)
     fresh, steps, forward = [], [], model.forward
 
     def spy(idx, *args, kv_cache=None, **kwargs):
