@@ -30,3 +30,4 @@ keep_last = 6          # every 500 steps, so evaluate.py can follow control as t
 compile = False
 transpose = 6          # as config/amt_cpu.py: see BENCHMARKS.md, "Which conditioning"
 tempo_jitter = 0.5
+revoice = 0.3          # as config/amt_cpu.py: other instruments play 30% of the windows
