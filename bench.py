@@ -686,10 +686,7 @@ def bench_speedrun(args):
     """Variants of the demo's training side by side, one lever at a time (SPEEDRUN), each trained from scratch in
     its own process with the same number of steps (--speedrun_iters, default RACE_BASE's): val nats per note
     (the number to race on: comparable across tokenizations), tokens/s and MFU while training, and wall time."""
-    names = args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)
-    unknown = [n for n in names if n not in SPEEDRUN]
-    if unknown:
-        sys.exit(f"unknown speedrun variant {', '.join(unknown)}; choose from {', '.join(SPEEDRUN)}")
+    names = args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)  # checked by main
     rows = []
     for name in names:
         final, tokens_per_s, mfu, seconds = speedrun_one(name, SPEEDRUN[name], args)
@@ -725,10 +722,14 @@ def main():
     for name in ("prepare_repeats", "train_steps", "embed_n", "sample_tokens", "generate_tokens", "generate_reps",
                  "keys_n"):
         check_range(f"--{name}", getattr(args, name), low=1)
+    check_range("--speedrun_iters", args.speedrun_iters, low=0, note="0 = RACE_BASE's 500")
     chosen = args.only.split(",")
-    unknown = [s for s in chosen if s not in SECTIONS]
-    if unknown:
-        raise UserError(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    for flag, names, known in (("--only", chosen, SECTIONS),
+                               ("--speedrun_variants", args.speedrun_variants.split(",") if args.speedrun_variants
+                                else [], SPEEDRUN)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UserError(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     if missing_packages(chosen):
         raise UserError(missing_packages(chosen))
     print(f"_bench.py on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}_\n")
