@@ -56,6 +56,8 @@ demo: .venv/.runtime
 	@echo "next:            python evaluate.py --out_dir $(RUN) --audio (its page: $(RUN)/eval/index.html)"
 
 test: .venv/.dev
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	$(PY) -m pytest
 
 # The page on localhost; it prints its address. It needs a trained model: make demo (or give another run folder).

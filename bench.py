@@ -1,25 +1,23 @@
-"""
-Speed and fidelity of AMT, side by side with the reference libraries, in one run.
+"""Speed and fidelity of AMT, side by side with the reference libraries, in one run.
 
-    python bench.py                           # every section
-    python bench.py --only roundtrip,prepare  # some of them
+python bench.py                           # every section python bench.py --only roundtrip,prepare
+# some of them
 
-Each section prints a markdown table for BENCHMARKS.md. Ratios are taken within
-one run on one machine, because absolute numbers on a shared machine are noisy.
+Each section prints a markdown table for BENCHMARKS.md. Ratios are taken within one run on one
+machine, because absolute numbers on a shared machine are noisy.
 
-    roundtrip  real multi-track MIDI (data/miditok_tests) through encode/decode
-    prepare    prepare.py against miditok's REMI on the bundled corpus at 1 and all processes; peak RSS at 1x and 4x
-    keys       describe.estimate_key against the keys the corpus's descriptions name
-    embed      the sentence embedder's throughput (prompt.embed, as cluster.py uses it)
-    train      training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
-    generate   a 2,048-token sample through model.stream against the loop it replaced (restarts every 128 tokens)
-    speedrun   variants of the demo's training side by side: val nats per note, tokens/s, MFU
-    sample     sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
-    render     render.py's WAV rendering (sample.py --audio), as a real-time factor
-    conditioning  evaluated training runs side by side (their eval/summary.json): loss gains, control shares
-    control    evaluated runs side by side on the user's path: issue 18's measures with 95% intervals
-    padding    the share of a training window that is padding, per config, packed or not
-"""
+roundtrip  real multi-track MIDI (data/miditok_tests) through encode/decode prepare    prepare.py
+against miditok's REMI on the bundled corpus at 1 and all processes; peak RSS at 1x and 4x keys
+describe.estimate_key against the keys the corpus's descriptions name embed      the sentence
+embedder's throughput (prompt.embed, as cluster.py uses it) train      training tokens/s against HF
+GPT2LMHeadModel, and MFU against a bf16 matmul generate   a 2,048-token sample through model.stream
+against the loop it replaced (restarts every 128 tokens) speedrun   variants of the demo's training
+side by side: val nats per note, tokens/s, MFU sample     sampling tokens/s against HF
+generate(use_cache=True), real-time factor, int8 render     render.py's WAV rendering (sample.py
+--audio), as a real-time factor conditioning  evaluated training runs side by side (their
+eval/summary.json): loss gains, control shares control    evaluated runs side by side on the user's
+path: issue 18's measures with 95% intervals padding    the share of a training window that is
+padding, per config, packed or not"""
 
 import argparse
 import json
@@ -40,29 +38,39 @@ from files import UserError, check_range, run_script
 from render import markdown_table
 
 SECTIONS = {}
-NEEDS = {}  # section -> the dev packages it imports (requirements-dev.txt), checked before any section runs
+# section -> the dev packages it imports (requirements-dev.txt), checked before any section runs
+NEEDS = {}
 DEV_INSTALL = "pip install -c constraints.txt -r requirements-dev.txt"
 
 
 def section(*needs):
-    """Register bench_NAME as the section NAME; needs: modules it imports that `make demo` does not install."""
+    """Register bench_NAME as the section NAME; needs: modules it imports that `make demo` does not
+    install."""
+
     def register(fn):
         SECTIONS[fn.__name__.removeprefix("bench_")] = fn
         NEEDS[fn.__name__.removeprefix("bench_")] = needs
         return fn
+
     return register
 
 
 def missing_packages(chosen):
-    """The chosen sections -> one line naming what to install for those whose dev packages are missing, or None."""
+    """The chosen sections -> one line naming what to install for those whose dev packages are
+    missing, or None."""
     import importlib.util
-    missing = {name: [m for m in NEEDS[name] if importlib.util.find_spec(m) is None] for name in chosen}
+
+    missing = {
+        name: [m for m in NEEDS[name] if importlib.util.find_spec(m) is None] for name in chosen
+    }
     missing = {name: mods for name, mods in missing.items() if mods}
     if not missing:
         return None
     said = "; ".join(f"{name} needs {', '.join(mods)}" for name, mods in missing.items())
-    return (f"{said} (test and bench packages, not in requirements.txt): {DEV_INSTALL}, or leave "
-            f"{'it' if len(missing) == 1 else 'them'} out with --only")
+    return (
+        f"{said} (test and bench packages, not in requirements.txt): {DEV_INSTALL}, or leave "
+        f"{'it' if len(missing) == 1 else 'them'} out with --only"
+    )
 
 
 def table(header, rows):
@@ -71,11 +79,13 @@ def table(header, rows):
 
 # -----------------------------------------------------------------------------
 
+
 def built_file(name, seed=0):
     """The cases real files showed, built with mido: "zero-length" (an ensemble where a third of
     the notes and every drum hit have note-on and note-off on one tick) and "extreme tempos"
     (8 to 1000 bpm, then a performance's tempo map changing every 10 ticks)."""
     import mido
+
     rng = np.random.default_rng(seed)
     tpb, tracks = 480, []
     if name == "zero-length":
@@ -86,18 +96,44 @@ def built_file(name, seed=0):
             if channel == 9:
                 lengths[:] = 0
             pitches = rng.integers(40, 90, 400)
-            tracks.append([(int(o), 1, mido.Message("note_on", channel=channel, note=int(p), velocity=80))
-                           for o, p in zip(onsets, pitches)])  # at a tick: offs, ons, then zero-length offs
-            tracks[-1] += [(int(o + n), 2 if n == 0 else 0, mido.Message("note_off", channel=channel, note=int(p)))
-                           for o, n, p in zip(onsets, lengths, pitches)]
+            tracks.append(
+                [
+                    (int(o), 1, mido.Message("note_on", channel=channel, note=int(p), velocity=80))
+                    for o, p in zip(onsets, pitches)
+                ]
+            )  # at a tick: offs, ons, then zero-length offs
+            tracks[-1] += [
+                (
+                    int(o + n),
+                    2 if n == 0 else 0,
+                    mido.Message("note_off", channel=channel, note=int(p)),
+                )
+                for o, n, p in zip(onsets, lengths, pitches)
+            ]
     else:
         bpms = [8, 12, 30, 200, 600, 900, 1000]
-        tempo_track = [(i * 4 * tpb, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b))) for i, b in enumerate(bpms)]
-        tempo_track += [(len(bpms) * 4 * tpb + 10 * i, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(rng.uniform(20, 900))))
-                        for i in range(4 * tpb // 10 * 16)]
+        tempo_track = [
+            (i * 4 * tpb, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b)))
+            for i, b in enumerate(bpms)
+        ]
+        tempo_track += [
+            (
+                len(bpms) * 4 * tpb + 10 * i,
+                0,
+                mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(rng.uniform(20, 900))),
+            )
+            for i in range(4 * tpb // 10 * 16)
+        ]
         onsets = np.arange(0, (len(bpms) + 16) * 4 * tpb, tpb // 4)
-        tracks.append([(int(o), 1, mido.Message("note_on", note=60 + int(o) % 24, velocity=80)) for o in onsets])
-        tracks[-1] += [(int(o) + tpb // 8, 0, mido.Message("note_off", note=60 + int(o) % 24)) for o in onsets]
+        tracks.append(
+            [
+                (int(o), 1, mido.Message("note_on", note=60 + int(o) % 24, velocity=80))
+                for o in onsets
+            ]
+        )
+        tracks[-1] += [
+            (int(o) + tpb // 8, 0, mido.Message("note_off", note=60 + int(o) % 24)) for o in onsets
+        ]
     mid = mido.MidiFile(type=1, ticks_per_beat=tpb)
     mid.tracks += [midifile.track_from_events(events) for events in [tempo_track] + tracks]
     return mid
@@ -113,8 +149,14 @@ def round_trip_row(name, src):
         return (name, 0, "-", "-", "-", "no notes"), None
     length_error = abs(r["seconds_out"] / r["seconds_in"] - 1)
     notes = "; ".join(f"{n} {why}" for why, n in (r["dropped"] + r["changed"]).items())
-    return (name, r["notes_in"], f"{100 * r['notes_kept'] / r['notes_in']:.2f}%", f"{r['seconds_in']:.1f}",
-            f"{100 * length_error:.2f}%", notes), (r["notes_in"], r["notes_kept"], length_error)
+    return (
+        name,
+        r["notes_in"],
+        f"{100 * r['notes_kept'] / r['notes_in']:.2f}%",
+        f"{r['seconds_in']:.1f}",
+        f"{100 * length_error:.2f}%",
+        notes,
+    ), (r["notes_in"], r["notes_kept"], length_error)
 
 
 @section()
@@ -131,12 +173,17 @@ def bench_roundtrip(args):
             worst_length = max(worst_length, measured[2])
     print(f"### Round trip on real MIDI ({root})\n")
     table(["file", "notes", "kept", "seconds", "length error", "left out or changed"], rows)
-    print(f"**All files: {total_kept}/{total_in} notes kept ({100 * total_kept / total_in:.3f}%), "
-          f"worst length error {100 * worst_length:.2f}%.** Kept = same pitch and instrument, onset and "
-          f"duration within one grid step (1/{tokenizer.STEPS_PER_QUARTER} beat).\n")
+    print(
+        f"**All files: {total_kept}/{total_in} notes kept ({100 * total_kept / total_in:.3f}%), "
+        f"worst length error {100 * worst_length:.2f}%.** Kept = same pitch and instrument, onset "
+        "and "
+        f"duration within one grid step (1/{tokenizer.STEPS_PER_QUARTER} beat).\n"
+    )
     print("### Round trip on built files (bench.py's built_file)\n")
-    table(["file", "notes", "kept", "seconds", "length error", "left out or changed"],
-          [round_trip_row(name, built_file(name))[0] for name in ("zero-length", "extreme tempos")])
+    table(
+        ["file", "notes", "kept", "seconds", "length error", "left out or changed"],
+        [round_trip_row(name, built_file(name))[0] for name in ("zero-length", "extreme tempos")],
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -147,46 +194,64 @@ _miditok = None
 def _miditok_init():
     global _miditok
     import miditok
-    _miditok = miditok.REMI(miditok.TokenizerConfig(use_programs=True, use_tempos=True, use_time_signatures=True))
+
+    _miditok = miditok.REMI(
+        miditok.TokenizerConfig(use_programs=True, use_tempos=True, use_time_signatures=True)
+    )
 
 
 def _miditok_one(path):
     import symusic
+
     try:
         score = symusic.Score(path)
         n_notes = sum(len(t.notes) for t in score.tracks)
         tokens = _miditok.encode(score)
-        return n_notes, sum(len(s.ids) for s in tokens) if isinstance(tokens, list) else len(tokens.ids)
+        return n_notes, sum(len(s.ids) for s in tokens) if isinstance(tokens, list) else len(
+            tokens.ids
+        )
     except Exception:
         return 0, 0
 
 
 def peak_rss_mib(cmd):
     """Peak resident memory of any process of cmd (prepare.py and its workers), in MiB."""
-    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True
+    )
     return int(out.stdout) / 1024
 
 
 def time_prepare(corpus, tmp, n_proc):
-    """Seconds for `prepare.py --workers n_proc` (as prepare() times itself, in meta.json: the tokenizing, not
-    Python's start-up), its counts, and its output bytes."""
+    """Seconds for `prepare.py --workers n_proc` (as prepare() times itself, in meta.json: the
+    tokenizing, not Python's start-up), its counts, and its output bytes."""
     out = os.path.join(tmp, f"amt{n_proc}")
     os.makedirs(out, exist_ok=True)
     if not os.path.exists(os.path.join(out, "midi")):
         os.symlink(os.path.abspath(corpus), os.path.join(out, "midi"))
-    subprocess.run([sys.executable, "prepare.py", "--data_dir", out, "--workers", str(n_proc)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "prepare.py", "--data_dir", out, "--workers", str(n_proc)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     counts = json.load(open(os.path.join(out, "meta.json")))["counts"]
-    written = b"".join(open(os.path.join(out, name), "rb").read() for name in ("train.bin", "val.bin", "index.jsonl"))
+    written = b"".join(
+        open(os.path.join(out, name), "rb").read()
+        for name in ("train.bin", "val.bin", "index.jsonl")
+    )
     return counts["seconds"], counts, written
 
 
 def time_miditok(paths, n_proc):
-    """Seconds for miditok's REMI on every file with n_proc processes (one: in this process), notes, tokens."""
-    _miditok_init()  # imported and built before the clock starts, for both; forked workers inherit the import
+    """Seconds for miditok's REMI on every file with n_proc processes (one: in this process), notes,
+    tokens."""
+    # imported and built before the clock starts, for both; forked workers inherit the import
+    _miditok_init()
     t0 = time.time()
     if n_proc == 1:
         results = list(map(_miditok_one, paths))
@@ -223,44 +288,97 @@ def bench_prepare(args):
         os.makedirs(os.path.join(four, "midi"))
         for i in range(4):
             os.symlink(os.path.abspath(corpus), os.path.join(four, "midi", f"copy{i}"))
-        rss1 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", os.path.join(tmp, f"amt{procs[-1]}")])
+        rss1 = peak_rss_mib(
+            [sys.executable, "prepare.py", "--data_dir", os.path.join(tmp, f"amt{procs[-1]}")]
+        )
         rss4 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", four])
     rows = []
     for n_proc in procs:
         s = "es" * (n_proc > 1)
         (seconds, counts), (their_seconds, notes, tokens) = ours[n_proc], theirs[n_proc]
-        rows.append((f"AMT prepare.py --workers {n_proc}", f"{len(files) / seconds:,.0f}", f"{counts['notes'] / seconds:,.0f}",
-                     f"{seconds:.1f}", f"{counts['train_tokens'] + counts['val_tokens']:,}", ""))
-        rows.append((f"miditok 3.1 REMI, programs+tempos+meters ({n_proc} process{s})", f"{len(files) / their_seconds:,.0f}",
-                     f"{notes / their_seconds:,.0f}", f"{their_seconds:.1f}", f"{tokens:,}",
-                     f"**{their_seconds / seconds:.2f}x**"))
-    print(f"### prepare throughput on {corpus} ({len(files)} files), {os.cpu_count()} cores, "
-          f"best of {args.prepare_repeats} alternating runs\n")
-    table(["tokenizer", "files/s", "notes/s", "seconds", "tokens", "AMT / miditok at equal processes"], rows)
-    print(f"- `.bin` and index files with {' and '.join(map(str, procs))} workers: "
-          f"**{'byte-identical' if identical else 'DIFFERENT'}**")
-    print(f"- peak RSS of `prepare.py`: **{rss1:.0f} MiB** on the corpus, **{rss4:.0f} MiB** on it 4x "
-          f"({100 * (rss4 / rss1 - 1):+.1f}%)\n")
+        rows.append(
+            (
+                f"AMT prepare.py --workers {n_proc}",
+                f"{len(files) / seconds:,.0f}",
+                f"{counts['notes'] / seconds:,.0f}",
+                f"{seconds:.1f}",
+                f"{counts['train_tokens'] + counts['val_tokens']:,}",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"miditok 3.1 REMI, programs+tempos+meters ({n_proc} process{s})",
+                f"{len(files) / their_seconds:,.0f}",
+                f"{notes / their_seconds:,.0f}",
+                f"{their_seconds:.1f}",
+                f"{tokens:,}",
+                f"**{their_seconds / seconds:.2f}x**",
+            )
+        )
+    print(
+        f"### prepare throughput on {corpus} ({len(files)} files), {os.cpu_count()} cores, "
+        f"best of {args.prepare_repeats} alternating runs\n"
+    )
+    table(
+        [
+            "tokenizer",
+            "files/s",
+            "notes/s",
+            "seconds",
+            "tokens",
+            "AMT / miditok at equal processes",
+        ],
+        rows,
+    )
+    print(
+        f"- `.bin` and index files with {' and '.join(map(str, procs))} workers: "
+        f"**{'byte-identical' if identical else 'DIFFERENT'}**"
+    )
+    print(
+        f"- peak RSS of `prepare.py`: **{rss1:.0f} MiB** on the corpus, **{rss4:.0f} MiB** on it "
+        "4x "
+        f"({100 * (rss4 / rss1 - 1):+.1f}%)\n"
+    )
 
 
 # -----------------------------------------------------------------------------
 # the model: ours against Hugging Face's GPT-2 of the same shape, same weights, same dtype
 
-BENCH_MODEL = dict(n_layer=6, n_head=8, n_embd=512, block_size=256, vocab_size=512)  # 19M parameters
+BENCH_MODEL = dict(
+    n_layer=6, n_head=8, n_embd=512, block_size=256, vocab_size=512
+)  # 19M parameters
 
 
 def hf_twin(ours):
-    """GPT2LMHeadModel with the same shape and weights as our GPT (transformers is bench/test only)."""
+    """GPT2LMHeadModel with our GPT's shape and weights (transformers is bench/test only)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
+
     c = ours.config
-    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
-                        n_head=c.n_head, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    config = GPT2Config(
+        vocab_size=c.vocab_size,
+        n_positions=c.block_size,
+        n_embd=c.n_embd,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     config._attn_implementation = "sdpa"  # the same fused attention kernel as ours
     hf = GPT2LMHeadModel(config)
     state = ours.state_dict()
-    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    transposed = (
+        "attn.c_attn.weight",
+        "attn.c_proj.weight",
+        "mlp.c_fc.weight",
+        "mlp.c_proj.weight",
+    )
     with torch.no_grad():
         for name, p in hf.state_dict().items():
             if name in state:
@@ -271,7 +389,9 @@ def hf_twin(ours):
 @section("transformers")
 def bench_train(args):
     import torch
+
     from model import GPT, GPTConfig, measure_peak_flops
+
     torch.manual_seed(0)
     batch, steps = 8, args.train_steps
     ours = GPT(GPTConfig(**BENCH_MODEL))
@@ -283,8 +403,13 @@ def bench_train(args):
     for dtype in (torch.bfloat16, torch.float32):
         peak = measure_peak_flops("cpu", str(dtype).removeprefix("torch."))
         for name, model, step in (
-                ("AMT model.py", ours, lambda m: m(x[:, :-1], x[:, 1:])[1]),
-                ("HF GPT2LMHeadModel (sdpa)", hf, lambda m: m(input_ids=x[:, :-1], labels=x[:, :-1]).loss)):
+            ("AMT model.py", ours, lambda m: m(x[:, :-1], x[:, 1:])[1]),
+            (
+                "HF GPT2LMHeadModel (sdpa)",
+                hf,
+                lambda m: m(input_ids=x[:, :-1], labels=x[:, :-1]).loss,
+            ),
+        ):
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             times = []
             for i in range(steps + 2):  # the first two steps warm up allocators and kernels
@@ -296,14 +421,32 @@ def bench_train(args):
                 opt.zero_grad(set_to_none=True)
                 times.append(time.perf_counter() - t0)
             tokens_per_s = batch * T / np.median(times[2:])
-            rows.append((name, str(dtype).removeprefix("torch."), f"{tokens_per_s:,.0f}",
-                         f"{100 * flops_per_token * tokens_per_s / peak:.1f}%", f"{peak / 1e9:.0f}"))
-    print(f"### Training throughput on CPU ({ours.num_params() / 1e6:.1f}M parameters, "
-          f"batch {batch} x {T}, AdamW, median of {steps} steps)\n")
-    table(["model", "dtype", "tokens/s", "MFU", "matmul GFLOP/s (2048², same dtype, same run, best of 1 s)"], rows)
+            rows.append(
+                (
+                    name,
+                    str(dtype).removeprefix("torch."),
+                    f"{tokens_per_s:,.0f}",
+                    f"{100 * flops_per_token * tokens_per_s / peak:.1f}%",
+                    f"{peak / 1e9:.0f}",
+                )
+            )
+    print(
+        f"### Training throughput on CPU ({ours.num_params() / 1e6:.1f}M parameters, "
+        f"batch {batch} x {T}, AdamW, median of {steps} steps)\n"
+    )
+    table(
+        [
+            "model",
+            "dtype",
+            "tokens/s",
+            "MFU",
+            "matmul GFLOP/s (2048², same dtype, same run, best of 1 s)",
+        ],
+        rows,
+    )
     for i in (0, 2):
-        print(f"- {rows[i][1]}: AMT at **{float(rows[i][2].replace(',', '')) / float(rows[i + 1][2].replace(',', '')):.2f}x** "
-              f"the HF model's tokens/s")
+        ours, theirs = (float(rows[j][2].replace(",", "")) for j in (i, i + 1))
+        print(f"- {rows[i][1]}: AMT at **{ours / theirs:.2f}x** the HF model's tokens/s")
     print()
 
 
@@ -314,17 +457,26 @@ KEY_LABEL_RE = r"\bin ([A-G](?: flat| sharp)? (?:major|minor))\b"
 
 @section()
 def bench_keys(args):
-    """describe.estimate_key (Krumhansl-Schmuckler on the notes) against the keys the corpus labels: ABC K:
-    fields and the scores' declared keys, as export.py writes them into the descriptions."""
+    """describe.estimate_key (Krumhansl-Schmuckler on the notes) against the keys the corpus labels:
+    ABC K: fields and the scores' declared keys, as export.py writes them into the descriptions."""
     import re
+
     midi_root = dataset.midi_root(args.data_dir)
     rows = [json.loads(line) for line in open(os.path.join(midi_root, "descriptions.jsonl"))]
-    labelled = [(r["midi_file"], m.group(1)) for r in rows if (m := re.search(KEY_LABEL_RE, r["description"]))]
-    labelled = labelled[:: max(len(labelled) // args.keys_n, 1)][:args.keys_n]  # spread over the collections
+    labelled = [
+        (r["midi_file"], m.group(1))
+        for r in rows
+        if (m := re.search(KEY_LABEL_RE, r["description"]))
+    ]
+    labelled = labelled[:: max(len(labelled) // args.keys_n, 1)][
+        : args.keys_n
+    ]  # spread over the collections
     tally, confusions = dict(exact=0, mode=0, related=0, n=0), {}
     for midi_file, label in labelled:
         try:
-            guess = describe.estimate_key(tokenizer.read_midi(os.path.join(midi_root, midi_file)).notes)
+            guess = describe.estimate_key(
+                tokenizer.read_midi(os.path.join(midi_root, midi_file)).notes
+            )
         except tokenizer.MidiError:
             continue
         tally["n"] += 1
@@ -337,14 +489,31 @@ def bench_keys(args):
         tally["related"] += kind not in ("other", "none")
         confusions[kind] = confusions.get(kind, 0) + 1
     n = max(tally["n"], 1)
-    print(f"### Key estimation against the corpus's labels ({tally['n']} labelled pieces of {args.data_dir})\n")
-    table(["key and mode exact", "mode right", "exact or a closely related key", "wrong keys by kind"],
-          [(f"**{100 * tally['exact'] / n:.1f}%**", f"{100 * tally['mode'] / n:.1f}%", f"{100 * tally['related'] / n:.1f}%",
-            ", ".join(f"{k} {v}" for k, v in sorted(confusions.items(), key=lambda kv: -kv[1])))])
+    print(
+        f"### Key estimation against the corpus's labels ({tally['n']} labelled pieces of "
+        f"{args.data_dir})\n"
+    )
+    table(
+        [
+            "key and mode exact",
+            "mode right",
+            "exact or a closely related key",
+            "wrong keys by kind",
+        ],
+        [
+            (
+                f"**{100 * tally['exact'] / n:.1f}%**",
+                f"{100 * tally['mode'] / n:.1f}%",
+                f"{100 * tally['related'] / n:.1f}%",
+                ", ".join(f"{k} {v}" for k, v in sorted(confusions.items(), key=lambda kv: -kv[1])),
+            )
+        ],
+    )
 
 
 def related_keys(a, b):
-    """'relative', 'parallel', 'dominant' or 'subdominant' when key a is that neighbour of key b, else None."""
+    """'relative', 'parallel', 'dominant' or 'subdominant' when key a is that neighbour of key b,
+    else None."""
     names = describe.KEY_NAMES
     ia, ib = names.index(a), names.index(b)
     (ta, ma), (tb, mb) = divmod(ia, 12)[::-1], divmod(ib, 12)[::-1]  # (tonic, minor?)
@@ -360,19 +529,34 @@ def related_keys(a, b):
 @section()
 def bench_embed(args):
     import prompt
-    rows = [json.loads(line) for line in open(os.path.join(args.data_dir, "midi", "descriptions.jsonl"))]
-    texts = [r["description"] for r in rows[:: max(len(rows) // args.embed_n, 1)]][:args.embed_n]
+
+    rows = [
+        json.loads(line) for line in open(os.path.join(args.data_dir, "midi", "descriptions.jsonl"))
+    ]
+    texts = [r["description"] for r in rows[:: max(len(rows) // args.embed_n, 1)]][: args.embed_n]
     prompt.embed(texts[:64])  # load the model and warm up
     t0 = time.time()
     emb = prompt.embed(texts)
     seconds = time.time() - t0
-    print(f"### Sentence embedding ({prompt.DEFAULT_EMBEDDER}, {emb.shape[1]} dimensions, batch 64)\n")
-    table(["descriptions", "seconds", "descriptions/s", "mean words"],
-          [(len(texts), f"{seconds:.1f}", f"**{len(texts) / seconds:.0f}**", f"{np.mean([len(t.split()) for t in texts]):.0f}")])
+    print(
+        f"### Sentence embedding ({prompt.DEFAULT_EMBEDDER}, {emb.shape[1]} dimensions, batch 64)\n"
+    )
+    table(
+        ["descriptions", "seconds", "descriptions/s", "mean words"],
+        [
+            (
+                len(texts),
+                f"{seconds:.1f}",
+                f"**{len(texts) / seconds:.0f}**",
+                f"{np.mean([len(t.split()) for t in texts]):.0f}",
+            )
+        ],
+    )
 
 
 def timed_generate(fn, reps=5, warmup=True):
-    """Best of reps wall times of fn(), after one untimed call that warms up (unless warmup is False)."""
+    """Best of reps wall times of fn(), after one untimed call that warms up (unless warmup is
+    False)."""
     if warmup:
         fn()
     times = []
@@ -384,153 +568,280 @@ def timed_generate(fn, reps=5, warmup=True):
 
 
 def demo_model(args):
-    """The demo run's checkpoint (args.out_dir), else random weights of config/amt_cpu.py's shape -> (model in
-    eval mode, its checkpoint dict or None, what it is in words)."""
+    """The demo run's checkpoint (args.out_dir), else random weights of config/amt_cpu.py's shape ->
+    (model in eval mode, its checkpoint dict or None, what it is in words)."""
     import runpy
+
     import generation
     from model import GPT, GPTConfig
+
     try:
         model, ckpt = generation.load_model(args.out_dir)
         return model, ckpt, f"checkpoint {ckpt['path']}"
     except UserError:
         cfg = runpy.run_path("config/amt_cpu.py")
-        model = GPT(GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}, vocab_size=512))
+        model = GPT(
+            GPTConfig(
+                **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}, vocab_size=512
+            )
+        )
         return model.eval(), None, "random weights of config/amt_cpu.py's shape (no checkpoint)"
 
 
 def generate_restarting(model, prompt, n_new, *, logits_hook, seed, chunk=128):
-    """How sample.py generated before issue 17, kept here as the reference: model.generate restarted every `chunk`
-    tokens, each restart rebuilding the KV cache for its window (the attribute prefix and, once the sequence fills
-    the context, its newest (block_size - prefix) / 2 tokens), plus the slides inside each call."""
+    """How sample.py generated before issue 17, kept here as the reference: model.generate restarted
+    every `chunk` tokens, each restart rebuilding the KV cache for its window (the attribute prefix
+    and, once the sequence fills the context, its newest (block_size - prefix) / 2 tokens), plus the
+    slides inside each call."""
     import torch
+
     P, block = tokenizer.PREFIX_LEN, model.config.block_size
     seq, generator = prompt, torch.Generator().manual_seed(seed)
     while seq.size(1) - prompt.size(1) < n_new:
         n = min(chunk, n_new - (seq.size(1) - prompt.size(1)))
-        window = seq if seq.size(1) < block else torch.cat([seq[:, :P], seq[:, -((block - P) // 2):]], dim=1)
+        window = (
+            seq
+            if seq.size(1) < block
+            else torch.cat([seq[:, :P], seq[:, -((block - P) // 2) :]], dim=1)
+        )
         out = model.generate(window, n, logits_hook=logits_hook, keep_first=P, generator=generator)
-        seq = torch.cat([seq, out[:, window.size(1):]], dim=1)
+        seq = torch.cat([seq, out[:, window.size(1) :]], dim=1)
     return seq
 
 
 def generate_streaming(model, prompt, n_new, *, logits_hook, seed):
-    """The same through model.stream, as generation.generate_tokens drives it: one KV cache for the whole sample."""
+    """The same through model.stream, as generation.generate_tokens drives it: one KV cache for the
+    whole sample."""
     import torch
-    steps = model.stream(prompt, logits_hook=logits_hook, keep_first=tokenizer.PREFIX_LEN,
-                         generator=torch.Generator().manual_seed(seed))
+
+    steps = model.stream(
+        prompt,
+        logits_hook=logits_hook,
+        keep_first=tokenizer.PREFIX_LEN,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return torch.cat([prompt] + [next(steps) for _ in range(n_new)], dim=1)
 
 
 def without_end(hook):
     """A logits hook that also forbids END, so that every timed sample runs to its full length."""
+
     def no_end(tokens, logits):
         logits = hook(tokens, logits)
         logits[:, tokenizer.END] = float("-inf")
         return logits
+
     return no_end
 
 
 @section()
 def bench_generate(args):
-    """One long sample through generation's engine (model.stream: one KV cache for the whole sample, rebuilt only
-    when the context slides) against the loop it replaced (generate_restarting), same model, same run."""
+    """One long sample through generation's engine (model.stream: one KV cache for the whole sample,
+    rebuilt only when the context slides) against the loop it replaced (generate_restarting), same
+    model, same run."""
     import runpy
+
     import torch
+
     import generation
     from model import GPT, GPTConfig
+
     torch.manual_seed(0)
     demo, _, source = demo_model(args)
     cfg = runpy.run_path("config/amt.py")
-    big = GPT(GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")})).eval()
+    big = GPT(
+        GPTConfig(
+            **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
+        )
+    ).eval()
     n_new, rows = args.generate_tokens, []
-    for name, model, batches in ((f"demo ({source})", demo, (1, 8)),
-                                 ("config/amt.py's shape, random weights", big, (1,))):
+    for name, model, batches in (
+        (f"demo ({source})", demo, (1, 8)),
+        ("config/amt.py's shape, random weights", big, (1,)),
+    ):
         hook = without_end(generation.grammar_hook(model.config.vocab_size, "cpu"))
         for batch in batches:
             prompt = torch.tensor([generation.prompt_row(tokenizer.semantic_token(0))] * batch)
             seconds = {}
             with torch.no_grad():
                 for way, fn in (("before", generate_restarting), ("after", generate_streaming)):
-                    seconds[way] = timed_generate(lambda: fn(model, prompt, n_new, logits_hook=hook, seed=0),
-                                                  reps=args.generate_reps, warmup=False)
-            rows.append((name, model.config.block_size, batch, f"{batch * n_new / seconds['before']:,.0f}",
-                         f"{batch * n_new / seconds['after']:,.0f}", f"**{seconds['before'] / seconds['after']:.2f}x**"))
-    print(f"### Generation: a {n_new:,}-token sample per row on CPU, fp32, with the grammar mask, best of "
-          f"{args.generate_reps}\n")
-    table(["model", "block_size", "batch", "before: restarted every 128 tokens, tokens/s",
-           "after: one stream, tokens/s", "after / before"], rows)
+                    seconds[way] = timed_generate(
+                        lambda: fn(model, prompt, n_new, logits_hook=hook, seed=0),
+                        reps=args.generate_reps,
+                        warmup=False,
+                    )
+            rows.append(
+                (
+                    name,
+                    model.config.block_size,
+                    batch,
+                    f"{batch * n_new / seconds['before']:,.0f}",
+                    f"{batch * n_new / seconds['after']:,.0f}",
+                    f"**{seconds['before'] / seconds['after']:.2f}x**",
+                )
+            )
+    print(
+        f"### Generation: a {n_new:,}-token sample per row on CPU, fp32, with the grammar mask, "
+        "best of "
+        f"{args.generate_reps}\n"
+    )
+    table(
+        [
+            "model",
+            "block_size",
+            "batch",
+            "before: restarted every 128 tokens, tokens/s",
+            "after: one stream, tokens/s",
+            "after / before",
+        ],
+        rows,
+    )
 
 
 @section("transformers")
 def bench_sample(args):
     import torch
+
     import generation
+
     torch.manual_seed(0)
     model, ckpt, source = demo_model(args)
     hf = hf_twin(model).eval()
     n_prompt = tokenizer.PREFIX_LEN + 1  # the attribute prefix and START
-    n_new = min(args.sample_tokens, model.config.block_size - n_prompt)  # HF's positions end at block_size
+    n_new = min(
+        args.sample_tokens, model.config.block_size - n_prompt
+    )  # HF's positions end at block_size
     rows = []
     with torch.no_grad():
         for batch in (1, 8):
-            prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * batch)
+            prompt = torch.tensor(
+                [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]]
+                * batch
+            )
             ours = timed_generate(lambda: model.generate(prompt, n_new, top_k=None))
-            theirs = timed_generate(lambda: hf.generate(prompt, do_sample=True, top_k=0, max_new_tokens=n_new,
-                                                        min_new_tokens=n_new, use_cache=True, pad_token_id=0))
+            theirs = timed_generate(
+                lambda: hf.generate(
+                    prompt,
+                    do_sample=True,
+                    top_k=0,
+                    max_new_tokens=n_new,
+                    min_new_tokens=n_new,
+                    use_cache=True,
+                    pad_token_id=0,
+                )
+            )
             hook = generation.grammar_hook(model.config.vocab_size, "cpu")
             grammar = timed_generate(lambda: model.generate(prompt, n_new, logits_hook=hook))
-            rows.append((batch, f"{batch * n_new / ours:,.0f}", f"{batch * n_new / grammar:,.0f}",
-                         f"{batch * n_new / theirs:,.0f}", f"**{theirs / ours:.2f}x**"))
+            rows.append(
+                (
+                    batch,
+                    f"{batch * n_new / ours:,.0f}",
+                    f"{batch * n_new / grammar:,.0f}",
+                    f"{batch * n_new / theirs:,.0f}",
+                    f"**{theirs / ours:.2f}x**",
+                )
+            )
     print(f"### Sampling on CPU, fp32, {n_new} new tokens, {source}\n")
-    table(["batch", "AMT tokens/s", "AMT + grammar mask tokens/s", "HF generate(use_cache=True) tokens/s",
-           "AMT / HF"], rows)
+    table(
+        [
+            "batch",
+            "AMT tokens/s",
+            "AMT + grammar mask tokens/s",
+            "HF generate(use_cache=True) tokens/s",
+            "AMT / HF",
+        ],
+        rows,
+    )
 
-    if ckpt is not None:  # real-time factor: seconds of music per second of compute, as sample.py makes it
+    if (
+        ckpt is not None
+    ):  # real-time factor: seconds of music per second of compute, as sample.py makes it
         music, compute = 0.0, 0.0
         for k in range(3):
             t0 = time.perf_counter()
-            pieces = generation.generate_tokens(model, [generation.prompt_row(tokenizer.semantic_token(k))],
-                                                generation.Sampling(max_new_tokens=1024, top_p=0.95, seed=k, seconds=60.0))
+            pieces = generation.generate_tokens(
+                model,
+                [generation.prompt_row(tokenizer.semantic_token(k))],
+                generation.Sampling(max_new_tokens=1024, top_p=0.95, seed=k, seconds=60.0),
+            )
             compute += time.perf_counter() - t0
             score = tokenizer.tokens_to_score(pieces[0])[0]
             music += tokenizer.seconds_at(score.end_step, score.tempos)
-        print(f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
-              f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar mask)")
+        print(
+            f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
+            f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar "
+            "mask)"
+        )
         # INT8 dynamic quantisation of the Linear layers: speed against val loss
         quantized = generation.quantize(model)
-        prompt = torch.tensor([tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]])
+        prompt = torch.tensor(
+            [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]]
+        )
         with torch.no_grad():
             fp32_s = timed_generate(lambda: model.generate(prompt, n_new))
             int8_s = timed_generate(lambda: quantized.generate(prompt, n_new))
             data = dataset.load_dataset(args.data_dir)
             windows = dataset.covering_windows(data, "val", model.config.block_size, 32)
-            x, y = (torch.from_numpy(a) for a in dataset.build_windows(
-                data, "val", windows, np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)),
-                block_size=model.config.block_size))
+            x, y = (
+                torch.from_numpy(a)
+                for a in dataset.build_windows(
+                    data,
+                    "val",
+                    windows,
+                    np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)),
+                    block_size=model.config.block_size,
+                )
+            )
             loss_fp32 = model(x, y)[1].item()
             loss_int8 = quantized(x, y)[1].item()
-        print(f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against {n_new / fp32_s:,.0f} in fp32 "
-              f"(**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} against {loss_fp32:.4f} "
-              f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows led by the unconditional prefix")
+        print(
+            f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against "
+            f"{n_new / fp32_s:,.0f} in fp32 "
+            f"(**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} against {loss_fp32:.4f} "
+            f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows led by the "
+            "unconditional prefix"
+        )
     print()
 
 
 def band_midi(path, seconds=60, bpm=120, seed=0):
-    """A busy test piece: piano chords, a bass line, a flute melody and a drum kit, `seconds` long."""
+    """A busy test piece, `seconds` long: piano chords, a bass line, a flute melody, a drum kit."""
     import mido
+
     rng, tpb, beats = np.random.default_rng(seed), 480, int(seconds * bpm / 60)
     mid = mido.MidiFile(ticks_per_beat=tpb)
-    parts = [(0, 0, lambda b: [48 + int(x) for x in rng.choice(12, 3, replace=False)], 1.0),   # piano chords
-             (1, 33, lambda b: [36 + int(rng.integers(12))], 1.0),                               # bass
-             (2, 73, lambda b: [72 + int(rng.integers(12))], 0.5),                               # flute
-             (9, 0, lambda b: [36 if b % 2 == 0 else 38, 42], 0.5)]                              # drums
+    parts = [
+        (
+            0,
+            0,
+            lambda b: [48 + int(x) for x in rng.choice(12, 3, replace=False)],
+            1.0,
+        ),  # piano chords
+        (1, 33, lambda b: [36 + int(rng.integers(12))], 1.0),  # bass
+        (2, 73, lambda b: [72 + int(rng.integers(12))], 0.5),  # flute
+        (9, 0, lambda b: [36 if b % 2 == 0 else 38, 42], 0.5),
+    ]  # drums
     for channel, program, pitches, step in parts:
         events = [(0, -1, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))]
-        events += [] if channel == 9 else [(0, 0, mido.Message("program_change", channel=channel, program=program))]
+        events += (
+            []
+            if channel == 9
+            else [(0, 0, mido.Message("program_change", channel=channel, program=program))]
+        )
         for b in np.arange(0, beats, step):
             for pitch in pitches(int(b)):
-                events += [(int(b * tpb), 1, mido.Message("note_on", channel=channel, note=pitch, velocity=80)),
-                           (int((b + step * 0.9) * tpb), 0, mido.Message("note_off", channel=channel, note=pitch))]
+                events += [
+                    (
+                        int(b * tpb),
+                        1,
+                        mido.Message("note_on", channel=channel, note=pitch, velocity=80),
+                    ),
+                    (
+                        int((b + step * 0.9) * tpb),
+                        0,
+                        mido.Message("note_off", channel=channel, note=pitch),
+                    ),
+                ]
         mid.tracks.append(midifile.track_from_events(events))
     mid.save(path)
 
@@ -538,6 +849,7 @@ def band_midi(path, seconds=60, bpm=120, seed=0):
 @section()
 def bench_render(args):
     import render
+
     with tempfile.TemporaryDirectory() as tmp:
         pieces = []
         for i in range(3):
@@ -548,93 +860,209 @@ def bench_render(args):
         for path in pieces:
             audio += render.render_wav(path)[1]
         seconds = time.perf_counter() - t0
-    print(f"### Audio rendering (sample.py --audio: midirenderer, TimGM6mb.sf2, {render.SAMPLE_RATE} Hz stereo WAV)\n")
-    table(["pieces", "audio seconds", "render seconds", "real-time factor"],
-          [(f"{len(pieces)} x 60 s, 4 parts with drums", f"{audio:.0f}", f"{seconds:.2f}",
-            f"**{audio / seconds:.0f}x**")])
+    print(
+        f"### Audio rendering (sample.py --audio: midirenderer, TimGM6mb.sf2, {render.SAMPLE_RATE} "
+        "Hz stereo WAV)\n"
+    )
+    table(
+        ["pieces", "audio seconds", "render seconds", "real-time factor"],
+        [
+            (
+                f"{len(pieces)} x 60 s, 4 parts with drums",
+                f"{audio:.0f}",
+                f"{seconds:.2f}",
+                f"**{audio / seconds:.0f}x**",
+            )
+        ],
+    )
 
 
 @section()
 def bench_conditioning(args):
-    """Training runs side by side, from the eval/summary.json that evaluate.py wrote in each (BENCHMARKS.md,
-    "Which conditioning"): how much the condition saves in loss, and how often samples realise it on the user's
-    path (the fixed prompt set; older summaries: the model alone)."""
+    """Training runs side by side, from the eval/summary.json that evaluate.py wrote in each
+    (BENCHMARKS.md, "Which conditioning"): how much the condition saves in loss, and how often
+    samples realise it on the user's path (the fixed prompt set; older summaries: the model alone).
+    """
     import glob
+
     runs = sorted(glob.glob(os.path.join(args.runs, "eval", "summary.json")))
     print(f"\n## Conditioning: {len(runs)} evaluated runs matching {args.runs}\n")
     rows = []
     for path in runs:
         s = json.load(open(path))
-        config = json.load(open(os.path.join(os.path.dirname(os.path.dirname(path)), "config.json")))
+        config = json.load(
+            open(os.path.join(os.path.dirname(os.path.dirname(path)), "config.json"))
+        )
         c = s.get("control", {})
-        share = lambda name: next((f"{100 * c[k]['mean']:.0f}" for k in (f"fixed/user/{name}", f"{name} conditioned")  # noqa: E731
-                                   if k in c), "")
-        adherence = " / ".join(f"{100 * v:.0f}" for v in s["adherence"].values()) + \
-            f" (ceiling {100 * s['ceiling']:.0f})" if "adherence" in s else ""
-        rows.append([os.path.basename(os.path.dirname(os.path.dirname(path))),
-                     ", ".join([f"{k}={config[k]}" for k in ("transpose", "tempo_jitter", "balance", "cond_embedding")
-                                if config.get(k)] + [f"dropout {config['key_dropout']:g} per slot, "
-                                                     f"{config['prefix_dropout']:g} all", f"{s['iter']} steps"]),
-                     f"{s['val_loss']:.4f}", f"{s.get('val_nats_per_note', float('nan')):.3f}",
-                     f"{s['gain']['all']:+.4f}", f"{s['gain']['key']:+.4f}", f"{s['gain']['meter']:+.4f}",
-                     f"{s['gain']['semantic']:+.4f}", adherence]
-                    + [share(n) for n in ("key", "mode", "meter", "tempo word", "instrument recall", "instrument precision")])
-    table(["run", "settings", "val loss", "nats/note", "gain all", "gain key", "gain meter", "gain semantic",
-           "semantic adherence %", "key %", "mode %", "meter %", "tempo word %", "instr. recall %",
-           "instr. precision %"], rows)
+        share = lambda name: next(
+            (
+                f"{100 * c[k]['mean']:.0f}"
+                for k in (f"fixed/user/{name}", f"{name} conditioned")  # noqa: E731
+                if k in c
+            ),
+            "",
+        )
+        adherence = (
+            " / ".join(f"{100 * v:.0f}" for v in s["adherence"].values())
+            + f" (ceiling {100 * s['ceiling']:.0f})"
+            if "adherence" in s
+            else ""
+        )
+        rows.append(
+            [
+                os.path.basename(os.path.dirname(os.path.dirname(path))),
+                ", ".join(
+                    [
+                        f"{k}={config[k]}"
+                        for k in ("transpose", "tempo_jitter", "balance", "cond_embedding")
+                        if config.get(k)
+                    ]
+                    + [
+                        f"dropout {config['key_dropout']:g} per slot, "
+                        f"{config['prefix_dropout']:g} all",
+                        f"{s['iter']} steps",
+                    ]
+                ),
+                f"{s['val_loss']:.4f}",
+                f"{s.get('val_nats_per_note', float('nan')):.3f}",
+                f"{s['gain']['all']:+.4f}",
+                f"{s['gain']['key']:+.4f}",
+                f"{s['gain']['meter']:+.4f}",
+                f"{s['gain']['semantic']:+.4f}",
+                adherence,
+            ]
+            + [
+                share(n)
+                for n in (
+                    "key",
+                    "mode",
+                    "meter",
+                    "tempo word",
+                    "instrument recall",
+                    "instrument precision",
+                )
+            ]
+        )
+    table(
+        [
+            "run",
+            "settings",
+            "val loss",
+            "nats/note",
+            "gain all",
+            "gain key",
+            "gain meter",
+            "gain semantic",
+            "semantic adherence %",
+            "key %",
+            "mode %",
+            "meter %",
+            "tempo word %",
+            "instr. recall %",
+            "instr. precision %",
+        ],
+        rows,
+    )
 
 
 @section()
 def bench_control(args):
-    """Evaluated runs side by side on the user's path, from their eval/summary.json (evaluate.py --only control):
-    issue 18's measures with 95% intervals, one table per prompt set; each row says what its run changed (its
-    training config against config/amt_cpu.py's and its lab settings of the user's path)."""
+    """Evaluated runs side by side on the user's path, from their eval/summary.json (evaluate.py
+    --only control): issue 18's measures with 95% intervals, one table per prompt set; each row says
+    what its run changed (its training config against config/amt_cpu.py's and its lab settings of
+    the user's path)."""
     import glob
     import runpy
+
     runs = sorted(glob.glob(os.path.join(args.runs, "eval", "summary.json")))
     demo = {k: v for k, v in runpy.run_path("config/amt_cpu.py").items() if not k.startswith("_")}
-    measures = ["key", "key (music21)", "mode", "meter", "tempo word", "instruments exact", "polyphony outlier"]
+    measures = [
+        "key",
+        "key (music21)",
+        "mode",
+        "meter",
+        "tempo word",
+        "instruments exact",
+        "polyphony outlier",
+    ]
     summaries = [(path, json.load(open(path))) for path in runs]
     sets = sorted({key.split("/")[0] for _, s in summaries for key in s.get("control", {})})
     for name in sets:
         rows = []
         for path, s in summaries:
             folder = os.path.dirname(os.path.dirname(path))
-            config = json.load(open(os.path.join(folder, "config.json"))) if os.path.exists(
-                os.path.join(folder, "config.json")) else {}
-            changed = [f"{k}={v}" for k, v in config.items() if k in demo and demo[k] != v and k not in ("out_dir",)]
+            config = (
+                json.load(open(os.path.join(folder, "config.json")))
+                if os.path.exists(os.path.join(folder, "config.json"))
+                else {}
+            )
+            changed = [
+                f"{k}={v}"
+                for k, v in config.items()
+                if k in demo and demo[k] != v and k not in ("out_dir",)
+            ]
             lab = [f"{k}={v}" for k, v in s.get("lab", {}).items()]
-            cell = lambda m: (lambda v: f"{100 * v['mean']:.0f} [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}]" if v  # noqa: E731
-                              else "")(s["control"].get(f"{name}/user/{m}"))
-            rows.append([os.path.basename(folder), ", ".join(changed + lab) or "the demo, sample.py's defaults",
-                         f"{s.get('val_nats_per_note', float('nan')):.3f}"] + [cell(m) for m in measures])
-        print(f"### Control on the user's path, prompt set {name}: % of samples, 95% interval ({len(runs)} runs)\n")
+            cell = lambda m: (
+                lambda v: (
+                    f"{100 * v['mean']:.0f} [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}]"
+                    if v  # noqa: E731
+                    else ""
+                )
+            )(s["control"].get(f"{name}/user/{m}"))
+            rows.append(
+                [
+                    os.path.basename(folder),
+                    ", ".join(changed + lab) or "the demo, sample.py's defaults",
+                    f"{s.get('val_nats_per_note', float('nan')):.3f}",
+                ]
+                + [cell(m) for m in measures]
+            )
+        print(
+            f"### Control on the user's path, prompt set {name}: % of samples, 95% interval "
+            f"({len(runs)} runs)\n"
+        )
         table(["run", "changed", "val nats/note"] + measures, rows)
 
 
 @section()
 def bench_padding(args):
-    """The share of each training window that is padding, at the demo's and the GPU config's block size, with and
-    without packing (dataset.get_batch on --data_dir's train split, 50 batches of 32)."""
+    """The share of each training window that is padding, at the demo's and the GPU config's block
+    size, with and without packing (dataset.get_batch on --data_dir's train split, 50 batches of
+    32)."""
     import runpy
+
     data, rows = dataset.load_dataset(args.data_dir), []
     for config in ("config/amt_cpu.py", "config/amt.py"):
         block = runpy.run_path(config)["block_size"]
         for pack in (False, True):
             rng, pad, total = np.random.default_rng(0), 0, 0
             for _ in range(50):
-                x, _ = dataset.get_batch(data, "train", rng, batch_size=32, block_size=block, pack=pack)
-                pad, total = pad + int((np.asarray(x) == tokenizer.PAD).sum()), total + np.asarray(x).size
+                x, _ = dataset.get_batch(
+                    data, "train", rng, batch_size=32, block_size=block, pack=pack
+                )
+                pad, total = (
+                    pad + int((np.asarray(x) == tokenizer.PAD).sum()),
+                    total + np.asarray(x).size,
+                )
             rows.append([config, block, "yes" if pack else "no", f"{100 * pad / total:.1f}%"])
     print(f"### Padding in the training windows ({args.data_dir})\n")
     table(["config", "block_size", "packed", "padding share"], rows)
 
 
-# The speedrun's variants: train.py flags on top of --speedrun_config and RACE_BASE (one lever at a time, then
-# combinations). RACE_BASE puts back the demo's recipe as it was before the race (config/amt_cpu.py now holds the
-# winners), so that the table can be made again.
-RACE_BASE = ["--pos=learned", "--muon_lr=0", "--pack=false", "--batch_size=16", "--learning_rate=1e-3",
-             "--min_lr=1e-4", "--max_iters=500", "--lr_decay_iters=500", "--eval_interval=100"]
+# The speedrun's variants: train.py flags on top of --speedrun_config and RACE_BASE (one lever at a
+# time, then combinations). RACE_BASE puts back the demo's recipe as it was before the race
+# (config/amt_cpu.py now holds the winners), so that the table can be made again.
+RACE_BASE = [
+    "--pos=learned",
+    "--muon_lr=0",
+    "--pack=false",
+    "--batch_size=16",
+    "--learning_rate=1e-3",
+    "--min_lr=1e-4",
+    "--max_iters=500",
+    "--lr_decay_iters=500",
+    "--eval_interval=100",
+]
 SPEEDRUN = {
     "baseline": [],
     "pack": ["--pack=true"],
@@ -663,70 +1091,163 @@ SPEEDRUN |= {
 
 
 def speedrun_one(name, flags, args):
-    """One variant trained in a fresh process -> (its final eval record, mean tokens/s and MFU of its log,
-    wall seconds)."""
+    """One variant trained in a fresh process -> (its final eval record, mean tokens/s and MFU of
+    its log, wall seconds)."""
     out = os.path.join(args.speedrun_dir, name)
     if os.path.isdir(out):
         import shutil
+
         shutil.rmtree(out)  # a race always starts from scratch
-    extra = [f"--max_iters={args.speedrun_iters}", f"--lr_decay_iters={args.speedrun_iters}"] if args.speedrun_iters else []
-    cmd = [sys.executable, "train.py", args.speedrun_config, f"--out_dir={out}", "--tensorboard=false",
-           f"--data_dir={args.data_dir}", *RACE_BASE, *extra, *flags]
+    extra = (
+        [f"--max_iters={args.speedrun_iters}", f"--lr_decay_iters={args.speedrun_iters}"]
+        if args.speedrun_iters
+        else []
+    )
+    cmd = [
+        sys.executable,
+        "train.py",
+        args.speedrun_config,
+        f"--out_dir={out}",
+        "--tensorboard=false",
+        f"--data_dir={args.data_dir}",
+        *RACE_BASE,
+        *extra,
+        *flags,
+    ]
     t0 = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     seconds = time.time() - t0
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     steps = [r for r in log if "tokens_per_s" in r]
     final = [r for r in log if "val_nats_per_note" in r][-1]
-    return final, float(np.mean([r["tokens_per_s"] for r in steps])), float(np.mean([r["mfu"] for r in steps])), seconds
+    return (
+        final,
+        float(np.mean([r["tokens_per_s"] for r in steps])),
+        float(np.mean([r["mfu"] for r in steps])),
+        seconds,
+    )
 
 
 @section()
 def bench_speedrun(args):
-    """Variants of the demo's training side by side, one lever at a time (SPEEDRUN), each trained from scratch in
-    its own process with the same number of steps (--speedrun_iters, default RACE_BASE's): val nats per note
-    (the number to race on: comparable across tokenizations), tokens/s and MFU while training, and wall time."""
-    names = args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)  # checked by main
+    """Variants of the demo's training side by side, one lever at a time (SPEEDRUN), each trained
+    from scratch in its own process with the same number of steps (--speedrun_iters, default
+    RACE_BASE's): val nats per note (the number to race on: comparable across tokenizations),
+    tokens/s and MFU while training, and wall time."""
+    names = (
+        args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)
+    )  # checked by main
     rows = []
     for name in names:
         final, tokens_per_s, mfu, seconds = speedrun_one(name, SPEEDRUN[name], args)
-        rows.append([name, " ".join(SPEEDRUN[name]) or "(config as it is)", final["iter"],
-                     f"**{final['val_nats_per_note']:.3f}**", f"{final['val_loss']:.4f}", f"{tokens_per_s:,.0f}",
-                     f"{100 * mfu:.1f}%", f"{seconds / 60:.1f}"])
-        print(f"speedrun {name}: {final['val_nats_per_note']:.3f} nats/note, {tokens_per_s:,.0f} tok/s", file=sys.stderr)
+        rows.append(
+            [
+                name,
+                " ".join(SPEEDRUN[name]) or "(config as it is)",
+                final["iter"],
+                f"**{final['val_nats_per_note']:.3f}**",
+                f"{final['val_loss']:.4f}",
+                f"{tokens_per_s:,.0f}",
+                f"{100 * mfu:.1f}%",
+                f"{seconds / 60:.1f}",
+            ]
+        )
+        print(
+            f"speedrun {name}: {final['val_nats_per_note']:.3f} nats/note, {tokens_per_s:,.0f} "
+            "tok/s",
+            file=sys.stderr,
+        )
     print(f"### Speedrun on {args.speedrun_config} ({os.cpu_count()} cores), one lever at a time\n")
-    table(["variant", "flags", "steps", "val nats/note", "val loss (nats/token)", "tokens/s", "MFU", "minutes"], rows)
+    table(
+        [
+            "variant",
+            "flags",
+            "steps",
+            "val nats/note",
+            "val loss (nats/token)",
+            "tokens/s",
+            "MFU",
+            "minutes",
+        ],
+        rows,
+    )
 
 
 # -----------------------------------------------------------------------------
 
+
 def main():
     parser = argparse.ArgumentParser(description="AMT benchmarks; prints markdown tables")
-    parser.add_argument("--only", default=",".join(n for n in SECTIONS if n != "speedrun"),
-                        help=f"comma-separated: {', '.join(SECTIONS)} (all but speedrun, an hour of training, by default)")
+    parser.add_argument(
+        "--only",
+        default=",".join(n for n in SECTIONS if n != "speedrun"),
+        help=f"comma-separated: {', '.join(SECTIONS)} (all but speedrun, an hour of training, by "
+        "default)",
+    )
     parser.add_argument("--data_dir", default=dataset.DEFAULT_DATA_DIR)
-    parser.add_argument("--out_dir", default="out/amt_cpu", help="checkpoint used by the sample section")
-    parser.add_argument("--prepare_repeats", type=int, default=2, help="alternating timed runs per side in prepare")
-    parser.add_argument("--train_steps", type=int, default=6, help="timed training steps per model and dtype")
-    parser.add_argument("--embed_n", type=int, default=1000, help="descriptions embedded by the embed section")
-    parser.add_argument("--sample_tokens", type=int, default=256, help="new tokens per timed generation")
-    parser.add_argument("--generate_tokens", type=int, default=2048, help="new tokens per sample in the generate section")
-    parser.add_argument("--generate_reps", type=int, default=2, help="timed runs per row in the generate section")
-    parser.add_argument("--keys_n", type=int, default=2000, help="labelled pieces the keys section reads")
-    parser.add_argument("--runs", default="out/cmp/*", help="run folders (a glob) the conditioning section compares")
-    parser.add_argument("--speedrun_config", default="config/amt_cpu.py", help="the config the speedrun varies")
-    parser.add_argument("--speedrun_variants", help=f"comma-separated, default all: {', '.join(SPEEDRUN)}")
-    parser.add_argument("--speedrun_iters", type=int, default=0, help="steps per variant; 0 = RACE_BASE's 500")
-    parser.add_argument("--speedrun_dir", default="out/speedrun", help="where the variants' runs go")
+    parser.add_argument(
+        "--out_dir", default="out/amt_cpu", help="checkpoint used by the sample section"
+    )
+    parser.add_argument(
+        "--prepare_repeats", type=int, default=2, help="alternating timed runs per side in prepare"
+    )
+    parser.add_argument(
+        "--train_steps", type=int, default=6, help="timed training steps per model and dtype"
+    )
+    parser.add_argument(
+        "--embed_n", type=int, default=1000, help="descriptions embedded by the embed section"
+    )
+    parser.add_argument(
+        "--sample_tokens", type=int, default=256, help="new tokens per timed generation"
+    )
+    parser.add_argument(
+        "--generate_tokens",
+        type=int,
+        default=2048,
+        help="new tokens per sample in the generate section",
+    )
+    parser.add_argument(
+        "--generate_reps", type=int, default=2, help="timed runs per row in the generate section"
+    )
+    parser.add_argument(
+        "--keys_n", type=int, default=2000, help="labelled pieces the keys section reads"
+    )
+    parser.add_argument(
+        "--runs", default="out/cmp/*", help="run folders (a glob) the conditioning section compares"
+    )
+    parser.add_argument(
+        "--speedrun_config", default="config/amt_cpu.py", help="the config the speedrun varies"
+    )
+    parser.add_argument(
+        "--speedrun_variants", help=f"comma-separated, default all: {', '.join(SPEEDRUN)}"
+    )
+    parser.add_argument(
+        "--speedrun_iters", type=int, default=0, help="steps per variant; 0 = RACE_BASE's 500"
+    )
+    parser.add_argument(
+        "--speedrun_dir", default="out/speedrun", help="where the variants' runs go"
+    )
     args = parser.parse_args()
-    for name in ("prepare_repeats", "train_steps", "embed_n", "sample_tokens", "generate_tokens", "generate_reps",
-                 "keys_n"):
+    for name in (
+        "prepare_repeats",
+        "train_steps",
+        "embed_n",
+        "sample_tokens",
+        "generate_tokens",
+        "generate_reps",
+        "keys_n",
+    ):
         check_range(f"--{name}", getattr(args, name), low=1)
     check_range("--speedrun_iters", args.speedrun_iters, low=0, note="0 = RACE_BASE's 500")
     chosen = args.only.split(",")
-    for flag, names, known in (("--only", chosen, SECTIONS),
-                               ("--speedrun_variants", args.speedrun_variants.split(",") if args.speedrun_variants
-                                else [], SPEEDRUN)):
+    for flag, names, known in (
+        ("--only", chosen, SECTIONS),
+        (
+            "--speedrun_variants",
+            args.speedrun_variants.split(",") if args.speedrun_variants else [],
+            SPEEDRUN,
+        ),
+    ):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UserError(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")

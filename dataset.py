@@ -1,20 +1,19 @@
-"""
-The prepared data folder, read back: where a folder's MIDI is, its index and memmaps, and the one
+"""The prepared data folder, read back: where a folder's MIDI is, its index and memmaps, and the one
 window builder that turns a file's tokens into a model input led by its attribute prefix. prepare.py
 writes the folder; train.py, evaluate.py and bench.py read it through this file.
 
-A dataset is one folder (default data/music21):
-    midi/ (or the folder itself)  the MIDI files, with descriptions.jsonl
-    train.bin, val.bin   uint16 tokens of every file in that split, file after file (START ... END)
-    index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes, and the
-                         attributes measured from its notes: key, meter, tempo_bpm, instruments, texture
-    meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split rule and counts
-    semantic.json        cluster.py: the semantic id of each file; clusters.json: centroids and labels
+A dataset is one folder (default data/music21): midi/ (or the folder itself)  the MIDI files, with
+descriptions.jsonl train.bin, val.bin   uint16 tokens of every file in that split, file after file
+(START ... END) index.jsonl          one line per file: midi_file, split, start, end (token
+offsets), notes, and the attributes measured from its notes: key, meter, tempo_bpm, instruments,
+texture meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split rule
+and counts semantic.json        cluster.py: the semantic id of each file; clusters.json: centroids
+and labels
 
-The prefix is not stored in the .bin files: build_windows puts the semantic token, then the key, meter,
-tempo and instruments measured from the file's notes (tokenizer.attribute_prefix) in front of every
-window, each of which training may drop to "unspecified". So re-clustering never needs re-tokenizing.
-"""
+The prefix is not stored in the .bin files: build_windows puts the semantic token, then the key,
+meter, tempo and instruments measured from the file's notes (tokenizer.attribute_prefix) in front of
+every window, each of which training may drop to "unspecified". So re-clustering never needs
+re-tokenizing."""
 
 import json
 import os
@@ -28,7 +27,8 @@ import tokenizer
 from files import UserError, read_json, read_jsonl
 
 DEFAULT_DATA_DIR = "data/music21"  # the bundled corpus (data/music21/export.py)
-# What the index keeps of each file's measured attributes (describe.measure): the condition a window can carry.
+# What the index keeps of each file's measured attributes (describe.measure): the condition a window
+# can carry.
 INDEX_ATTRIBUTES = ("key", "meter", "tempo_bpm", "instruments", "texture")
 
 
@@ -46,11 +46,11 @@ def midi_root(data_dir):
 
 
 def iter_midi(root):
-    """Relative paths (with / separators) of the MIDI files under root, recursively, in a fixed order
-    (folders and names sorted as they are walked), one at a time so no list grows with the corpus.
-    Symlinked folders are followed, but each real folder is walked once (by its device and inode), so a
-    link back up the tree is no loop; a file reached by two names is yielded twice, and prepare.py drops
-    the second copy of any content."""
+    """Relative paths (with / separators) of the MIDI files under root, recursively, in a fixed
+    order (folders and names sorted as they are walked), one at a time so no list grows with the
+    corpus. Symlinked folders are followed, but each real folder is walked once (by its device and
+    inode), so a link back up the tree is no loop; a file reached by two names is yielded twice, and
+    prepare.py drops the second copy of any content."""
     walked = set()
     for folder, dirs, names in os.walk(root, followlinks=True):
         st = os.stat(folder)
@@ -67,21 +67,28 @@ def iter_midi(root):
 # -----------------------------------------------------------------------------
 # reading a prepared folder
 
+
 def block_mask(meta, names):
     """Boolean (vocab_size,) mask of the ids in the named vocabulary blocks of meta.json."""
     mask = np.zeros(meta["vocab_size"], dtype=bool)
     for name in names:
         offset, size = meta["blocks"][name]
-        mask[offset:offset + size] = True
+        mask[offset : offset + size] = True
     return mask
 
 
 def file_prefix(row, semantic):
-    """An index.jsonl row and its semantic id (or None) -> its attribute prefix (tokenizer.attribute_prefix)."""
+    """An index.jsonl row and its semantic id (or None) -> its attribute prefix
+    (tokenizer.attribute_prefix)."""
     key = describe.KEY_NAMES.index(row["key"]) if row["key"] in describe.KEY_NAMES else None
     meter = tuple(int(v) for v in row["meter"].split("/")) if row["meter"] else None
-    return tokenizer.attribute_prefix(None if semantic is None else tokenizer.semantic_token(semantic),
-                                      key=key, meter=meter, tempo_bpm=row["tempo_bpm"], instruments=row["instruments"])
+    return tokenizer.attribute_prefix(
+        None if semantic is None else tokenizer.semantic_token(semantic),
+        key=key,
+        meter=meter,
+        tempo_bpm=row["tempo_bpm"],
+        instruments=row["instruments"],
+    )
 
 
 def rebuild_command(data_dir, script="prepare.py"):
@@ -89,51 +96,85 @@ def rebuild_command(data_dir, script="prepare.py"):
 
 
 def split_tokens(data_dir, split, files, meta):
-    """A split's .bin as a uint16 memmap, checked against the index rows of its files: every file starts with
-    START and ends with END where the index says, and no id is outside the vocabulary."""
+    """A split's .bin as a uint16 memmap, checked against the index rows of its files: every file
+    starts with START and ends with END where the index says, and no id is outside the vocabulary.
+    """
     path, rebuild = os.path.join(data_dir, f"{split}.bin"), rebuild_command(data_dir)
     size = os.path.getsize(path)
     if size % 2:
-        raise UserError(f"{path} is corrupt (an odd number of bytes: cut short?); rebuild it: {rebuild}")
+        raise UserError(
+            f"{path} is corrupt (an odd number of bytes: cut short?); rebuild it: {rebuild}"
+        )
     tokens = np.memmap(path, dtype=np.uint16, mode="r") if size else np.zeros(0, dtype=np.uint16)
     start, end = np.array([f["start"] for f in files]), np.array([f["end"] for f in files])
-    if not ((0 <= start).all() and (start < end).all() and end.max() <= len(tokens)
-            and (tokens[start] == meta["start_token"]).all() and (tokens[end - 1] == meta["end_token"]).all()):
-        raise UserError(f"{path} does not match {os.path.join(data_dir, 'index.jsonl')} (files do not start and end "
-                        f"where the index says); rebuild both: {rebuild}")
+    if not (
+        (0 <= start).all()
+        and (start < end).all()
+        and end.max() <= len(tokens)
+        and (tokens[start] == meta["start_token"]).all()
+        and (tokens[end - 1] == meta["end_token"]).all()
+    ):
+        raise UserError(
+            f"{path} does not match {os.path.join(data_dir, 'index.jsonl')} (files do not start "
+            "and end "
+            f"where the index says); rebuild both: {rebuild}"
+        )
     if len(tokens) and int(tokens.max()) >= meta["vocab_size"]:
-        raise UserError(f"{path} is corrupt (ids beyond the vocabulary of {meta['vocab_size']}); rebuild it: {rebuild}")
+        raise UserError(
+            f"{path} is corrupt (ids beyond the vocabulary of {meta['vocab_size']}); rebuild it: "
+            f"{rebuild}"
+        )
     return tokens, start, end
 
 
 def load_split(data_dir, index, split, *, semantic, meta):
-    """One split -> its tokens (memmap) and, per file, start, end, sampling weight (its length), attribute prefix
-    (n_files, PREFIX_LEN) and semantic id (-1 for none)."""
+    """One split -> its tokens (memmap) and, per file, start, end, sampling weight (its length),
+    attribute prefix (n_files, PREFIX_LEN) and semantic id (-1 for none)."""
     files = [f for f in index if f["split"] == split]
     if not files:
-        raise UserError(f"{data_dir}: the {split} split has no files; make it with: {rebuild_command(data_dir)} "
-                        f"(with more MIDI files)")
+        raise UserError(
+            f"{data_dir}: the {split} split has no files; make it with: "
+            f"{rebuild_command(data_dir)} "
+            f"(with more MIDI files)"
+        )
     tokens, start, end = split_tokens(data_dir, split, files, meta)
     sem = [semantic.get(f["midi_file"]) for f in files]
-    return dict(tokens=tokens, start=start, end=end, weight=(end - start) / (end - start).sum(),
-                semantic=np.array([-1 if k is None else k for k in sem]),
-                prefix=np.array([file_prefix(f, k) for f, k in zip(files, sem)], dtype=np.int64))
+    return dict(
+        tokens=tokens,
+        start=start,
+        end=end,
+        weight=(end - start) / (end - start).sum(),
+        semantic=np.array([-1 if k is None else k for k in sem]),
+        prefix=np.array([file_prefix(f, k) for f, k in zip(files, sem)], dtype=np.int64),
+    )
 
 
-META_KEYS = ("vocab_size", "blocks", "n_semantic", "window_start_after", "pad_token", "start_token", "end_token",
-             "uncond_token", "semantic_offset")
+META_KEYS = (
+    "vocab_size",
+    "blocks",
+    "n_semantic",
+    "window_start_after",
+    "pad_token",
+    "start_token",
+    "end_token",
+    "uncond_token",
+    "semantic_offset",
+)
 
 
 def read_meta(data_dir):
-    """meta.json, checked: a file that does not parse, lacks what readers need, or comes from an older
-    tokenizer is a UserError that says how to rebuild it."""
+    """meta.json, checked: a file that does not parse, lacks what readers need, or comes from an
+    older tokenizer is a UserError that says how to rebuild it."""
     path, rebuild = os.path.join(data_dir, "meta.json"), rebuild_command(data_dir)
     meta = read_json(path, rebuild=rebuild)
     missing = [k for k in META_KEYS if k not in meta] if isinstance(meta, dict) else ["every field"]
     if missing:
         raise UserError(f"{path} is corrupt (it lacks {', '.join(missing)}); rebuild it: {rebuild}")
     if meta["blocks"] != tokenizer.LAYOUT:
-        raise UserError(f"{data_dir} was prepared by an older tokenizer.py (another vocabulary); re-run: {rebuild}")
+        raise UserError(
+            f"{data_dir} was prepared by an older tokenizer.py (another vocabulary); re-run: "
+            f"{rebuild}"
+        )
     return meta
 
 
@@ -143,7 +184,9 @@ def row_problem(row):
         return "not an object"
     if set(INDEX_ATTRIBUTES) - set(row):
         return "no measured attributes"
-    kinds = dict(midi_file=str, start=int, end=int, tempo_bpm=(int, float, type(None)), instruments=list)
+    kinds = dict(
+        midi_file=str, start=int, end=int, tempo_bpm=(int, float, type(None)), instruments=list
+    )
     wrong = [k for k, kind in kinds.items() if not isinstance(row.get(k), kind)]
     if row.get("split") not in ("train", "val"):
         wrong.append("split")
@@ -158,88 +201,122 @@ def row_problem(row):
 
 
 def read_index(data_dir):
-    """index.jsonl -> its rows, each checked, so a broken line is one message that names it (not a KeyError
-    deep in a batch). A file prepared before the attribute prefix is told apart from a corrupt one."""
+    """index.jsonl -> its rows, each checked, so a broken line is one message that names it (not a
+    KeyError deep in a batch). A file prepared before the attribute prefix is told apart from a
+    corrupt one."""
     path, rebuild = os.path.join(data_dir, "index.jsonl"), rebuild_command(data_dir)
     rows = read_jsonl(path, rebuild=rebuild)
     for number, row in enumerate(rows, 1):
         problem = row_problem(row)
         if problem == "no measured attributes" and number == 1:
-            raise UserError(f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
-                            f"re-run: {rebuild}")
+            raise UserError(
+                f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
+                f"re-run: {rebuild}"
+            )
         if problem:
-            raise UserError(f"{path} is corrupt, entry {number} ({problem}: {json.dumps(row)[:80]}); rebuild it: "
-                            f"{rebuild}")
+            raise UserError(
+                f"{path} is corrupt, entry {number} ({problem}: {json.dumps(row)[:80]}); rebuild "
+                "it: "
+                f"{rebuild}"
+            )
     return rows
 
 
 def read_semantic(data_dir, n_semantic):
-    """semantic.json ({midi_file: semantic id}, {} before clustering) and clusters.json's labels, checked."""
+    """semantic.json ({midi_file: semantic id}, {} before clustering) and clusters.json's labels,
+    checked."""
     rebuild = rebuild_command(data_dir, "cluster.py")
     path = os.path.join(data_dir, "semantic.json")
     semantic = read_json(path, {}, rebuild=rebuild)
     if not isinstance(semantic, dict) or not all(type(k) is int for k in semantic.values()):
-        raise UserError(f"{path} is corrupt (not a map of file names to ids); rebuild it: {rebuild}")
+        raise UserError(
+            f"{path} is corrupt (not a map of file names to ids); rebuild it: {rebuild}"
+        )
     if any(not 0 <= k < n_semantic for k in semantic.values()):
         raise UserError(f"{path} has ids outside 0..{n_semantic - 1}; rebuild it: {rebuild}")
     clusters = read_json(os.path.join(data_dir, "clusters.json"), {}, rebuild=rebuild)
     labels = clusters.get("labels", []) if isinstance(clusters, dict) else None
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise UserError(f"{os.path.join(data_dir, 'clusters.json')} is corrupt (no list of labels); rebuild it: "
-                        f"{rebuild}")
+        raise UserError(
+            f"{os.path.join(data_dir, 'clusters.json')} is corrupt (no list of labels); rebuild "
+            "it: "
+            f"{rebuild}"
+        )
     return semantic, labels
 
 
 def load_dataset(data_dir):
-    """A prepared folder -> dict of meta, cluster labels, token masks, the programs heard in train and, per split,
-    load_split's dict. Files without a semantic id (no semantic.json yet) are led by the unconditional token.
-    A file that is missing, corrupt or out of step with the others is one UserError that says how to rebuild it."""
+    """A prepared folder -> dict of meta, cluster labels, token masks, the programs heard in train
+    and, per split, load_split's dict. Files without a semantic id (no semantic.json yet) are led by
+    the unconditional token. A file that is missing, corrupt or out of step with the others is one
+    UserError that says how to rebuild it."""
     for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
         if not os.path.exists(os.path.join(data_dir, name)):
-            raise UserError(f"no dataset in {data_dir} ({name} is missing); "
-                            f"make it with: {rebuild_command(data_dir)}")
+            raise UserError(
+                f"no dataset in {data_dir} ({name} is missing); "
+                f"make it with: {rebuild_command(data_dir)}"
+            )
     meta = read_meta(data_dir)
     index = read_index(data_dir)
     semantic, labels = read_semantic(data_dir, meta["n_semantic"])
-    data = dict(meta=meta, labels=labels, has_semantic=bool(semantic),
-                programs_seen=Counter(p for row in index if row["split"] == "train" for p in row["instruments"]),
-                # a window may start right after a complete event, on a token that does not continue a note
-                after=block_mask(meta, meta["window_start_after"]), continues=block_mask(meta, ["DURATION"]),
-                token_type=np.zeros(meta["vocab_size"], dtype=np.int64))  # (V,) block index of each id
+    data = dict(
+        meta=meta,
+        labels=labels,
+        has_semantic=bool(semantic),
+        programs_seen=Counter(
+            p for row in index if row["split"] == "train" for p in row["instruments"]
+        ),
+        # a window may start right after a complete event, on a token that does not continue a note
+        after=block_mask(meta, meta["window_start_after"]),
+        continues=block_mask(meta, ["DURATION"]),
+        token_type=np.zeros(meta["vocab_size"], dtype=np.int64),
+    )  # (V,) block index of each id
     for i, (offset, size) in enumerate(meta["blocks"].values()):
-        data["token_type"][offset:offset + size] = i
+        data["token_type"][offset : offset + size] = i
     for split in ("train", "val"):
         data[split] = load_split(data_dir, index, split, semantic=semantic, meta=meta)
     return data
 
 
 def next_boundary(data, tokens, i, *, end, limit):
-    """The first event boundary at or after position i, at most `limit` tokens on; None if there is none."""
-    chunk = np.asarray(tokens[i - 1:min(end, i + limit)], dtype=np.int64)  # the token before i, then i...
-    ok = data["after"][chunk[:-1]] & ~data["continues"][chunk[1:]]        # ok[j]: position i + j is a boundary
+    """The first event boundary at or after position i, at most `limit` tokens on; None if there is
+    none."""
+    chunk = np.asarray(
+        tokens[i - 1 : min(end, i + limit)], dtype=np.int64
+    )  # the token before i, then i...
+    ok = (
+        data["after"][chunk[:-1]] & ~data["continues"][chunk[1:]]
+    )  # ok[j]: position i + j is a boundary
     hits = np.flatnonzero(ok)
     return i + int(hits[0]) if len(hits) else None
 
 
-def build_windows(data, split, picks, prefixes, *, block_size, shifts=None, tempo_levels=None, voicings=None):
-    """The one window builder. picks [(file, start)] with prefixes (B, PREFIX_LEN) -> x, y int64 (B, block_size):
-    row b is prefixes[b] + the file's tokens from start on, cut at block_size or the file's end; y is x shifted
-    by one, -1 where nothing is predicted (the prefix's own tokens, and padding). A packed row is a list of
-    (file, start) segments instead, with prefixes[b] (segments, PREFIX_LEN): each segment is led by its own
-    prefix and follows the one before, until the row is full. shifts (B,): transpose the pitched notes and the KEY
-    tokens by that many semitones (tokenizer.transpose); tempo_levels (B,): move every tempo, the prefixes' too,
-    by that many levels (tokenizer.scale_tempo); voicings (B,): play rows whose value is not nan on other
+def build_windows(
+    data, split, picks, prefixes, *, block_size, shifts=None, tempo_levels=None, voicings=None
+):
+    """The one window builder. picks [(file, start)] with prefixes (B, PREFIX_LEN) -> x, y int64 (B,
+    block_size): row b is prefixes[b] + the file's tokens from start on, cut at block_size or the
+    file's end; y is x shifted by one, -1 where nothing is predicted (the prefix's own tokens, and
+    padding). A packed row is a list of (file, start) segments instead, with prefixes[b] (segments,
+    PREFIX_LEN): each segment is led by its own prefix and follows the one before, until the row is
+    full. shifts (B,): transpose the pitched notes and the KEY tokens by that many semitones
+    (tokenizer.transpose); tempo_levels (B,): move every tempo, the prefixes' too, by that many
+    levels (tokenizer.scale_tempo); voicings (B,): play rows whose value is not nan on other
     instruments (tokenizer.revoice)."""
     d, meta, P = data[split], data["meta"], tokenizer.PREFIX_LEN
-    seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)     # (B, T+1)
-    y_valid = np.zeros((len(picks), block_size), dtype=bool)                           # (B, T)
+    seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)  # (B, T+1)
+    y_valid = np.zeros((len(picks), block_size), dtype=bool)  # (B, T)
     for b, (row, row_prefixes) in enumerate(zip(picks, prefixes)):
         at = 0  # where the next segment starts in the row
-        for (f, start), prefix in zip(row if isinstance(row, list) else [row], np.atleast_2d(row_prefixes)):
-            n = max(min(int(d["end"][f]) - start, block_size + 1 - at - P), 0)  # its tokens that fit
-            seq[b, at:at + P] = prefix
-            seq[b, at + P:at + P + n] = d["tokens"][start:start + n]
-            y_valid[b, at + P - 1:at + P - 1 + n] = True
+        for (f, start), prefix in zip(
+            row if isinstance(row, list) else [row], np.atleast_2d(row_prefixes)
+        ):
+            n = max(
+                min(int(d["end"][f]) - start, block_size + 1 - at - P), 0
+            )  # its tokens that fit
+            seq[b, at : at + P] = prefix
+            seq[b, at + P : at + P + n] = d["tokens"][start : start + n]
+            y_valid[b, at + P - 1 : at + P - 1 + n] = True
             at += P + n
     if shifts is not None:
         tokenizer.transpose(seq, shifts)
@@ -247,24 +324,25 @@ def build_windows(data, split, picks, prefixes, *, block_size, shifts=None, temp
         tokenizer.scale_tempo(seq, tempo_levels)
     if voicings is not None:
         tokenizer.revoice(seq, voicings)
-    x, y = seq[:, :-1], seq[:, 1:].copy()                                              # (B, T) each
+    x, y = seq[:, :-1], seq[:, 1:].copy()  # (B, T) each
     y[~y_valid] = -1
     return np.ascontiguousarray(x), y
 
 
 def drop_attributes(prefixes, dropout, rng):
-    """Each slot of each prefix (B, PREFIX_LEN) set to unspecified with its probability: dropout maps a slot
-    name of tokenizer.PREFIX_SLOTS to a probability, and "all" to that of blanking the whole prefix. One draw
-    per slot, per row, in slot order, then one for "all". In place."""
+    """Each slot of each prefix (B, PREFIX_LEN) set to unspecified with its probability: dropout
+    maps a slot name of tokenizer.PREFIX_SLOTS to a probability, and "all" to that of blanking the
+    whole prefix. One draw per slot, per row, in slot order, then one for "all". In place."""
     for name, where in tokenizer.PREFIX_SLOTS.items():
-        drop = rng.random(len(prefixes)) < dropout.get(name, 0.0)                       # (B,)
+        drop = rng.random(len(prefixes)) < dropout.get(name, 0.0)  # (B,)
         prefixes[drop, where] = tokenizer.UNCOND_PREFIX[where]
     prefixes[rng.random(len(prefixes)) < dropout.get("all", 0.0)] = tokenizer.UNCOND_PREFIX
     return prefixes
 
 
 def window_span(block_size):
-    """How many of a file's tokens a window of block_size holds, after its prefix (the last one only as a target)."""
+    """How many of a file's tokens a window of block_size holds, after its prefix (the last one only
+    as a target)."""
     return block_size + 1 - tokenizer.PREFIX_LEN
 
 
@@ -273,15 +351,18 @@ def random_start(data, split, f, *, block_size, rng):
     d, span = data[split], window_span(block_size)
     start, end = int(d["start"][f]), int(d["end"][f])
     i = int(rng.integers(start, max(start, end - span) + 1))
-    if i > start:  # a file's first window starts at its START token, the others on an event boundary
+    if (
+        i > start
+    ):  # a file's first window starts at its START token, the others on an event boundary
         i = next_boundary(data, d["tokens"], i, end=end, limit=span) or start
     return i
 
 
 def packed_picks(data, split, rng, *, batch_size, block_size, dropout):
-    """Rows packed with pieces: each row takes a window of a file (picked by length, from a random event
-    boundary) and, where that file ends before the row does, more of them, each led by its own prefix with slots
-    dropped (drop_attributes), until fewer than MIN_SEGMENT tokens are left -> (picks, prefixes) for build_windows."""
+    """Rows packed with pieces: each row takes a window of a file (picked by length, from a random
+    event boundary) and, where that file ends before the row does, more of them, each led by its own
+    prefix with slots dropped (drop_attributes), until fewer than MIN_SEGMENT tokens are left ->
+    (picks, prefixes) for build_windows."""
     d, P, picks, prefixes = data[split], tokenizer.PREFIX_LEN, [], []
     for _ in range(batch_size):
         row, at = [], 0
@@ -291,63 +372,116 @@ def packed_picks(data, split, rng, *, batch_size, block_size, dropout):
             row.append((f, start))
             at += P + min(int(d["end"][f]) - start, block_size + 1 - at - P)
         picks.append(row)
-        prefixes.append(drop_attributes(d["prefix"][[f for f, _ in row]].copy(), dropout or {}, rng))
+        prefixes.append(
+            drop_attributes(d["prefix"][[f for f, _ in row]].copy(), dropout or {}, rng)
+        )
     return picks, prefixes
 
 
 MIN_SEGMENT = 16  # packing: a row's tail shorter than this (after a prefix) is left as padding
 
 
-def get_batch(data, split, rng, *, batch_size, block_size, dropout=None, transpose=0, balance=False, tempo_jitter=0.0,
-              pack=False, revoice=0.0):
-    """Training windows: files picked in proportion to their length (balance: each semantic token as often,
-    then by length within it), each from a random event boundary, led by the file's attribute prefix with
-    slots dropped to unspecified (drop_attributes; dropout None keeps them all); transpose > 0 shifts each
-    window by a random -transpose..transpose semitones; tempo_jitter > 0 plays it up to that many octaves faster
-    or slower (uniform on a log scale); pack: rows filled with more pieces where one ends (packed_picks); revoice:
-    the share of windows played on other instruments (tokenizer.revoice) -> x, y (B, T)."""
+def get_batch(
+    data,
+    split,
+    rng,
+    *,
+    batch_size,
+    block_size,
+    dropout=None,
+    transpose=0,
+    balance=False,
+    tempo_jitter=0.0,
+    pack=False,
+    revoice=0.0,
+):
+    """Training windows: files picked in proportion to their length (balance: each semantic token as
+    often, then by length within it), each from a random event boundary, led by the file's attribute
+    prefix with slots dropped to unspecified (drop_attributes; dropout None keeps them all);
+    transpose > 0 shifts each window by a random -transpose..transpose semitones; tempo_jitter > 0
+    plays it up to that many octaves faster or slower (uniform on a log scale); pack: rows filled
+    with more pieces where one ends (packed_picks); revoice: the share of windows played on other
+    instruments (tokenizer.revoice) -> x, y (B, T)."""
     d = data[split]
     if pack:
-        picks, prefixes = packed_picks(data, split, rng, batch_size=batch_size, block_size=block_size, dropout=dropout)
-        return build_windows(data, split, picks, prefixes, block_size=block_size, **augmentation(
-            rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice))
+        picks, prefixes = packed_picks(
+            data, split, rng, batch_size=batch_size, block_size=block_size, dropout=dropout
+        )
+        return build_windows(
+            data,
+            split,
+            picks,
+            prefixes,
+            block_size=block_size,
+            **augmentation(
+                rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice
+            ),
+        )
     if balance:
         groups = np.unique(d["semantic"])
-        members = {g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()}      # files of each group
-        picked = rng.choice(groups, size=batch_size)                                    # (B,) semantic ids
-        files = np.array([rng.choice(members[g], p=d["weight"][members[g]] / d["weight"][members[g]].sum())
-                          for g in picked.tolist()])
+        members = {
+            g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()
+        }  # files of each group
+        picked = rng.choice(groups, size=batch_size)  # (B,) semantic ids
+        files = np.array(
+            [
+                rng.choice(members[g], p=d["weight"][members[g]] / d["weight"][members[g]].sum())
+                for g in picked.tolist()
+            ]
+        )
     else:
-        files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])           # (B,)
+        files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])  # (B,)
     picks = [(f, random_start(data, split, f, block_size=block_size, rng=rng)) for f in files]
-    prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)          # (B, PREFIX_LEN)
-    return build_windows(data, split, picks, prefixes, block_size=block_size, **augmentation(
-        rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice))
+    prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)  # (B, PREFIX_LEN)
+    return build_windows(
+        data,
+        split,
+        picks,
+        prefixes,
+        block_size=block_size,
+        **augmentation(
+            rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice
+        ),
+    )
 
 
 def augmentation(rng, batch_size, *, transpose, tempo_jitter, revoice=0.0):
-    """A row's transposition (semitones, -transpose..transpose), tempo move (levels: up to tempo_jitter octaves,
-    uniform on a log scale) and voicing (nan: as written; else the draw that picks its instruments, for a share
-    revoice of the rows), as build_windows takes them; None where off."""
+    """A row's transposition (semitones, -transpose..transpose), tempo move (levels: up to
+    tempo_jitter octaves, uniform on a log scale) and voicing (nan: as written; else the draw that
+    picks its instruments, for a share revoice of the rows), as build_windows takes them; None where
+    off."""
     shifts = rng.integers(-transpose, transpose + 1, size=batch_size) if transpose else None
-    levels = np.round(rng.uniform(-tempo_jitter, tempo_jitter, size=batch_size) * tokenizer.TEMPO_LEVELS_PER_OCTAVE
-                      ).astype(np.int64) if tempo_jitter else None
-    voicings = np.where(rng.random(batch_size) < revoice, rng.random(batch_size), np.nan) if revoice else None
+    levels = (
+        np.round(
+            rng.uniform(-tempo_jitter, tempo_jitter, size=batch_size)
+            * tokenizer.TEMPO_LEVELS_PER_OCTAVE
+        ).astype(np.int64)
+        if tempo_jitter
+        else None
+    )
+    voicings = (
+        np.where(rng.random(batch_size) < revoice, rng.random(batch_size), np.nan)
+        if revoice
+        else None
+    )
     return dict(shifts=shifts, tempo_levels=levels, voicings=voicings)
 
 
 def covering_windows(data, split, block_size, max_windows):
-    """Fixed windows (file, start) that cover a split file by file, each starting on an event boundary as in
-    training; at most max_windows of them, spread evenly over the split."""
+    """Fixed windows (file, start) that cover a split file by file, each starting on an event
+    boundary as in training; at most max_windows of them, spread evenly over the split."""
     d, windows, span = data[split], [], window_span(block_size)
     for f, (start, end) in enumerate(zip(d["start"].tolist(), d["end"].tolist())):
         i = start
         while i is not None:
             windows.append((f, i))
             stop = min(end, i + span)
-            # the tokens that finish an event cut at `stop` are left out, so the next window starts on an event
+            # the tokens that finish an event cut at `stop` are left out, so the next window starts
+            # on an event
             i = next_boundary(data, d["tokens"], stop, end=end, limit=span) if stop < end else None
     if len(windows) > max_windows:
-        windows = [windows[i] for i in np.unique(np.linspace(0, len(windows) - 1, max_windows).round().astype(int))]
+        windows = [
+            windows[i]
+            for i in np.unique(np.linspace(0, len(windows) - 1, max_windows).round().astype(int))
+        ]
     return windows
-

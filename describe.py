@@ -28,21 +28,36 @@ from tokenizer import seconds_at  # grid steps -> seconds through a Score's temp
 DRUMS = tokenizer.DRUMS  # the program of a drum-channel note
 
 GM_NAMES = (
-    "Acoustic Grand Piano;Bright Acoustic Piano;Electric Grand Piano;Honky-tonk Piano;Electric Piano 1;"
-    "Electric Piano 2;Harpsichord;Clavinet;Celesta;Glockenspiel;Music Box;Vibraphone;Marimba;Xylophone;Tubular Bells;"
-    "Dulcimer;Drawbar Organ;Percussive Organ;Rock Organ;Church Organ;Reed Organ;Accordion;Harmonica;Tango Accordion;"
-    "Acoustic Guitar (nylon);Acoustic Guitar (steel);Electric Guitar (jazz);Electric Guitar (clean);"
-    "Electric Guitar (muted);Overdriven Guitar;Distortion Guitar;Guitar Harmonics;Acoustic Bass;Electric Bass (finger);"
-    "Electric Bass (pick);Fretless Bass;Slap Bass 1;Slap Bass 2;Synth Bass 1;Synth Bass 2;Violin;Viola;Cello;"
-    "Contrabass;Tremolo Strings;Pizzicato Strings;Orchestral Harp;Timpani;String Ensemble 1;String Ensemble 2;"
-    "Synth Strings 1;Synth Strings 2;Choir Aahs;Voice Oohs;Synth Choir;Orchestra Hit;Trumpet;Trombone;Tuba;"
-    "Muted Trumpet;French Horn;Brass Section;Synth Brass 1;Synth Brass 2;Soprano Sax;Alto Sax;Tenor Sax;Baritone Sax;"
-    "Oboe;English Horn;Bassoon;Clarinet;Piccolo;Flute;Recorder;Pan Flute;Blown Bottle;Shakuhachi;Whistle;Ocarina;"
-    "Lead 1 (square);Lead 2 (sawtooth);Lead 3 (calliope);Lead 4 (chiff);Lead 5 (charang);Lead 6 (voice);"
-    "Lead 7 (fifths);Lead 8 (bass + lead);Pad 1 (new age);Pad 2 (warm);Pad 3 (polysynth);Pad 4 (choir);Pad 5 (bowed);"
-    "Pad 6 (metallic);Pad 7 (halo);Pad 8 (sweep);FX 1 (rain);FX 2 (soundtrack);FX 3 (crystal);FX 4 (atmosphere);"
-    "FX 5 (brightness);FX 6 (goblin);FX 7 (echoes);FX 8 (sci-fi);Sitar;Banjo;Shamisen;Koto;Kalimba;Bagpipe;Fiddle;"
-    "Shanai;Tinkle Bell;Agogo;Steel Drums;Woodblock;Taiko Drum;Melodic Tom;Synth Drum;Reverse Cymbal;"
+    "Acoustic Grand Piano;Bright Acoustic Piano;Electric Grand Piano;Honky-tonk Piano;Electric "
+    "Piano 1;"
+    "Electric Piano 2;Harpsichord;Clavinet;Celesta;Glockenspiel;Music "
+    "Box;Vibraphone;Marimba;Xylophone;Tubular Bells;"
+    "Dulcimer;Drawbar Organ;Percussive Organ;Rock Organ;Church Organ;Reed "
+    "Organ;Accordion;Harmonica;Tango Accordion;"
+    "Acoustic Guitar (nylon);Acoustic Guitar (steel);Electric Guitar (jazz);Electric Guitar "
+    "(clean);"
+    "Electric Guitar (muted);Overdriven Guitar;Distortion Guitar;Guitar Harmonics;Acoustic "
+    "Bass;Electric Bass (finger);"
+    "Electric Bass (pick);Fretless Bass;Slap Bass 1;Slap Bass 2;Synth Bass 1;Synth Bass "
+    "2;Violin;Viola;Cello;"
+    "Contrabass;Tremolo Strings;Pizzicato Strings;Orchestral Harp;Timpani;String Ensemble 1;String "
+    "Ensemble 2;"
+    "Synth Strings 1;Synth Strings 2;Choir Aahs;Voice Oohs;Synth Choir;Orchestra "
+    "Hit;Trumpet;Trombone;Tuba;"
+    "Muted Trumpet;French Horn;Brass Section;Synth Brass 1;Synth Brass 2;Soprano Sax;Alto "
+    "Sax;Tenor Sax;Baritone Sax;"
+    "Oboe;English Horn;Bassoon;Clarinet;Piccolo;Flute;Recorder;Pan Flute;Blown "
+    "Bottle;Shakuhachi;Whistle;Ocarina;"
+    "Lead 1 (square);Lead 2 (sawtooth);Lead 3 (calliope);Lead 4 (chiff);Lead 5 (charang);Lead 6 "
+    "(voice);"
+    "Lead 7 (fifths);Lead 8 (bass + lead);Pad 1 (new age);Pad 2 (warm);Pad 3 (polysynth);Pad 4 "
+    "(choir);Pad 5 (bowed);"
+    "Pad 6 (metallic);Pad 7 (halo);Pad 8 (sweep);FX 1 (rain);FX 2 (soundtrack);FX 3 (crystal);FX 4 "
+    "(atmosphere);"
+    "FX 5 (brightness);FX 6 (goblin);FX 7 (echoes);FX 8 "
+    "(sci-fi);Sitar;Banjo;Shamisen;Koto;Kalimba;Bagpipe;Fiddle;"
+    "Shanai;Tinkle Bell;Agogo;Steel Drums;Woodblock;Taiko Drum;Melodic Tom;Synth Drum;Reverse "
+    "Cymbal;"
     "Guitar Fret Noise;Breath Noise;Seaside;Bird Tweet;Telephone Ring;Helicopter;Applause;Gunshot"
 ).split(";")
 assert len(GM_NAMES) == 128, f"the General MIDI table must have 128 names, has {len(GM_NAMES)}"
@@ -61,24 +76,32 @@ def program_counts(notes):
 # -----------------------------------------------------------------------------
 # time: grid steps -> seconds through a tempo map
 
+
 def segments(changes, default, end_step):
     """[(step, value...)] changes -> [(length in steps, value...)] pieces covering 0..end_step."""
     changes = sorted(tuple(c) for c in changes)
     if not changes or changes[0][0] > 0:
         changes = [(0, *default)] + changes  # MIDI defaults until the first change
-    return [(min(nxt[0] if nxt else end_step, end_step) - max(cur[0], 0), *cur[1:])
-            for cur, nxt in zip(changes, changes[1:] + [None]) if cur[0] < end_step]
+    return [
+        (min(nxt[0] if nxt else end_step, end_step) - max(cur[0], 0), *cur[1:])
+        for cur, nxt in zip(changes, changes[1:] + [None])
+        if cur[0] < end_step
+    ]
 
 
 def end_step(score):
-    """The last step of a piece: its end, or the end of its last note if that is later (at least 1)."""
+    """The last step of a piece: its end, or its last note's end if that is later (at least 1)."""
     return max([score.end_step, 1] + [n.onset + n.duration for n in score.notes])
 
 
 def mean_bpm(score):
-    """The tempo averaged over the piece's grid steps (a piece mostly at 60 with a short 120 reads near 60)."""
+    """The tempo averaged over the piece's grid steps (a piece mostly at 60 with a short 120 reads
+    near 60)."""
     end = end_step(score)
-    return sum(steps * bpm for steps, bpm in segments(score.tempos, (tokenizer.DEFAULT_BPM,), end)) / end
+    return (
+        sum(steps * bpm for steps, bpm in segments(score.tempos, (tokenizer.DEFAULT_BPM,), end))
+        / end
+    )
 
 
 def main_meter(score):
@@ -86,7 +109,13 @@ def main_meter(score):
     return max(segments(score.time_signatures, (4, 4), end_step(score)))[1:]
 
 
-TEMPO_WORDS = [(60, "very slow"), (76, "slow"), (108, "moderate"), (132, "fast"), (1e9, "very fast")]  # (below, word)
+TEMPO_WORDS = [
+    (60, "very slow"),
+    (76, "slow"),
+    (108, "moderate"),
+    (132, "fast"),
+    (1e9, "very fast"),
+]  # (below, word)
 
 
 def tempo_word(bpm):
@@ -96,10 +125,13 @@ def tempo_word(bpm):
 # -----------------------------------------------------------------------------
 # key and mode
 
-# Spelled as in common practice: flats for the flat keys, F sharp and the sharp minor keys as sharps.
+# Spelled as in common practice: flats for the flat keys, F sharp and the sharp minor keys as
+# sharps.
 MAJOR_TONICS = "C;D flat;D;E flat;E;F;F sharp;G;A flat;A;B flat;B".split(";")
 MINOR_TONICS = "C;C sharp;D;E flat;E;F;F sharp;G;G sharp;A;B flat;B".split(";")
-KEY_NAMES = [f"{t} major" for t in MAJOR_TONICS] + [f"{t} minor" for t in MINOR_TONICS]  # index = 12 * minor + tonic
+KEY_NAMES = [f"{t} major" for t in MAJOR_TONICS] + [
+    f"{t} minor" for t in MINOR_TONICS
+]  # index = 12 * minor + tonic
 LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 # Krumhansl-Kessler key profiles: how well each pitch class fits a major / minor key on its tonic
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -108,8 +140,8 @@ MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 
 
 def key_name(tonic, mode):
     """A tonic, as a pitch class 0..11 or a spelled name ("B-", "Bb", "B flat", "A#"), and a mode ->
-    the one spelling used everywhere: "B flat major", "G sharp minor"; other modes keep their name on the
-    major key's spelling of the tonic ("E flat dorian")."""
+    the one spelling used everywhere: "B flat major", "G sharp minor"; other modes keep their name
+    on the major key's spelling of the tonic ("E flat dorian")."""
     if isinstance(tonic, str):
         name = tonic.strip().replace(" sharp", "#").replace(" flat", "b").replace("-", "b")
         if not name or name[0].upper() not in LETTERS:
@@ -121,47 +153,72 @@ def key_name(tonic, mode):
     return f"{MAJOR_TONICS[tonic % 12]} {mode}"
 
 
-# (24, 12) every key's profile, rows in KEY_NAMES order, standardised so that a dot product is a correlation
+# (24, 12) every key's profile, rows in KEY_NAMES order, standardised so that a dot product is a
+# correlation
 KEY_PROFILES = np.stack([np.roll(p, t) for p in (MAJOR_PROFILE, MINOR_PROFILE) for t in range(12)])
-KEY_PROFILES = (KEY_PROFILES - KEY_PROFILES.mean(1, keepdims=True)) / KEY_PROFILES.std(1, keepdims=True)
+KEY_PROFILES = (KEY_PROFILES - KEY_PROFILES.mean(1, keepdims=True)) / KEY_PROFILES.std(
+    1, keepdims=True
+)
 
 
 def estimate_key(notes):
-    """Krumhansl-Schmuckler: correlate the duration-weighted pitch-class histogram with all 24 key profiles
-    -> a KEY_NAMES entry, or None for drums only or a flat histogram."""
+    """Krumhansl-Schmuckler: correlate the duration-weighted pitch-class histogram with all 24 key
+    profiles -> a KEY_NAMES entry, or None for drums only or a flat histogram."""
     hist = np.zeros(12)
     for n in notes:
         if n.program != DRUMS:
             hist[n.pitch % 12] += max(n.duration, 1)
     if hist.sum() == 0 or hist.std() == 0:
         return None
-    correlation = KEY_PROFILES @ ((hist - hist.mean()) / hist.std()) / 12                  # (24,)
+    correlation = KEY_PROFILES @ ((hist - hist.mean()) / hist.std()) / 12  # (24,)
     return KEY_NAMES[int(np.argmax(correlation))]
 
 
 # -----------------------------------------------------------------------------
 # the description sentence, for MIDI without a caption
 
+
 def describe_score(score):
-    """One sentence in words a sentence embedder knows: tempo, key, meter, instruments, size, register."""
+    """One sentence in words a sentence embedder knows: tempo, key, meter, instruments, size,
+    register."""
     notes = score.notes
     if not notes:
         raise tokenizer.MidiError("no notes")
     end, spq = end_step(score), tokenizer.STEPS_PER_QUARTER
-    seconds, bpm, (num, den) = float(seconds_at(end, score.tempos)), mean_bpm(score), main_meter(score)
-    bars = sum(length / (n * spq * 4 / d) for length, n, d in segments(score.time_signatures, (4, 4), end))
+    seconds, bpm, (num, den) = (
+        float(seconds_at(end, score.tempos)),
+        mean_bpm(score),
+        main_meter(score),
+    )
+    bars = sum(
+        length / (n * spq * 4 / d) for length, n, d in segments(score.time_signatures, (4, 4), end)
+    )
     counts = program_counts(notes)
     names = [GM_NAMES[p] for p in counts if p != DRUMS]
     instruments = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     key = estimate_key(notes)
-    text = f"A {tempo_word(bpm)} piece at {bpm:.0f} bpm" + (f" in {key}" if key else "") + f", {num}/{den} time, "
-    text += (f"for {instruments}" + (", with drums" if DRUMS in counts else "")) if names else "for drums only"
-    text += (f"; {len(notes)} notes over {bars:.0f} bars ({seconds:.0f} seconds), "
-             f"{len(notes) / max(seconds, 1e-3):.1f} notes per second")
+    text = (
+        f"A {tempo_word(bpm)} piece at {bpm:.0f} bpm"
+        + (f" in {key}" if key else "")
+        + f", {num}/{den} time, "
+    )
+    text += (
+        (f"for {instruments}" + (", with drums" if DRUMS in counts else ""))
+        if names
+        else "for drums only"
+    )
+    text += (
+        f"; {len(notes)} notes over {bars:.0f} bars ({seconds:.0f} seconds), "
+        f"{len(notes) / max(seconds, 1e-3):.1f} notes per second"
+    )
     pitched = [n.pitch for n in notes if n.program != DRUMS]
     if pitched:
         median = float(np.median(pitched))
-        text += ", in a " + ("low" if median < 52 else "middle" if median < 72 else "high") + " register"
+        text += (
+            ", in a "
+            + ("low" if median < 52 else "middle" if median < 72 else "high")
+            + " register"
+        )
     return text + "."
 
 
@@ -174,8 +231,13 @@ def describe_midi(path):
 
 MAJOR, MINOR = np.array([0, 2, 4, 5, 7, 9, 11]), np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
 DURATION_EDGES = [1, 2, 3, 4, 6, 9, 12, 18, 24, 48, np.inf]  # grid steps (12 = a quarter): 10 bins
-METRICS = {"pc_entropy": "pitch-class entropy (bits)", "scale": "scale consistency", "polyphony": "polyphony",
-           "density": "note density (notes/beat)", "empty_beats": "empty-beat rate"}
+METRICS = {
+    "pc_entropy": "pitch-class entropy (bits)",
+    "scale": "scale consistency",
+    "polyphony": "polyphony",
+    "density": "note density (notes/beat)",
+    "empty_beats": "empty-beat rate",
+}
 
 
 def sounding_per_step(notes, end):
@@ -196,67 +258,122 @@ def bar_starts(score, end):
 
 
 def piece_stats(score):
-    """A Score -> dict of the METRICS (as muspy defines them; nan where one does not apply, e.g. pitch classes of
-    drums), the duration histogram, whether a note sounds in every bar, and a feature vector for classifiers."""
+    """A Score -> dict of the METRICS (as muspy defines them; nan where one does not apply, e.g.
+    pitch classes of drums), the duration histogram, whether a note sounds in every bar, and a
+    feature vector for classifiers."""
     spq, notes, end = tokenizer.STEPS_PER_QUARTER, score.notes, end_step(score)
-    pitch = np.array([n.pitch for n in notes if n.program != DRUMS], dtype=np.int64)     # (P,)
-    program = np.array([n.program for n in notes], dtype=np.int64)                      # (N,)
-    pc = np.bincount(pitch % 12, minlength=12) / max(len(pitch), 1)                     # (12,) shares
-    sounding = sounding_per_step(notes, end)                                            # (end,) notes on
+    pitch = np.array([n.pitch for n in notes if n.program != DRUMS], dtype=np.int64)  # (P,)
+    program = np.array([n.program for n in notes], dtype=np.int64)  # (N,)
+    pc = np.bincount(pitch % 12, minlength=12) / max(len(pitch), 1)  # (12,) shares
+    sounding = sounding_per_step(notes, end)  # (end,) notes on
     share = pc[pc > 0]
-    s = dict(pc_entropy=-(share * np.log2(share)).sum() if len(pitch) else np.nan,  # 0: a single pitch class
-             scale=max(pc[(sc + tonic) % 12].sum() for sc in (MAJOR, MINOR) for tonic in range(12))
-             if len(pitch) else np.nan,                                  # the largest share in one scale
-             polyphony=sounding[sounding > 0].mean() if notes else 0.0,  # notes at once, while any sounds
-             density=len(notes) / (end / spq),
-             empty_beats=1 - len({n.onset // spq for n in notes}) / math.ceil(end / spq),  # beats with no onset
-             durations=np.histogram([n.duration for n in notes], DURATION_EDGES)[0] / max(len(notes), 1),  # (10,)
-             all_bars=bool(notes) and bool(np.maximum.reduceat(sounding > 0, bar_starts(score, end)).all()))
+    s = dict(
+        pc_entropy=-(share * np.log2(share)).sum()
+        if len(pitch)
+        else np.nan,  # 0: a single pitch class
+        scale=max(pc[(sc + tonic) % 12].sum() for sc in (MAJOR, MINOR) for tonic in range(12))
+        if len(pitch)
+        else np.nan,  # the largest share in one scale
+        polyphony=sounding[sounding > 0].mean()
+        if notes
+        else 0.0,  # notes at once, while any sounds
+        density=len(notes) / (end / spq),
+        empty_beats=1
+        - len({n.onset // spq for n in notes}) / math.ceil(end / spq),  # beats with no onset
+        durations=np.histogram([n.duration for n in notes], DURATION_EDGES)[0]
+        / max(len(notes), 1),  # (10,)
+        all_bars=bool(notes)
+        and bool(np.maximum.reduceat(sounding > 0, bar_starts(score, end)).all()),
+    )
     seconds = float(seconds_at(end, score.tempos))
-    families = np.bincount(np.where(program == DRUMS, 16, program // 8), minlength=17)  # (17,) 16 = drums
+    families = np.bincount(
+        np.where(program == DRUMS, 16, program // 8), minlength=17
+    )  # (17,) 16 = drums
     register = [*np.percentile(pitch, [5, 50, 95]), pitch.std()] if len(pitch) else [np.nan] * 4
     meter = main_meter(score)
-    s["features"] = np.concatenate([
-        pc, [s[k] for k in METRICS], register,
-        [math.log2(mean_bpm(score)), len(notes) / seconds, len(set(program.tolist())),
-         np.mean([n.velocity for n in notes] or [0])],
-        families / max(len(notes), 1), s["durations"], [meter == ts for ts in tokenizer.TIME_SIGNATURES]]).astype(float)
+    s["features"] = np.concatenate(
+        [
+            pc,
+            [s[k] for k in METRICS],
+            register,
+            [
+                math.log2(mean_bpm(score)),
+                len(notes) / seconds,
+                len(set(program.tolist())),
+                np.mean([n.velocity for n in notes] or [0]),
+            ],
+            families / max(len(notes), 1),
+            s["durations"],
+            [meter == ts for ts in tokenizer.TIME_SIGNATURES],
+        ]
+    ).astype(float)
     return s
 
 
-# Bar lengths (grid steps) whose onset patterns tell meters apart: 2/4, 3/8, 3/4 or 6/8, 4/4, 9/8, 12/8 or 3/2
+# Bar lengths (grid steps) whose onset patterns tell meters apart: 2/4, 3/8, 3/4 or 6/8, 4/4, 9/8,
+# 12/8 or 3/2
 BAR_STEPS = [24, 18, 36, 48, 54, 72]
-IOI_EDGES_S = [0, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, np.inf]  # seconds between onsets
+IOI_EDGES_S = [
+    0,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    np.inf,
+]  # seconds between onsets
 
 
 def rhythm_features(score):
-    """Features of the notes alone (no time signature or tempo token is read, only onsets, durations and
-    the seconds they fall on) for evaluate.py's meter and tempo-word classifiers: for each bar length of
-    BAR_STEPS, where the onsets fall in it (weighted by duration, so long notes mark strong beats); the
-    intervals between onsets in grid steps and in seconds; notes per second and per beat."""
+    """Features of the notes alone (no time signature or tempo token is read, only onsets, durations
+    and the seconds they fall on) for evaluate.py's meter and tempo-word classifiers: for each bar
+    length of BAR_STEPS, where the onsets fall in it (weighted by duration, so long notes mark
+    strong beats); the intervals between onsets in grid steps and in seconds; notes per second and
+    per beat."""
     spq, notes = tokenizer.STEPS_PER_QUARTER, score.notes
     if not notes:
         return np.zeros(sum(b // 3 for b in BAR_STEPS) + 12 + len(IOI_EDGES_S) - 1 + 3)
-    onset = np.array([n.onset for n in notes])                                          # (N,)
-    weight = np.array([min(n.duration, 4 * spq) for n in notes], dtype=float)           # (N,)
-    phases = [np.bincount(onset % bar // 3, weights=weight, minlength=bar // 3) / weight.sum() for bar in BAR_STEPS]
+    onset = np.array([n.onset for n in notes])  # (N,)
+    weight = np.array([min(n.duration, 4 * spq) for n in notes], dtype=float)  # (N,)
+    phases = [
+        np.bincount(onset % bar // 3, weights=weight, minlength=bar // 3) / weight.sum()
+        for bar in BAR_STEPS
+    ]
     starts = np.unique(onset)
-    ioi = np.diff(starts)                                                              # (U-1,) steps
-    ioi_steps = np.bincount(np.minimum(ioi, 12 * 4) // 4, minlength=13)[:12] / max(len(ioi), 1)  # (12,)
-    seconds = np.diff(seconds_at(starts, score.tempos))                                 # (U-1,)
+    ioi = np.diff(starts)  # (U-1,) steps
+    ioi_steps = np.bincount(np.minimum(ioi, 12 * 4) // 4, minlength=13)[:12] / max(
+        len(ioi), 1
+    )  # (12,)
+    seconds = np.diff(seconds_at(starts, score.tempos))  # (U-1,)
     ioi_seconds = np.histogram(seconds, IOI_EDGES_S)[0] / max(len(seconds), 1)
     total = float(seconds_at(end_step(score), score.tempos))
-    return np.concatenate([*phases, ioi_steps, ioi_seconds,
-                           [len(notes) / max(total, 1e-3), len(notes) / max(end_step(score) / spq, 1),
-                            np.median(seconds) if len(seconds) else 0.0]])
+    return np.concatenate(
+        [
+            *phases,
+            ioi_steps,
+            ioi_seconds,
+            [
+                len(notes) / max(total, 1e-3),
+                len(notes) / max(end_step(score) / spq, 1),
+                np.median(seconds) if len(seconds) else 0.0,
+            ],
+        ]
+    )
 
 
 # -----------------------------------------------------------------------------
 # measured attributes of a piece: what a prompt can ask for, read back from the notes
 
+
 def italian_tempo(bpm):
-    """The Italian term (of TEMPO_TERMS, which prompts are read with) nearest bpm on a log scale, so that a
-    tempo asked for as 'adagio' reads back as adagio."""
+    """The Italian term (of TEMPO_TERMS, which prompts are read with) nearest bpm on a log scale, so
+    that a tempo asked for as 'adagio' reads back as adagio."""
     return min(TEMPO_TERMS, key=lambda term: abs(math.log(TEMPO_TERMS[term] / bpm)))
 
 
@@ -266,15 +383,20 @@ def texture(notes):
     pitched = [n for n in notes if n.program != DRUMS]
     if not pitched:
         return "drums only"
-    sounding = sounding_per_step(pitched, max(n.onset + n.duration for n in pitched)).astype(np.int64)
-    steps_with = np.bincount(sounding)[1:]                                # steps with 1, 2, ... notes sounding
-    voices = 1 + int(np.searchsorted(np.cumsum(steps_with), 0.9 * steps_with.sum()))  # nearest-rank 90th percentile
+    sounding = sounding_per_step(pitched, max(n.onset + n.duration for n in pitched)).astype(
+        np.int64
+    )
+    steps_with = np.bincount(sounding)[1:]  # steps with 1, 2, ... notes sounding
+    voices = 1 + int(
+        np.searchsorted(np.cumsum(steps_with), 0.9 * steps_with.sum())
+    )  # nearest-rank 90th percentile
     return "solo line" if voices <= 1 else "two voices" if voices == 2 else f"{voices} parts"
 
 
 def voices_per_instrument(notes):
-    """How many notes an instrument sounds at once, averaged over its steps that sound and then over the
-    instruments (drums included): 1 for a melody, 4 for a four-part chorale on one organ, 2 for two solo lines."""
+    """How many notes an instrument sounds at once, averaged over its steps that sound and then over
+    the instruments (drums included): 1 for a melody, 4 for a four-part chorale on one organ, 2 for
+    two solo lines."""
     by_program = {}
     for n in notes:
         by_program.setdefault(n.program, []).append(n)
@@ -288,15 +410,19 @@ def voices_per_instrument(notes):
 
 
 def music21_key(notes):
-    """A second key estimate: music21's analyze('key') on the pitched notes -> a KEY_NAMES entry, or None for
-    drums only or a mode other than major and minor. music21 is installed for the bundled corpus; it is
-    imported here only, as it takes a second to import."""
-    from music21 import note as m21note, stream
+    """A second key estimate: music21's analyze('key') on the pitched notes -> a KEY_NAMES entry, or
+    None for drums only or a mode other than major and minor. music21 is installed for the bundled
+    corpus; it is imported here only, as it takes a second to import."""
+    from music21 import note as m21note
+    from music21 import stream
+
     part = stream.Stream()
     for n in notes:
         if n.program != DRUMS:
-            part.insert(n.onset / tokenizer.STEPS_PER_QUARTER,
-                        m21note.Note(n.pitch, quarterLength=n.duration / tokenizer.STEPS_PER_QUARTER))
+            part.insert(
+                n.onset / tokenizer.STEPS_PER_QUARTER,
+                m21note.Note(n.pitch, quarterLength=n.duration / tokenizer.STEPS_PER_QUARTER),
+            )
     if not len(part):
         return None
     found = part.analyze("key")
@@ -304,106 +430,228 @@ def music21_key(notes):
 
 
 def measure(score):
-    """The attributes a prompt can name, measured from a piece's notes -> dict of tempo (bpm, word, Italian
-    term), meter, key and mode, instruments (GM programs, most notes first, DRUMS for drums), texture, note density,
-    register and length."""
+    """The attributes a prompt can name, measured from a piece's notes -> dict of tempo (bpm, word,
+    Italian term), meter, key and mode, instruments (GM programs, most notes first, DRUMS for
+    drums), texture, note density, register and length."""
     notes, end = score.notes, end_step(score)
     bpm, seconds = mean_bpm(score), float(seconds_at(end, score.tempos))
     key = estimate_key(notes)
     pitched = [n.pitch for n in notes if n.program != DRUMS]
     median = float(np.median(pitched)) if pitched else None
-    return dict(tempo_bpm=round(bpm, 1), tempo_word=tempo_word(bpm), tempo_italian=italian_tempo(bpm),
-                meter="%d/%d" % main_meter(score), key=key, mode=key.split()[-1] if key else None,
-                instruments=list(program_counts(notes)), texture=texture(notes),
-                voices_per_instrument=round(voices_per_instrument(notes), 2),
-                notes_per_second=round(len(notes) / max(seconds, 1e-3), 2), median_pitch=median,
-                register=None if median is None else "low" if median < 52 else "middle" if median < 72 else "high",
-                seconds=round(seconds, 2))
+    return dict(
+        tempo_bpm=round(bpm, 1),
+        tempo_word=tempo_word(bpm),
+        tempo_italian=italian_tempo(bpm),
+        meter="%d/%d" % main_meter(score),
+        key=key,
+        mode=key.split()[-1] if key else None,
+        instruments=list(program_counts(notes)),
+        texture=texture(notes),
+        voices_per_instrument=round(voices_per_instrument(notes), 2),
+        notes_per_second=round(len(notes) / max(seconds, 1e-3), 2),
+        median_pitch=median,
+        register=None
+        if median is None
+        else "low"
+        if median < 52
+        else "middle"
+        if median < 72
+        else "high",
+        seconds=round(seconds, 2),
+    )
 
 
 # -----------------------------------------------------------------------------
 # reading a prompt: the words a person types for tempo, meter, key and instruments
 
 TEMPO_TERMS = {  # word -> bpm; Italian terms near the middle of their usual ranges
-    "grave": 40, "largo": 50, "lento": 52, "larghetto": 60, "adagio": 70, "andante": 90, "andantino": 96,
-    "moderato": 112, "allegretto": 116, "allegro": 138, "vivace": 166, "presto": 184, "prestissimo": 208,
+    "grave": 40,
+    "largo": 50,
+    "lento": 52,
+    "larghetto": 60,
+    "adagio": 70,
+    "andante": 90,
+    "andantino": 96,
+    "moderato": 112,
+    "allegretto": 116,
+    "allegro": 138,
+    "vivace": 166,
+    "presto": 184,
+    "prestissimo": 208,
 }
 TEMPO_WORDS_IN = {  # everyday words -> bpm (lower priority than a number or an Italian term)
-    "very slow": 50, "slow": 66, "slowly": 66, "leisurely": 80, "calm": 72, "gentle": 76, "relaxed": 80,
-    "moderate": 104, "medium": 104, "walking": 96, "upbeat": 128, "lively": 140, "brisk": 140, "quick": 150,
-    "fast": 150, "energetic": 150, "very fast": 190, "frantic": 200,
+    "very slow": 50,
+    "slow": 66,
+    "slowly": 66,
+    "leisurely": 80,
+    "calm": 72,
+    "gentle": 76,
+    "relaxed": 80,
+    "moderate": 104,
+    "medium": 104,
+    "walking": 96,
+    "upbeat": 128,
+    "lively": 140,
+    "brisk": 140,
+    "quick": 150,
+    "fast": 150,
+    "energetic": 150,
+    "very fast": 190,
+    "frantic": 200,
 }
 METER_WORDS = {  # dance or style -> meter
-    "waltz": "3/4", "minuet": "3/4", "mazurka": "3/4", "polonaise": "3/4", "sarabande": "3/4",
-    "slip jig": "9/8", "jig": "6/8", "tarantella": "6/8", "barcarolle": "6/8", "siciliano": "12/8",
-    "march": "2/4", "polka": "2/4", "reel": "4/4", "hornpipe": "4/4", "gavotte": "4/4", "chorale": "4/4",
-    "triple time": "3/4", "triple meter": "3/4", "duple time": "2/4", "common time": "4/4", "cut time": "2/2",
+    "waltz": "3/4",
+    "minuet": "3/4",
+    "mazurka": "3/4",
+    "polonaise": "3/4",
+    "sarabande": "3/4",
+    "slip jig": "9/8",
+    "jig": "6/8",
+    "tarantella": "6/8",
+    "barcarolle": "6/8",
+    "siciliano": "12/8",
+    "march": "2/4",
+    "polka": "2/4",
+    "reel": "4/4",
+    "hornpipe": "4/4",
+    "gavotte": "4/4",
+    "chorale": "4/4",
+    "triple time": "3/4",
+    "triple meter": "3/4",
+    "duple time": "2/4",
+    "common time": "4/4",
+    "cut time": "2/2",
 }
 MOOD_MODES = {  # a short documented list: mood words that ask for a mode
-    "sad": "minor", "melancholy": "minor", "melancholic": "minor", "mournful": "minor", "dark": "minor",
-    "gloomy": "minor", "tragic": "minor", "sorrowful": "minor", "somber": "minor", "sombre": "minor",
-    "happy": "major", "cheerful": "major", "joyful": "major", "bright": "major", "sunny": "major",
+    "sad": "minor",
+    "melancholy": "minor",
+    "melancholic": "minor",
+    "mournful": "minor",
+    "dark": "minor",
+    "gloomy": "minor",
+    "tragic": "minor",
+    "sorrowful": "minor",
+    "somber": "minor",
+    "sombre": "minor",
+    "happy": "major",
+    "cheerful": "major",
+    "joyful": "major",
+    "bright": "major",
+    "sunny": "major",
     "triumphant": "major",
 }
 INSTRUMENT_WORDS = {  # everyday names and families -> GM programs (DRUMS for the drum kit)
-    "piano": [0], "keyboard": [0], "harpsichord": [6], "organ": [19], "accordion": [21], "harmonica": [22],
-    "guitar": [24], "acoustic guitar": [25], "electric guitar": [27], "bass guitar": [33], "bass": [33],
-    "violin": [40], "fiddle": [40], "viola": [41], "cello": [42], "double bass": [43], "contrabass": [43],
-    "harp": [46], "timpani": [47], "strings": [40, 41, 42], "string quartet": [40, 41, 42],
-    "string orchestra": [48], "choir": [52], "voices": [52], "voice": [53], "singer": [53],
-    "trumpet": [56], "trombone": [57], "tuba": [58], "horn": [60], "french horn": [60], "brass": [56, 57, 60, 58],
-    "saxophone": [65], "sax": [65], "oboe": [68], "bassoon": [70], "clarinet": [71], "flute": [73],
-    "recorder": [74], "tin whistle": [78], "whistle": [78], "woodwinds": [73, 68, 71, 70], "winds": [73, 68, 71, 70],
-    "bagpipes": [109], "bagpipe": [109], "banjo": [105], "synth": [80], "drums": [DRUMS], "drum kit": [DRUMS],
+    "piano": [0],
+    "keyboard": [0],
+    "harpsichord": [6],
+    "organ": [19],
+    "accordion": [21],
+    "harmonica": [22],
+    "guitar": [24],
+    "acoustic guitar": [25],
+    "electric guitar": [27],
+    "bass guitar": [33],
+    "bass": [33],
+    "violin": [40],
+    "fiddle": [40],
+    "viola": [41],
+    "cello": [42],
+    "double bass": [43],
+    "contrabass": [43],
+    "harp": [46],
+    "timpani": [47],
+    "strings": [40, 41, 42],
+    "string quartet": [40, 41, 42],
+    "string orchestra": [48],
+    "choir": [52],
+    "voices": [52],
+    "voice": [53],
+    "singer": [53],
+    "trumpet": [56],
+    "trombone": [57],
+    "tuba": [58],
+    "horn": [60],
+    "french horn": [60],
+    "brass": [56, 57, 60, 58],
+    "saxophone": [65],
+    "sax": [65],
+    "oboe": [68],
+    "bassoon": [70],
+    "clarinet": [71],
+    "flute": [73],
+    "recorder": [74],
+    "tin whistle": [78],
+    "whistle": [78],
+    "woodwinds": [73, 68, 71, 70],
+    "winds": [73, 68, 71, 70],
+    "bagpipes": [109],
+    "bagpipe": [109],
+    "banjo": [105],
+    "synth": [80],
+    "drums": [DRUMS],
+    "drum kit": [DRUMS],
     "percussion": [DRUMS],
 }
-# GM's own names too ('Acoustic Grand Piano'); the everyday words win where they overlap ('fiddle' is a violin)
-INSTRUMENT_WORDS = {name.lower(): [program] for program, name in enumerate(GM_NAMES)} | INSTRUMENT_WORDS
+# GM's own names too ('Acoustic Grand Piano'); the everyday words win where they overlap ('fiddle'
+# is a violin)
+INSTRUMENT_WORDS = {
+    name.lower(): [program] for program, name in enumerate(GM_NAMES)
+} | INSTRUMENT_WORDS
 METER_RE = r"\b(\d{1,2})/(1|2|4|8|16|32)\b"
 KEY_RE = r"\b([A-Ga-g])(?:\s*(#|♯|b|♭|-|\s+sharp|\s+flat))?\s+(major|minor|maj|min)\b(\s+key)?"
 BPM_RE = r"\b(\d{1,4}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b"
-STOP_WORDS = set("a an the in of for with and or on to at by from into some piece song music tune tunes "
-                 "played playing style sounding like feel time key that is it".split())
+STOP_WORDS = set(
+    "a an the in of for with and or on to at by from into some piece song music tune tunes "
+    "played playing style sounding like feel time key that is it".split()
+)
 
 
 def find_terms(text, terms):
-    """[(position, term)] of the terms found in text as whole words, longest first so that 'slip jig' wins
-    over 'jig'; a found term's words are not matched again."""
+    """[(position, term)] of the terms found in text as whole words, longest first so that 'slip
+    jig' wins over 'jig'; a found term's words are not matched again."""
     found, taken = [], [False] * len(text)
     for term in sorted(terms, key=len, reverse=True):
         for m in re.finditer(r"\b" + re.escape(term) + r"s?\b", text):
-            if not any(taken[m.start():m.end()]):
+            if not any(taken[m.start() : m.end()]):
                 found.append((m.start(), m.end(), term))
-                taken[m.start():m.end()] = [True] * (m.end() - m.start())
+                taken[m.start() : m.end()] = [True] * (m.end() - m.start())
     return sorted(found)
 
 
 def read_tempo(text, notes):
-    """Tempo from a number with bpm, else an Italian term, else an everyday word; the first of each kind."""
+    """Tempo from a number with bpm, else an Italian term, else an everyday word; the first of each
+    kind."""
     numbers = [(m.start(), m.end(), float(m.group(1))) for m in re.finditer(BPM_RE, text)]
     italian = [(a, b, TEMPO_TERMS[t]) for a, b, t in find_terms(text, TEMPO_TERMS)]
     everyday = [(a, b, TEMPO_WORDS_IN[t]) for a, b, t in find_terms(text, TEMPO_WORDS_IN)]
     spans = numbers + italian + everyday
     chosen = (numbers or italian or everyday or [None])[0]
     if chosen and len({bpm for _, _, bpm in spans}) > 1:
-        notes.append(f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
-                     f"using {text[chosen[0]:chosen[1]]!r} ({chosen[2]:g} bpm)")
+        notes.append(
+            f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
+            f"using {text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
+        )
     return (chosen[2] if chosen else None), [(a, b) for a, b, _ in spans]
 
 
 def read_meter(text, notes):
-    explicit = [(m.start(), m.end(), f"{m.group(1)}/{m.group(2)}") for m in re.finditer(METER_RE, text)]
+    explicit = [
+        (m.start(), m.end(), f"{m.group(1)}/{m.group(2)}") for m in re.finditer(METER_RE, text)
+    ]
     dances = [(a, b, METER_WORDS[t]) for a, b, t in find_terms(text, METER_WORDS)]
     spans = explicit + dances
     chosen = (explicit or dances or [None])[0]
     if chosen and len({m for _, _, m in spans}) > 1:
-        notes.append(f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): using {chosen[2]}")
+        notes.append(
+            f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): using "
+            f"{chosen[2]}"
+        )
     return (chosen[2] if chosen else None), [(a, b) for a, b, _ in spans]
 
 
 def read_key(text, original, notes):
-    """(key, mode, spans). 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the article
-    ('in a minor key': minor, no tonic); mood words give a mode when no key is named."""
+    """(key, mode, spans). 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the
+    article ('in a minor key': minor, no tonic); mood words give a mode when no key is named."""
     key = mode = None
     spans = []
     for m in re.finditer(KEY_RE, text):
@@ -411,10 +659,14 @@ def read_key(text, original, notes):
         if letter == "a" and m.group(4) and not m.group(2):  # "a minor key": an article, not A
             mode = mode or ("minor" if m.group(3).startswith("min") else "major")
         elif key is None:
-            accidental = {"#": "#", "♯": "#", "b": "b", "♭": "b", "-": "b"}.get((m.group(2) or "").strip()[:1], "")
+            accidental = {"#": "#", "♯": "#", "b": "b", "♭": "b", "-": "b"}.get(
+                (m.group(2) or "").strip()[:1], ""
+            )
             if (m.group(2) or "").strip() in ("sharp", "flat"):
                 accidental = "#" if m.group(2).strip() == "sharp" else "b"
-            key = key_name(letter.upper() + accidental, "minor" if m.group(3).startswith("min") else "major")
+            key = key_name(
+                letter.upper() + accidental, "minor" if m.group(3).startswith("min") else "major"
+            )
         else:
             notes.append(f"more than one key named: using {key}")
         spans.append((m.start(), m.end()))
@@ -435,9 +687,9 @@ def read_instruments(text):
 
 
 def parse_prompt(text):
-    """Free text -> what it asks for: tempo_bpm, meter ('3/4'), key ('A minor'), mode, instruments (GM
-    programs, DRUMS = 128), notes (contradictions and how they were settled) and unused (the words no rule
-    read; they still choose the semantic token). Unknown words never fail."""
+    """Free text -> what it asks for: tempo_bpm, meter ('3/4'), key ('A minor'), mode, instruments
+    (GM programs, DRUMS = 128), notes (contradictions and how they were settled) and unused (the
+    words no rule read; they still choose the semantic token). Unknown words never fail."""
     lower, notes = text.lower(), []
     tempo_bpm, tempo_spans = read_tempo(lower, notes)
     meter, meter_spans = read_meter(lower, notes)
@@ -446,25 +698,39 @@ def parse_prompt(text):
     used = [False] * len(text)
     for a, b in tempo_spans + meter_spans + key_spans + instrument_spans:
         used[a:b] = [True] * (b - a)
-    unused = [m.group(0) for m in re.finditer(r"[\w'#/-]+", text)
-              if not any(used[m.start():m.end()]) and m.group(0).lower() not in STOP_WORDS]
-    return dict(tempo_bpm=tempo_bpm, meter=meter, key=key, mode=mode, instruments=instruments, notes=notes,
-                unused=unused)
+    unused = [
+        m.group(0)
+        for m in re.finditer(r"[\w'#/-]+", text)
+        if not any(used[m.start() : m.end()]) and m.group(0).lower() not in STOP_WORDS
+    ]
+    return dict(
+        tempo_bpm=tempo_bpm,
+        meter=meter,
+        key=key,
+        mode=mode,
+        instruments=instruments,
+        notes=notes,
+        unused=unused,
+    )
 
 
 # -----------------------------------------------------------------------------
 # --tempo, --meter, --key and --instruments: the same words, strictly
 
+
 def parse_tempo(value):
-    """'96', '96 bpm' or a tempo word -> bpm; anything else is a one-line error with the valid forms."""
+    """'96', '96 bpm' or a tempo word -> bpm; anything else is a one-line error with the valid
+    forms."""
     text = value.strip().lower().removesuffix("bpm").strip()
     try:
         bpm = float(text)
     except ValueError:
         bpm = TEMPO_TERMS.get(text, TEMPO_WORDS_IN.get(text))
     if bpm is None or not 10 <= bpm <= 1000:
-        raise tokenizer.UserError(f"--tempo {value!r}: give bpm from 10 to 1000 ('96' or '96 bpm'), or one of "
-                                  f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN))}")
+        raise tokenizer.UserError(
+            f"--tempo {value!r}: give bpm from 10 to 1000 ('96' or '96 bpm'), or one of "
+            f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN))}"
+        )
     return bpm
 
 
@@ -476,20 +742,29 @@ def parse_meter(value):
         return f"{int(m.group(1))}/{m.group(2)}"
     if text in METER_WORDS:
         return METER_WORDS[text]
-    raise tokenizer.UserError(f"--meter {value!r}: give n/d with n from 1 to 32 and d one of 1, 2, 4, 8, 16, 32 "
-                              f"('3/4', '6/8'), or one of {', '.join(METER_WORDS)}")
+    raise tokenizer.UserError(
+        f"--meter {value!r}: give n/d with n from 1 to 32 and d one of 1, 2, 4, 8, 16, 32 "
+        f"('3/4', '6/8'), or one of {', '.join(METER_WORDS)}"
+    )
 
 
 def parse_key(value):
-    """'A minor', 'E flat major', 'F# minor', 'Bb major', or just 'major' / 'minor' -> (key or None, mode)."""
+    """'A minor', 'E flat major', 'F# minor', 'Bb major', or just 'major' / 'minor' -> (key or None,
+    mode)."""
     text = value.strip()
     if text.lower() in ("major", "minor"):
         return None, text.lower()
-    m = re.fullmatch(r"([A-Ga-g])\s*(#|b|-|\s+sharp|\s+flat)?\s+(major|minor)", text, flags=re.IGNORECASE)
+    m = re.fullmatch(
+        r"([A-Ga-g])\s*(#|b|-|\s+sharp|\s+flat)?\s+(major|minor)", text, flags=re.IGNORECASE
+    )
     if not m:
-        raise tokenizer.UserError(f"--key {value!r}: give a tonic and a mode ('A minor', 'E flat major', "
-                                  f"'F# minor', 'Bb major'), or just 'major' or 'minor'")
-    accidental = {"sharp": "#", "flat": "b", "-": "b"}.get((m.group(2) or "").strip().lower(), (m.group(2) or "").strip())
+        raise tokenizer.UserError(
+            f"--key {value!r}: give a tonic and a mode ('A minor', 'E flat major', "
+            f"'F# minor', 'Bb major'), or just 'major' or 'minor'"
+        )
+    accidental = {"sharp": "#", "flat": "b", "-": "b"}.get(
+        (m.group(2) or "").strip().lower(), (m.group(2) or "").strip()
+    )
     key = key_name(m.group(1).upper() + accidental, m.group(3).lower())
     return key, key.split()[-1]
 
@@ -504,11 +779,15 @@ def parse_instruments(value):
         elif part in INSTRUMENT_WORDS or part.rstrip("s") in INSTRUMENT_WORDS:
             programs.update(INSTRUMENT_WORDS.get(part) or INSTRUMENT_WORDS[part.rstrip("s")])
         else:
-            raise tokenizer.UserError(f"--instruments: {part!r} is not an instrument; give GM program numbers "
-                                      f"0-127, 'drums', General MIDI names, or words such as "
-                                      f"{', '.join(list(INSTRUMENT_WORDS)[128:150])}")
+            raise tokenizer.UserError(
+                f"--instruments: {part!r} is not an instrument; give GM program numbers "
+                f"0-127, 'drums', General MIDI names, or words such as "
+                f"{', '.join(list(INSTRUMENT_WORDS)[128:150])}"
+            )
     if not programs:  # "," or " , ": a flag that names nothing is a slip, not "no instruments"
-        raise tokenizer.UserError(f"--instruments {value!r} names no instrument; give one or more, comma-separated")
+        raise tokenizer.UserError(
+            f"--instruments {value!r} names no instrument; give one or more, comma-separated"
+        )
     return sorted(programs)
 
 

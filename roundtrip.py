@@ -17,15 +17,20 @@ def print_result(result):
     n_in, n_kept = result["notes_in"], result["notes_kept"]
     dropped = sum(result["dropped"].values())
     print(f"notes in     {n_in}")
-    print(f"notes kept   {n_kept} ({100 * n_kept / max(n_in, 1):.2f}%: same pitch and instrument, onset and duration "
-          f"within 1/{tokenizer.STEPS_PER_QUARTER} beat)")
+    print(
+        f"notes kept   {n_kept} ({100 * n_kept / max(n_in, 1):.2f}%: same pitch and instrument, "
+        "onset and duration "
+        f"within 1/{tokenizer.STEPS_PER_QUARTER} beat)"
+    )
     print(f"tokens       {result['tokens']} ({result['tokens'] / max(n_kept, 1):.2f} per note)")
     print(f"length       {result['seconds_in']:.2f} s in, {result['seconds_out']:.2f} s out")
     for reason, count in result["dropped"].most_common():
         print(f"dropped      {count}: {reason}")
     if n_in - n_kept > dropped:
-        print(f"moved        {n_in - n_kept - dropped} notes by more than a grid step "
-              f"(notes shorter than a step that end up overlapping the next note of the same key)")
+        print(
+            f"moved        {n_in - n_kept - dropped} notes by more than a grid step "
+            f"(notes shorter than a step that end up overlapping the next note of the same key)"
+        )
     for reason, count in result["changed"].most_common():
         print(f"also         {count} {reason}")
 
@@ -33,11 +38,15 @@ def print_result(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Round-trip a MIDI file through the AMT tokens.")
     parser.add_argument("midi", help="input .mid")
-    parser.add_argument("-o", "--out", help="where to write the decoded round trip (.mid); never the input")
+    parser.add_argument(
+        "-o", "--out", help="where to write the decoded round trip (.mid); never the input"
+    )
     parser.add_argument("--show", type=int, default=0, help="print the first N tokens by name")
     args = parser.parse_args(argv)
     check_range("--show", args.show, low=0)
-    if args.out is not None:  # before any work: the round trip is lossy, so it must never replace its input
+    if (
+        args.out is not None
+    ):  # before any work: the round trip is lossy, so it must never replace its input
         check_text("--out", args.out)
         check_output_file(args.out, inputs=[args.midi])
     try:
@@ -48,7 +57,7 @@ def main(argv=None):
         write_atomic(args.out, lambda f: result["midi"].save(file=f))
     print_result(result)
     if args.show:
-        print(" ".join(tokenizer.token_name(t) for t in tokenizer.encode(args.midi)[:args.show]))
+        print(" ".join(tokenizer.token_name(t) for t in tokenizer.encode(args.midi)[: args.show]))
     if args.out:
         print(f"wrote        {args.out}")
 

@@ -37,12 +37,14 @@ from midifile import DRUMS, MidiError, events_of, load_midi, read_raw, track_fro
 # -----------------------------------------------------------------------------
 # settings
 
-STEPS_PER_QUARTER = 12      # grid: sixteenths (3), eighth triplets (4), sixteenth triplets (2)
-MAX_TIME_ON = 48            # TIME_ON_1..48: up to 4 quarters per token
-MAX_DURATION = 48           # DURATION_1..48: up to 4 quarters per token
-MAX_TRAILING_STEPS = 64 * MAX_TIME_ON  # silence kept after the last note: 256 beats (longer tails are cut)
-N_SEMANTIC = 32             # SEMANTIC_TOKEN_0..31: cluster.py's k may be at most this
-DEFAULT_BPM = 120.0         # MIDI's default when a file sets no tempo
+STEPS_PER_QUARTER = 12  # grid: sixteenths (3), eighth triplets (4), sixteenth triplets (2)
+MAX_TIME_ON = 48  # TIME_ON_1..48: up to 4 quarters per token
+MAX_DURATION = 48  # DURATION_1..48: up to 4 quarters per token
+MAX_TRAILING_STEPS = (
+    64 * MAX_TIME_ON
+)  # silence kept after the last note: 256 beats (longer tails are cut)
+N_SEMANTIC = 32  # SEMANTIC_TOKEN_0..31: cluster.py's k may be at most this
+DEFAULT_BPM = 120.0  # MIDI's default when a file sets no tempo
 # Tempo is TEMPO_COARSE * 24 + TEMPO_FINE on a log grid of 70 levels per octave: a step
 # of 1%, so the nearest level is within 0.5% and the timeline in seconds with it.
 # Level 274 is 120 bpm, so 30, 60, 120, 240 and 480 bpm are exact; the levels span
@@ -52,54 +54,94 @@ TEMPO_LEVELS = TEMPO_COARSE_LEVELS * TEMPO_FINE_LEVELS
 TEMPO_LEVELS_PER_OCTAVE = 70
 TEMPO_LEVEL_OF_DEFAULT = 274
 TEMPO_MIN_BPM = DEFAULT_BPM * 2 ** (-TEMPO_LEVEL_OF_DEFAULT / TEMPO_LEVELS_PER_OCTAVE)
-N_VELOCITY = 8              # velocity bins of 16
+N_VELOCITY = 8  # velocity bins of 16
 # A time signature is TIMESIG_NUM_n TIMESIG_DEN_d: any n/d with n in 1..31 and d in 1..32.
 # A larger n with an even n and d is written with both halved (32/16 as 16/8): the same bar.
 MAX_NUMERATOR = 31
 DENOMINATORS = [1, 2, 4, 8, 16, 32]
 # Common meters, by name for the describers and evaluate.py's meter features (the vocabulary
 # itself holds any n/d above).
-TIME_SIGNATURES = [(2, 4), (3, 4), (4, 4), (5, 4), (6, 4), (7, 4), (2, 2), (3, 2),
-                   (4, 2), (3, 8), (5, 8), (6, 8), (7, 8), (9, 8), (12, 8), (1, 4)]
-N_KEYS = 24                 # 12 major then 12 minor keys, by tonic pitch class
-PITCH_CLASSES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]  # token names only
-PREFIX_INSTRUMENTS = 6      # instrument slots in the attribute prefix: the six with the most notes
-TICKS_PER_BEAT = 480        # resolution of decoded files (a multiple of the grid)
+TIME_SIGNATURES = [
+    (2, 4),
+    (3, 4),
+    (4, 4),
+    (5, 4),
+    (6, 4),
+    (7, 4),
+    (2, 2),
+    (3, 2),
+    (4, 2),
+    (3, 8),
+    (5, 8),
+    (6, 8),
+    (7, 8),
+    (9, 8),
+    (12, 8),
+    (1, 4),
+]
+N_KEYS = 24  # 12 major then 12 minor keys, by tonic pitch class
+PITCH_CLASSES = [
+    "C",
+    "C#",
+    "D",
+    "Eb",
+    "E",
+    "F",
+    "F#",
+    "G",
+    "Ab",
+    "A",
+    "Bb",
+    "B",
+]  # token names only
+PREFIX_INSTRUMENTS = 6  # instrument slots in the attribute prefix: the six with the most notes
+TICKS_PER_BEAT = 480  # resolution of decoded files (a multiple of the grid)
 assert TICKS_PER_BEAT % STEPS_PER_QUARTER == 0
 
 # -----------------------------------------------------------------------------
 # the vocabulary: (block name, size), in id order
 
 BLOCKS = [
-    ("PAD", 1), ("UNK", 1), ("START", 1), ("END", 1),
-    ("SEMANTIC", N_SEMANTIC), ("UNCOND", 1),
-    ("TEMPO_COARSE", TEMPO_COARSE_LEVELS), ("TEMPO_FINE", TEMPO_FINE_LEVELS),
+    ("PAD", 1),
+    ("UNK", 1),
+    ("START", 1),
+    ("END", 1),
+    ("SEMANTIC", N_SEMANTIC),
+    ("UNCOND", 1),
+    ("TEMPO_COARSE", TEMPO_COARSE_LEVELS),
+    ("TEMPO_FINE", TEMPO_FINE_LEVELS),
     ("TIMESIG_NUM", MAX_NUMERATOR),  # numerator 1..MAX_NUMERATOR
     ("TIMESIG_DEN", len(DENOMINATORS)),
     ("VELOCITY", N_VELOCITY),
-    ("PROGRAM", 129),        # GM programs 0..127, then drums
-    ("NOTE", 128),           # MIDI pitch
+    ("PROGRAM", 129),  # GM programs 0..127, then drums
+    ("NOTE", 128),  # MIDI pitch
     ("DURATION", MAX_DURATION),  # 1..MAX_DURATION steps
-    ("TIME_ON", MAX_TIME_ON),    # 1..MAX_TIME_ON steps
+    ("TIME_ON", MAX_TIME_ON),  # 1..MAX_TIME_ON steps
     # the attribute prefix (below): a key, and "unspecified" for each attribute
-    ("KEY", N_KEYS),             # 12 * minor + tonic pitch class: KEY_C_MAJOR .. KEY_B_MINOR
-    ("KEY_NONE", 1), ("METER_NONE", 1), ("TEMPO_NONE", 1), ("INSTRUMENTS_NONE", 1),
-    ("INSTRUMENTS_END", 1),      # pads a named instrument set to its slots
+    ("KEY", N_KEYS),  # 12 * minor + tonic pitch class: KEY_C_MAJOR .. KEY_B_MINOR
+    ("KEY_NONE", 1),
+    ("METER_NONE", 1),
+    ("TEMPO_NONE", 1),
+    ("INSTRUMENTS_NONE", 1),
+    ("INSTRUMENTS_END", 1),  # pads a named instrument set to its slots
 ]
 OFFSET, SIZE = {}, {}
 for _name, _size in BLOCKS:
     OFFSET[_name], SIZE[_name] = sum(SIZE.values()), _size
 VOCAB_SIZE = sum(SIZE.values())
 assert VOCAB_SIZE <= 512, f"vocabulary of {VOCAB_SIZE}: the design caps it at 512"
-assert VOCAB_SIZE < 2 ** 16, "token ids are stored as uint16"
+assert VOCAB_SIZE < 2**16, "token ids are stored as uint16"
 assert SIZE["TEMPO_COARSE"] * SIZE["TEMPO_FINE"] == TEMPO_LEVELS
 
 PAD, UNK, START, END, UNCOND = (OFFSET[n] for n in ("PAD", "UNK", "START", "END", "UNCOND"))
-# {block: [first id, size]}: how meta.json and checkpoints record the vocabulary, so either can be checked against it
+# {block: [first id, size]}: how meta.json and checkpoints record the vocabulary, so either can be
+# checked against it
 LAYOUT = {name: [OFFSET[name], SIZE[name]] for name, _ in BLOCKS}
 TYPE_NAMES = [name for name, _ in BLOCKS]
 TYPE = {name: i for i, name in enumerate(TYPE_NAMES)}
-TOKEN_TYPE = np.repeat(np.arange(len(BLOCKS)), [size for _, size in BLOCKS])  # (VOCAB_SIZE,) block index of each id
+TOKEN_TYPE = np.repeat(
+    np.arange(len(BLOCKS)), [size for _, size in BLOCKS]
+)  # (VOCAB_SIZE,) block index of each id
 
 
 def semantic_token(k):
@@ -140,24 +182,39 @@ assert len(NAME_TO_ID) == VOCAB_SIZE, "token names must be unique"
 
 
 def check_vocabulary(ckpt, path, fix):
-    """The one check that a checkpoint and this tokenizer agree: its vocabulary layout (meta.json's "blocks")
-    must be LAYOUT and its model must have an id for every token. Else a UserError naming path and what to
-    do (fix), for sampling and for resuming alike."""
-    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model_args"), dict) and isinstance(ckpt.get("model"), dict)
-            and isinstance(ckpt["model_args"].get("vocab_size"), int)):
-        raise UserError(f"{path} is not a checkpoint of train.py (no model weights or model_args); {fix}")
+    """The one check that a checkpoint and this tokenizer agree: its vocabulary layout (meta.json's
+    "blocks") must be LAYOUT and its model must have an id for every token. Else a UserError naming
+    path and what to do (fix), for sampling and for resuming alike."""
+    if not (
+        isinstance(ckpt, dict)
+        and isinstance(ckpt.get("model_args"), dict)
+        and isinstance(ckpt.get("model"), dict)
+        and isinstance(ckpt["model_args"].get("vocab_size"), int)
+    ):
+        raise UserError(
+            f"{path} is not a checkpoint of train.py (no model weights or model_args); {fix}"
+        )
     if not isinstance(ckpt.get("meta"), dict) or ckpt["meta"].get("blocks") != LAYOUT:
-        raise UserError(f"{path} was trained on another vocabulary (an older one predates the attribute prefix: "
-                        f"key, meter, tempo, instruments); {fix}")
+        raise UserError(
+            f"{path} was trained on another vocabulary (an older one predates the attribute "
+            "prefix: "
+            f"key, meter, tempo, instruments); {fix}"
+        )
     if ckpt["model_args"]["vocab_size"] < VOCAB_SIZE:
-        raise UserError(f"{path}: its model has {ckpt['model_args']['vocab_size']} token ids, tokenizer.py needs "
-                        f"{VOCAB_SIZE}; {fix}")
+        raise UserError(
+            f"{path}: its model has {ckpt['model_args']['vocab_size']} token ids, tokenizer.py "
+            "needs "
+            f"{VOCAB_SIZE}; {fix}"
+        )
 
 
 def token_id(name):
     if name not in NAME_TO_ID:
-        raise ValueError(f"unknown token {name!r}; token names look like "
-                         f"{semantic_name(0)}..{N_SEMANTIC - 1}, NOTE_60, TIME_ON_12, PROGRAM_DRUMS, TIMESIG_NUM_3 TIMESIG_DEN_4")
+        raise ValueError(
+            f"unknown token {name!r}; token names look like "
+            f"{semantic_name(0)}..{N_SEMANTIC - 1}, NOTE_60, TIME_ON_12, PROGRAM_DRUMS, "
+            "TIMESIG_NUM_3 TIMESIG_DEN_4"
+        )
     return NAME_TO_ID[name]
 
 
@@ -171,9 +228,9 @@ FOLLOWS = {
     "UNK": EVENT_START,
     "START": EVENT_START,
     "END": ["PAD"],
-    "SEMANTIC": ["START"] + EVENT_START,   # a training window starts on an event boundary
+    "SEMANTIC": ["START"] + EVENT_START,  # a training window starts on an event boundary
     "UNCOND": ["START"] + EVENT_START,
-    "TIMESIG_NUM": ["TIMESIG_DEN"],         # a meter is always both halves
+    "TIMESIG_NUM": ["TIMESIG_DEN"],  # a meter is always both halves
     "TIMESIG_DEN": ["TEMPO_COARSE", "VELOCITY", "PROGRAM", "TIME_ON", "END"],
     "TEMPO_COARSE": ["TEMPO_FINE"],
     "TEMPO_FINE": ["VELOCITY", "PROGRAM", "TIME_ON", "END"],
@@ -182,15 +239,27 @@ FOLLOWS = {
     "NOTE": ["DURATION"],
     "DURATION": ["DURATION"] + EVENT_START,
     "TIME_ON": ["TIME_ON", "TIMESIG_NUM", "TEMPO_COARSE", "VELOCITY", "PROGRAM", "END"],
-    # The attribute prefix has a fixed layout (PREFIX_SLOTS) and is always given, never sampled: in the
-    # event stream its tokens fit nowhere, and decode skips the prefix as a whole.
-    **{name: [] for name in ("KEY", "KEY_NONE", "METER_NONE", "TEMPO_NONE", "INSTRUMENTS_NONE", "INSTRUMENTS_END")},
+    # The attribute prefix has a fixed layout (PREFIX_SLOTS) and is always given, never sampled: in
+    # the event stream its tokens fit nowhere, and decode skips the prefix as a whole.
+    **{
+        name: []
+        for name in (
+            "KEY",
+            "KEY_NONE",
+            "METER_NONE",
+            "TEMPO_NONE",
+            "INSTRUMENTS_NONE",
+            "INSTRUMENTS_END",
+        )
+    },
 }
 assert set(FOLLOWS) == set(TYPE_NAMES), "every token type needs a grammar rule"
 TYPE_FOLLOWS = np.zeros((len(TYPE_NAMES), len(TYPE_NAMES)), dtype=bool)  # [prev type, next type]
 for _prev, _nexts in FOLLOWS.items():
     TYPE_FOLLOWS[TYPE[_prev], [TYPE[n] for n in _nexts]] = True
-GRAMMAR_MASK = TYPE_FOLLOWS[TOKEN_TYPE][:, TOKEN_TYPE]  # (VOCAB_SIZE, VOCAB_SIZE) [prev id, next id]
+GRAMMAR_MASK = TYPE_FOLLOWS[TOKEN_TYPE][
+    :, TOKEN_TYPE
+]  # (VOCAB_SIZE, VOCAB_SIZE) [prev id, next id]
 # A training window may start right after these types (a complete event), on a non-DURATION token.
 WINDOW_START_AFTER = ["START", "DURATION"]
 
@@ -203,8 +272,11 @@ def next_token_mask(prev_id):
 # -----------------------------------------------------------------------------
 # value <-> bin helpers
 
+
 def tempo_level(bpm):
-    level = TEMPO_LEVEL_OF_DEFAULT + round(TEMPO_LEVELS_PER_OCTAVE * math.log2(max(bpm, 1e-6) / DEFAULT_BPM))
+    level = TEMPO_LEVEL_OF_DEFAULT + round(
+        TEMPO_LEVELS_PER_OCTAVE * math.log2(max(bpm, 1e-6) / DEFAULT_BPM)
+    )
     return min(max(level, 0), TEMPO_LEVELS - 1)
 
 
@@ -213,10 +285,19 @@ def level_bpm(level):
 
 
 def fit_meter(numerator, denominator):
-    """n/d as the vocabulary writes it, with the same bar length (32/16 -> 16/8); None if it can't be."""
-    while (numerator > MAX_NUMERATOR or denominator > DENOMINATORS[-1]) and numerator % 2 == 0 and denominator > 1:
+    """n/d as the vocabulary writes it, with the same bar length (32/16 -> 16/8); None if it can't
+    be."""
+    while (
+        (numerator > MAX_NUMERATOR or denominator > DENOMINATORS[-1])
+        and numerator % 2 == 0
+        and denominator > 1
+    ):
         numerator, denominator = numerator // 2, denominator // 2
-    return (numerator, denominator) if 1 <= numerator <= MAX_NUMERATOR and denominator in DENOMINATORS else None
+    return (
+        (numerator, denominator)
+        if 1 <= numerator <= MAX_NUMERATOR and denominator in DENOMINATORS
+        else None
+    )
 
 
 def velocity_bin(velocity):
@@ -234,50 +315,69 @@ def split_steps(steps, cap):
 
 def meter_tokens(numerator, denominator):
     """A meter the vocabulary writes (fit_meter) -> [TIMESIG_NUM, TIMESIG_DEN]."""
-    return [OFFSET["TIMESIG_NUM"] + numerator - 1, OFFSET["TIMESIG_DEN"] + DENOMINATORS.index(denominator)]
+    return [
+        OFFSET["TIMESIG_NUM"] + numerator - 1,
+        OFFSET["TIMESIG_DEN"] + DENOMINATORS.index(denominator),
+    ]
 
 
 def tempo_tokens(bpm):
     """bpm -> [TEMPO_COARSE, TEMPO_FINE] of its nearest tempo level."""
     level = tempo_level(bpm)
-    return [OFFSET["TEMPO_COARSE"] + level // TEMPO_FINE_LEVELS, OFFSET["TEMPO_FINE"] + level % TEMPO_FINE_LEVELS]
+    return [
+        OFFSET["TEMPO_COARSE"] + level // TEMPO_FINE_LEVELS,
+        OFFSET["TEMPO_FINE"] + level % TEMPO_FINE_LEVELS,
+    ]
 
 
 def header_tokens(meter=None, tempo_bpm=None):
-    """What a file that starts in this meter and tempo has right after START: [TIMESIG pair] [TEMPO pair]."""
+    """What a file that starts in this meter and tempo has right after START: [TIMESIG pair] [TEMPO
+    pair]."""
     fitted = meter and fit_meter(*meter)
-    return (meter_tokens(*fitted) if fitted else []) + ([] if tempo_bpm is None else tempo_tokens(tempo_bpm))
+    return (meter_tokens(*fitted) if fitted else []) + (
+        [] if tempo_bpm is None else tempo_tokens(tempo_bpm)
+    )
 
 
-# -----------------------------------------------------------------------------
-# the attribute prefix: what a window is about, in front of its tokens
+# ----------------------------------------------------------------------------- the attribute
+# prefix: what a window is about, in front of its tokens
 #
 #   SEMANTIC  KEY  TIMESIG_NUM TIMESIG_DEN  TEMPO_COARSE TEMPO_FINE  PROGRAM x 6
 #
 # Every slot has a fixed place and its own "unspecified" token (UNCOND, KEY_NONE, METER_NONE twice,
-# TEMPO_NONE twice, INSTRUMENTS_NONE six times), so the prefix is always PREFIX_LEN tokens: any subset
-# can be given, the unconditional prefix of classifier-free guidance lines up with the conditional one,
-# and decode drops the first PREFIX_LEN tokens of a sequence that starts with a semantic token.
-# A named instrument set shorter than six is padded with INSTRUMENTS_END.
+# TEMPO_NONE twice, INSTRUMENTS_NONE six times), so the prefix is always PREFIX_LEN tokens: any
+# subset can be given, the unconditional prefix of classifier-free guidance lines up with the
+# conditional one, and decode drops the first PREFIX_LEN tokens of a sequence that starts with a
+# semantic token. A named instrument set shorter than six is padded with INSTRUMENTS_END.
 
-PREFIX_SLOTS = {"semantic": slice(0, 1), "key": slice(1, 2), "meter": slice(2, 4), "tempo": slice(4, 6),
-                "instruments": slice(6, 6 + PREFIX_INSTRUMENTS)}
+PREFIX_SLOTS = {
+    "semantic": slice(0, 1),
+    "key": slice(1, 2),
+    "meter": slice(2, 4),
+    "tempo": slice(4, 6),
+    "instruments": slice(6, 6 + PREFIX_INSTRUMENTS),
+}
 PREFIX_LEN = 6 + PREFIX_INSTRUMENTS
 
 
 def attribute_prefix(semantic=None, *, key=None, meter=None, tempo_bpm=None, instruments=None):
-    """The PREFIX_LEN ids that lead a window. semantic: a token id (None: UNCOND); key: 0..23 (12 * minor +
-    tonic pitch class); meter: (numerator, denominator); tempo_bpm: a number; instruments: GM programs
-    (DRUMS for drums), the most prominent first, cut at PREFIX_INSTRUMENTS. None leaves a slot unspecified,
-    as does a meter the vocabulary can't write."""
+    """The PREFIX_LEN ids that lead a window. semantic: a token id (None: UNCOND); key: 0..23 (12 *
+    minor + tonic pitch class); meter: (numerator, denominator); tempo_bpm: a number; instruments:
+    GM programs (DRUMS for drums), the most prominent first, cut at PREFIX_INSTRUMENTS. None leaves
+    a slot unspecified, as does a meter the vocabulary can't write."""
     ids = [UNCOND if semantic is None else int(semantic)]
     ids += [OFFSET["KEY_NONE"] if key is None else OFFSET["KEY"] + int(key)]
-    ids += header_tokens(meter=meter) or [OFFSET["METER_NONE"]] * 2  # the slots hold what a file's header would
+    ids += (
+        header_tokens(meter=meter) or [OFFSET["METER_NONE"]] * 2
+    )  # the slots hold what a file's header would
     ids += header_tokens(tempo_bpm=tempo_bpm) or [OFFSET["TEMPO_NONE"]] * 2
     if instruments is None or not len(instruments):
         ids += [OFFSET["INSTRUMENTS_NONE"]] * PREFIX_INSTRUMENTS
     else:
-        named = [OFFSET["PROGRAM"] + int(p) for p in list(dict.fromkeys(instruments))[:PREFIX_INSTRUMENTS]]
+        named = [
+            OFFSET["PROGRAM"] + int(p)
+            for p in list(dict.fromkeys(instruments))[:PREFIX_INSTRUMENTS]
+        ]
         ids += named + [OFFSET["INSTRUMENTS_END"]] * (PREFIX_INSTRUMENTS - len(named))
     assert len(ids) == PREFIX_LEN
     return ids
@@ -287,7 +387,8 @@ UNCOND_PREFIX = np.array(attribute_prefix(), dtype=np.int64)  # (PREFIX_LEN,) ev
 
 
 def blank_prefix(slots):
-    """(PREFIX_LEN,) int64: the unspecified tokens in the named slots, -1 (keep what is there) elsewhere."""
+    """(PREFIX_LEN,) int64: the unspecified tokens in the named slots, -1 (keep what is there)
+    elsewhere."""
     out = np.full(PREFIX_LEN, -1, dtype=np.int64)
     for name in slots:
         out[PREFIX_SLOTS[name]] = UNCOND_PREFIX[PREFIX_SLOTS[name]]
@@ -295,135 +396,203 @@ def blank_prefix(slots):
 
 
 def read_prefix(ids):
-    """A prefix (its first PREFIX_LEN ids) -> dict of semantic (id, or None for UNCOND), key (0..23), meter
-    ((n, d)), tempo_bpm and instruments (list of programs); None where a slot is unspecified."""
+    """A prefix (its first PREFIX_LEN ids) -> dict of semantic (id, or None for UNCOND), key
+    (0..23), meter ((n, d)), tempo_bpm and instruments (list of programs); None where a slot is
+    unspecified."""
     ids = [int(t) for t in ids[:PREFIX_LEN]]
     kind = lambda t: TYPE_NAMES[TOKEN_TYPE[t]]
     num, den = ids[PREFIX_SLOTS["meter"]]
     coarse, fine = ids[PREFIX_SLOTS["tempo"]]
-    programs = [t - OFFSET["PROGRAM"] for t in ids[PREFIX_SLOTS["instruments"]] if kind(t) == "PROGRAM"]
-    return dict(semantic=None if ids[0] == UNCOND else ids[0],
-                key=ids[1] - OFFSET["KEY"] if kind(ids[1]) == "KEY" else None,
-                meter=(num - OFFSET["TIMESIG_NUM"] + 1, DENOMINATORS[den - OFFSET["TIMESIG_DEN"]])
-                if kind(num) == "TIMESIG_NUM" else None,
-                tempo_bpm=level_bpm((coarse - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + fine - OFFSET["TEMPO_FINE"])
-                if kind(coarse) == "TEMPO_COARSE" else None,
-                instruments=programs or None)
+    programs = [
+        t - OFFSET["PROGRAM"] for t in ids[PREFIX_SLOTS["instruments"]] if kind(t) == "PROGRAM"
+    ]
+    return dict(
+        semantic=None if ids[0] == UNCOND else ids[0],
+        key=ids[1] - OFFSET["KEY"] if kind(ids[1]) == "KEY" else None,
+        meter=(num - OFFSET["TIMESIG_NUM"] + 1, DENOMINATORS[den - OFFSET["TIMESIG_DEN"]])
+        if kind(num) == "TIMESIG_NUM"
+        else None,
+        tempo_bpm=level_bpm(
+            (coarse - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + fine - OFFSET["TEMPO_FINE"]
+        )
+        if kind(coarse) == "TEMPO_COARSE"
+        else None,
+        instruments=programs or None,
+    )
 
 
 def transpose(seq, shift):
-    """Shift every pitched NOTE of seq (B, T) int64 by shift (B,) semitones, and every KEY token (a row packed with
-    several pieces has a prefix, and a key, for each) with it; drum notes (after PROGRAM_DRUMS) stay. A row's shift
-    is cut so its pitches stay in 0..127. In place; returns the shifts applied (B,)."""
-    is_note = TOKEN_TYPE[seq[:, 1:]] == TYPE["NOTE"]                                        # (B, T-1)
-    pitched = is_note & (seq[:, :-1] != OFFSET["PROGRAM"] + DRUMS)  # a NOTE always follows its PROGRAM
-    pitch = seq[:, 1:] - OFFSET["NOTE"]                                                     # (B, T-1)
-    low = np.where(pitched, pitch, 127).min(axis=1)                                         # (B,)
+    """Shift every pitched NOTE of seq (B, T) int64 by shift (B,) semitones, and every KEY token (a
+    row packed with several pieces has a prefix, and a key, for each) with it; drum notes (after
+    PROGRAM_DRUMS) stay. A row's shift is cut so its pitches stay in 0..127. In place; returns the
+    shifts applied (B,)."""
+    is_note = TOKEN_TYPE[seq[:, 1:]] == TYPE["NOTE"]  # (B, T-1)
+    pitched = is_note & (
+        seq[:, :-1] != OFFSET["PROGRAM"] + DRUMS
+    )  # a NOTE always follows its PROGRAM
+    pitch = seq[:, 1:] - OFFSET["NOTE"]  # (B, T-1)
+    low = np.where(pitched, pitch, 127).min(axis=1)  # (B,)
     high = np.where(pitched, pitch, 0).max(axis=1)
     shift = np.clip(np.asarray(shift), -low, 127 - high)
     seq[:, 1:] += np.where(pitched, shift[:, None], 0)
-    key = seq - OFFSET["KEY"]                                                               # (B, T)
-    moved = OFFSET["KEY"] + 12 * (key // 12) + (key + shift[:, None]) % 12                  # (B, T)
+    key = seq - OFFSET["KEY"]  # (B, T)
+    moved = OFFSET["KEY"] + 12 * (key // 12) + (key + shift[:, None]) % 12  # (B, T)
     seq[:] = np.where(TOKEN_TYPE[seq] == TYPE["KEY"], moved, seq)
     return shift
 
 
-# Re-voicing (training augmentation): a single-instrument window played by others that cover its range, so the
-# model hears the instruments a prompt asks for although the corpus is almost all piano. Ensembles list their
-# parts from the highest to the lowest; a window of k parts (notes at once) takes k of them, spread over the list.
-ENSEMBLES = [[40, 40, 41, 42],   # string quartet: violins, viola, cello
-             [56, 60, 57, 58],   # brass: trumpet, horn, trombone, tuba
-             [73, 68, 71, 70],   # woodwinds: flute, oboe, clarinet, bassoon
-             [48] * 4, [19] * 4, [52] * 4, [6] * 4, [21] * 4, [0] * 4]  # strings, organ, choir, harpsichord, accordion, piano
-SOLOISTS = {73: (60, 96), 40: (55, 100), 68: (58, 91), 71: (50, 91), 56: (54, 82), 42: (36, 76), 74: (72, 98),
-            41: (48, 88), 21: (53, 89), 19: (36, 96), 6: (29, 89), 24: (40, 83), 52: (48, 79), 0: (21, 108)}  # (low, high)
+# Re-voicing (training augmentation): a single-instrument window played by others that cover its
+# range, so the model hears the instruments a prompt asks for although the corpus is almost all
+# piano. Ensembles list their parts from the highest to the lowest; a window of k parts (notes at
+# once) takes k of them, spread over the list.
+ENSEMBLES = [
+    [40, 40, 41, 42],  # string quartet: violins, viola, cello
+    [56, 60, 57, 58],  # brass: trumpet, horn, trombone, tuba
+    [73, 68, 71, 70],  # woodwinds: flute, oboe, clarinet, bassoon
+    [48] * 4,
+    [19] * 4,
+    [52] * 4,
+    [6] * 4,
+    [21] * 4,
+    [0] * 4,
+]  # strings, organ, choir, harpsichord, accordion, piano
+SOLOISTS = {
+    73: (60, 96),
+    40: (55, 100),
+    68: (58, 91),
+    71: (50, 91),
+    56: (54, 82),
+    42: (36, 76),
+    74: (72, 98),
+    41: (48, 88),
+    21: (53, 89),
+    19: (36, 96),
+    6: (29, 89),
+    24: (40, 83),
+    52: (48, 79),
+    0: (21, 108),
+}  # (low, high)
 
 
 def revoice(seq, draws):
-    """Play each row of seq (B, T) int64 whose draw (B,) is not nan on other instruments: a melody on a soloist whose
-    range holds it, a part-song on an ensemble (its notes split into parts by pitch), picked by the draw in [0, 1);
-    every prefix's instrument slots in the row follow, unless unspecified. Rows that already mix instruments, hold
-    drums only, or fit no soloist stay as they are. In place."""
+    """Play each row of seq (B, T) int64 whose draw (B,) is not nan on other instruments: a melody
+    on a soloist whose range holds it, a part-song on an ensemble (its notes split into parts by
+    pitch), picked by the draw in [0, 1); every prefix's instrument slots in the row follow, unless
+    unspecified. Rows that already mix instruments, hold drums only, or fit no soloist stay as they
+    are. In place."""
     for b in np.flatnonzero(~np.isnan(draws)):
         revoice_row(seq[b], float(draws[b]))
     return seq
 
 
 def revoice_row(row, u):
-    kind = TOKEN_TYPE[row]                                                                  # (T,)
-    at = np.flatnonzero((kind[:-1] == TYPE["PROGRAM"]) & (kind[1:] == TYPE["NOTE"]))        # each note's PROGRAM
+    kind = TOKEN_TYPE[row]  # (T,)
+    at = np.flatnonzero(
+        (kind[:-1] == TYPE["PROGRAM"]) & (kind[1:] == TYPE["NOTE"])
+    )  # each note's PROGRAM
     programs = row[at] - OFFSET["PROGRAM"]
     pitched = at[programs != DRUMS]
     if not len(pitched) or len(set(programs[programs != DRUMS].tolist())) > 1:
         return
-    pitch = row[pitched + 1] - OFFSET["NOTE"]                                               # (N,)
-    parts = min(int(np.bincount(np.cumsum(kind == TYPE["TIME_ON"])[pitched]).max()), 4)     # notes at one onset
+    pitch = row[pitched + 1] - OFFSET["NOTE"]  # (N,)
+    parts = min(
+        int(np.bincount(np.cumsum(kind == TYPE["TIME_ON"])[pitched]).max()), 4
+    )  # notes at one onset
     if parts == 1:
-        fits = [p for p, (low, high) in SOLOISTS.items() if low <= pitch.min() and pitch.max() <= high]
+        fits = [
+            p for p, (low, high) in SOLOISTS.items() if low <= pitch.min() and pitch.max() <= high
+        ]
         if not fits:
             return
         new = np.full(len(pitched), fits[int(u * len(fits))])
     else:
         ensemble = ENSEMBLES[int(u * len(ENSEMBLES))]
-        members = np.array(ensemble)[np.round(np.linspace(0, len(ensemble) - 1, parts)).astype(int)]  # high -> low
-        band = np.searchsorted(np.quantile(pitch, np.arange(1, parts) / parts), pitch, side="right")  # 0 = lowest
+        members = np.array(ensemble)[
+            np.round(np.linspace(0, len(ensemble) - 1, parts)).astype(int)
+        ]  # high -> low
+        band = np.searchsorted(
+            np.quantile(pitch, np.arange(1, parts) / parts), pitch, side="right"
+        )  # 0 = lowest
         new = members[parts - 1 - band]
     row[pitched] = OFFSET["PROGRAM"] + new
-    heard = np.unique(row[at] - OFFSET["PROGRAM"], return_counts=True)                      # drums keep theirs
-    named = [OFFSET["PROGRAM"] + int(p) for p, _ in sorted(zip(*heard), key=lambda pc: (-pc[1], pc[0]))]
-    slots = named[:PREFIX_INSTRUMENTS] + [OFFSET["INSTRUMENTS_END"]] * (PREFIX_INSTRUMENTS - len(named[:PREFIX_INSTRUMENTS]))
-    for start in np.flatnonzero(np.isin(kind, [TYPE["SEMANTIC"], TYPE["UNCOND"]])):         # each prefix in the row
-        where = slice(start + PREFIX_SLOTS["instruments"].start, start + PREFIX_SLOTS["instruments"].stop)
+    heard = np.unique(row[at] - OFFSET["PROGRAM"], return_counts=True)  # drums keep theirs
+    named = [
+        OFFSET["PROGRAM"] + int(p) for p, _ in sorted(zip(*heard), key=lambda pc: (-pc[1], pc[0]))
+    ]
+    slots = named[:PREFIX_INSTRUMENTS] + [OFFSET["INSTRUMENTS_END"]] * (
+        PREFIX_INSTRUMENTS - len(named[:PREFIX_INSTRUMENTS])
+    )
+    for start in np.flatnonzero(
+        np.isin(kind, [TYPE["SEMANTIC"], TYPE["UNCOND"]])
+    ):  # each prefix in the row
+        where = slice(
+            start + PREFIX_SLOTS["instruments"].start, start + PREFIX_SLOTS["instruments"].stop
+        )
         if where.stop <= len(row) and row[where.start] != OFFSET["INSTRUMENTS_NONE"]:
             row[where] = slots
 
 
 def scale_tempo(seq, levels):
-    """Move every tempo of seq (B, T) int64 by levels (B,) tempo levels (70 an octave: 70 doubles it), the
-    prefix's TEMPO slot with them: the same notes, played faster or slower. Levels are clamped to the grid.
-    In place. A TEMPO_COARSE cut off from its TEMPO_FINE by the window's end moves to the coarse level
-    nearest its new tempo."""
-    levels = np.asarray(levels)[:, None]                                                     # (B, 1)
-    coarse = TOKEN_TYPE[seq] == TYPE["TEMPO_COARSE"]                                         # (B, T)
-    paired = coarse[:, :-1] & (TOKEN_TYPE[seq[:, 1:]] == TYPE["TEMPO_FINE"])                 # (B, T-1)
-    level = (seq[:, :-1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + seq[:, 1:] - OFFSET["TEMPO_FINE"]
-    new = np.clip(level + levels, 0, TEMPO_LEVELS - 1)                                       # (B, T-1)
+    """Move every tempo of seq (B, T) int64 by levels (B,) tempo levels (70 an octave: 70 doubles
+    it), the prefix's TEMPO slot with them: the same notes, played faster or slower. Levels are
+    clamped to the grid. In place. A TEMPO_COARSE cut off from its TEMPO_FINE by the window's end
+    moves to the coarse level nearest its new tempo."""
+    levels = np.asarray(levels)[:, None]  # (B, 1)
+    coarse = TOKEN_TYPE[seq] == TYPE["TEMPO_COARSE"]  # (B, T)
+    paired = coarse[:, :-1] & (TOKEN_TYPE[seq[:, 1:]] == TYPE["TEMPO_FINE"])  # (B, T-1)
+    level = (
+        (seq[:, :-1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS
+        + seq[:, 1:]
+        - OFFSET["TEMPO_FINE"]
+    )
+    new = np.clip(level + levels, 0, TEMPO_LEVELS - 1)  # (B, T-1)
     seq[:, 1:] = np.where(paired, OFFSET["TEMPO_FINE"] + new % TEMPO_FINE_LEVELS, seq[:, 1:])
     seq[:, :-1] = np.where(paired, OFFSET["TEMPO_COARSE"] + new // TEMPO_FINE_LEVELS, seq[:, :-1])
     lone = coarse[:, -1]  # the window's last token: a coarse level with no fine one after it
-    mid = (seq[:, -1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + TEMPO_FINE_LEVELS // 2 + levels[:, 0]
-    seq[:, -1] = np.where(lone, OFFSET["TEMPO_COARSE"] + np.clip(mid, 0, TEMPO_LEVELS - 1) // TEMPO_FINE_LEVELS,
-                          seq[:, -1])
+    mid = (
+        (seq[:, -1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS
+        + TEMPO_FINE_LEVELS // 2
+        + levels[:, 0]
+    )
+    seq[:, -1] = np.where(
+        lone,
+        OFFSET["TEMPO_COARSE"] + np.clip(mid, 0, TEMPO_LEVELS - 1) // TEMPO_FINE_LEVELS,
+        seq[:, -1],
+    )
     return seq
 
 
 # -----------------------------------------------------------------------------
 # MIDI -> Score: midifile.py reads the events, read_midi puts them on the grid
 
+
 @dataclass
 class Note:
-    onset: int      # grid steps from the start
-    duration: int   # grid steps, >= 1
+    onset: int  # grid steps from the start
+    duration: int  # grid steps, >= 1
     pitch: int
-    program: int    # GM program 0..127, or DRUMS
+    program: int  # GM program 0..127, or DRUMS
     velocity: int
 
 
 @dataclass
 class Score:
-    notes: list = field(default_factory=list)            # Note, sorted by (onset, program, pitch, duration)
-    tempos: list = field(default_factory=list)           # (step, bpm)
+    notes: list = field(default_factory=list)  # Note, sorted by (onset, program, pitch, duration)
+    tempos: list = field(default_factory=list)  # (step, bpm)
     time_signatures: list = field(default_factory=list)  # (step, numerator, denominator)
     end_step: int = 0
-    notes_in: int = 0                                    # notes found in the file
-    dropped: Counter = field(default_factory=Counter)    # reason -> notes left out
-    changed: Counter = field(default_factory=Counter)    # reason -> other events left out or changed
+    notes_in: int = 0  # notes found in the file
+    dropped: Counter = field(default_factory=Counter)  # reason -> notes left out
+    changed: Counter = field(default_factory=Counter)  # reason -> other events left out or changed
+
 
 def seconds_at(ticks, tempos, ticks_per_beat=STEPS_PER_QUARTER):
     """Ticks (int or array) -> seconds, through a tempo map [(tick, bpm)] sorted by tick, with
     120 bpm before the first change. In grid steps by default: a Score's own tempo map."""
     starts = np.array([0] + [tick for tick, _ in tempos], dtype=np.float64)
-    seconds_per_tick = 60.0 / (np.array([DEFAULT_BPM] + [bpm for _, bpm in tempos]) * ticks_per_beat)
+    seconds_per_tick = 60.0 / (
+        np.array([DEFAULT_BPM] + [bpm for _, bpm in tempos]) * ticks_per_beat
+    )
     seconds_at_start = np.concatenate([[0.0], np.cumsum(np.diff(starts) * seconds_per_tick[:-1])])
     ticks = np.asarray(ticks, dtype=np.float64)
     i = np.searchsorted(starts, ticks, side="right") - 1  # the last change at or before each tick
@@ -447,7 +616,9 @@ def grid_tempos(tempos, ticks_per_beat, score):
     steps = sorted(steps)
     ends = steps[1:] + [score.end_step]
     starts = np.array(steps) / to_step  # in ticks
-    seconds = seconds_at(np.concatenate([starts, np.array(ends) / to_step, starts + 1]), tempos, ticks_per_beat)
+    seconds = seconds_at(
+        np.concatenate([starts, np.array(ends) / to_step, starts + 1]), tempos, ticks_per_beat
+    )
     lowest, highest = level_bpm(0), level_bpm(TEMPO_LEVELS - 1)
     for i, (step, next_step) in enumerate(zip(steps, ends)):
         if next_step > step:
@@ -471,21 +642,27 @@ def read_midi(src):
     to_step = STEPS_PER_QUARTER / midi.ticks_per_beat
     score = Score(notes_in=len(raw))
     if repeats:
-        score.changed["repeated note-ons of a sounding key at the same tick (not new notes)"] = repeats
+        score.changed["repeated note-ons of a sounding key at the same tick (not new notes)"] = (
+            repeats
+        )
     if zero_length:
-        score.changed["zero-length notes (note-off at the note-on's tick) kept at one grid step"] = zero_length
+        score.changed[
+            "zero-length notes (note-off at the note-on's tick) kept at one grid step"
+        ] = zero_length
     if midi.type == 2 and len(midi.tracks) > 1:
         score.changed["sequences of a type 2 file, played one after another"] = len(midi.tracks)
 
-    # Notes onto the grid. The end is rounded, not the length, so legato stays legato;
-    # a note shorter than a step (zero-length ones too) keeps one step.
-    # Unison doublings (two tracks of one instrument) are kept: decode gives them channels of their own.
+    # Notes onto the grid. The end is rounded, not the length, so legato stays legato; a note
+    # shorter than a step (zero-length ones too) keeps one step. Unison doublings (two tracks of one
+    # instrument) are kept: decode gives them channels of their own.
     for onset, end, pitch, program, velocity in raw:
         on = round(onset * to_step)
         score.notes.append(Note(on, max(round(end * to_step) - on, 1), pitch, program, velocity))
     score.notes.sort(key=lambda n: (n.onset, n.program, n.pitch, n.duration))
     last_note_end = max((n.onset + n.duration for n in score.notes), default=0)
-    score.end_step = max(last_note_end, min(round(end_tick * to_step), last_note_end + MAX_TRAILING_STEPS))
+    score.end_step = max(
+        last_note_end, min(round(end_tick * to_step), last_note_end + MAX_TRAILING_STEPS)
+    )
 
     grid_tempos(tempos, midi.ticks_per_beat, score)
     # Meters: the last one set at a step wins; repeats of the same meter go.
@@ -501,7 +678,10 @@ def read_midi(src):
             score.changed[f"time signature {numerator}/{denominator} not in the vocabulary"] += 1
             continue
         if meter != (numerator, denominator):
-            score.changed[f"time signature {numerator}/{denominator} written as {meter[0]}/{meter[1]} (the same bar)"] += 1
+            score.changed[
+                f"time signature {numerator}/{denominator} written as {meter[0]}/{meter[1]} (the "
+                "same bar)"
+            ] += 1
         if not score.time_signatures or score.time_signatures[-1][1:] != meter:
             score.time_signatures.append((step, *meter))
     return score
@@ -509,6 +689,7 @@ def read_midi(src):
 
 # -----------------------------------------------------------------------------
 # Score <-> tokens
+
 
 def score_to_tokens(score):
     events = defaultdict(lambda: ([], [], []))  # step -> (time signature, tempo, notes)
@@ -522,7 +703,10 @@ def score_to_tokens(score):
     # The note loop runs for every note of a corpus (prepare.py): ids are looked up once, and
     # the common case (one DURATION, one TIME_ON) skips split_steps.
     program_id, note_id = OFFSET["PROGRAM"], OFFSET["NOTE"]
-    duration_id, time_on_id = OFFSET["DURATION"] - 1, OFFSET["TIME_ON"] - 1  # these blocks count from 1
+    duration_id, time_on_id = (
+        OFFSET["DURATION"] - 1,
+        OFFSET["TIME_ON"] - 1,
+    )  # these blocks count from 1
     tokens, time, velocity = [START], 0, None
     append = tokens.append
     for step in sorted(events):
@@ -556,13 +740,18 @@ def encode(src):
 def tokens_to_score(tokens):
     """Tokens -> (Score, n_skipped). Never raises: what does not fit the grammar is skipped.
 
-    A leading attribute prefix (a sequence that starts with a semantic token) and trailing PADs are fine.
-    An event cut short (say PROGRAM NOTE with no DURATION) is dropped when the next event starts."""
+    A leading attribute prefix (a sequence that starts with a semantic token) and trailing PADs are
+    fine. An event cut short (say PROGRAM NOTE with no DURATION) is dropped when the next event
+    starts."""
     score, skipped = Score(), 0
     prev, time, velocity = "SEMANTIC", 0, 80
     program = pitch = coarse = numerator = None
     tokens = [int(t) for t in tokens]
-    if tokens and 0 <= tokens[0] < VOCAB_SIZE and TYPE_NAMES[TOKEN_TYPE[tokens[0]]] in ("SEMANTIC", "UNCOND"):
+    if (
+        tokens
+        and 0 <= tokens[0] < VOCAB_SIZE
+        and TYPE_NAMES[TOKEN_TYPE[tokens[0]]] in ("SEMANTIC", "UNCOND")
+    ):
         tokens = tokens[PREFIX_LEN:]
     for tok in tokens:
         kind = TYPE_NAMES[TOKEN_TYPE[tok]] if 0 <= tok < VOCAB_SIZE else "UNK"
@@ -601,7 +790,7 @@ def tokens_to_score(tokens):
             if pitch is not None:  # the first DURATION completes the note
                 score.notes.append(Note(time, k + 1, pitch, program, velocity))
                 pitch = None
-            else:                  # later ones lengthen it
+            else:  # later ones lengthen it
                 score.notes[-1].duration += k + 1
     if not score.tempos or score.tempos[0][0] > 0:
         score.tempos.insert(0, (0, DEFAULT_BPM))
@@ -617,21 +806,25 @@ def score_to_midi(score):
     def track_of(events, name):  # events: (tick, order, message); notes off before on at a tick
         mid.tracks.append(track_from_events(events, name, end_tick=score.end_step * to_tick))
 
-    conductor = [(s * to_tick, 0, mido.MetaMessage("time_signature", numerator=n, denominator=d))
-                 for s, n, d in score.time_signatures]
-    conductor += [(s * to_tick, 1, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
-                  for s, bpm in score.tempos]
+    conductor = [
+        (s * to_tick, 0, mido.MetaMessage("time_signature", numerator=n, denominator=d))
+        for s, n, d in score.time_signatures
+    ]
+    conductor += [
+        (s * to_tick, 1, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+        for s, bpm in score.tempos
+    ]
     track_of(conductor, "tempo")
 
     # One track and channel per instrument. A note that would overlap a sounding
     # note of the same pitch and instrument (a unison doubling) goes to another
     # layer of that instrument, with a channel of its own, so no note is lost.
-    layers = defaultdict(list)    # (program, layer) -> [Note]
+    layers = defaultdict(list)  # (program, layer) -> [Note]
     busy_until = defaultdict(list)  # (program, pitch) -> end step of each layer's last note
     for note in sorted(score.notes, key=lambda n: (n.onset, n.program, n.pitch, n.duration)):
         ends = busy_until[note.program, note.pitch]
         layer = next((i for i, end in enumerate(ends) if end <= note.onset), len(ends))
-        ends[layer:layer + 1] = [note.onset + note.duration]
+        ends[layer : layer + 1] = [note.onset + note.duration]
         layers[note.program, layer].append(note)
     melodic_channels = [c for c in range(16) if c != 9]
     n_melodic = sum(program != DRUMS for program, _ in layers)
@@ -639,13 +832,29 @@ def score_to_midi(score):
         # Past 15 melodic tracks, tracks share channels and each note re-sends its program.
         channel = 9 if program == DRUMS else melodic_channels[i % 15]
         shared = program != DRUMS and n_melodic > 15
-        events = [] if program == DRUMS or shared else [(0, 0, mido.Message("program_change", channel=channel, program=program))]
+        events = (
+            []
+            if program == DRUMS or shared
+            else [(0, 0, mido.Message("program_change", channel=channel, program=program))]
+        )
         for note in notes:
             on, off = note.onset * to_tick, (note.onset + note.duration) * to_tick
             if shared:
-                events.append((on, 1, mido.Message("program_change", channel=channel, program=program)))
-            events.append((on, 2, mido.Message("note_on", channel=channel, note=note.pitch, velocity=note.velocity)))
-            events.append((off, 0, mido.Message("note_off", channel=channel, note=note.pitch, velocity=0)))
+                events.append(
+                    (on, 1, mido.Message("program_change", channel=channel, program=program))
+                )
+            events.append(
+                (
+                    on,
+                    2,
+                    mido.Message(
+                        "note_on", channel=channel, note=note.pitch, velocity=note.velocity
+                    ),
+                )
+            )
+            events.append(
+                (off, 0, mido.Message("note_off", channel=channel, note=note.pitch, velocity=0))
+            )
         name = "drums" if program == DRUMS else f"program {program}"
         track_of(events, name + (f" ({layer + 1})" if layer else ""))
     return mid
@@ -658,6 +867,7 @@ def decode(tokens):
 
 # -----------------------------------------------------------------------------
 # round-trip check: what the model will "hear" against what the file holds
+
 
 def round_trip(src):
     """Encode and decode a file, and measure what survived.
@@ -673,7 +883,9 @@ def round_trip(src):
     out_raw, out_tempos, _, out_end_tick, *_ = read_raw(events_of(out))
     before = defaultdict(list)
     for onset, end, pitch, program, _ in raw:
-        before[program, pitch].append((onset / midi.ticks_per_beat, (end - onset) / midi.ticks_per_beat))
+        before[program, pitch].append(
+            (onset / midi.ticks_per_beat, (end - onset) / midi.ticks_per_beat)
+        )
     after = defaultdict(list)
     for onset, end, pitch, program, _ in out_raw:
         after[program, pitch].append((onset / TICKS_PER_BEAT, (end - onset) / TICKS_PER_BEAT))
@@ -690,7 +902,13 @@ def round_trip(src):
                     break
                 if o > onset + tolerance:
                     break
-    return dict(notes_in=score.notes_in, notes_kept=kept, tokens=len(tokens), dropped=score.dropped, changed=score.changed,
-                seconds_in=float(seconds_at(end_tick, tempos, midi.ticks_per_beat)),
-                seconds_out=float(seconds_at(out_end_tick, out_tempos, TICKS_PER_BEAT)), midi=out)
-
+    return dict(
+        notes_in=score.notes_in,
+        notes_kept=kept,
+        tokens=len(tokens),
+        dropped=score.dropped,
+        changed=score.changed,
+        seconds_in=float(seconds_at(end_tick, tempos, midi.ticks_per_beat)),
+        seconds_out=float(seconds_at(out_end_tick, out_tempos, TICKS_PER_BEAT)),
+        midi=out,
+    )

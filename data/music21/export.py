@@ -1,43 +1,77 @@
-"""
-Export the corpus bundled with the music21 package to MIDI files, each with a
-one-sentence description written from the work's metadata:
+"""Export the corpus bundled with the music21 package to MIDI files, each with a one-sentence
+description written from the work's metadata:
 
-    data/music21/midi/<collection>/<name>.mid
-    data/music21/midi/descriptions.jsonl   {"midi_file": "<collection>/<name>.mid", "description": "..."}
-    data/music21/meta/<collection>/<name>.json   what music21 read from each score (cache of the slow part)
+data/music21/midi/<collection>/<name>.mid data/music21/midi/descriptions.jsonl   {"midi_file":
+"<collection>/<name>.mid", "description": "..."} data/music21/meta/<collection>/<name>.json   what
+music21 read from each score (cache of the slow part)
 
-$ python data/music21/export.py          # all ABC tunes + a bounded sample of the scores (~2 min on 2 cores)
-$ python data/music21/export.py --full   # every score too (the long run)
-$ python data/music21/export.py --limit 3 --collections oneills1850,bach --out /tmp/m21
+$ python data/music21/export.py          # all ABC tunes + a bounded sample of the scores (~2 min on
+2 cores) $ python data/music21/export.py --full   # every score too (the long run) $ python
+data/music21/export.py --limit 3 --collections oneills1850,bach --out /tmp/m21
 
-ABC tune books are split into tunes and converted by symusic (it bundles abc2midi);
-the scores (MusicXML, Humdrum, Josquin's one-tune-per-voice ABC) go through music21
-in a process pool. Works already exported are skipped, so a re-run takes seconds.
-What each size holds and the licence of each collection: README.md next to this file.
-"""
-import argparse, importlib.util, json, multiprocessing as mp, os, re, signal, sys, tempfile, time, zipfile
+ABC tune books are split into tunes and converted by symusic (it bundles abc2midi); the scores
+(MusicXML, Humdrum, Josquin's one-tune-per-voice ABC) go through music21 in a process pool. Works
+already exported are skipped, so a re-run takes seconds. What each size holds and the licence of
+each collection: README.md next to this file."""
+
+import argparse
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
+
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: describe.py, files.py
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[2])
+)  # the repository root: describe.py, files.py
 from describe import key_name  # noqa: E402  (one spelling of keys for the whole project)
-from files import UserError, check_range, check_text, folder_lock, read_jsonl, run_script, write_atomic  # noqa: E402
+from files import (
+    UserError,
+    check_range,
+    check_text,
+    folder_lock,
+    read_jsonl,
+    run_script,
+    write_atomic,
+)  # noqa: E402
 
 CORPUS = Path(importlib.util.find_spec("music21").submodule_search_locations[0]) / "corpus"
 EXCLUDED = {  # path prefix: why it is left out (licences: README.md)
     "palestrina": "its licence reserves all derivative electronic formats",
-    "demos": "music21 test fixtures", "theoryExercises": "music21 test fixtures",
+    "demos": "music21 test fixtures",
+    "theoryExercises": "music21 test fixtures",
     "essenFolksong/test": "music21 test samples (copies of other Essen tunes)",
     "trecento/PMFC_12_4-Gloria Rvat 1419_bak": "backup copy of another file",
     "schumann_robert/dichterliebe_no2": "same piece as schumann_robert/opus48no2",
 }
-RESERVED = re.compile(rb"derivative electronic formats reserved|all rights reserved", re.I)  # a file's own terms
-SCORE_EXTS = [".mxl", ".xml", ".musicxml", ".krn"]  # preference order when a work comes in several formats
+RESERVED = re.compile(
+    rb"derivative electronic formats reserved|all rights reserved", re.I
+)  # a file's own terms
+SCORE_EXTS = [
+    ".mxl",
+    ".xml",
+    ".musicxml",
+    ".krn",
+]  # preference order when a work comes in several formats
 ABC = {  # collection or book: (where it comes from, adjective for its tunes)
     "essenFolksong": ("the Essen folksong collection", ""),
-    "oneills1850": ("O'Neill's Music of Ireland, a collection of 1850 Irish melodies (1903)", "Irish"),
-    "ryansMammoth": ("Ryan's Mammoth Collection of American fiddle tunes (1883)", "American fiddle"),
+    "oneills1850": (
+        "O'Neill's Music of Ireland, a collection of 1850 Irish melodies (1903)",
+        "Irish",
+    ),
+    "ryansMammoth": (
+        "Ryan's Mammoth Collection of American fiddle tunes (1883)",
+        "American fiddle",
+    ),
     "airdsAirs": ("Aird's Selection of Scotch, English, Irish and Foreign Airs (1782)", "Scottish"),
     "americanfifeopus": ("a book of Colonial and Civil War American fife music", "American fife"),
     "northumbrianminstrelsyopus": ("Northumbrian Minstrelsy (1882)", "Northumbrian"),
@@ -76,66 +110,227 @@ SCORES = {  # path prefix (the longest match wins): (composer, what kind of musi
     "schoenberg": ("Arnold Schoenberg", "twentieth-century atonal piano piece"),
 }
 # The default size: every ABC tune, the shortest scores up to these counts, and a wall-clock budget.
-# All 410 Bach chorales (four parts, choir programs) and the string quartets that parse in seconds (Haydn,
-# Mozart, Schumann, the shorter Beethoven: violins, viola and cello in parts, about 100k notes) so that
-# instrument and texture control have real part-music to learn from.
-DEFAULT_CAP = {"bach": 410, "monteverdi": 8, "trecento": 8, "josquin": 8, "haydn": 9, "mozart": 16,
-               "schumann_robert": 6, "beethoven": 8}
+# All 410 Bach chorales (four parts, choir programs) and the string quartets that parse in seconds
+# (Haydn, Mozart, Schumann, the shorter Beethoven: violins, viola and cello in parts, about 100k
+# notes) so that instrument and texture control have real part-music to learn from.
+DEFAULT_CAP = {
+    "bach": 410,
+    "monteverdi": 8,
+    "trecento": 8,
+    "josquin": 8,
+    "haydn": 9,
+    "mozart": 16,
+    "schumann_robert": 6,
+    "beethoven": 8,
+}
 DEFAULT_CAP_OTHER, DEFAULT_BUDGET_S = 2, 240
-DANCES = ["slip jig", "double jig", "single jig", "jig", "reel", "hornpipe", "strathspey", "highland fling", "fling",
-          "clog", "set dance", "quickstep", "march", "waltz", "polka", "mazurka", "schottische", "minuet", "gavotte",
-          "slide", "planxty", "lament", "lullaby", "walkaround", "air", "song"]
-GENRES = [("Kinder|Erge", "children's song"), ("geistlich|religi", "sacred song"), ("Soldat|Krieg", "soldiers' song"),
-          ("Jaeger", "hunting song"), ("Trink", "drinking song"), ("Tanz|Reigen|Yangge", "dance song"),
-          ("Abschied", "farewell song"), ("Scherz|lustig", "humorous song"), ("Wiegen", "lullaby"),
-          ("Ballade|Romanze|erzaehl|Sage", "ballad"), ("Liebe|aiqing", "love song"), ("Klage", "lament"),
-          ("Haozi", "work song"), ("Shange", "mountain song"), ("Xiaodiao", "xiaodiao ditty")]
-PLACES = dict(Deutschland="Germany", Lothringen="Lorraine", Luxemburg="Luxembourg", Frankreich="France",
-              Polen="Poland", Jugoslawien="Yugoslavia", Schweiz="Switzerland", Oesterreich="Austria",
-              Niederlande="the Netherlands", Irland="Ireland", UdSSR="the Soviet Union", Russland="Russia",
-              Ungarn="Hungary", Tschechoslowakei="Czechoslovakia", Rumaenien="Romania", Italien="Italy",
-              Elsass="Alsace", Hessen="Hesse", Schlesien="Silesia", Westfalen="Westphalia", Rheinland="the Rhineland",
-              Thueringen="Thuringia", Sachsen="Saxony", Franken="Franconia", Schwaben="Swabia", Bayern="Bavaria",
-              Pommern="Pomerania", Tirol="Tyrol", Boehmen="Bohemia", Siebenbuergen="Transylvania",
-              Steiermark="Styria", Niederrhein="the Lower Rhine", Rhein="the Rhine", flaemisch="Flanders",
-              Schweden="Sweden", Galizien="Galicia", **{"Nord-Deutschland": "northern Germany"},
-              Sueddeutschland="southern Germany")
-CONTINENTS = {"Europa", "Mitteleuropa", "Osteuropa", "Suedosteuropa", "Suedeuropa", "Nordeuropa", "Westeuropa", "Asien",
-              "Ostasien", "Amerika", ""}
-MODES = dict(m="minor", min="minor", aeo="minor", maj="major", ion="major", dor="dorian", mix="mixolydian",
-             phr="phrygian", lyd="lydian", loc="locrian")
+DANCES = [
+    "slip jig",
+    "double jig",
+    "single jig",
+    "jig",
+    "reel",
+    "hornpipe",
+    "strathspey",
+    "highland fling",
+    "fling",
+    "clog",
+    "set dance",
+    "quickstep",
+    "march",
+    "waltz",
+    "polka",
+    "mazurka",
+    "schottische",
+    "minuet",
+    "gavotte",
+    "slide",
+    "planxty",
+    "lament",
+    "lullaby",
+    "walkaround",
+    "air",
+    "song",
+]
+GENRES = [
+    ("Kinder|Erge", "children's song"),
+    ("geistlich|religi", "sacred song"),
+    ("Soldat|Krieg", "soldiers' song"),
+    ("Jaeger", "hunting song"),
+    ("Trink", "drinking song"),
+    ("Tanz|Reigen|Yangge", "dance song"),
+    ("Abschied", "farewell song"),
+    ("Scherz|lustig", "humorous song"),
+    ("Wiegen", "lullaby"),
+    ("Ballade|Romanze|erzaehl|Sage", "ballad"),
+    ("Liebe|aiqing", "love song"),
+    ("Klage", "lament"),
+    ("Haozi", "work song"),
+    ("Shange", "mountain song"),
+    ("Xiaodiao", "xiaodiao ditty"),
+]
+PLACES = dict(
+    Deutschland="Germany",
+    Lothringen="Lorraine",
+    Luxemburg="Luxembourg",
+    Frankreich="France",
+    Polen="Poland",
+    Jugoslawien="Yugoslavia",
+    Schweiz="Switzerland",
+    Oesterreich="Austria",
+    Niederlande="the Netherlands",
+    Irland="Ireland",
+    UdSSR="the Soviet Union",
+    Russland="Russia",
+    Ungarn="Hungary",
+    Tschechoslowakei="Czechoslovakia",
+    Rumaenien="Romania",
+    Italien="Italy",
+    Elsass="Alsace",
+    Hessen="Hesse",
+    Schlesien="Silesia",
+    Westfalen="Westphalia",
+    Rheinland="the Rhineland",
+    Thueringen="Thuringia",
+    Sachsen="Saxony",
+    Franken="Franconia",
+    Schwaben="Swabia",
+    Bayern="Bavaria",
+    Pommern="Pomerania",
+    Tirol="Tyrol",
+    Boehmen="Bohemia",
+    Siebenbuergen="Transylvania",
+    Steiermark="Styria",
+    Niederrhein="the Lower Rhine",
+    Rhein="the Rhine",
+    flaemisch="Flanders",
+    Schweden="Sweden",
+    Galizien="Galicia",
+    **{"Nord-Deutschland": "northern Germany"},
+    Sueddeutschland="southern Germany",
+)
+CONTINENTS = {
+    "Europa",
+    "Mitteleuropa",
+    "Osteuropa",
+    "Suedosteuropa",
+    "Suedeuropa",
+    "Nordeuropa",
+    "Westeuropa",
+    "Asien",
+    "Ostasien",
+    "Amerika",
+    "",
+}
+MODES = dict(
+    m="minor",
+    min="minor",
+    aeo="minor",
+    maj="major",
+    ion="major",
+    dor="dorian",
+    mix="mixolydian",
+    phr="phrygian",
+    lyd="lydian",
+    loc="locrian",
+)
 NUMBERS = "zero one two three four five six seven eight nine ten eleven twelve".split()
-VOCAL = {"soprano", "alto", "tenor", "bass", "canto", "quinto", "basso", "cantus", "altus", "superius", "bassus",
-         "motetus", "triplum", "duplum", "contratenor", "voice", "sextus"}
-ABBREV = dict(violoncello="cello", violino="violin", tripl="triplum", dupl="duplum", ct="contratenor", c="cantus",
-              s="soprano", a="alto", t="tenor", b="bass")
-KEYBOARD = {"piano", "pianoforte", "harpsichord", "organ", "keyboard"}  # one instrument on several staves
-IDENT = [(r"bwv(\d+(?:\.\d+)?)", "BWV {}"), (r"opus(\d+)", "Op. {}"), (r"opus\d+no(\d+)", "No. {}"),
-         (r"(?:^|/)k(\d+)", "K. {}"), (r"madrigal\.(\d+)\.(\d+)", "Book {}, No. {}"), (r"movement(\d+)", "movement {}")]
+VOCAL = {
+    "soprano",
+    "alto",
+    "tenor",
+    "bass",
+    "canto",
+    "quinto",
+    "basso",
+    "cantus",
+    "altus",
+    "superius",
+    "bassus",
+    "motetus",
+    "triplum",
+    "duplum",
+    "contratenor",
+    "voice",
+    "sextus",
+}
+ABBREV = dict(
+    violoncello="cello",
+    violino="violin",
+    tripl="triplum",
+    dupl="duplum",
+    ct="contratenor",
+    c="cantus",
+    s="soprano",
+    a="alto",
+    t="tenor",
+    b="bass",
+)
+KEYBOARD = {
+    "piano",
+    "pianoforte",
+    "harpsichord",
+    "organ",
+    "keyboard",
+}  # one instrument on several staves
+IDENT = [
+    (r"bwv(\d+(?:\.\d+)?)", "BWV {}"),
+    (r"opus(\d+)", "Op. {}"),
+    (r"opus\d+no(\d+)", "No. {}"),
+    (r"(?:^|/)k(\d+)", "K. {}"),
+    (r"madrigal\.(\d+)\.(\d+)", "Book {}, No. {}"),
+    (r"movement(\d+)", "movement {}"),
+]
 
 # ---------------------------------------------------------------- descriptions
 
+
 def describe(m):
     """Metadata dict -> one English sentence; each field appears only when the work has it."""
-    head = ("An " if m["kind"][0] in "AEIOU" else "A ") + m["kind"] + "".join(
-        s for s in (m.get("composer") and f" by {m['composer']}", m.get("ident") and f" ({m['ident']})",
-                    m.get("origin") and f" from {m['origin']}", m.get("genre") and f" ({m['genre']})",
-                    m.get("ensemble") and f" {m['ensemble']}") if s)
+    head = (
+        ("An " if m["kind"][0] in "AEIOU" else "A ")
+        + m["kind"]
+        + "".join(
+            s
+            for s in (
+                m.get("composer") and f" by {m['composer']}",
+                m.get("ident") and f" ({m['ident']})",
+                m.get("origin") and f" from {m['origin']}",
+                m.get("genre") and f" ({m['genre']})",
+                m.get("ensemble") and f" {m['ensemble']}",
+            )
+            if s
+        )
+    )
     music = " and ".join(s for s in (m.get("key"), m.get("meter") and f"{m['meter']} time") if s)
-    parts = [head, music and f"in {music}", m.get("tempo"), m.get("source") and f"from {m['source']}",
-             m.get("title") and f'titled "{m["title"]}"']
+    parts = [
+        head,
+        music and f"in {music}",
+        m.get("tempo"),
+        m.get("source") and f"from {m['source']}",
+        m.get("title") and f'titled "{m["title"]}"',
+    ]
     return ", ".join(p for p in parts if p) + "."
 
-def key_words(tonic, mode):  # ("B-", "major") or ("Bb", "") -> "B flat major", ("D", "dor") -> "D dorian"
+
+def key_words(
+    tonic, mode
+):  # ("B-", "major") or ("Bb", "") -> "B flat major", ("D", "dor") -> "D dorian"
     mode = mode.lower()
     return key_name(tonic, MODES.get(mode[:3] if len(mode) > 1 else mode, "major"))
 
-def clean_title(t):  # "12. Lugentum siccentur" -> "Lugentum siccentur"; "Kerry Cobbler, The" -> "The Kerry Cobbler"
+
+def clean_title(
+    t,
+):  # "12. Lugentum siccentur" -> "Lugentum siccentur"; "Kerry Cobbler, The" -> "The Kerry Cobbler"
     t = re.sub(r"^\d+[a-z]?\.\s*|^.*\.(xml|mxl|krn|abc)$", "", (t or "").strip().split("\n")[0])
     t = re.sub(r"^(.*?)[.,]*, (The|A)$", r"\2 \1", " ".join(t.split())).strip(" .,;:")
     return (t.title() if t.isupper() else t).replace('"', "'")
 
-def header_fields(text):  # first value of each ABC field letter (T: R: K: M: O: C: Q: ...) up to the K: line
+
+def header_fields(
+    text,
+):  # first value of each ABC field letter (T: R: K: M: O: C: Q: ...) up to the K: line
     fields = {}
     for line in text.splitlines():
         if re.match(r"[A-Za-z]:", line):
@@ -144,46 +339,95 @@ def header_fields(text):  # first value of each ABC field letter (T: R: K: M: O:
                 break
     return fields
 
+
 def tune_meta(fields, body, book, collection):
     """Header fields of one ABC tune -> metadata dict for describe()."""
     source, adj = ABC.get(book) or ABC[collection]
     title, rhythm = clean_title(fields.get("T")), fields.get("R", "")
     m = dict(source=source, title=title)
-    if collection == "essenFolksong":  # O: "Europa, Mitteleuropa, Deutschland, Hessen" -> "Hesse, Germany"
-        country, region = ([PLACES.get(p, p) for p in (re.sub(r"\(.*?\)|\]", "", s).replace(" - ", "-").strip(" -")
-                            for s in re.split(r"[;/]", fields.get("O", ""))[0].split(",")) if p not in CONTINENTS]
-                           + ["", ""])[:2]
-        m.update(kind="folk song", origin=region if country and region.endswith(country) else
-                 ", ".join(p for p in (region, country) if p),
-                 genre=next((g for pat, g in GENRES if re.search(pat, rhythm, re.I)), None))
+    if (
+        collection == "essenFolksong"
+    ):  # O: "Europa, Mitteleuropa, Deutschland, Hessen" -> "Hesse, Germany"
+        country, region = (
+            [
+                PLACES.get(p, p)
+                for p in (
+                    re.sub(r"\(.*?\)|\]", "", s).replace(" - ", "-").strip(" -")
+                    for s in re.split(r"[;/]", fields.get("O", ""))[0].split(",")
+                )
+                if p not in CONTINENTS
+            ]
+            + ["", ""]
+        )[:2]
+        m.update(
+            kind="folk song",
+            origin=region
+            if country and region.endswith(country)
+            else ", ".join(p for p in (region, country) if p),
+            genre=next((g for pat, g in GENRES if re.search(pat, rhythm, re.I)), None),
+        )
     else:
-        dance = next((d for d in DANCES for text in (rhythm, title.replace("Quick Step", "Quickstep"))
-                      if re.search(rf"\b{d}s?\b", text, re.I)), "tune")
+        dance = next(
+            (
+                d
+                for d in DANCES
+                for text in (rhythm, title.replace("Quick Step", "Quickstep"))
+                if re.search(rf"\b{d}s?\b", text, re.I)
+            ),
+            "tune",
+        )
         m["kind"] = f"{adj} {dance}".strip()
-        composer = fields.get("C", "").strip(' ."')  # O'Neill's C: is often "Irish." or "collected by ..."
-        m["composer"] = None if re.search(r"collected|irish|scotch|trad|anon", composer, re.I) else \
-            clean_title(composer)
+        composer = fields.get("C", "").strip(
+            ' ."'
+        )  # O'Neill's C: is often "Irish." or "collected by ..."
+        m["composer"] = (
+            None
+            if re.search(r"collected|irish|scotch|trad|anon", composer, re.I)
+            else clean_title(composer)
+        )
     k = re.match(r"\s*([A-G][#b]?)\s*([A-Za-z]*)", fields.get("K", ""))
     meter = {"C": "4/4", "C|": "2/2"}.get(fields.get("M", "").strip(), fields.get("M", "").strip())
     q = re.search(r"=\s*(\d+)|^\s*(\d+)\s*$", fields.get("Q", ""))
-    mark = re.search(r'(?m)^N:\s*"((?:very |rather )?(?:slow|moderate|lively|spirit|with spirit|tender|animated|'
-                     r'quick|brisk|plaintive|with expression|graceful)[^"]*?)\.?"', body, re.I)  # O'Neill's marks
+    mark = re.search(
+        r'(?m)^N:\s*"((?:very |rather )?(?:slow|moderate|lively|spirit|with spirit|tender|animated|'
+        r'quick|brisk|plaintive|with expression|graceful)[^"]*?)\.?"',
+        body,
+        re.I,
+    )  # O'Neill's marks
     voices = set(re.findall(r"(?m)^V:\s*(\S+)", body))
-    chords = re.search(r'"[A-G][#b]?(m|maj|min|dim|aug|sus|7|6|9|/|")', body)  # not fingerings like "4"
-    m.update(key=k and key_words(k[1], k[2]), meter=meter if re.fullmatch(r"\d+/\d+", meter) else None,
-             tempo=q and f"at {q[1] or q[2]} beats per minute" or mark and f'marked "{mark[1]}"',
-             ensemble=f"in {NUMBERS[len(voices)]} parts" if len(voices) > 1 else
-             "as a melody with chord accompaniment" if chords else "for a single melody line")
+    chords = re.search(
+        r'"[A-G][#b]?(m|maj|min|dim|aug|sus|7|6|9|/|")', body
+    )  # not fingerings like "4"
+    m.update(
+        key=k and key_words(k[1], k[2]),
+        meter=meter if re.fullmatch(r"\d+/\d+", meter) else None,
+        tempo=q and f"at {q[1] or q[2]} beats per minute" or mark and f'marked "{mark[1]}"',
+        ensemble=f"in {NUMBERS[len(voices)]} parts"
+        if len(voices) > 1
+        else "as a melody with chord accompaniment"
+        if chords
+        else "for a single melody line",
+    )
     return m
 
-def ensemble(part_names):  # ["Violin I", "Violin II", "Viola", "Cello"] -> "for string quartet (two violins, ...)"
-    names = [re.sub(r"\b(\d+(st|nd|rd|th)?|[iv]+|musicxml part|part)\b|\.", "", (x or "").lower()).strip()
-             for x in part_names]
+
+def ensemble(
+    part_names,
+):  # ["Violin I", "Violin II", "Viola", "Cello"] -> "for string quartet (two violins, ...)"
+    names = [
+        re.sub(
+            r"\b(\d+(st|nd|rd|th)?|[iv]+|musicxml part|part)\b|\.", "", (x or "").lower()
+        ).strip()
+        for x in part_names
+    ]
     names = [ABBREV.get(x, x) for x in names]
     counts = Counter(x for x in names if x)
     for x in KEYBOARD & set(counts):
         counts[x] = 1  # two piano staves are one piano
-    words = [f"{NUMBERS[c]} {x}{'es' if x.endswith('s') else 's'}" if c > 1 else x for x, c in counts.items()]
+    words = [
+        f"{NUMBERS[c]} {x}{'es' if x.endswith('s') else 's'}" if c > 1 else x
+        for x, c in counts.items()
+    ]
     listed = ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
     n = len(part_names)
     if not counts:
@@ -194,14 +438,39 @@ def ensemble(part_names):  # ["Violin I", "Violin II", "Viola", "Cello"] -> "for
         return f"for string quartet ({listed})"
     return f"for {listed}"
 
-PART_PROGRAMS = dict(violin=40, viola=41, cello=42, contrabass=43, harp=46, flute=73, piccolo=72, oboe=68,
-                     clarinet=71, bassoon=70, horn=60, trumpet=56, trombone=57, tuba=58, piano=0, pianoforte=0,
-                     keyboard=0, harpsichord=6, organ=19, guitar=24, lute=24, recorder=74)
+
+PART_PROGRAMS = dict(
+    violin=40,
+    viola=41,
+    cello=42,
+    contrabass=43,
+    harp=46,
+    flute=73,
+    piccolo=72,
+    oboe=68,
+    clarinet=71,
+    bassoon=70,
+    horn=60,
+    trumpet=56,
+    trombone=57,
+    tuba=58,
+    piano=0,
+    pianoforte=0,
+    keyboard=0,
+    harpsichord=6,
+    organ=19,
+    guitar=24,
+    lute=24,
+    recorder=74,
+)
 
 
 def part_program(part_name, n_parts):
-    """The GM program a part's name implies (Violin I -> 40, Soprano -> choir); None when the name says nothing."""
-    name = re.sub(r"\b(\d+(st|nd|rd|th)?|[iv]+|musicxml part|part)\b|\.", "", (part_name or "").lower()).strip()
+    """The GM program a part's name implies (Violin I -> 40, Soprano -> choir); None when the name
+    says nothing."""
+    name = re.sub(
+        r"\b(\d+(st|nd|rd|th)?|[iv]+|musicxml part|part)\b|\.", "", (part_name or "").lower()
+    ).strip()
     name = ABBREV.get(name, name)
     if name in VOCAL:
         return 52 if n_parts > 1 else 53  # Choir Aahs for a choir part, Voice Oohs for a solo voice
@@ -209,10 +478,12 @@ def part_program(part_name, n_parts):
 
 
 def set_programs(s):
-    """Give each part of a parsed score the GM program its name implies, so the exported MIDI carries strings,
-    winds and voices instead of every part on the piano. A program the file declares stays, except on a part
-    named for a voice (several chorales declare a notation program's harpsichord for Soprano...Bass)."""
+    """Give each part of a parsed score the GM program its name implies, so the exported MIDI
+    carries strings, winds and voices instead of every part on the piano. A program the file
+    declares stays, except on a part named for a voice (several chorales declare a notation
+    program's harpsichord for Soprano...Bass)."""
     from music21 import instrument
+
     parts = list(s.parts) or [s]
     for part in parts:
         program = part_program(part.partName, len(parts))
@@ -230,26 +501,49 @@ def set_programs(s):
 
 def score_meta(info, rel):
     """What a worker read from a parsed score + its path -> metadata dict for describe()."""
-    composer, kind = SCORES[max((p for p in SCORES if rel == p or rel.startswith(p + "/")), key=len)]
+    composer, kind = SCORES[
+        max((p for p in SCORES if rel == p or rel.startswith(p + "/")), key=len)
+    ]
     name = rel.split("/", 1)[1]
-    ident = ", ".join(fmt.format(*m.groups()) for pat, fmt in IDENT for m in [re.search(pat, name)] if m)
+    ident = ", ".join(
+        fmt.format(*m.groups()) for pat, fmt in IDENT for m in [re.search(pat, name)] if m
+    )
     bpm = info.get("bpm")
-    tempo = ", ".join(s for s in (info.get("tempo_text"), bpm and f"at about {round(bpm)} beats per minute") if s)
+    tempo = ", ".join(
+        s for s in (info.get("tempo_text"), bpm and f"at about {round(bpm)} beats per minute") if s
+    )
     file_title = re.sub(r"[_-]+", " ", re.sub(r"^PMFC_[\d_]+[a-z]?-", "", rel.split("/")[-1]))
     title = clean_title(info.get("title")) or file_title
     composer = composer or clean_title(info.get("composer"))
-    return dict(kind=kind, composer=None if re.match(r"anon", composer, re.I) else composer, ident=ident,
-                ensemble=ensemble(info["part_names"]), key=None if "atonal" in kind else info.get("key"),
-                meter=info.get("meter"), tempo=tempo,
-                title=None if ident else title)
+    return dict(
+        kind=kind,
+        composer=None if re.match(r"anon", composer, re.I) else composer,
+        ident=ident,
+        ensemble=ensemble(info["part_names"]),
+        key=None if "atonal" in kind else info.get("key"),
+        meter=info.get("meter"),
+        tempo=tempo,
+        title=None if ident else title,
+    )
+
 
 # ---------------------------------------------------------------- finding works
 
-def reserved(path):  # do the file's own terms reserve derived formats? (rights sit near the top of MusicXML)
+
+def reserved(
+    path,
+):  # do the file's own terms reserve derived formats? (rights sit near the top of MusicXML)
     if path.suffix == ".mxl":
         with zipfile.ZipFile(path) as z:
-            return any(RESERVED.search(z.open(n).read(8192)) for n in z.namelist() if not n.startswith("META"))
-    return bool(RESERVED.search(path.read_bytes() if path.suffix == ".krn" else path.open("rb").read(8192)))
+            return any(
+                RESERVED.search(z.open(n).read(8192))
+                for n in z.namelist()
+                if not n.startswith("META")
+            )
+    return bool(
+        RESERVED.search(path.read_bytes() if path.suffix == ".krn" else path.open("rb").read(8192))
+    )
+
 
 def find_works(collections):
     """-> {collection: [work dicts]} and {why: count} of the files left out."""
@@ -258,49 +552,81 @@ def find_works(collections):
         rel = path.relative_to(CORPUS).as_posix()
         collection, stem = rel.split("/")[0], rel.rsplit(".", 1)[0]
         if collection not in collections or path.suffix not in SCORE_EXTS + [".abc"]:
-            continue  # also skips .rntxt analyses and Finale / MuseData duplicates of MusicXML files
+            # also skips .rntxt analyses and Finale / MuseData duplicates of MusicXML files
+            continue
         why = next((r for p, r in EXCLUDED.items() if rel.startswith(p)), None)
         if why is None and path.suffix != ".abc" and reserved(path):
             why = "the file's own licence reserves derived formats"
         if why:
             left_out[why] += 1
-        elif path.suffix == ".abc" and collection != "josquin":  # josquin: one tune per voice, music21 merges them
+        elif (
+            path.suffix == ".abc" and collection != "josquin"
+        ):  # josquin: one tune per voice, music21 merges them
             chunks = re.split(r"(?m)^(?=X:)", path.read_text(encoding="latin-1"))
-            header, tunes = chunks[0], chunks[1:]  # lines before the first X: apply to every tune of the book
+            header, tunes = (
+                chunks[0],
+                chunks[1:],
+            )  # lines before the first X: apply to every tune of the book
             for i, tune in enumerate(tunes, 1):
                 fields = {**header_fields(header), **header_fields(tune)}
-                if collection == "oneills1850":  # its books overlap; X: is O'Neill's own tune number
+                if (
+                    collection == "oneills1850"
+                ):  # its books overlap; X: is O'Neill's own tune number
                     if fields.get("X") in seen_x:
                         continue
                     seen_x.add(fields.get("X"))
                 name = path.stem if len(tunes) == 1 else f"{path.stem}_{i:04d}"
-                works[collection].append(dict(rel=f"{collection}/{name}", abc=header + tune,
-                                              meta=tune_meta(fields, tune, path.stem, collection)))
+                works[collection].append(
+                    dict(
+                        rel=f"{collection}/{name}",
+                        abc=header + tune,
+                        meta=tune_meta(fields, tune, path.stem, collection),
+                    )
+                )
         else:
-            better = SCORE_EXTS[:SCORE_EXTS.index(path.suffix)] if path.suffix in SCORE_EXTS else []
-            if not any((CORPUS / (stem + e)).exists() for e in better):  # a preferred format of the same work wins
-                works[collection].append(dict(rel=re.sub(r"[^\w./-]+", "_", stem), src=str(path),
-                                              size=path.stat().st_size))
+            better = (
+                SCORE_EXTS[: SCORE_EXTS.index(path.suffix)] if path.suffix in SCORE_EXTS else []
+            )
+            if not any(
+                (CORPUS / (stem + e)).exists() for e in better
+            ):  # a preferred format of the same work wins
+                works[collection].append(
+                    dict(
+                        rel=re.sub(r"[^\w./-]+", "_", stem), src=str(path), size=path.stat().st_size
+                    )
+                )
     return works, left_out
+
 
 # ---------------------------------------------------------------- workers
 
-def quiet_worker(scratch):  # abc2midi and music21 print warnings for many files: keep the progress bar readable
+
+def quiet_worker(
+    scratch,
+):  # abc2midi and music21 print warnings for many files: keep the progress bar readable
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1), os.dup2(devnull, 2)
-    # symusic's abc2midi goes through temp files whose names can collide between processes (about one tune in
-    # a few hundred failed at random with 2 workers): a temp folder per worker keeps them apart
+    # symusic's abc2midi goes through temp files whose names can collide between processes (about
+    # one tune in a few hundred failed at random with 2 workers): a temp folder per worker keeps
+    # them apart
     os.environ["TMPDIR"] = tempfile.mkdtemp(dir=scratch)
+
     def on_timer(*_):
         raise TimeoutError("took more than --timeout CPU seconds")
+
     signal.signal(signal.SIGVTALRM, on_timer)
 
-def reason(e):  # one line, with numbers and temp paths blanked so that equal failures group in the summary
+
+def reason(
+    e,
+):  # one line, with numbers and temp paths blanked so that equal failures group in the summary
     msg = re.sub(r"/tmp/\S+|\d+", "N", str(e).strip().split("\n")[0])
     return "abc2midi made no MIDI" if "did not create" in msg else f"{type(e).__name__}: {msg}"[:90]
 
+
 def export_abc(job):  # (rel, abc text, out path) -> (rel, {"notes": n} or {"error": why}, seconds)
     import symusic
+
     rel, text, out = job
     t0 = time.process_time()
     try:
@@ -312,20 +638,30 @@ def export_abc(job):  # (rel, abc text, out path) -> (rel, {"notes": n} or {"err
     except Exception as e:
         return rel, dict(error=reason(e)), time.process_time() - t0
 
+
 def play_once(s):  # drop repeat barlines, brackets and D.C./segno marks that music21 cannot expand
     from music21 import bar, repeat, spanner, stream
+
     for m in s[stream.Measure]:
         for side in ("leftBarline", "rightBarline"):
             if isinstance(getattr(m, side), bar.Repeat):
                 setattr(m, side, None)
-    for el in list(s.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))):
+    for el in list(
+        s.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))
+    ):
         el.activeSite.remove(el)
 
-def export_score(job):  # (rel, source, out path, meta path, timeout) -> (rel, info or {"error": why}, seconds)
+
+def export_score(
+    job,
+):  # (rel, source, out path, meta path, timeout) -> (rel, info or {"error": why}, seconds)
     from music21 import converter, key, meter, midi, repeat, stream, tempo
+
     rel, src, out, meta_path, timeout = job
     t0 = time.process_time()
-    signal.setitimer(signal.ITIMER_VIRTUAL, timeout)  # CPU time: a busy machine does not time works out
+    signal.setitimer(
+        signal.ITIMER_VIRTUAL, timeout
+    )  # CPU time: a busy machine does not time works out
     try:
         s = converter.parse(src, forceSource=True)
         if isinstance(s, stream.Opus):
@@ -336,21 +672,31 @@ def export_score(job):  # (rel, source, out path, meta path, timeout) -> (rel, i
             k = s.analyze("key")  # cheap next to parsing; tells a major key from its relative minor
         except Exception:
             k = None
-        if ks is not None and (k is None or k.sharps != ks.sharps):  # trust the declared key over the analysis
+        if ks is not None and (
+            k is None or k.sharps != ks.sharps
+        ):  # trust the declared key over the analysis
             k = ks if isinstance(ks, key.Key) else ks.asKey("major")
         ts = flat.getElementsByClass(meter.TimeSignature).first()
         mm = flat.getElementsByClass(tempo.MetronomeMark).first()
         md = s.metadata
-        info = dict(part_names=[p.partName for p in (list(s.parts) or [s])], meter=ts and ts.ratioString,
-                    key=k and key_words(k.tonic.name, k.mode), bpm=mm and mm.getQuarterBPM(), tempo_text=mm and mm.text,
-                    title=md and (md.title or md.movementName), composer=md and md.composer,
-                    notes=sum(len(n.pitches) for n in flat.notes))
+        info = dict(
+            part_names=[p.partName for p in (list(s.parts) or [s])],
+            meter=ts and ts.ratioString,
+            key=k and key_words(k.tonic.name, k.mode),
+            bpm=mm and mm.getQuarterBPM(),
+            tempo_text=mm and mm.text,
+            title=md and (md.title or md.movementName),
+            composer=md and md.composer,
+            notes=sum(len(n.pitches) for n in flat.notes),
+        )
         if info["notes"] == 0:
             raise ValueError("no notes")
         set_programs(s)
         try:
             data = midi.translate.music21ObjectToMidiFile(s).writestr()
-        except repeat.ExpanderException:  # badly formed repeats: play the score once through as written
+        except (
+            repeat.ExpanderException
+        ):  # badly formed repeats: play the score once through as written
             play_once(s)
             data = midi.translate.music21ObjectToMidiFile(s).writestr()
         write_atomic(out, data)
@@ -359,34 +705,54 @@ def export_score(job):  # (rel, source, out path, meta path, timeout) -> (rel, i
     finally:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
     Path(meta_path).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(meta_path, json.dumps(info))  # failures are remembered too, so that a re-run does not retry them
+    write_atomic(
+        meta_path, json.dumps(info)
+    )  # failures are remembered too, so that a re-run does not retry them
     return rel, info, time.process_time() - t0
+
 
 def run_pool(fn, jobs, desc, *, budget_s, stall_s):
     """Map fn over jobs on all cores -> (results, why it stopped early or None)."""
     results, deadline = [], time.time() + budget_s
     if not jobs:
         return results, None
-    with tempfile.TemporaryDirectory(prefix="amt-export-") as scratch, \
-            mp.Pool(os.cpu_count(), initializer=quiet_worker, initargs=(scratch,)) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="amt-export-") as scratch,
+        mp.Pool(os.cpu_count(), initializer=quiet_worker, initargs=(scratch,)) as pool,
+    ):
         it = pool.imap_unordered(fn, jobs)  # chunksize 1: only its iterator has next(timeout)
         for _ in tqdm(jobs, desc=desc, unit="work", smoothing=0.05, disable=None):
             try:
                 results.append(it.next(timeout=max(0.01, min(stall_s, deadline - time.time()))))
             except mp.TimeoutError:  # leaving the with block terminates the workers
                 over = time.time() >= deadline
-                return results, "not attempted: time budget (run again to go on)" if over else "stalled"
+                return (
+                    results,
+                    "not attempted: time budget (run again to go on)" if over else "stalled",
+                )
     return results, None
+
 
 # ---------------------------------------------------------------- main
 
+
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description="Export the music21 corpus to MIDI files with text descriptions.")
-    ap.add_argument("--full", action="store_true", help="export every score, not a sample (long run)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent), help="dataset folder (default: here)")
-    ap.add_argument("--limit", type=int, default=None, help="at most N works per collection (for tests)")
+    ap = argparse.ArgumentParser(
+        description="Export the music21 corpus to MIDI files with text descriptions."
+    )
+    ap.add_argument(
+        "--full", action="store_true", help="export every score, not a sample (long run)"
+    )
+    ap.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent), help="dataset folder (default: here)"
+    )
+    ap.add_argument(
+        "--limit", type=int, default=None, help="at most N works per collection (for tests)"
+    )
     ap.add_argument("--collections", default=None, help="comma-separated subset of the collections")
-    ap.add_argument("--timeout", type=int, default=300, help="CPU seconds one score may take before it fails")
+    ap.add_argument(
+        "--timeout", type=int, default=300, help="CPU seconds one score may take before it fails"
+    )
     args = ap.parse_args(argv)
     if args.limit is not None:
         check_range("--limit", args.limit, low=0)
@@ -396,17 +762,23 @@ def parse_args(argv):
     known = sorted(p.name for p in CORPUS.iterdir() if p.name in ABC or p.name in SCORES)
     collections = args.collections.split(",") if args.collections else known
     if set(collections) - set(known):
-        raise UserError(f"unknown collection(s) {sorted(set(collections) - set(known))}; valid: {','.join(known)}")
+        raise UserError(
+            f"unknown collection(s) {sorted(set(collections) - set(known))}; valid: "
+            f"{','.join(known)}"
+        )
     return args, collections
 
 
 def plan(works, args, out, stats):
-    """Which works to export now -> (abc jobs, score jobs, {rel: (collection, work)}); cached works are counted."""
+    """Which works to export now -> (abc jobs, score jobs, {rel: (collection, work)}); cached works
+    are counted."""
     abc_jobs, score_jobs, by_rel = [], [], {}
     for collection, ws in works.items():
         is_abc = "abc" in ws[0]
         if not is_abc:
-            ws.sort(key=lambda w: (w["size"], w["rel"]))  # the sample is the shortest scores: fast and fixed
+            ws.sort(
+                key=lambda w: (w["size"], w["rel"])
+            )  # the sample is the shortest scores: fast and fixed
         cap = None if args.full or is_abc else DEFAULT_CAP.get(collection, DEFAULT_CAP_OTHER)
         cap = min(c for c in (cap, args.limit, len(ws)) if c is not None)
         st = stats[collection]
@@ -415,10 +787,14 @@ def plan(works, args, out, stats):
             by_rel[w["rel"]] = collection, w
             w["mid"] = out / "midi" / f"{w['rel']}.mid"
             meta_path = out / "meta" / f"{w['rel']}.json"
-            if not is_abc and meta_path.exists():  # exported (or failed) before: no need to parse it again
+            if (
+                not is_abc and meta_path.exists()
+            ):  # exported (or failed) before: no need to parse it again
                 try:
                     w["meta"] = json.loads(meta_path.read_text())
-                except ValueError:  # a broken cache entry (edited, or from another version): export the work again
+                except (
+                    ValueError
+                ):  # a broken cache entry (edited, or from another version): export the work again
                     pass
                 if not isinstance(w.get("meta", {}), dict):
                     del w["meta"]
@@ -434,17 +810,25 @@ def plan(works, args, out, stats):
                 if is_abc:
                     abc_jobs.append((w["rel"], w["abc"], str(w["mid"])))
                 else:
-                    score_jobs.append((i, w["rel"], w["src"], str(w["mid"]), str(meta_path), args.timeout))
-    score_jobs = [job[1:] for job in sorted(score_jobs, key=lambda j: j[0])]  # round robin over the collections:
-    return abc_jobs, score_jobs, by_rel                                        # the budget cuts the longest tails
+                    score_jobs.append(
+                        (i, w["rel"], w["src"], str(w["mid"]), str(meta_path), args.timeout)
+                    )
+    score_jobs = [
+        job[1:] for job in sorted(score_jobs, key=lambda j: j[0])
+    ]  # round robin over the collections:
+    return abc_jobs, score_jobs, by_rel  # the budget cuts the longest tails
 
 
 def export_all(abc_jobs, score_jobs, by_rel, *, stats, args):
     """Run both pools, counting what each collection gained and why works failed."""
     budget = float("inf") if args.full else DEFAULT_BUDGET_S
-    for fn, jobs, desc, budget_s in [(export_abc, abc_jobs, "ABC tunes (symusic)", float("inf")),
-                                     (export_score, score_jobs, "scores (music21)", budget)]:
-        results, stopped = run_pool(fn, jobs, desc, budget_s=budget_s, stall_s=3 * args.timeout + 60)
+    for fn, jobs, desc, budget_s in [
+        (export_abc, abc_jobs, "ABC tunes (symusic)", float("inf")),
+        (export_score, score_jobs, "scores (music21)", budget),
+    ]:
+        results, stopped = run_pool(
+            fn, jobs, desc, budget_s=budget_s, stall_s=3 * args.timeout + 60
+        )
         for rel, info, seconds in results:
             collection, w = by_rel[rel]
             st = stats[collection]
@@ -459,19 +843,28 @@ def export_all(abc_jobs, score_jobs, by_rel, *, stats, args):
 
 
 def write_descriptions(works, out):
-    """descriptions.jsonl: every work whose MIDI exists, from this run or an earlier one (a --full run's too).
-    A run over some collections keeps the lines of the others (those whose MIDI is still there): a subset
-    merges into the file, never replaces it."""
+    """descriptions.jsonl: every work whose MIDI exists, from this run or an earlier one (a --full
+    run's too). A run over some collections keeps the lines of the others (those whose MIDI is still
+    there): a subset merges into the file, never replaces it."""
     path, lines = out / "midi" / "descriptions.jsonl", {}
     for collection, ws in sorted(works.items()):
         for w in ws:
             if w["mid"].exists() and "error" not in w.get("meta", {"error": "not exported"}):
                 meta = w["meta"] if "abc" in w else score_meta(w["meta"], w["rel"])
-                lines[f"{w['rel']}.mid"] = dict(midi_file=f"{w['rel']}.mid", description=describe(meta))
-    kept = [row for row in (read_jsonl(path) if path.exists() else []) if isinstance(row, dict)
-            and isinstance(row.get("midi_file"), str) and row["midi_file"].split("/")[0] not in works
-            and (out / "midi" / row["midi_file"]).exists()]
-    rows = sorted(kept + list(lines.values()), key=lambda row: row["midi_file"].split("/")[0])  # stable: by collection
+                lines[f"{w['rel']}.mid"] = dict(
+                    midi_file=f"{w['rel']}.mid", description=describe(meta)
+                )
+    kept = [
+        row
+        for row in (read_jsonl(path) if path.exists() else [])
+        if isinstance(row, dict)
+        and isinstance(row.get("midi_file"), str)
+        and row["midi_file"].split("/")[0] not in works
+        and (out / "midi" / row["midi_file"]).exists()
+    ]
+    rows = sorted(
+        kept + list(lines.values()), key=lambda row: row["midi_file"].split("/")[0]
+    )  # stable: by collection
     if rows:
         write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return len(lines), len(kept)
@@ -494,21 +887,35 @@ def print_summary(stats, left_out):
 def main(argv=None):
     args, collections = parse_args(argv)
     out, t_start = Path(args.out), time.time()
-    with folder_lock(out, create=True):  # one export at a time: a second would write through the first's files
-        for stale in [*(out / "midi").rglob("*.tmp"), *(out / "meta").rglob("*.tmp")]:  # from a killed run
+    with folder_lock(
+        out, create=True
+    ):  # one export at a time: a second would write through the first's files
+        for stale in [
+            *(out / "midi").rglob("*.tmp"),
+            *(out / "meta").rglob("*.tmp"),
+        ]:  # from a killed run
             stale.unlink()
-        excluded = set() if args.collections else {p for p in EXCLUDED if "/" not in p}  # to count them in the summary
+        excluded = (
+            set() if args.collections else {p for p in EXCLUDED if "/" not in p}
+        )  # to count them in the summary
         works, left_out = find_works(set(collections) | excluded)
-        stats = defaultdict(lambda: dict(found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0))
+        stats = defaultdict(
+            lambda: dict(
+                found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0
+            )
+        )
         abc_jobs, score_jobs, by_rel = plan(works, args, out, stats)
         export_all(abc_jobs, score_jobs, by_rel, stats=stats, args=args)
         n_described, n_kept = write_descriptions(works, out)
     print_summary(stats, left_out)
     kept = f", and {n_kept} of other collections kept from earlier runs" if n_kept else ""
-    print(f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'}{kept} "
-          f"({time.time() - t_start:.0f} s)")
+    print(
+        f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'}{kept} "
+        f"({time.time() - t_start:.0f} s)"
+    )
     if not n_described:
         raise UserError("nothing could be exported; see the failures above")
+
 
 if __name__ == "__main__":
     run_script(main)
