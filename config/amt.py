@@ -1,4 +1,4 @@
-# The reference run (the issue's settings): a GPT-2 of 6 layers, 8 heads, 768 wide (about 43M
+# The reference run: a GPT-2 of 6 layers, 8 heads, 768 wide (about 43M
 # weights) on one GPU, bf16 autocast, torch.compile.
 #   python train.py config/amt.py
 #   torchrun --standalone --nproc_per_node=8 train.py config/amt.py --gradient_accumulation_steps=8
@@ -18,15 +18,13 @@ block_size = 1024
 batch_size = 32  # x 1024 = 32,768 tokens per optimizer step
 gradient_accumulation_steps = 1
 
-# The speedrun's winners that carry to a GPU (bench.py --only speedrun, BENCHMARKS.md "Speedrun").
-# They were measured on CPU, on the demo's 3.3M model and budget, not on this model or a GPU: rotary
-# positions, Muon for the blocks' matrices (AdamW at learning_rate for the rest) and packed windows.
+# Rotary positions, Muon for the blocks' matrices (AdamW at learning_rate for the rest) and packed
+# windows: chosen on the CPU demo's model (BENCHMARKS.md "Speedrun"), not yet on this one or a GPU.
 # pos="learned", muon_lr=0 and pack=False give back the GPT-2 recipe.
 pos = "rope"
 muon_lr = 0.02
 pack = True
-# Re-voicing 30% of the windows on other instruments (measured on CPU, as config/amt_cpu.py says):
-# the bundled corpus is 97% piano and choir.
+# Re-voicing 30% of the windows on other instruments: the bundled corpus is 97% piano and choir.
 revoice = 0.3
 
 learning_rate = 1e-4
@@ -38,8 +36,8 @@ beta2 = 0.95
 grad_clip = 1.0
 # Ten passes over train.bin: max_iters = 0 asks train.py to derive it as ceil(10 * train tokens /
 # 32,768) (it prints the result); lr_decay_iters follows max_iters. On the bundled music21 corpus
-# (5.36M train tokens) that is 1,637 steps, so the issue's 1000-step warmup is most of the run
-# (train.py prints a note); a larger corpus, or --warmup_iters=200, fits it better.
+# (5.36M train tokens) that is 1,637 steps, so a 1000-step warmup is most of the run (train.py
+# prints a note); a larger corpus, or --warmup_iters=200, fits it better.
 epochs = 10.0
 max_iters = 0
 

@@ -13,31 +13,26 @@ dropout = 0.0  # a few minutes of training is far from overfitting
 block_size = 256  # most music21 tunes are 150-600 tokens
 batch_size = 32  # 8,192 tokens per step: on 2 cores a batch of 32 runs 1.2x the tokens/s of 16
 
-# The speedrun (bench.py --only speedrun, BENCHMARKS.md "Speedrun"): each of these won its race on
-# this budget.
-pos = "rope"  # rotary positions: 3.81 -> 3.27 val nats per note at 500 steps, alone
-muon_lr = 0.02  # Muon for the blocks' matrices: 3.81 -> 3.14 alone; 0.01 and 0.04 did worse
-pack = True  # windows filled with more pieces where one ends (3.7% of a window was padding)
+# The speedrun's winners on this budget (BENCHMARKS.md "Speedrun").
+pos = "rope"  # rotary positions
+muon_lr = 0.02  # Muon for the blocks' matrices
+pack = True  # windows filled with the next pieces where one ends, instead of padding
 learning_rate = 2e-3  # AdamW, for the embeddings, norms and biases beside Muon
 warmup_iters = 50
 min_lr = 2e-4
-# 450 steps x 8,192 tokens (3.7M, 0.6 epoch) at about 13,100 tokens/s on 2 idle cores (AMD EPYC,
-# AVX-512 BF16): about 4.7 minutes of training with its evals, inside the demo's budget of 5 (400
-# steps took 4.2 minutes in a fresh clone's make demo and reached 2.895 val nats per note).
+# 450 steps x 8,192 tokens (3.7M, 0.6 epoch): about 5 minutes of training on 2 cores.
 max_iters = 450
 lr_decay_iters = 450
 
 # Conditioning (BENCHMARKS.md, "Which conditioning"): the attribute prefix with each slot dropped
 # 30% of the time, windows transposed by up to 6 semitones and played up to an octave/2 faster or
-# slower. Transposition doubled the loss the key saves (+0.007 -> +0.013 nats) at the same
-# adherence.
+# slower, so that key and tempo are heard apart from the pieces that carry them.
 transpose = 6
 tempo_jitter = 0.5
-# Re-voicing (issue 18, BENCHMARKS.md "Control on the user's path"): 30% of windows are played by
-# other instruments that can cover their parts (a chorale as a string quartet, brass or woodwind
-# choir, organ...; a melody on flute, violin, oboe...), the prefix's instrument slots following. The
-# model alone then plays the asked instruments exactly in 74% of samples instead of 28%, for 0.06
-# val nats per note.
+# Re-voicing: 30% of windows are played by other instruments that can cover their parts (a chorale
+# as a string quartet, brass or woodwind choir, organ...; a melody on flute, violin, oboe...), the
+# prefix's instrument slots following, so that the model learns to play the instruments it is asked
+# for (BENCHMARKS.md "Control on the user's path").
 revoice = 0.3
 
 eval_interval = 150

@@ -1,7 +1,6 @@
-# The longer CPU run (34.5 minutes on 2 idle cores, measured): the demo's model and recipe
-# (config/amt_cpu.py, the speedrun's winners), 6.7x the steps (3,000 x 8,192 = 25M tokens, 4.1
-# passes over the bundled corpus): 2.236 val nats per note against the demo's 2.848 (BENCHMARKS.md,
-# "The long CPU preset").
+# The longer CPU run: the demo's model and recipe (config/amt_cpu.py), 6.7x the steps (3,000 x
+# 8,192 = 25M tokens, 4.1 passes over the bundled corpus); about 35 minutes on 2 cores
+# (BENCHMARKS.md, "The long CPU preset").
 #   python train.py config/amt_cpu_long.py
 #   python evaluate.py --out_dir out/amt_cpu_long
 data_dir = "data/music21"

@@ -11,10 +11,8 @@ data_dir = "data/my_midi"
 out_dir = "out/my_midi"
 
 # The demo's own recipe (config/amt_cpu.py: Muon for the blocks' matrices, AdamW at 2e-3 for the
-# rest, packed and re-voiced windows), batch 16, 200 steps. Measured (BENCHMARKS.md, "Fine-tuning on
-# your own MIDI"): from the demo model it reaches 3.690 val nats per note on a held-out folder where
-# the same recipe from scratch reaches 4.160; the gentler AdamW at 3e-4 with dropout 0.1 that this
-# file held before reached only 4.221 from the same start.
+# rest, packed and re-voiced windows), batch 16, 200 steps: from the demo model it beats the same
+# recipe from scratch (BENCHMARKS.md, "Fine-tuning on your own MIDI").
 learning_rate = 2e-3
 muon_lr = 0.02
 min_lr = 2e-4
