@@ -1341,7 +1341,6 @@ def report_adherence(setup, ceiling, adherence, real_by_token):
 
 def report_closeness(setup, cl):
     keys, closeness_ = list(METRICS) + ["durations"], cl.distance
-    # noqa: E731
     mean_of = lambda k, i: num(mean_std([pair[i][k] for pair in closeness_.values()])[0], 2)
     return [
         "## 3. Closeness to real music\n",
@@ -1427,7 +1426,6 @@ def control_table(c, name):
         cells = [c.summary.get((name, path, m)) for path in PATHS]
         if not cells[0] and not cells[1]:
             continue
-        # noqa: E731
         ratio = lambda a, b: f"{a['mean'] / b['mean']:.1f}x" if a and b and b["mean"] else ""
         rows.append(
             [

@@ -22,8 +22,7 @@ from gradio_client import Client  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# noqa: E402,F401  (run: the tiny random checkpoint fixture)
-from test_sample import ENV, LABELS
+from test_sample import ENV, LABELS, run  # noqa: F401 (run: the tiny random checkpoint fixture)
 
 import app  # noqa: E402
 import prompt  # noqa: E402

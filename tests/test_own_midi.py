@@ -16,9 +16,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from test_evaluate import styled_piece  # noqa: E402
-
-# noqa: E402,F401  (run: the tiny random checkpoint fixture)
-from test_sample import ENV, MODEL_ARGS
+from test_sample import ENV, MODEL_ARGS, run  # noqa: F401 (run: the tiny random checkpoint fixture)
 
 
 def readme_steps():

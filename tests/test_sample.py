@@ -438,7 +438,6 @@ def test_only_the_instruments_asked_for_play_unless_any_instrument(model):
         programs=attributes["instruments"],
     )
     free = gen(model, 1, 20, attributes=attributes, max_new_tokens=100, seed=3)
-    # noqa: E731
     played = lambda rows: {n.program for t in rows for n in tokenizer.tokens_to_score(t)[0].notes}
     assert played(strict) == {40, 42}
     assert played(free) - {40, 42}, (
