@@ -155,9 +155,10 @@ class Chromium:
             )
 
     def type_into(self, selector, text):
-        """Focus a field and type text into it as keystrokes would (input events, as a person's
-        typing)."""
-        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        """Focus a field and type text over what it holds as keystrokes would (input events, as a
+        person's typing)."""
+        field = f"document.querySelector({json.dumps(selector)})"
+        self.evaluate(f"{field}.focus(); {field}.select()")
         self.send("Input.insertText", {"text": text})
 
     def screenshot(self, path):
@@ -217,10 +218,20 @@ def check(url, *, prompt=PROMPT, timeout=240, screenshot=None):
         browser = Chromium(chromium_path(), profile)
         try:
             browser.open(url)
-            if not browser.wait_for("!!document.querySelector('#prompt textarea')", 60):
-                raise RuntimeError(f"the page at {url} never showed its prompt box")
-            browser.type_into("#prompt textarea", prompt)
-            browser.click("#generate")
+            box, button = (
+                "document.querySelector('#prompt textarea')",
+                "document.getElementById('generate')",
+            )
+            ready = f"!!({box} && {button})"
+            if not browser.wait_for(ready, 60):
+                raise RuntimeError(f"the page at {url} never showed its prompt box and button")
+            # On a loaded machine the page can draw its button before its handlers are bound, so
+            # a click may go unheard: as a person would, press again if nothing starts.
+            for _ in range(3):
+                browser.type_into("#prompt textarea", prompt)
+                browser.click("#generate")
+                if browser.wait_for(STATUS_JS, 30):
+                    break
             found = browser.wait_for(RESULT_JS, timeout)
             if not found:
                 raise RuntimeError(
