@@ -45,9 +45,8 @@ def write_atomic(path, data):
         if os.path.exists(tmp):
             os.remove(tmp)
         cause = os_error_in(e)
-        if (
-            cause is not None and cause.filename is None
-        ):  # f.write's errors name no file; say which one
+        # f.write's errors name no file; say which one
+        if cause is not None and cause.filename is None:
             raise OSError(cause.errno, cause.strerror, path) from e
         raise
 
@@ -85,9 +84,8 @@ def check_output_folder(folder, *, must_exist=False):
     """Before any work: raise UserError unless files can be written in folder (made later if missing
     and not must_exist): no part of it is a file, it is not read-only, its disk is not full."""
     probe = os.path.abspath(folder)
-    while not os.path.lexists(
-        probe
-    ):  # the folder would be made inside the nearest part that exists
+    # the folder would be made inside the nearest part that exists
+    while not os.path.lexists(probe):
         probe = os.path.dirname(probe)
     if must_exist and probe != os.path.abspath(folder):
         raise UserError(f"no folder {folder}; make it first, or give another")
@@ -236,9 +234,8 @@ def take_lock(folder, path, wait=False):
         mine = os.fstat(fd)
         if here is not None and (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
             break
-        os.close(
-            fd
-        )  # the holder removed the file between our open and our lock: lock the one there now
+        # the holder removed the file between our open and our lock: lock the one there now
+        os.close(fd)
     left = os.read(fd, 4096).decode("utf-8", "replace").strip()
     if left:
         print(
@@ -357,10 +354,8 @@ def run_script(main, *, interrupted="interrupted"):
     stderr and exit status 1: a UserError, and an OSError (a full disk, a read-only folder, a file
     where a folder should be). Ctrl-C prints `interrupted` and exits 130. Anything else is a bug,
     and keeps its traceback."""
-    for stream in (
-        sys.stdout,
-        sys.stderr,
-    ):  # a file name that is not UTF-8 prints escaped, never crashes
+    # a file name that is not UTF-8 prints escaped, never crashes
+    for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     try:

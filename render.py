@@ -45,14 +45,14 @@ def piano_roll(score, path, title, prime_end=None):
 
     fig = new_figure(12, 5)
     ax = fig.subplots()
-    programs = list(
-        describe.program_counts(score.notes)
-    )  # most notes first: the legend names the top 12
+    # most notes first: the legend names the top 12
+    programs = list(describe.program_counts(score.notes))
     colors = colormaps["tab10" if len(programs) <= 10 else "tab20"]
     for i, program in enumerate(programs):
         notes = [n for n in score.notes if n.program == program]
         start = seconds_at([n.onset for n in notes], score.tempos)  # (n,)
         end = seconds_at([n.onset + n.duration for n in notes], score.tempos)  # (n,)
+        # labels starting with _ stay out of the legend
         ax.barh(
             [n.pitch for n in notes],
             end - start,
@@ -60,7 +60,7 @@ def piano_roll(score, path, title, prime_end=None):
             height=0.8,
             color=colors(i % colors.N),
             label=describe.instrument_name(program) if i < 12 else "_",
-        )  # labels starting with _ stay out of the legend
+        )
     more = f" (+{len(programs) - 12} more instruments)" if len(programs) > 12 else ""
     ax.set(
         xlabel="time (s)",
@@ -187,9 +187,8 @@ def render_audio(midi_path):
 
     with wave.open(io.BytesIO(wav)) as w:
         rate, channels = w.getframerate(), w.getnchannels()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(
-            -1, channels
-        )  # (samples, ch)
+        # (samples, ch)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, channels)
     audio = pcm.T.astype(np.float32) / 32768  # (ch, samples)
     if rate != SAMPLE_RATE:  # it renders at 48 kHz: polyphase resampling to 44.1 kHz (147/160)
         g = math.gcd(SAMPLE_RATE, rate)
@@ -266,9 +265,8 @@ def understood_facts(understood):
             return ", ".join(
                 describe.instrument_name(v) if isinstance(v, int) else str(v) for v in value
             )
-        if isinstance(
-            value, float
-        ):  # a similarity to 3 decimals; a tempo or a guidance scale as it was given
+        # a similarity to 3 decimals; a tempo or a guidance scale as it was given
+        if isinstance(value, float):
             return f"{value:.3f}" if name == "cosine" else f"{value:g}"
         return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
@@ -338,9 +336,8 @@ def write_gallery(folder, new_cards, title="AMT samples", intro=""):
     """Add cards to folder/index.html, newest first. A card replaces the older one of the same MIDI
     file, and a card whose MIDI file is gone is dropped (a picture or WAV that is gone, left out),
     so re-running never duplicates a card or leaves a broken one. Returns the page's path."""
-    with folder_lock(
-        folder, wait=True
-    ):  # two runs into one folder: each adds its cards, neither loses the other's
+    # two runs into one folder: each adds its cards, neither loses the other's
+    with folder_lock(folder, wait=True):
         return update_gallery(folder, new_cards, title, intro)
 
 
@@ -359,9 +356,8 @@ def update_gallery(folder, new_cards, title, intro):
                 for c in old
             )
         ):
-            raise ValueError(
-                "not a list of cards"
-            )  # a card the page could not show: start again, don't crash
+            # a card the page could not show: start again, don't crash
+            raise ValueError("not a list of cards")
     except FileNotFoundError:
         old = []
     except (OSError, ValueError):
@@ -376,9 +372,8 @@ def update_gallery(folder, new_cards, title, intro):
         for key in ("png", "wav"):
             if c.get(key) and not os.path.isfile(os.path.join(folder, c[key])):
                 c[key] = None
-    cards.sort(
-        key=lambda c: str(c.get("made", "")), reverse=True
-    )  # a stable sort: a batch keeps its order
+    # a stable sort: a batch keeps its order
+    cards.sort(key=lambda c: str(c.get("made", "")), reverse=True)
     write_atomic(store, json.dumps(cards, indent=1))
     page = os.path.join(folder, "index.html")
     write_atomic(page, page_html(title, cards, intro))
@@ -390,9 +385,8 @@ def audio_and_gallery(written, folder, audio=False, *, title="AMT samples", intr
     cards in folder/index.html; returns (the page's path, the new cards). A synthesiser that fails
     says so in one line; the MIDI and the page are written all the same."""
     cards, seconds, t0 = [], 0.0, time.perf_counter()
-    made = time.strftime(
-        "%Y-%m-%d %H:%M:%S"
-    )  # one time for the batch, so that it keeps its order on the page
+    # one time for the batch, so that it keeps its order on the page
+    made = time.strftime("%Y-%m-%d %H:%M:%S")
     for path, score, card_title, understood in written:
         wav = None
         if audio:

@@ -44,9 +44,8 @@ def main(argv=None):
     parser.add_argument("--show", type=int, default=0, help="print the first N tokens by name")
     args = parser.parse_args(argv)
     check_range("--show", args.show, low=0)
-    if (
-        args.out is not None
-    ):  # before any work: the round trip is lossy, so it must never replace its input
+    # before any work: the round trip is lossy, so it must never replace its input
+    if args.out is not None:
         check_text("--out", args.out)
         check_output_file(args.out, inputs=[args.midi])
     try:

@@ -61,9 +61,8 @@ class Chromium:
 
     def __init__(self, executable, profile):
         to_browser, self._commands = os.pipe()  # we write commands, it reads them on its fd 3
-        self._replies, from_browser = (
-            os.pipe()
-        )  # it writes replies and events on its fd 4, we read them
+        # it writes replies and events on its fd 4, we read them
+        self._replies, from_browser = os.pipe()
         # bash puts the two pipe ends on fds 3 and 4, where --remote-debugging-pipe looks for them
         self.proc = subprocess.Popen(
             [
@@ -212,9 +211,8 @@ def check(url, *, prompt=PROMPT, timeout=240, screenshot=None):
     """Open url, type a prompt, press Generate -> what appeared: {audio: the element, wav and midi:
     their download links, wav_head and midi_head: the first 12 bytes of each file, status: the
     status line}. Raises if they did not all appear in time."""
-    with (
-        tempfile.TemporaryDirectory() as profile
-    ):  # a fresh profile: nothing cached from an earlier run
+    # a fresh profile: nothing cached from an earlier run
+    with tempfile.TemporaryDirectory() as profile:
         browser = Chromium(chromium_path(), profile)
         try:
             browser.open(url)

@@ -98,9 +98,8 @@ def test_groups_recovered_and_labelled(clustered):
 
 def test_same_seed_same_assignment(clustered, tmp_path):
     root, clusters, semantic = clustered
-    again = cluster.run(
-        make_dataset(tmp_path / "again"), k=3, seed=0
-    )  # fresh folder: no embedding cache
+    # fresh folder: no embedding cache
+    again = cluster.run(make_dataset(tmp_path / "again"), k=3, seed=0)
     assert json.loads((tmp_path / "again" / "semantic.json").read_text()) == semantic
     assert again["labels"] == clusters["labels"] and np.allclose(
         again["centroids"], clusters["centroids"], atol=1e-5
@@ -123,9 +122,8 @@ def test_embedding_cache(clustered, tmp_path, capsys):
         and clusters["k"] == 2
         and sum(clusters["sizes"]) == 30
     )
-    cluster.run(
-        clustered[0], k=3, seed=0
-    )  # put the module fixture back the way the other tests expect
+    # put the module fixture back the way the other tests expect
+    cluster.run(clustered[0], k=3, seed=0)
     edited = dict(GROUPS, jig=GROUPS["jig"][:9] + ["An Irish slip jig in 9/8 for the fiddle"])
     root = make_dataset(tmp_path / "edited", edited)
     (root / "embeddings.npz").write_bytes((clustered[0] / "embeddings.npz").read_bytes())
@@ -216,9 +214,8 @@ def test_user_errors_are_clear(clustered, tmp_path):
     with pytest.raises(
         UserError, match="'no-such-embedder-xyz' does not load from disk.*downloads are off"
     ):
-        prompt.load_embedder(
-            "no-such-embedder-xyz"
-        )  # looked up locally only: fails fast, no download
+        # looked up locally only: fails fast, no download
+        prompt.load_embedder("no-such-embedder-xyz")
     with pytest.raises(UserError, match="python cluster.py --data_dir"):
         prompt.load_clusters(tmp_path)
     with pytest.raises(UserError, match="needs at least 31"):
@@ -238,15 +235,15 @@ def test_both_folder_layouts_through_prepare_and_cluster(tmp_path, layout):
     (midi_dir / "sub").mkdir(parents=True)
     names = [f"sub/song{i:02d}.mid" if i % 2 else f"song{i:02d}.mid" for i in range(12)]
     for i, name in enumerate(names):
-        spec = [
-            (b * (1 + i % 3) / 2, 0.5, 50 + (5 * i + 7 * b) % 30 + i // 6) for b in range(8)
-        ]  # 12 distinct
+        # 12 distinct
+        spec = [(b * (1 + i % 3) / 2, 0.5, 50 + (5 * i + 7 * b) % 30 + i // 6) for b in range(8)]
         midi_file([track(notes(0, spec, program=(0, 40, 73)[i % 3]))]).save(str(midi_dir / name))
+    # the other six are described from their notes
     captioned = {
         n: f"a short tune number {i} for {('piano', 'violin', 'flute')[i % 3]}"
         for i, n in enumerate(names)
         if i < 6
-    }  # the other six are described from their notes
+    }
     (midi_dir / "descriptions.jsonl").write_text(
         "".join(json.dumps({"midi_file": n, "description": d}) + "\n" for n, d in captioned.items())
     )

@@ -9,12 +9,8 @@ from pathlib import Path
 import mido
 
 SCRIPT = Path(__file__).resolve().parents[1] / "data" / "music21" / "export.py"
-SLICE = [
-    "--limit",
-    "2",
-    "--collections",
-    "oneills1850,essenFolksong,bach",
-]  # 2 ABC books, 1 score collection
+# 2 ABC books, 1 score collection
+SLICE = ["--limit", "2", "--collections", "oneills1850,essenFolksong,bach"]
 
 
 def export(*args):
@@ -82,9 +78,8 @@ def test_user_errors_are_one_line_messages(tmp_path):
         and "valid:" in r.stderr
         and "Traceback" not in r.stderr
     )
-    r = export(
-        "--out", str(tmp_path), "--collections", "oneills1850", "--limit", "0"
-    )  # nothing to export
+    # nothing to export
+    r = export("--out", str(tmp_path), "--collections", "oneills1850", "--limit", "0")
     assert (
         r.returncode != 0
         and "nothing could be exported" in r.stderr

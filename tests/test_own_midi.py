@@ -68,7 +68,6 @@ def test_the_readme_steps_run_as_written(run, tmp_path):
         k: MODEL_ARGS[k] for k in ("n_layer", "n_embd", "block_size")
     }, "the shape of the model it started from"
     samples = tmp_path / "out" / "my_midi" / "samples"
-    assert (
-        len(list(samples.glob("*.mid"))) == len(list(samples.glob("*.wav"))) == 3
-    )  # sample.py's default count
+    # sample.py's default count
+    assert len(list(samples.glob("*.mid"))) == len(list(samples.glob("*.wav"))) == 3
     assert (samples / "index.html").is_file()

@@ -30,9 +30,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[2])
-)  # the repository root: describe.py, files.py
+# the repository root: describe.py, files.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from describe import key_name  # noqa: E402  (one spelling of keys for the whole project)
 from files import (
     UserError,
@@ -53,15 +52,10 @@ EXCLUDED = {  # path prefix: why it is left out (licences: README.md)
     "trecento/PMFC_12_4-Gloria Rvat 1419_bak": "backup copy of another file",
     "schumann_robert/dichterliebe_no2": "same piece as schumann_robert/opus48no2",
 }
-RESERVED = re.compile(
-    rb"derivative electronic formats reserved|all rights reserved", re.I
-)  # a file's own terms
-SCORE_EXTS = [
-    ".mxl",
-    ".xml",
-    ".musicxml",
-    ".krn",
-]  # preference order when a work comes in several formats
+# a file's own terms
+RESERVED = re.compile(rb"derivative electronic formats reserved|all rights reserved", re.I)
+# preference order when a work comes in several formats
+SCORE_EXTS = [".mxl", ".xml", ".musicxml", ".krn"]
 ABC = {  # collection or book: (where it comes from, adjective for its tunes)
     "essenFolksong": ("the Essen folksong collection", ""),
     "oneills1850": (
@@ -266,13 +260,8 @@ ABBREV = dict(
     t="tenor",
     b="bass",
 )
-KEYBOARD = {
-    "piano",
-    "pianoforte",
-    "harpsichord",
-    "organ",
-    "keyboard",
-}  # one instrument on several staves
+# one instrument on several staves
+KEYBOARD = {"piano", "pianoforte", "harpsichord", "organ", "keyboard"}
 IDENT = [
     (r"bwv(\d+(?:\.\d+)?)", "BWV {}"),
     (r"opus(\d+)", "Op. {}"),
@@ -313,24 +302,21 @@ def describe(m):
     return ", ".join(p for p in parts if p) + "."
 
 
-def key_words(
-    tonic, mode
-):  # ("B-", "major") or ("Bb", "") -> "B flat major", ("D", "dor") -> "D dorian"
+# ("B-", "major") or ("Bb", "") -> "B flat major", ("D", "dor") -> "D dorian"
+def key_words(tonic, mode):
     mode = mode.lower()
     return key_name(tonic, MODES.get(mode[:3] if len(mode) > 1 else mode, "major"))
 
 
-def clean_title(
-    t,
-):  # "12. Lugentum siccentur" -> "Lugentum siccentur"; "Kerry Cobbler, The" -> "The Kerry Cobbler"
+# "12. Lugentum siccentur" -> "Lugentum siccentur"; "Kerry Cobbler, The" -> "The Kerry Cobbler"
+def clean_title(t):
     t = re.sub(r"^\d+[a-z]?\.\s*|^.*\.(xml|mxl|krn|abc)$", "", (t or "").strip().split("\n")[0])
     t = re.sub(r"^(.*?)[.,]*, (The|A)$", r"\2 \1", " ".join(t.split())).strip(" .,;:")
     return (t.title() if t.isupper() else t).replace('"', "'")
 
 
-def header_fields(
-    text,
-):  # first value of each ABC field letter (T: R: K: M: O: C: Q: ...) up to the K: line
+# first value of each ABC field letter (T: R: K: M: O: C: Q: ...) up to the K: line
+def header_fields(text):
     fields = {}
     for line in text.splitlines():
         if re.match(r"[A-Za-z]:", line):
@@ -340,64 +326,72 @@ def header_fields(
     return fields
 
 
+def folk_song_meta(fields, rhythm):
+    """An Essen folk song's kind, origin and genre."""
+    # O: "Europa, Mitteleuropa, Deutschland, Hessen" -> "Hesse, Germany"
+    country, region = (
+        [
+            PLACES.get(p, p)
+            for p in (
+                re.sub(r"\(.*?\)|\]", "", s).replace(" - ", "-").strip(" -")
+                for s in re.split(r"[;/]", fields.get("O", ""))[0].split(",")
+            )
+            if p not in CONTINENTS
+        ]
+        + ["", ""]
+    )[:2]
+    return dict(
+        kind="folk song",
+        origin=region
+        if country and region.endswith(country)
+        else ", ".join(p for p in (region, country) if p),
+        genre=next((g for pat, g in GENRES if re.search(pat, rhythm, re.I)), None),
+    )
+
+
+def dance_meta(fields, rhythm, title, adj):
+    """A dance tune's kind (jig, reel, hornpipe...) and composer."""
+    dance = next(
+        (
+            d
+            for d in DANCES
+            for text in (rhythm, title.replace("Quick Step", "Quickstep"))
+            if re.search(rf"\b{d}s?\b", text, re.I)
+        ),
+        "tune",
+    )
+    # O'Neill's C: is often "Irish." or "collected by ..."
+    composer = fields.get("C", "").strip(' ."')
+    composer = (
+        None
+        if re.search(r"collected|irish|scotch|trad|anon", composer, re.I)
+        else clean_title(composer)
+    )
+    return dict(kind=f"{adj} {dance}".strip(), composer=composer)
+
+
 def tune_meta(fields, body, book, collection):
     """Header fields of one ABC tune -> metadata dict for describe()."""
     source, adj = ABC.get(book) or ABC[collection]
     title, rhythm = clean_title(fields.get("T")), fields.get("R", "")
     m = dict(source=source, title=title)
-    if (
-        collection == "essenFolksong"
-    ):  # O: "Europa, Mitteleuropa, Deutschland, Hessen" -> "Hesse, Germany"
-        country, region = (
-            [
-                PLACES.get(p, p)
-                for p in (
-                    re.sub(r"\(.*?\)|\]", "", s).replace(" - ", "-").strip(" -")
-                    for s in re.split(r"[;/]", fields.get("O", ""))[0].split(",")
-                )
-                if p not in CONTINENTS
-            ]
-            + ["", ""]
-        )[:2]
-        m.update(
-            kind="folk song",
-            origin=region
-            if country and region.endswith(country)
-            else ", ".join(p for p in (region, country) if p),
-            genre=next((g for pat, g in GENRES if re.search(pat, rhythm, re.I)), None),
-        )
+    if collection == "essenFolksong":
+        m.update(folk_song_meta(fields, rhythm))
     else:
-        dance = next(
-            (
-                d
-                for d in DANCES
-                for text in (rhythm, title.replace("Quick Step", "Quickstep"))
-                if re.search(rf"\b{d}s?\b", text, re.I)
-            ),
-            "tune",
-        )
-        m["kind"] = f"{adj} {dance}".strip()
-        composer = fields.get("C", "").strip(
-            ' ."'
-        )  # O'Neill's C: is often "Irish." or "collected by ..."
-        m["composer"] = (
-            None
-            if re.search(r"collected|irish|scotch|trad|anon", composer, re.I)
-            else clean_title(composer)
-        )
+        m.update(dance_meta(fields, rhythm, title, adj))
     k = re.match(r"\s*([A-G][#b]?)\s*([A-Za-z]*)", fields.get("K", ""))
     meter = {"C": "4/4", "C|": "2/2"}.get(fields.get("M", "").strip(), fields.get("M", "").strip())
     q = re.search(r"=\s*(\d+)|^\s*(\d+)\s*$", fields.get("Q", ""))
+    # O'Neill's marks
     mark = re.search(
         r'(?m)^N:\s*"((?:very |rather )?(?:slow|moderate|lively|spirit|with spirit|tender|animated|'
         r'quick|brisk|plaintive|with expression|graceful)[^"]*?)\.?"',
         body,
         re.I,
-    )  # O'Neill's marks
+    )
     voices = set(re.findall(r"(?m)^V:\s*(\S+)", body))
-    chords = re.search(
-        r'"[A-G][#b]?(m|maj|min|dim|aug|sus|7|6|9|/|")', body
-    )  # not fingerings like "4"
+    # not fingerings like "4"
+    chords = re.search(r'"[A-G][#b]?(m|maj|min|dim|aug|sus|7|6|9|/|")', body)
     m.update(
         key=k and key_words(k[1], k[2]),
         meter=meter if re.fullmatch(r"\d+/\d+", meter) else None,
@@ -411,9 +405,8 @@ def tune_meta(fields, body, book, collection):
     return m
 
 
-def ensemble(
-    part_names,
-):  # ["Violin I", "Violin II", "Viola", "Cello"] -> "for string quartet (two violins, ...)"
+# ["Violin I", "Violin II", "Viola", "Cello"] -> "for string quartet (two violins, ...)"
+def ensemble(part_names):
     names = [
         re.sub(
             r"\b(\d+(st|nd|rd|th)?|[iv]+|musicxml part|part)\b|\.", "", (x or "").lower()
@@ -530,9 +523,8 @@ def score_meta(info, rel):
 # ---------------------------------------------------------------- finding works
 
 
-def reserved(
-    path,
-):  # do the file's own terms reserve derived formats? (rights sit near the top of MusicXML)
+# do the file's own terms reserve derived formats? (rights sit near the top of MusicXML)
+def reserved(path):
     if path.suffix == ".mxl":
         with zipfile.ZipFile(path) as z:
             return any(
@@ -559,19 +551,15 @@ def find_works(collections):
             why = "the file's own licence reserves derived formats"
         if why:
             left_out[why] += 1
-        elif (
-            path.suffix == ".abc" and collection != "josquin"
-        ):  # josquin: one tune per voice, music21 merges them
+        # josquin: one tune per voice, music21 merges them
+        elif path.suffix == ".abc" and collection != "josquin":
             chunks = re.split(r"(?m)^(?=X:)", path.read_text(encoding="latin-1"))
-            header, tunes = (
-                chunks[0],
-                chunks[1:],
-            )  # lines before the first X: apply to every tune of the book
+            # lines before the first X: apply to every tune of the book
+            header, tunes = (chunks[0], chunks[1:])
             for i, tune in enumerate(tunes, 1):
                 fields = {**header_fields(header), **header_fields(tune)}
-                if (
-                    collection == "oneills1850"
-                ):  # its books overlap; X: is O'Neill's own tune number
+                # its books overlap; X: is O'Neill's own tune number
+                if collection == "oneills1850":
                     if fields.get("X") in seen_x:
                         continue
                     seen_x.add(fields.get("X"))
@@ -587,9 +575,8 @@ def find_works(collections):
             better = (
                 SCORE_EXTS[: SCORE_EXTS.index(path.suffix)] if path.suffix in SCORE_EXTS else []
             )
-            if not any(
-                (CORPUS / (stem + e)).exists() for e in better
-            ):  # a preferred format of the same work wins
+            # a preferred format of the same work wins
+            if not any((CORPUS / (stem + e)).exists() for e in better):
                 works[collection].append(
                     dict(
                         rel=re.sub(r"[^\w./-]+", "_", stem), src=str(path), size=path.stat().st_size
@@ -601,9 +588,8 @@ def find_works(collections):
 # ---------------------------------------------------------------- workers
 
 
-def quiet_worker(
-    scratch,
-):  # abc2midi and music21 print warnings for many files: keep the progress bar readable
+# abc2midi and music21 print warnings for many files: keep the progress bar readable
+def quiet_worker(scratch):
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1), os.dup2(devnull, 2)
     # symusic's abc2midi goes through temp files whose names can collide between processes (about
@@ -617,9 +603,8 @@ def quiet_worker(
     signal.signal(signal.SIGVTALRM, on_timer)
 
 
-def reason(
-    e,
-):  # one line, with numbers and temp paths blanked so that equal failures group in the summary
+# one line, with numbers and temp paths blanked so that equal failures group in the summary
+def reason(e):
     msg = re.sub(r"/tmp/\S+|\d+", "N", str(e).strip().split("\n")[0])
     return "abc2midi made no MIDI" if "did not create" in msg else f"{type(e).__name__}: {msg}"[:90]
 
@@ -652,16 +637,14 @@ def play_once(s):  # drop repeat barlines, brackets and D.C./segno marks that mu
         el.activeSite.remove(el)
 
 
-def export_score(
-    job,
-):  # (rel, source, out path, meta path, timeout) -> (rel, info or {"error": why}, seconds)
+# (rel, source, out path, meta path, timeout) -> (rel, info or {"error": why}, seconds)
+def export_score(job):
     from music21 import converter, key, meter, midi, repeat, stream, tempo
 
     rel, src, out, meta_path, timeout = job
     t0 = time.process_time()
-    signal.setitimer(
-        signal.ITIMER_VIRTUAL, timeout
-    )  # CPU time: a busy machine does not time works out
+    # CPU time: a busy machine does not time works out
+    signal.setitimer(signal.ITIMER_VIRTUAL, timeout)
     try:
         s = converter.parse(src, forceSource=True)
         if isinstance(s, stream.Opus):
@@ -672,9 +655,8 @@ def export_score(
             k = s.analyze("key")  # cheap next to parsing; tells a major key from its relative minor
         except Exception:
             k = None
-        if ks is not None and (
-            k is None or k.sharps != ks.sharps
-        ):  # trust the declared key over the analysis
+        # trust the declared key over the analysis
+        if ks is not None and (k is None or k.sharps != ks.sharps):
             k = ks if isinstance(ks, key.Key) else ks.asKey("major")
         ts = flat.getElementsByClass(meter.TimeSignature).first()
         mm = flat.getElementsByClass(tempo.MetronomeMark).first()
@@ -694,9 +676,8 @@ def export_score(
         set_programs(s)
         try:
             data = midi.translate.music21ObjectToMidiFile(s).writestr()
-        except (
-            repeat.ExpanderException
-        ):  # badly formed repeats: play the score once through as written
+        # badly formed repeats: play the score once through as written
+        except repeat.ExpanderException:
             play_once(s)
             data = midi.translate.music21ObjectToMidiFile(s).writestr()
         write_atomic(out, data)
@@ -705,9 +686,8 @@ def export_score(
     finally:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
     Path(meta_path).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(
-        meta_path, json.dumps(info)
-    )  # failures are remembered too, so that a re-run does not retry them
+    # failures are remembered too, so that a re-run does not retry them
+    write_atomic(meta_path, json.dumps(info))
     return rel, info, time.process_time() - t0
 
 
@@ -776,9 +756,8 @@ def plan(works, args, out, stats):
     for collection, ws in works.items():
         is_abc = "abc" in ws[0]
         if not is_abc:
-            ws.sort(
-                key=lambda w: (w["size"], w["rel"])
-            )  # the sample is the shortest scores: fast and fixed
+            # the sample is the shortest scores: fast and fixed
+            ws.sort(key=lambda w: (w["size"], w["rel"]))
         cap = None if args.full or is_abc else DEFAULT_CAP.get(collection, DEFAULT_CAP_OTHER)
         cap = min(c for c in (cap, args.limit, len(ws)) if c is not None)
         st = stats[collection]
@@ -787,14 +766,12 @@ def plan(works, args, out, stats):
             by_rel[w["rel"]] = collection, w
             w["mid"] = out / "midi" / f"{w['rel']}.mid"
             meta_path = out / "meta" / f"{w['rel']}.json"
-            if (
-                not is_abc and meta_path.exists()
-            ):  # exported (or failed) before: no need to parse it again
+            # exported (or failed) before: no need to parse it again
+            if not is_abc and meta_path.exists():
                 try:
                     w["meta"] = json.loads(meta_path.read_text())
-                except (
-                    ValueError
-                ):  # a broken cache entry (edited, or from another version): export the work again
+                # a broken cache entry (edited, or from another version): export the work again
+                except ValueError:
                     pass
                 if not isinstance(w.get("meta", {}), dict):
                     del w["meta"]
@@ -813,9 +790,8 @@ def plan(works, args, out, stats):
                     score_jobs.append(
                         (i, w["rel"], w["src"], str(w["mid"]), str(meta_path), args.timeout)
                     )
-    score_jobs = [
-        job[1:] for job in sorted(score_jobs, key=lambda j: j[0])
-    ]  # round robin over the collections:
+    # round robin over the collections:
+    score_jobs = [job[1:] for job in sorted(score_jobs, key=lambda j: j[0])]
     return abc_jobs, score_jobs, by_rel  # the budget cuts the longest tails
 
 
@@ -862,9 +838,8 @@ def write_descriptions(works, out):
         and row["midi_file"].split("/")[0] not in works
         and (out / "midi" / row["midi_file"]).exists()
     ]
-    rows = sorted(
-        kept + list(lines.values()), key=lambda row: row["midi_file"].split("/")[0]
-    )  # stable: by collection
+    # stable: by collection
+    rows = sorted(kept + list(lines.values()), key=lambda row: row["midi_file"].split("/")[0])
     if rows:
         write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return len(lines), len(kept)
@@ -887,17 +862,13 @@ def print_summary(stats, left_out):
 def main(argv=None):
     args, collections = parse_args(argv)
     out, t_start = Path(args.out), time.time()
-    with folder_lock(
-        out, create=True
-    ):  # one export at a time: a second would write through the first's files
-        for stale in [
-            *(out / "midi").rglob("*.tmp"),
-            *(out / "meta").rglob("*.tmp"),
-        ]:  # from a killed run
+    # one export at a time: a second would write through the first's files
+    with folder_lock(out, create=True):
+        # from a killed run
+        for stale in [*(out / "midi").rglob("*.tmp"), *(out / "meta").rglob("*.tmp")]:
             stale.unlink()
-        excluded = (
-            set() if args.collections else {p for p in EXCLUDED if "/" not in p}
-        )  # to count them in the summary
+        # to count them in the summary
+        excluded = set() if args.collections else {p for p in EXCLUDED if "/" not in p}
         works, left_out = find_works(set(collections) | excluded)
         stats = defaultdict(
             lambda: dict(
