@@ -318,30 +318,29 @@ def bench_prepare(args):
     procs = sorted({1, os.cpu_count()})
     paths = [os.path.join(corpus, f) for f in files]
     ours, theirs, identical, rss1, rss4 = race_prepare(corpus, paths, procs, args.prepare_repeats)
+    row = lambda name, seconds, notes, tokens, ratio: (  # noqa: E731
+        name,
+        f"{len(files) / seconds:,.0f}",
+        f"{notes / seconds:,.0f}",
+        f"{seconds:.1f}",
+        f"{tokens:,}",
+        ratio,
+    )
     rows = []
     for n_proc in procs:
         s = "es" * (n_proc > 1)
         (seconds, counts), (their_seconds, notes, tokens) = ours[n_proc], theirs[n_proc]
-        rows.append(
-            (
-                f"AMT prepare.py --workers {n_proc}",
-                f"{len(files) / seconds:,.0f}",
-                f"{counts['notes'] / seconds:,.0f}",
-                f"{seconds:.1f}",
-                f"{counts['train_tokens'] + counts['val_tokens']:,}",
-                "",
-            )
-        )
-        rows.append(
-            (
+        ours_tokens = counts["train_tokens"] + counts["val_tokens"]
+        rows += [
+            row(f"AMT prepare.py --workers {n_proc}", seconds, counts["notes"], ours_tokens, ""),
+            row(
                 f"miditok 3.1 REMI, programs+tempos+meters ({n_proc} process{s})",
-                f"{len(files) / their_seconds:,.0f}",
-                f"{notes / their_seconds:,.0f}",
-                f"{their_seconds:.1f}",
-                f"{tokens:,}",
+                their_seconds,
+                notes,
+                tokens,
                 f"**{their_seconds / seconds:.2f}x**",
-            )
-        )
+            ),
+        ]
     print(
         f"### prepare throughput on {corpus} ({len(files)} files), {os.cpu_count()} cores, "
         f"best of {args.prepare_repeats} alternating runs\n"
