@@ -94,7 +94,7 @@ def note_events(notes, channel=0):
     import mido
 
     notes = list(notes)
-    on = lambda p: mido.Message("note_on", channel=channel, note=int(p), velocity=80)  # noqa: E731
+    on = lambda p: mido.Message("note_on", channel=channel, note=int(p), velocity=80)
     return [(int(o), 1, on(p)) for o, _, p in notes] + [
         (int(o + n), 2 if n == 0 else 0, mido.Message("note_off", channel=channel, note=int(p)))
         for o, n, p in notes
@@ -109,7 +109,7 @@ def built_file(name, seed=0):
 
     rng = np.random.default_rng(seed)
     tpb, tracks = 480, []
-    tempo = lambda tick, bpm: (tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))  # noqa: E731
+    tempo = lambda tick, bpm: (tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
     if name == "zero-length":
         tempo_track = [tempo(0, 96)]
         for channel in (0, 1, 2, 9):
@@ -318,7 +318,7 @@ def bench_prepare(args):
     procs = sorted({1, os.cpu_count()})
     paths = [os.path.join(corpus, f) for f in files]
     ours, theirs, identical, rss1, rss4 = race_prepare(corpus, paths, procs, args.prepare_repeats)
-    row = lambda name, seconds, notes, tokens, ratio: (  # noqa: E731
+    row = lambda name, seconds, notes, tokens, ratio: (
         name,
         f"{len(files) / seconds:,.0f}",
         f"{notes / seconds:,.0f}",
@@ -870,7 +870,7 @@ def bench_conditioning(args):
     rows = []
     for folder, s, config in runs:
         c = s.get("control", {})
-        share = lambda name: (  # noqa: E731
+        share = lambda name: (
             f"{100 * c[f'fixed/user/{name}']['mean']:.0f}" if f"fixed/user/{name}" in c else ""
         )
         adherence = (
@@ -925,7 +925,7 @@ def bench_control(args):
     runs = [run for run in evaluated_runs(args.runs) if "control" in run[1]]
     demo = {k: v for k, v in runpy.run_path("config/amt_cpu.py").items() if not k.startswith("_")}
     measures = metrics.PER_PROMPT_MEASURES
-    cell = lambda v: (  # noqa: E731
+    cell = lambda v: (
         f"{100 * v['mean']:.0f} [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}]" if v else ""
     )
     sets = sorted({key.split("/")[0] for _, s, _ in runs for key in s["control"]})

@@ -181,7 +181,7 @@ def likelihood(model, data, *, max_windows=256, batch_size=16, ctx=nullcontext()
         baseline_nll=torch.from_numpy(-np.log(counts / counts.sum())),  # (V,)
     )
     # the summed loss of the scored val tokens over their notes (model.summed_loss_per)
-    per_note = lambda column: summed_loss_per(  # noqa: E731
+    per_note = lambda column: summed_loss_per(
         dict(tokens=tables["type"]["tokens"], loss=tables["type"][column]), tokenizer.TYPE["NOTE"]
     )
     return dict(

@@ -213,7 +213,7 @@ def compare(ceiling, stats, skipped, guidance):
     each skipped in decoding) and closeness of those at the first guidance scale to real pieces of
     the same token -> Closeness."""
     (train_ids, train_stats), (val_ids, val_stats) = ceiling.real_train, ceiling.real_val
-    by_token = lambda ids, pieces: {  # noqa: E731
+    by_token = lambda ids, pieces: {
         c: [s for s, i in zip(pieces, ids) if i == c] for c in ceiling.tokens
     }
     real_by_token, train_by_token = by_token(val_ids, val_stats), by_token(train_ids, train_stats)

@@ -97,7 +97,7 @@ def plot_closeness(res, path, max_tokens=12):
         res.closeness.real_by_token,
         res.closeness.gen_by_token,
     )
-    pooled = lambda by: [s for c in tokens for s in by[c]]  # noqa: E731
+    pooled = lambda by: [s for c in tokens for s in by[c]]
     rows = [("all tokens", pooled(real_by), pooled(gen_by))]
     rows += [(tokenizer.semantic_name(c), real_by[c], gen_by[c]) for c in tokens]
     fig = render.new_figure(3 * (len(METRICS) + 1), 2.2 * len(rows), dpi=80)
@@ -222,7 +222,7 @@ def loss_cells(t, i, prefix="", digits=3):
 
 def report_likelihood(lk):
     o = lk["overall"]
-    gain = lambda without: [  # noqa: E731
+    gain = lambda without: [
         num(o["loss"][0], 4),
         num(o[without][0], 4),
         f"{o[without][0] - o['loss'][0]:+.4f}",
@@ -256,7 +256,7 @@ def report_likelihood(lk):
 def loss_tables(setup, lk):
     """The likelihood per token type (of the target) and per semantic token (of the window)."""
     types_, sem = lk["type"], lk["first"]
-    sem_name = lambda i: (  # noqa: E731
+    sem_name = lambda i: (
         label_of(setup, i - tokenizer.semantic_token(0))
         if i != tokenizer.UNCOND
         else "(pieces without one)"
@@ -350,7 +350,7 @@ def report_adherence(res):
 def report_closeness(res):
     s, cl = res.settings, res.closeness
     keys, distance = list(METRICS) + ["durations"], cl.distance
-    mean_of = lambda k, i: num(metrics.mean_std([pair[i][k] for pair in distance.values()])[0], 2)  # noqa: E731
+    mean_of = lambda k, i: num(metrics.mean_std([pair[i][k] for pair in distance.values()])[0], 2)
     return [
         "## 3. Closeness to real music\n",
         f"Samples at guidance {s.guidance[0]:g} against the real val pieces of the same token, "
@@ -390,7 +390,7 @@ def report_closeness(res):
 def control_targets(c, name):
     """The targets on the user's path of one prompt set -> [(measure, target for the demo model,
     for the long preset, realised share, met for the demo, met for the long)]."""
-    get = lambda path, m: c.summary.get((name, path, m), dict(n=0, mean=float("nan")))  # noqa: E731
+    get = lambda path, m: c.summary.get((name, path, m), dict(n=0, mean=float("nan")))
     out = []
     for m in metrics.CONTROL_MEASURES:
         user, base = get("user", m), get("none-user", m)
@@ -417,8 +417,8 @@ def control_targets(c, name):
 def control_table(c, name):
     """The measures of one prompt set on each path, with intervals and the ratio to the
     unconditioned samples."""
-    ratio = lambda a, b: f"{a['mean'] / b['mean']:.1f}x" if a and b and b["mean"] else ""  # noqa: E731
-    shown = lambda cell: interval(cell) if cell else ""  # noqa: E731
+    ratio = lambda a, b: f"{a['mean'] / b['mean']:.1f}x" if a and b and b["mean"] else ""
+    shown = lambda cell: interval(cell) if cell else ""
     rows = []
     for m in metrics.CONTROL_MEASURES:
         user, model, none_user, none_model = (
