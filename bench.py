@@ -1,27 +1,33 @@
 """Speed and fidelity of AMT, side by side with the reference libraries, in one run.
 
-python bench.py                           # every section python bench.py --only roundtrip,prepare
-# some of them
+    python bench.py                           # every section but speedrun
+    python bench.py --only roundtrip,prepare  # some of them
 
 Each section prints a markdown table for BENCHMARKS.md. Ratios are taken within one run on one
 machine, because absolute numbers on a shared machine are noisy.
 
-roundtrip  real multi-track MIDI (data/miditok_tests) through encode/decode prepare    prepare.py
-against miditok's REMI on the bundled corpus at 1 and all processes; peak RSS at 1x and 4x keys
-describe.estimate_key against the keys the corpus's descriptions name embed      the sentence
-embedder's throughput (prompt.embed, as cluster.py uses it) train      training tokens/s against HF
-GPT2LMHeadModel, and MFU against a bf16 matmul generate   a 2,048-token sample through model.stream
-against the loop it replaced (restarts every 128 tokens) speedrun   variants of the demo's training
-side by side: val nats per note, tokens/s, MFU sample     sampling tokens/s against HF
-generate(use_cache=True), real-time factor, int8 render     render.py's WAV rendering (sample.py
---audio), as a real-time factor conditioning  evaluated training runs side by side (their
-eval/summary.json): loss gains, control shares control    evaluated runs side by side on the user's
-path: issue 18's measures with 95% intervals padding    the share of a training window that is
-padding, per config, packed or not"""
+    roundtrip     real multi-track MIDI (data/miditok_tests) through encode/decode
+    prepare       prepare.py against miditok's REMI on the bundled corpus at 1 and all processes;
+                  peak RSS at 1x and 4x
+    train         training tokens/s against HF GPT2LMHeadModel, and MFU against a bf16 matmul
+    keys          describe.estimate_key against the keys the corpus's descriptions name
+    embed         the sentence embedder's throughput (prompt.embed, as cluster.py uses it)
+    generate      a 2,048-token sample through model.stream, the engine of every sample
+    sample        sampling tokens/s against HF generate(use_cache=True), real-time factor, int8
+    render        render.py's WAV rendering (sample.py --audio), as a real-time factor
+    conditioning  evaluated training runs side by side (their eval/summary.json): loss gains,
+                  control shares
+    control       evaluated runs side by side on the user's path: the control measures with 95%
+                  intervals
+    padding       the share of a training window that is padding, per config, packed or not
+    speedrun      variants of the demo's training side by side: val nats per note, tokens/s, MFU
+"""
 
 import argparse
+import glob
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -32,6 +38,7 @@ import numpy as np
 
 import dataset
 import describe
+import metrics
 import midifile
 import tokenizer
 from files import UserError, check_range, run_script
@@ -78,6 +85,20 @@ def table(header, rows):
 
 
 # -----------------------------------------------------------------------------
+# MIDI files built with mido
+
+
+def note_events(notes, channel=0):
+    """(onset, length, pitch) in ticks -> (tick, order, message) for midifile.track_from_events: at
+    a tick the note-offs of earlier notes, then the note-ons, then the offs of zero-length notes."""
+    import mido
+
+    notes = list(notes)
+    on = lambda p: mido.Message("note_on", channel=channel, note=int(p), velocity=80)
+    return [(int(o), 1, on(p)) for o, _, p in notes] + [
+        (int(o + n), 2 if n == 0 else 0, mido.Message("note_off", channel=channel, note=int(p)))
+        for o, n, p in notes
+    ]
 
 
 def built_file(name, seed=0):
@@ -88,55 +109,58 @@ def built_file(name, seed=0):
 
     rng = np.random.default_rng(seed)
     tpb, tracks = 480, []
+    tempo = lambda tick, bpm: (tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
     if name == "zero-length":
-        tempo_track = [(0, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(96)))]
+        tempo_track = [tempo(0, 96)]
         for channel in (0, 1, 2, 9):
             onsets = np.sort(rng.integers(0, 256 * tpb // 4, 400)) * 4
             lengths = np.where(rng.random(400) < 1 / 3, 0, rng.integers(1, 4 * tpb, 400))
             if channel == 9:
                 lengths[:] = 0
             pitches = rng.integers(40, 90, 400)
-            tracks.append(
-                [
-                    (int(o), 1, mido.Message("note_on", channel=channel, note=int(p), velocity=80))
-                    for o, p in zip(onsets, pitches)
-                ]
-            )  # at a tick: offs, ons, then zero-length offs
-            tracks[-1] += [
-                (
-                    int(o + n),
-                    2 if n == 0 else 0,
-                    mido.Message("note_off", channel=channel, note=int(p)),
-                )
-                for o, n, p in zip(onsets, lengths, pitches)
-            ]
+            tracks.append(note_events(zip(onsets, lengths, pitches), channel))
     else:
         bpms = [8, 12, 30, 200, 600, 900, 1000]
-        tempo_track = [
-            (i * 4 * tpb, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b)))
-            for i, b in enumerate(bpms)
-        ]
+        tempo_track = [tempo(i * 4 * tpb, b) for i, b in enumerate(bpms)]
         tempo_track += [
-            (
-                len(bpms) * 4 * tpb + 10 * i,
-                0,
-                mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(rng.uniform(20, 900))),
-            )
+            tempo(len(bpms) * 4 * tpb + 10 * i, rng.uniform(20, 900))
             for i in range(4 * tpb // 10 * 16)
         ]
         onsets = np.arange(0, (len(bpms) + 16) * 4 * tpb, tpb // 4)
-        tracks.append(
-            [
-                (int(o), 1, mido.Message("note_on", note=60 + int(o) % 24, velocity=80))
-                for o in onsets
-            ]
-        )
-        tracks[-1] += [
-            (int(o) + tpb // 8, 0, mido.Message("note_off", note=60 + int(o) % 24)) for o in onsets
-        ]
+        tracks.append(note_events([(o, tpb // 8, 60 + int(o) % 24) for o in onsets]))
     mid = mido.MidiFile(type=1, ticks_per_beat=tpb)
     mid.tracks += [midifile.track_from_events(events) for events in [tempo_track] + tracks]
     return mid
+
+
+def band_midi(path, seconds=60, bpm=120, seed=0):
+    """A busy test piece, `seconds` long: piano chords, a bass line, a flute melody, a drum kit."""
+    import mido
+
+    rng, tpb, beats = np.random.default_rng(seed), 480, int(seconds * bpm / 60)
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    parts = [  # (channel, program, pitches at beat b, beats per note)
+        (0, 0, lambda b: [48 + int(x) for x in rng.choice(12, 3, replace=False)], 1.0),  # chords
+        (1, 33, lambda b: [36 + int(rng.integers(12))], 1.0),  # bass
+        (2, 73, lambda b: [72 + int(rng.integers(12))], 0.5),  # flute
+        (9, 0, lambda b: [36 if b % 2 == 0 else 38, 42], 0.5),  # drums
+    ]
+    for channel, program, pitches, step in parts:
+        events = [(0, -1, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))]
+        if channel != 9:
+            events.append((0, 0, mido.Message("program_change", channel=channel, program=program)))
+        notes = []
+        for b in np.arange(0, beats, step):
+            on, off = int(b * tpb), int((b + step * 0.9) * tpb)
+            notes += [(on, off - on, pitch) for pitch in pitches(int(b))]
+        mid.tracks.append(midifile.track_from_events(events + note_events(notes, channel)))
+    mid.save(path)
+
+
+# -----------------------------------------------------------------------------
+# round trip and prepare
+
+ROUND_TRIP_HEADER = ["file", "notes", "kept", "seconds", "length error", "left out or changed"]
 
 
 def round_trip_row(name, src):
@@ -172,21 +196,18 @@ def bench_roundtrip(args):
             total_in, total_kept = total_in + measured[0], total_kept + measured[1]
             worst_length = max(worst_length, measured[2])
     print(f"### Round trip on real MIDI ({root})\n")
-    table(["file", "notes", "kept", "seconds", "length error", "left out or changed"], rows)
+    table(ROUND_TRIP_HEADER, rows)
     print(
         f"**All files: {total_kept}/{total_in} notes kept ({100 * total_kept / total_in:.3f}%), "
         f"worst length error {100 * worst_length:.2f}%.** Kept = same pitch and instrument, onset "
-        "and "
-        f"duration within one grid step (1/{tokenizer.STEPS_PER_QUARTER} beat).\n"
+        f"and duration within one grid step (1/{tokenizer.STEPS_PER_QUARTER} beat).\n"
     )
     print("### Round trip on built files (bench.py's built_file)\n")
     table(
-        ["file", "notes", "kept", "seconds", "length error", "left out or changed"],
+        ROUND_TRIP_HEADER,
         [round_trip_row(name, built_file(name))[0] for name in ("zero-length", "extreme tempos")],
     )
 
-
-# -----------------------------------------------------------------------------
 
 _miditok = None
 
@@ -263,27 +284,20 @@ def time_miditok(paths, n_proc):
     return seconds, notes, tokens
 
 
-@section("miditok")
-def bench_prepare(args):
-    corpus = os.path.join(args.data_dir, "midi")
-    if not os.path.isdir(corpus):
-        raise UserError(f"no {corpus}; run `python data/music21/export.py` first")
-    files = list(dataset.iter_midi(corpus))
-    paths = [os.path.join(corpus, f) for f in files]
-    procs = sorted({1, os.cpu_count()})
+def race_prepare(corpus, paths, procs, repeats):
+    """prepare.py against miditok at each number of processes, alternating the two sides and
+    keeping each one's best of `repeats` runs (other jobs on a shared machine slow whichever run
+    they overlap); then prepare.py's peak RSS on the corpus and on it four times over (symlinked
+    copies) -> (ours, theirs, whether every process count wrote the same bytes, rss1, rss4)."""
     ours, theirs, written = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        # Alternate the two sides and keep each one's best of --prepare_repeats runs: other jobs
-        # on a shared machine slow whichever run they overlap.
-        for _ in range(args.prepare_repeats):
+        for _ in range(repeats):
             for n_proc in procs:
                 seconds, counts, written[n_proc] = time_prepare(corpus, tmp, n_proc)
                 ours[n_proc] = min(ours.get(n_proc, (seconds,))[0], seconds), counts
                 seconds, notes, tokens = time_miditok(paths, n_proc)
                 theirs[n_proc] = min(theirs.get(n_proc, (seconds,))[0], seconds), notes, tokens
         identical = all(written[n] == written[procs[0]] for n in procs)
-
-        # Peak RSS on the corpus and on the corpus four times over (symlinked copies).
         four = os.path.join(tmp, "four")
         os.makedirs(os.path.join(four, "midi"))
         for i in range(4):
@@ -292,30 +306,41 @@ def bench_prepare(args):
             [sys.executable, "prepare.py", "--data_dir", os.path.join(tmp, f"amt{procs[-1]}")]
         )
         rss4 = peak_rss_mib([sys.executable, "prepare.py", "--data_dir", four])
+    return ours, theirs, identical, rss1, rss4
+
+
+@section("miditok")
+def bench_prepare(args):
+    corpus = os.path.join(args.data_dir, "midi")
+    if not os.path.isdir(corpus):
+        raise UserError(f"no {corpus}; run `python data/music21/export.py` first")
+    files = list(dataset.iter_midi(corpus))
+    procs = sorted({1, os.cpu_count()})
+    paths = [os.path.join(corpus, f) for f in files]
+    ours, theirs, identical, rss1, rss4 = race_prepare(corpus, paths, procs, args.prepare_repeats)
+    row = lambda name, seconds, notes, tokens, ratio: (
+        name,
+        f"{len(files) / seconds:,.0f}",
+        f"{notes / seconds:,.0f}",
+        f"{seconds:.1f}",
+        f"{tokens:,}",
+        ratio,
+    )
     rows = []
     for n_proc in procs:
         s = "es" * (n_proc > 1)
         (seconds, counts), (their_seconds, notes, tokens) = ours[n_proc], theirs[n_proc]
-        rows.append(
-            (
-                f"AMT prepare.py --workers {n_proc}",
-                f"{len(files) / seconds:,.0f}",
-                f"{counts['notes'] / seconds:,.0f}",
-                f"{seconds:.1f}",
-                f"{counts['train_tokens'] + counts['val_tokens']:,}",
-                "",
-            )
-        )
-        rows.append(
-            (
+        ours_tokens = counts["train_tokens"] + counts["val_tokens"]
+        rows += [
+            row(f"AMT prepare.py --workers {n_proc}", seconds, counts["notes"], ours_tokens, ""),
+            row(
                 f"miditok 3.1 REMI, programs+tempos+meters ({n_proc} process{s})",
-                f"{len(files) / their_seconds:,.0f}",
-                f"{notes / their_seconds:,.0f}",
-                f"{their_seconds:.1f}",
-                f"{tokens:,}",
+                their_seconds,
+                notes,
+                tokens,
                 f"**{their_seconds / seconds:.2f}x**",
-            )
-        )
+            ),
+        ]
     print(
         f"### prepare throughput on {corpus} ({len(files)} files), {os.cpu_count()} cores, "
         f"best of {args.prepare_repeats} alternating runs\n"
@@ -337,17 +362,15 @@ def bench_prepare(args):
     )
     print(
         f"- peak RSS of `prepare.py`: **{rss1:.0f} MiB** on the corpus, **{rss4:.0f} MiB** on it "
-        "4x "
-        f"({100 * (rss4 / rss1 - 1):+.1f}%)\n"
+        f"4x ({100 * (rss4 / rss1 - 1):+.1f}%)\n"
     )
 
 
 # -----------------------------------------------------------------------------
 # the model: ours against Hugging Face's GPT-2 of the same shape, same weights, same dtype
 
-BENCH_MODEL = dict(
-    n_layer=6, n_head=8, n_embd=512, block_size=256, vocab_size=512
-)  # 19M parameters
+# 19M parameters
+BENCH_MODEL = dict(n_layer=6, n_head=8, n_embd=512, block_size=256, vocab_size=512)
 
 
 def hf_twin(ours):
@@ -386,6 +409,24 @@ def hf_twin(ours):
     return hf
 
 
+def time_training(model, step, dtype, steps):
+    """Median seconds of a training step with AdamW, after two that warm up allocators and
+    kernels."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = step(model)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return np.median(times[2:])
+
+
 @section("transformers")
 def bench_train(args):
     import torch
@@ -410,17 +451,7 @@ def bench_train(args):
                 lambda m: m(input_ids=x[:, :-1], labels=x[:, :-1]).loss,
             ),
         ):
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            times = []
-            for i in range(steps + 2):  # the first two steps warm up allocators and kernels
-                t0 = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                    loss = step(model)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                times.append(time.perf_counter() - t0)
-            tokens_per_s = batch * T / np.median(times[2:])
+            tokens_per_s = batch * T / time_training(model, step, dtype, steps)
             rows.append(
                 (
                     name,
@@ -451,6 +482,7 @@ def bench_train(args):
 
 
 # -----------------------------------------------------------------------------
+# what the tokenizer and the embedder read
 
 KEY_LABEL_RE = r"\bin ([A-G](?: flat| sharp)? (?:major|minor))\b"
 
@@ -468,9 +500,8 @@ def bench_keys(args):
         for r in rows
         if (m := re.search(KEY_LABEL_RE, r["description"]))
     ]
-    labelled = labelled[:: max(len(labelled) // args.keys_n, 1)][
-        : args.keys_n
-    ]  # spread over the collections
+    # spread over the collections
+    labelled = labelled[:: max(len(labelled) // args.keys_n, 1)][: args.keys_n]
     tally, confusions = dict(exact=0, mode=0, related=0, n=0), {}
     for midi_file, label in labelled:
         try:
@@ -554,6 +585,10 @@ def bench_embed(args):
     )
 
 
+# -----------------------------------------------------------------------------
+# generation
+
+
 def timed_generate(fn, reps=5, warmup=True):
     """Best of reps wall times of fn(), after one untimed call that warms up (unless warmup is
     False)."""
@@ -567,60 +602,36 @@ def timed_generate(fn, reps=5, warmup=True):
     return min(times)
 
 
+def random_model(config, **overrides):
+    """A GPT of a config file's shape (vocab_size from overrides or the config), random weights,
+    in eval mode."""
+    from model import GPT, GPTConfig
+
+    cfg = runpy.run_path(config) | overrides
+    shape = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+    return GPT(GPTConfig(**{k: cfg[k] for k in shape})).eval()
+
+
 def demo_model(args):
     """The demo run's checkpoint (args.out_dir), else random weights of config/amt_cpu.py's shape ->
     (model in eval mode, its checkpoint dict or None, what it is in words)."""
-    import runpy
-
     import generation
-    from model import GPT, GPTConfig
 
     try:
         model, ckpt = generation.load_model(args.out_dir)
         return model, ckpt, f"checkpoint {ckpt['path']}"
     except UserError:
-        cfg = runpy.run_path("config/amt_cpu.py")
-        model = GPT(
-            GPTConfig(
-                **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}, vocab_size=512
-            )
-        )
-        return model.eval(), None, "random weights of config/amt_cpu.py's shape (no checkpoint)"
+        model = random_model("config/amt_cpu.py", vocab_size=512)
+        return model, None, "random weights of config/amt_cpu.py's shape (no checkpoint)"
 
 
-def generate_restarting(model, prompt, n_new, *, logits_hook, seed, chunk=128):
-    """How sample.py generated before issue 17, kept here as the reference: model.generate restarted
-    every `chunk` tokens, each restart rebuilding the KV cache for its window (the attribute prefix
-    and, once the sequence fills the context, its newest (block_size - prefix) / 2 tokens), plus the
-    slides inside each call."""
+def start_prompt(batch):
+    """(batch, PREFIX_LEN + 1): the attribute prefix of SEMANTIC_TOKEN_0, then START."""
     import torch
 
-    P, block = tokenizer.PREFIX_LEN, model.config.block_size
-    seq, generator = prompt, torch.Generator().manual_seed(seed)
-    while seq.size(1) - prompt.size(1) < n_new:
-        n = min(chunk, n_new - (seq.size(1) - prompt.size(1)))
-        window = (
-            seq
-            if seq.size(1) < block
-            else torch.cat([seq[:, :P], seq[:, -((block - P) // 2) :]], dim=1)
-        )
-        out = model.generate(window, n, logits_hook=logits_hook, keep_first=P, generator=generator)
-        seq = torch.cat([seq, out[:, window.size(1) :]], dim=1)
-    return seq
-
-
-def generate_streaming(model, prompt, n_new, *, logits_hook, seed):
-    """The same through model.stream, as generation.generate_tokens drives it: one KV cache for the
-    whole sample."""
-    import torch
-
-    steps = model.stream(
-        prompt,
-        logits_hook=logits_hook,
-        keep_first=tokenizer.PREFIX_LEN,
-        generator=torch.Generator().manual_seed(seed),
+    return torch.tensor(
+        [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * batch
     )
-    return torch.cat([prompt] + [next(steps) for _ in range(n_new)], dim=1)
 
 
 def without_end(hook):
@@ -634,26 +645,33 @@ def without_end(hook):
     return no_end
 
 
+def stream(model, prompt, n_new, *, logits_hook, seed):
+    """n_new tokens through model.stream, as generation.generate_tokens drives it: one KV cache for
+    the whole sample, rebuilt only when the context slides."""
+    import torch
+
+    steps = model.stream(
+        prompt,
+        logits_hook=logits_hook,
+        keep_first=tokenizer.PREFIX_LEN,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return torch.cat([prompt] + [next(steps) for _ in range(n_new)], dim=1)
+
+
 @section()
 def bench_generate(args):
-    """One long sample through generation's engine (model.stream: one KV cache for the whole sample,
-    rebuilt only when the context slides) against the loop it replaced (generate_restarting), same
-    model, same run."""
-    import runpy
-
+    """One long sample through generation's engine, model.stream, for the demo model and
+    config/amt.py's shape. BENCHMARKS.md's table of it beside the loop it replaced (model.generate
+    restarted every 128 tokens) was made by bench.py at commit e7adc56, which still had that
+    loop."""
     import torch
 
     import generation
-    from model import GPT, GPTConfig
 
     torch.manual_seed(0)
     demo, _, source = demo_model(args)
-    cfg = runpy.run_path("config/amt.py")
-    big = GPT(
-        GPTConfig(
-            **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
-        )
-    ).eval()
+    big = random_model("config/amt.py")
     n_new, rows = args.generate_tokens, []
     for name, model, batches in (
         (f"demo ({source})", demo, (1, 8)),
@@ -662,62 +680,32 @@ def bench_generate(args):
         hook = without_end(generation.grammar_hook(model.config.vocab_size, "cpu"))
         for batch in batches:
             prompt = torch.tensor([generation.prompt_row(tokenizer.semantic_token(0))] * batch)
-            seconds = {}
             with torch.no_grad():
-                for way, fn in (("before", generate_restarting), ("after", generate_streaming)):
-                    seconds[way] = timed_generate(
-                        lambda: fn(model, prompt, n_new, logits_hook=hook, seed=0),
-                        reps=args.generate_reps,
-                        warmup=False,
-                    )
-            rows.append(
-                (
-                    name,
-                    model.config.block_size,
-                    batch,
-                    f"{batch * n_new / seconds['before']:,.0f}",
-                    f"{batch * n_new / seconds['after']:,.0f}",
-                    f"**{seconds['before'] / seconds['after']:.2f}x**",
+                seconds = timed_generate(
+                    lambda: stream(model, prompt, n_new, logits_hook=hook, seed=0),
+                    reps=args.generate_reps,
+                    warmup=False,
                 )
-            )
+            tokens_per_s = f"{batch * n_new / seconds:,.0f}"
+            rows.append((name, model.config.block_size, batch, tokens_per_s))
     print(
         f"### Generation: a {n_new:,}-token sample per row on CPU, fp32, with the grammar mask, "
-        "best of "
-        f"{args.generate_reps}\n"
+        f"best of {args.generate_reps}\n"
     )
-    table(
-        [
-            "model",
-            "block_size",
-            "batch",
-            "before: restarted every 128 tokens, tokens/s",
-            "after: one stream, tokens/s",
-            "after / before",
-        ],
-        rows,
-    )
+    table(["model", "block_size", "batch", "tokens/s"], rows)
 
 
-@section("transformers")
-def bench_sample(args):
+def sampling_rows(model, hf, n_new):
+    """Tokens/s of our sampling (with and without the grammar mask) and of HF's generate, at
+    batch 1 and 8."""
     import torch
 
     import generation
 
-    torch.manual_seed(0)
-    model, ckpt, source = demo_model(args)
-    hf = hf_twin(model).eval()
-    n_prompt = tokenizer.PREFIX_LEN + 1  # the attribute prefix and START
-    n_new = min(
-        args.sample_tokens, model.config.block_size - n_prompt
-    )  # HF's positions end at block_size
     rows = []
     with torch.no_grad():
         for batch in (1, 8):
-            prompt = torch.tensor(
-                [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]]
-                * batch
-            )
+            prompt = start_prompt(batch)
             ours = timed_generate(lambda: model.generate(prompt, n_new, top_k=None))
             theirs = timed_generate(
                 lambda: hf.generate(
@@ -741,6 +729,73 @@ def bench_sample(args):
                     f"**{theirs / ours:.2f}x**",
                 )
             )
+    return rows
+
+
+def real_time_factor(model, source):
+    """Seconds of music per second of compute, as sample.py makes it: 3 samples of 60 s."""
+    import generation
+
+    music, compute = 0.0, 0.0
+    for k in range(3):
+        t0 = time.perf_counter()
+        pieces = generation.generate_tokens(
+            model,
+            [generation.prompt_row(tokenizer.semantic_token(k))],
+            generation.Sampling(max_new_tokens=1024, top_p=0.95, seed=k, seconds=60.0),
+        )
+        compute += time.perf_counter() - t0
+        score = tokenizer.tokens_to_score(pieces[0])[0]
+        music += tokenizer.seconds_at(score.end_step, score.tempos)
+    print(
+        f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
+        f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar mask)"
+    )
+
+
+def int8_line(model, data_dir, n_new):
+    """INT8 dynamic quantisation of the Linear layers: speed against val loss."""
+    import torch
+
+    import generation
+
+    quantized, prompt = generation.quantize(model), start_prompt(1)
+    with torch.no_grad():
+        fp32_s = timed_generate(lambda: model.generate(prompt, n_new))
+        int8_s = timed_generate(lambda: quantized.generate(prompt, n_new))
+        data = dataset.load_dataset(data_dir)
+        windows = dataset.covering_windows(data, "val", model.config.block_size, 32)
+        x, y = (
+            torch.from_numpy(a)
+            for a in dataset.build_windows(
+                data,
+                "val",
+                windows,
+                np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)),
+                block_size=model.config.block_size,
+            )
+        )
+        loss_fp32 = model(x, y)[1].item()
+        loss_int8 = quantized(x, y)[1].item()
+    print(
+        f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against "
+        f"{n_new / fp32_s:,.0f} in fp32 (**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} "
+        f"against {loss_fp32:.4f} (**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val "
+        "windows led by the unconditional prefix"
+    )
+
+
+@section("transformers")
+def bench_sample(args):
+    import torch
+
+    torch.manual_seed(0)
+    model, ckpt, source = demo_model(args)
+    hf = hf_twin(model).eval()
+    n_prompt = tokenizer.PREFIX_LEN + 1  # the attribute prefix and START
+    # HF's positions end at block_size
+    n_new = min(args.sample_tokens, model.config.block_size - n_prompt)
+    rows = sampling_rows(model, hf, n_new)
     print(f"### Sampling on CPU, fp32, {n_new} new tokens, {source}\n")
     table(
         [
@@ -752,98 +807,10 @@ def bench_sample(args):
         ],
         rows,
     )
-
-    if (
-        ckpt is not None
-    ):  # real-time factor: seconds of music per second of compute, as sample.py makes it
-        music, compute = 0.0, 0.0
-        for k in range(3):
-            t0 = time.perf_counter()
-            pieces = generation.generate_tokens(
-                model,
-                [generation.prompt_row(tokenizer.semantic_token(k))],
-                generation.Sampling(max_new_tokens=1024, top_p=0.95, seed=k, seconds=60.0),
-            )
-            compute += time.perf_counter() - t0
-            score = tokenizer.tokens_to_score(pieces[0])[0]
-            music += tokenizer.seconds_at(score.end_step, score.tempos)
-        print(
-            f"- real-time factor of {source} on {os.cpu_count()} cores: **{music / compute:.1f}x** "
-            f"({music:.0f} s of music in {compute:.1f} s, 3 samples at batch 1 with the grammar "
-            "mask)"
-        )
-        # INT8 dynamic quantisation of the Linear layers: speed against val loss
-        quantized = generation.quantize(model)
-        prompt = torch.tensor(
-            [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]]
-        )
-        with torch.no_grad():
-            fp32_s = timed_generate(lambda: model.generate(prompt, n_new))
-            int8_s = timed_generate(lambda: quantized.generate(prompt, n_new))
-            data = dataset.load_dataset(args.data_dir)
-            windows = dataset.covering_windows(data, "val", model.config.block_size, 32)
-            x, y = (
-                torch.from_numpy(a)
-                for a in dataset.build_windows(
-                    data,
-                    "val",
-                    windows,
-                    np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)),
-                    block_size=model.config.block_size,
-                )
-            )
-            loss_fp32 = model(x, y)[1].item()
-            loss_int8 = quantized(x, y)[1].item()
-        print(
-            f"- INT8 dynamic quantisation (batch 1): {n_new / int8_s:,.0f} tokens/s against "
-            f"{n_new / fp32_s:,.0f} in fp32 "
-            f"(**{fp32_s / int8_s:.2f}x**), val loss {loss_int8:.4f} against {loss_fp32:.4f} "
-            f"(**{100 * (loss_int8 / loss_fp32 - 1):+.2f}%**) on 32 fixed val windows led by the "
-            "unconditional prefix"
-        )
+    if ckpt is not None:
+        real_time_factor(model, source)
+        int8_line(model, args.data_dir, n_new)
     print()
-
-
-def band_midi(path, seconds=60, bpm=120, seed=0):
-    """A busy test piece, `seconds` long: piano chords, a bass line, a flute melody, a drum kit."""
-    import mido
-
-    rng, tpb, beats = np.random.default_rng(seed), 480, int(seconds * bpm / 60)
-    mid = mido.MidiFile(ticks_per_beat=tpb)
-    parts = [
-        (
-            0,
-            0,
-            lambda b: [48 + int(x) for x in rng.choice(12, 3, replace=False)],
-            1.0,
-        ),  # piano chords
-        (1, 33, lambda b: [36 + int(rng.integers(12))], 1.0),  # bass
-        (2, 73, lambda b: [72 + int(rng.integers(12))], 0.5),  # flute
-        (9, 0, lambda b: [36 if b % 2 == 0 else 38, 42], 0.5),
-    ]  # drums
-    for channel, program, pitches, step in parts:
-        events = [(0, -1, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))]
-        events += (
-            []
-            if channel == 9
-            else [(0, 0, mido.Message("program_change", channel=channel, program=program))]
-        )
-        for b in np.arange(0, beats, step):
-            for pitch in pitches(int(b)):
-                events += [
-                    (
-                        int(b * tpb),
-                        1,
-                        mido.Message("note_on", channel=channel, note=pitch, velocity=80),
-                    ),
-                    (
-                        int((b + step * 0.9) * tpb),
-                        0,
-                        mido.Message("note_off", channel=channel, note=pitch),
-                    ),
-                ]
-        mid.tracks.append(midifile.track_from_events(events))
-    mid.save(path)
 
 
 @section()
@@ -877,30 +844,34 @@ def bench_render(args):
     )
 
 
+# -----------------------------------------------------------------------------
+# evaluated runs side by side (evaluate.py's eval/summary.json in each run folder)
+
+
+def evaluated_runs(pattern):
+    """Run folders matching pattern that evaluate.py has scored -> [(folder, its summary.json, its
+    config.json or {})]."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(pattern, "eval", "summary.json"))):
+        folder = os.path.dirname(os.path.dirname(path))
+        config = os.path.join(folder, "config.json")
+        config = json.load(open(config)) if os.path.exists(config) else {}
+        out.append((folder, json.load(open(path)), config))
+    return out
+
+
 @section()
 def bench_conditioning(args):
-    """Training runs side by side, from the eval/summary.json that evaluate.py wrote in each
-    (BENCHMARKS.md, "Which conditioning"): how much the condition saves in loss, and how often
-    samples realise it on the user's path (the fixed prompt set; older summaries: the model alone).
-    """
-    import glob
-
-    runs = sorted(glob.glob(os.path.join(args.runs, "eval", "summary.json")))
+    """Training runs side by side (BENCHMARKS.md, "Which conditioning"): how much the condition
+    saves in loss, and how often samples realise it on the user's path (the fixed prompt set)."""
+    runs = evaluated_runs(args.runs)
     print(f"\n## Conditioning: {len(runs)} evaluated runs matching {args.runs}\n")
+    measures = ["key", "mode", "meter", "tempo word", "instrument recall", "instrument precision"]
     rows = []
-    for path in runs:
-        s = json.load(open(path))
-        config = json.load(
-            open(os.path.join(os.path.dirname(os.path.dirname(path)), "config.json"))
-        )
+    for folder, s, config in runs:
         c = s.get("control", {})
-        share = lambda name: next(
-            (
-                f"{100 * c[k]['mean']:.0f}"
-                for k in (f"fixed/user/{name}", f"{name} conditioned")  # noqa: E731
-                if k in c
-            ),
-            "",
+        share = lambda name: (
+            f"{100 * c[f'fixed/user/{name}']['mean']:.0f}" if f"fixed/user/{name}" in c else ""
         )
         adherence = (
             " / ".join(f"{100 * v:.0f}" for v in s["adherence"].values())
@@ -908,40 +879,20 @@ def bench_conditioning(args):
             if "adherence" in s
             else ""
         )
+        settings = [
+            f"{k}={config[k]}"
+            for k in ("transpose", "tempo_jitter", "balance", "cond_embedding")
+            if config.get(k)
+        ]
+        settings += [
+            f"dropout {config['key_dropout']:g} per slot, {config['prefix_dropout']:g} all",
+            f"{s['iter']} steps",
+        ]
+        gains = [f"{s['gain'][k]:+.4f}" for k in ("all", "key", "meter", "semantic")]
         rows.append(
-            [
-                os.path.basename(os.path.dirname(os.path.dirname(path))),
-                ", ".join(
-                    [
-                        f"{k}={config[k]}"
-                        for k in ("transpose", "tempo_jitter", "balance", "cond_embedding")
-                        if config.get(k)
-                    ]
-                    + [
-                        f"dropout {config['key_dropout']:g} per slot, "
-                        f"{config['prefix_dropout']:g} all",
-                        f"{s['iter']} steps",
-                    ]
-                ),
-                f"{s['val_loss']:.4f}",
-                f"{s.get('val_nats_per_note', float('nan')):.3f}",
-                f"{s['gain']['all']:+.4f}",
-                f"{s['gain']['key']:+.4f}",
-                f"{s['gain']['meter']:+.4f}",
-                f"{s['gain']['semantic']:+.4f}",
-                adherence,
-            ]
-            + [
-                share(n)
-                for n in (
-                    "key",
-                    "mode",
-                    "meter",
-                    "tempo word",
-                    "instrument recall",
-                    "instrument precision",
-                )
-            ]
+            [os.path.basename(folder), ", ".join(settings), f"{s['val_loss']:.4f}"]
+            + [f"{s['val_nats_per_note']:.3f}", *gains, adherence]
+            + [share(m) for m in measures]
         )
     table(
         [
@@ -968,54 +919,32 @@ def bench_conditioning(args):
 @section()
 def bench_control(args):
     """Evaluated runs side by side on the user's path, from their eval/summary.json (evaluate.py
-    --only control): issue 18's measures with 95% intervals, one table per prompt set; each row says
-    what its run changed (its training config against config/amt_cpu.py's and its lab settings of
-    the user's path)."""
-    import glob
-    import runpy
-
-    runs = sorted(glob.glob(os.path.join(args.runs, "eval", "summary.json")))
+    --only control): the per-prompt measures (metrics.PER_PROMPT_MEASURES) with 95% intervals, one
+    table per prompt set; each row says what its run changed (its training config against
+    config/amt_cpu.py's and its lab settings of the user's path)."""
+    runs = [run for run in evaluated_runs(args.runs) if "control" in run[1]]
     demo = {k: v for k, v in runpy.run_path("config/amt_cpu.py").items() if not k.startswith("_")}
-    measures = [
-        "key",
-        "key (music21)",
-        "mode",
-        "meter",
-        "tempo word",
-        "instruments exact",
-        "polyphony outlier",
-    ]
-    summaries = [(path, json.load(open(path))) for path in runs]
-    sets = sorted({key.split("/")[0] for _, s in summaries for key in s.get("control", {})})
+    measures = metrics.PER_PROMPT_MEASURES
+    cell = lambda v: (
+        f"{100 * v['mean']:.0f} [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}]" if v else ""
+    )
+    sets = sorted({key.split("/")[0] for _, s, _ in runs for key in s["control"]})
     for name in sets:
         rows = []
-        for path, s in summaries:
-            folder = os.path.dirname(os.path.dirname(path))
-            config = (
-                json.load(open(os.path.join(folder, "config.json")))
-                if os.path.exists(os.path.join(folder, "config.json"))
-                else {}
-            )
+        for folder, s, config in runs:
             changed = [
                 f"{k}={v}"
                 for k, v in config.items()
-                if k in demo and demo[k] != v and k not in ("out_dir",)
+                if k in demo and demo[k] != v and k != "out_dir"
             ]
-            lab = [f"{k}={v}" for k, v in s.get("lab", {}).items()]
-            cell = lambda m: (
-                lambda v: (
-                    f"{100 * v['mean']:.0f} [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}]"
-                    if v  # noqa: E731
-                    else ""
-                )
-            )(s["control"].get(f"{name}/user/{m}"))
+            lab = [f"{k}={v}" for k, v in s["lab"].items()]
             rows.append(
                 [
                     os.path.basename(folder),
                     ", ".join(changed + lab) or "the demo, sample.py's defaults",
-                    f"{s.get('val_nats_per_note', float('nan')):.3f}",
                 ]
-                + [cell(m) for m in measures]
+                + [f"{s['val_nats_per_note']:.3f}"]
+                + [cell(s["control"].get(f"{name}/user/{m}")) for m in measures]
             )
         print(
             f"### Control on the user's path, prompt set {name}: % of samples, 95% interval "
@@ -1029,8 +958,6 @@ def bench_padding(args):
     """The share of each training window that is padding, at the demo's and the GPU config's block
     size, with and without packing (dataset.get_batch on --data_dir's train split, 50 batches of
     32)."""
-    import runpy
-
     data, rows = dataset.load_dataset(args.data_dir), []
     for config in ("config/amt_cpu.py", "config/amt.py"):
         block = runpy.run_path(config)["block_size"]
@@ -1050,8 +977,8 @@ def bench_padding(args):
 
 
 # The speedrun's variants: train.py flags on top of --speedrun_config and RACE_BASE (one lever at a
-# time, then combinations). RACE_BASE puts back the demo's recipe as it was before the race
-# (config/amt_cpu.py now holds the winners), so that the table can be made again.
+# time, then combinations). RACE_BASE is the demo's recipe without the levers the race tried, so
+# that every variant, the winners in config/amt_cpu.py included, starts from the same place.
 RACE_BASE = [
     "--pos=learned",
     "--muon_lr=0",
@@ -1134,9 +1061,8 @@ def bench_speedrun(args):
     from scratch in its own process with the same number of steps (--speedrun_iters, default
     RACE_BASE's): val nats per note (the number to race on: comparable across tokenizations),
     tokens/s and MFU while training, and wall time."""
-    names = (
-        args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)
-    )  # checked by main
+    # checked by main
+    names = args.speedrun_variants.split(",") if args.speedrun_variants else list(SPEEDRUN)
     rows = []
     for name in names:
         final, tokens_per_s, mfu, seconds = speedrun_one(name, SPEEDRUN[name], args)
@@ -1153,8 +1079,8 @@ def bench_speedrun(args):
             ]
         )
         print(
-            f"speedrun {name}: {final['val_nats_per_note']:.3f} nats/note, {tokens_per_s:,.0f} "
-            "tok/s",
+            f"speedrun {name}: {final['val_nats_per_note']:.3f} nats/note, "
+            f"{tokens_per_s:,.0f} tok/s",
             file=sys.stderr,
         )
     print(f"### Speedrun on {args.speedrun_config} ({os.cpu_count()} cores), one lever at a time\n")
@@ -1175,8 +1101,26 @@ def bench_speedrun(args):
 
 # -----------------------------------------------------------------------------
 
+# flag -> (default, help); a count that defaults to 1 or more must stay at least 1
+FLAGS = {
+    "data_dir": (dataset.DEFAULT_DATA_DIR, None),
+    "out_dir": ("out/amt_cpu", "checkpoint used by the sample section"),
+    "prepare_repeats": (2, "alternating timed runs per side in prepare"),
+    "train_steps": (6, "timed training steps per model and dtype"),
+    "embed_n": (1000, "descriptions embedded by the embed section"),
+    "sample_tokens": (256, "new tokens per timed generation"),
+    "generate_tokens": (2048, "new tokens per sample in the generate section"),
+    "generate_reps": (2, "timed runs per row in the generate section"),
+    "keys_n": (2000, "labelled pieces the keys section reads"),
+    "runs": ("out/cmp/*", "run folders (a glob) the conditioning section compares"),
+    "speedrun_config": ("config/amt_cpu.py", "the config the speedrun varies"),
+    "speedrun_variants": (None, f"comma-separated, default all: {', '.join(SPEEDRUN)}"),
+    "speedrun_iters": (0, "steps per variant; 0 = RACE_BASE's 500"),
+    "speedrun_dir": ("out/speedrun", "where the variants' runs go"),
+}
 
-def main():
+
+def parse_args():
     parser = argparse.ArgumentParser(description="AMT benchmarks; prints markdown tables")
     parser.add_argument(
         "--only",
@@ -1184,73 +1128,28 @@ def main():
         help=f"comma-separated: {', '.join(SECTIONS)} (all but speedrun, an hour of training, by "
         "default)",
     )
-    parser.add_argument("--data_dir", default=dataset.DEFAULT_DATA_DIR)
-    parser.add_argument(
-        "--out_dir", default="out/amt_cpu", help="checkpoint used by the sample section"
-    )
-    parser.add_argument(
-        "--prepare_repeats", type=int, default=2, help="alternating timed runs per side in prepare"
-    )
-    parser.add_argument(
-        "--train_steps", type=int, default=6, help="timed training steps per model and dtype"
-    )
-    parser.add_argument(
-        "--embed_n", type=int, default=1000, help="descriptions embedded by the embed section"
-    )
-    parser.add_argument(
-        "--sample_tokens", type=int, default=256, help="new tokens per timed generation"
-    )
-    parser.add_argument(
-        "--generate_tokens",
-        type=int,
-        default=2048,
-        help="new tokens per sample in the generate section",
-    )
-    parser.add_argument(
-        "--generate_reps", type=int, default=2, help="timed runs per row in the generate section"
-    )
-    parser.add_argument(
-        "--keys_n", type=int, default=2000, help="labelled pieces the keys section reads"
-    )
-    parser.add_argument(
-        "--runs", default="out/cmp/*", help="run folders (a glob) the conditioning section compares"
-    )
-    parser.add_argument(
-        "--speedrun_config", default="config/amt_cpu.py", help="the config the speedrun varies"
-    )
-    parser.add_argument(
-        "--speedrun_variants", help=f"comma-separated, default all: {', '.join(SPEEDRUN)}"
-    )
-    parser.add_argument(
-        "--speedrun_iters", type=int, default=0, help="steps per variant; 0 = RACE_BASE's 500"
-    )
-    parser.add_argument(
-        "--speedrun_dir", default="out/speedrun", help="where the variants' runs go"
-    )
+    for name, (default, help) in FLAGS.items():
+        kind = str if default is None else type(default)
+        parser.add_argument(f"--{name}", type=kind, default=default, help=help)
     args = parser.parse_args()
-    for name in (
-        "prepare_repeats",
-        "train_steps",
-        "embed_n",
-        "sample_tokens",
-        "generate_tokens",
-        "generate_reps",
-        "keys_n",
-    ):
-        check_range(f"--{name}", getattr(args, name), low=1)
+    for name, (default, _) in FLAGS.items():
+        if isinstance(default, int) and default >= 1:
+            check_range(f"--{name}", getattr(args, name), low=1)
     check_range("--speedrun_iters", args.speedrun_iters, low=0, note="0 = RACE_BASE's 500")
-    chosen = args.only.split(",")
+    variants = args.speedrun_variants.split(",") if args.speedrun_variants else []
     for flag, names, known in (
-        ("--only", chosen, SECTIONS),
-        (
-            "--speedrun_variants",
-            args.speedrun_variants.split(",") if args.speedrun_variants else [],
-            SPEEDRUN,
-        ),
+        ("--only", args.only.split(","), SECTIONS),
+        ("--speedrun_variants", variants, SPEEDRUN),
     ):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UserError(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    return args
+
+
+def main():
+    args = parse_args()
+    chosen = args.only.split(",")
     if missing_packages(chosen):
         raise UserError(missing_packages(chosen))
     print(f"_bench.py on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}_\n")

@@ -4,7 +4,7 @@ seconds from a tempo map, key and mode, meter, tempo word, instruments, register
 and the same words read back from what a person types. Its consumers:
 
 - cluster.py: `describe_score` writes the description sentence of a MIDI file that has no caption;
-- evaluate.py: `piece_stats` gives the numeric statistics that compare generated and real music;
+- metrics.py: evaluate.py's statistics build on the time helpers and `sounding_per_step`;
 - prepare.py: `measure` gives each file's key, meter, tempo, instruments and texture for the index;
 - sample.py: `parse_prompt` and the strict `parse_tempo`, `parse_meter`, `parse_key`,
   `parse_instruments` read what a prompt or a flag asks for; `measure` fills a gallery card.
@@ -227,17 +227,13 @@ def describe_midi(path):
 
 
 # -----------------------------------------------------------------------------
-# numeric statistics of a piece, real or generated (evaluate.py)
+# measured attributes of a piece: what a prompt can ask for, read back from the notes
 
-MAJOR, MINOR = np.array([0, 2, 4, 5, 7, 9, 11]), np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
-DURATION_EDGES = [1, 2, 3, 4, 6, 9, 12, 18, 24, 48, np.inf]  # grid steps (12 = a quarter): 10 bins
-METRICS = {
-    "pc_entropy": "pitch-class entropy (bits)",
-    "scale": "scale consistency",
-    "polyphony": "polyphony",
-    "density": "note density (notes/beat)",
-    "empty_beats": "empty-beat rate",
-}
+
+def italian_tempo(bpm):
+    """The Italian term (of TEMPO_TERMS, which prompts are read with) nearest bpm on a log scale, so
+    that a tempo asked for as 'adagio' reads back as adagio."""
+    return min(TEMPO_TERMS, key=lambda term: abs(math.log(TEMPO_TERMS[term] / bpm)))
 
 
 def sounding_per_step(notes, end):
@@ -246,135 +242,6 @@ def sounding_per_step(notes, end):
     np.add.at(cover, [n.onset for n in notes], 1)
     np.add.at(cover, [n.onset + n.duration for n in notes], -1)  # end >= every note's end
     return np.cumsum(cover)[:end]
-
-
-def bar_starts(score, end):
-    """Grid steps where bars start, from the time signatures (4/4 by default)."""
-    starts, at = [], 0
-    for steps, num, den in segments(score.time_signatures, (4, 4), end):
-        starts += range(at, at + steps, max(1, num * tokenizer.STEPS_PER_QUARTER * 4 // den))
-        at += steps
-    return starts
-
-
-def piece_stats(score):
-    """A Score -> dict of the METRICS (as muspy defines them; nan where one does not apply, e.g.
-    pitch classes of drums), the duration histogram, whether a note sounds in every bar, and a
-    feature vector for classifiers."""
-    spq, notes, end = tokenizer.STEPS_PER_QUARTER, score.notes, end_step(score)
-    pitch = np.array([n.pitch for n in notes if n.program != DRUMS], dtype=np.int64)  # (P,)
-    program = np.array([n.program for n in notes], dtype=np.int64)  # (N,)
-    pc = np.bincount(pitch % 12, minlength=12) / max(len(pitch), 1)  # (12,) shares
-    sounding = sounding_per_step(notes, end)  # (end,) notes on
-    share = pc[pc > 0]
-    s = dict(
-        pc_entropy=-(share * np.log2(share)).sum()
-        if len(pitch)
-        else np.nan,  # 0: a single pitch class
-        scale=max(pc[(sc + tonic) % 12].sum() for sc in (MAJOR, MINOR) for tonic in range(12))
-        if len(pitch)
-        else np.nan,  # the largest share in one scale
-        polyphony=sounding[sounding > 0].mean()
-        if notes
-        else 0.0,  # notes at once, while any sounds
-        density=len(notes) / (end / spq),
-        empty_beats=1
-        - len({n.onset // spq for n in notes}) / math.ceil(end / spq),  # beats with no onset
-        durations=np.histogram([n.duration for n in notes], DURATION_EDGES)[0]
-        / max(len(notes), 1),  # (10,)
-        all_bars=bool(notes)
-        and bool(np.maximum.reduceat(sounding > 0, bar_starts(score, end)).all()),
-    )
-    seconds = float(seconds_at(end, score.tempos))
-    families = np.bincount(
-        np.where(program == DRUMS, 16, program // 8), minlength=17
-    )  # (17,) 16 = drums
-    register = [*np.percentile(pitch, [5, 50, 95]), pitch.std()] if len(pitch) else [np.nan] * 4
-    meter = main_meter(score)
-    s["features"] = np.concatenate(
-        [
-            pc,
-            [s[k] for k in METRICS],
-            register,
-            [
-                math.log2(mean_bpm(score)),
-                len(notes) / seconds,
-                len(set(program.tolist())),
-                np.mean([n.velocity for n in notes] or [0]),
-            ],
-            families / max(len(notes), 1),
-            s["durations"],
-            [meter == ts for ts in tokenizer.TIME_SIGNATURES],
-        ]
-    ).astype(float)
-    return s
-
-
-# Bar lengths (grid steps) whose onset patterns tell meters apart: 2/4, 3/8, 3/4 or 6/8, 4/4, 9/8,
-# 12/8 or 3/2
-BAR_STEPS = [24, 18, 36, 48, 54, 72]
-IOI_EDGES_S = [
-    0,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.6,
-    0.8,
-    1.0,
-    1.5,
-    2.0,
-    np.inf,
-]  # seconds between onsets
-
-
-def rhythm_features(score):
-    """Features of the notes alone (no time signature or tempo token is read, only onsets, durations
-    and the seconds they fall on) for evaluate.py's meter and tempo-word classifiers: for each bar
-    length of BAR_STEPS, where the onsets fall in it (weighted by duration, so long notes mark
-    strong beats); the intervals between onsets in grid steps and in seconds; notes per second and
-    per beat."""
-    spq, notes = tokenizer.STEPS_PER_QUARTER, score.notes
-    if not notes:
-        return np.zeros(sum(b // 3 for b in BAR_STEPS) + 12 + len(IOI_EDGES_S) - 1 + 3)
-    onset = np.array([n.onset for n in notes])  # (N,)
-    weight = np.array([min(n.duration, 4 * spq) for n in notes], dtype=float)  # (N,)
-    phases = [
-        np.bincount(onset % bar // 3, weights=weight, minlength=bar // 3) / weight.sum()
-        for bar in BAR_STEPS
-    ]
-    starts = np.unique(onset)
-    ioi = np.diff(starts)  # (U-1,) steps
-    ioi_steps = np.bincount(np.minimum(ioi, 12 * 4) // 4, minlength=13)[:12] / max(
-        len(ioi), 1
-    )  # (12,)
-    seconds = np.diff(seconds_at(starts, score.tempos))  # (U-1,)
-    ioi_seconds = np.histogram(seconds, IOI_EDGES_S)[0] / max(len(seconds), 1)
-    total = float(seconds_at(end_step(score), score.tempos))
-    return np.concatenate(
-        [
-            *phases,
-            ioi_steps,
-            ioi_seconds,
-            [
-                len(notes) / max(total, 1e-3),
-                len(notes) / max(end_step(score) / spq, 1),
-                np.median(seconds) if len(seconds) else 0.0,
-            ],
-        ]
-    )
-
-
-# -----------------------------------------------------------------------------
-# measured attributes of a piece: what a prompt can ask for, read back from the notes
-
-
-def italian_tempo(bpm):
-    """The Italian term (of TEMPO_TERMS, which prompts are read with) nearest bpm on a log scale, so
-    that a tempo asked for as 'adagio' reads back as adagio."""
-    return min(TEMPO_TERMS, key=lambda term: abs(math.log(TEMPO_TERMS[term] / bpm)))
 
 
 def texture(notes):
@@ -407,26 +274,6 @@ def voices_per_instrument(notes):
         sounding = sounding_per_step(part, max(n.onset + n.duration for n in part))
         means.append(float(sounding[sounding > 0].mean()))
     return float(np.mean(means))
-
-
-def music21_key(notes):
-    """A second key estimate: music21's analyze('key') on the pitched notes -> a KEY_NAMES entry, or
-    None for drums only or a mode other than major and minor. music21 is installed for the bundled
-    corpus; it is imported here only, as it takes a second to import."""
-    from music21 import note as m21note
-    from music21 import stream
-
-    part = stream.Stream()
-    for n in notes:
-        if n.program != DRUMS:
-            part.insert(
-                n.onset / tokenizer.STEPS_PER_QUARTER,
-                m21note.Note(n.pitch, quarterLength=n.duration / tokenizer.STEPS_PER_QUARTER),
-            )
-    if not len(part):
-        return None
-    found = part.analyze("key")
-    return key_name(found.tonic.name, found.mode) if found.mode in ("major", "minor") else None
 
 
 def measure(score):

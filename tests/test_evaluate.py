@@ -17,10 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
 
+import control  # noqa: E402
 import describe  # noqa: E402
 import evaluate  # noqa: E402
+import metrics  # noqa: E402
 import prepare  # noqa: E402
 import prompt  # noqa: E402
+import report  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
 
@@ -119,7 +122,7 @@ def score(spec, meter=(4, 4), bpm=120.0, end=None):
 
 
 def test_statistics_of_hand_made_scores():
-    c_major = describe.piece_stats(
+    c_major = metrics.piece_stats(
         score([(SPQ * i, SPQ, p) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72])])
     )
     assert c_major["scale"] == 1.0 and c_major["polyphony"] == 1.0 and c_major["density"] == 1.0
@@ -127,7 +130,7 @@ def test_statistics_of_hand_made_scores():
         -sum(s * math.log2(s) for s in [2 / 8] + [1 / 8] * 6)
     )
     assert c_major["empty_beats"] == 0.0 and c_major["all_bars"]
-    chromatic = describe.piece_stats(score([(0, SPQ, 60 + p) for p in range(12)]))
+    chromatic = metrics.piece_stats(score([(0, SPQ, 60 + p) for p in range(12)]))
     assert chromatic["pc_entropy"] == pytest.approx(math.log2(12)) and chromatic[
         "scale"
     ] == pytest.approx(7 / 12)
@@ -135,41 +138,39 @@ def test_statistics_of_hand_made_scores():
     # a chord of 3 for a beat, then three silent beats, then a note: in 4/4 the second bar is empty,
     # in 2/4 not
     gap = [(0, SPQ, 60), (0, SPQ, 64), (0, SPQ, 67), (4 * SPQ + 4 * SPQ, SPQ, 60)]
-    four = describe.piece_stats(score(gap))
+    four = metrics.piece_stats(score(gap))
     assert four["polyphony"] == pytest.approx((3 * SPQ + SPQ) / (2 * SPQ))
     assert four["empty_beats"] == pytest.approx(7 / 9) and not four["all_bars"]
-    two = describe.piece_stats(
+    two = metrics.piece_stats(
         score([(0, SPQ, 60), (2 * SPQ, SPQ, 62), (4 * SPQ, SPQ, 64)], meter=(2, 4))
     )
     assert two["all_bars"]
-    drums = describe.piece_stats(score([(0, 6, 36, tokenizer.DRUMS), (6, 6, 42, tokenizer.DRUMS)]))
+    drums = metrics.piece_stats(score([(0, 6, 36, tokenizer.DRUMS), (6, 6, 42, tokenizer.DRUMS)]))
     assert (
         np.isnan(drums["pc_entropy"]) and np.isnan(drums["scale"]) and drums["durations"][4] == 1.0
     )  # 6 steps
     assert len(drums["features"]) == len(c_major["features"])
-    assert np.isfinite(evaluate.feature_matrix([drums, c_major])).all(), (
-        "the classifier gets no nan"
-    )
+    assert np.isfinite(metrics.feature_matrix([drums, c_major])).all(), "the classifier gets no nan"
 
 
 def test_closeness_is_zero_for_the_same_pieces_and_grows_with_the_difference():
     rng = np.random.default_rng(0)
     real = [
-        describe.piece_stats(
+        metrics.piece_stats(
             score([(3 * i, 3, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))])
         )
         for _ in range(10)
     ]
     slower = [
-        describe.piece_stats(
+        metrics.piece_stats(
             score([(12 * i, 12, int(p)) for i, p in enumerate(rng.integers(60, 72, 16))])
         )
         for _ in range(10)
     ]
-    scale = {k: 1.0 for k in describe.METRICS}
-    same = evaluate.closeness(real, real, scale)
-    assert all(same[k] == 0 for k in describe.METRICS) and same["durations"] == pytest.approx(1.0)
-    other = evaluate.closeness(real, slower, scale)
+    scale = {k: 1.0 for k in metrics.METRICS}
+    same = metrics.closeness(real, real, scale)
+    assert all(same[k] == 0 for k in metrics.METRICS) and same["durations"] == pytest.approx(1.0)
+    other = metrics.closeness(real, slower, scale)
     assert other["density"] == pytest.approx(4 - 1)  # 4 notes a beat against 1
     assert other["durations"] == pytest.approx(0.0)  # quarter notes against sixteenths: no overlap
 
@@ -255,7 +256,7 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir, tmp_path):
         and c.seen == [0, 73, tokenizer.DRUMS]
         and list(c.sets) == ["prompts.txt"]
     )
-    assert len(c.rows) == len(evaluate.PATHS) * 4 * len(PROMPTS)
+    assert len(c.rows) == len(control.PATHS) * 4 * len(PROMPTS)
     for key, v in c.summary.items():
         assert (
             v["n"] > 0
@@ -284,7 +285,7 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir, tmp_path):
         h["instruments exact"] for h in user
     )
     for path in ("user", "model"):
-        assert set(c.closeness["prompts.txt"][path]) == set(describe.METRICS)
+        assert set(c.closeness["prompts.txt"][path]) == set(metrics.METRICS)
     parts, every = (
         c.polyphony_p95
     )  # dropping the single lines (1 voice, the least) can only raise it
@@ -300,8 +301,8 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir, tmp_path):
     from test_audio_gallery import page_links  # here: that module imports this one
 
     page = page_links(res.page)
-    assert len(page.cards) == 3 * evaluate.EXAMPLES_PER_TOKEN
-    assert [t for t, _ in page.links].count("audio") == 3 * evaluate.EXAMPLES_PER_TOKEN
+    assert len(page.cards) == 3 * report.EXAMPLES_PER_TOKEN
+    assert [t for t, _ in page.links].count("audio") == 3 * report.EXAMPLES_PER_TOKEN
     assert {u for t, u in page.links if t == "img"} >= {
         "likelihood.png",
         "adherence.png",
@@ -326,7 +327,7 @@ def test_missing_inputs_are_one_line_that_say_what_to_run(run_dir, tmp_path):
     with pytest.raises(
         tokenizer.UserError, match=r"semantic.json; make it with: python cluster.py --data_dir"
     ):
-        evaluate.run(str(out_dir), data_dir=str(bare), device="cpu")
+        evaluate.run(evaluate.Settings(out_dir=str(out_dir), data_dir=str(bare), device="cpu"))
 
 
 def test_realised_reads_key_mode_and_instruments_from_the_notes():
@@ -344,7 +345,7 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
     ]
     piece = score(c_major, bpm=66)
     asked = describe.parse_prompt("a slow waltz in C major for piano and violin")
-    hits = evaluate.realised(piece, asked, key="C major", classifiers=classifiers, seen={0, 40})
+    hits = metrics.realised(piece, asked, key="C major", classifiers=classifiers, seen={0, 40})
     assert hits == {
         "key": True,
         "key (music21)": True,
@@ -358,7 +359,7 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         "instrument precision": 1.0,
     }
     asked = describe.parse_prompt("a fast march in F sharp minor for flute and drums")
-    hits = evaluate.realised(
+    hits = metrics.realised(
         piece, asked, key="F sharp minor", classifiers=classifiers, seen={0, 73}
     )  # no drums
     assert hits == {
@@ -373,7 +374,7 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         "instrument recall": 0.0,
         "instrument precision": 0.0,
     }
-    hits = evaluate.realised(
+    hits = metrics.realised(
         piece, describe.parse_prompt("a piano piece"), key=None, classifiers=classifiers, seen={0}
     )
     assert hits == {
@@ -381,22 +382,22 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         "instrument recall": 1.0,
         "instrument precision": 1.0,
     }
-    assert "instrument recall" not in evaluate.realised(
+    assert "instrument recall" not in metrics.realised(
         piece, describe.parse_prompt("for drums"), key=None, classifiers=classifiers, seen={0}
     )
 
 
 def test_wilson_interval():
-    low, high = evaluate.wilson(8, 10)
+    low, high = metrics.wilson(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
-    assert evaluate.wilson(0, 20)[0] == 0 and evaluate.wilson(20, 20)[1] == pytest.approx(1)
+    assert metrics.wilson(0, 20)[0] == 0 and metrics.wilson(20, 20)[1] == pytest.approx(1)
 
 
 def test_the_readme_and_demo_prompts_scored_are_the_ones_users_see():
     readme, makefile = (ROOT / "README.md").read_text(), (ROOT / "Makefile").read_text()
-    for text, flags in evaluate.README_PROMPTS:
+    for text, flags in control.README_PROMPTS:
         line = next((line for line in readme.splitlines() if f'"{text}"' in line), None)
         assert line is not None, f"README has no example {text!r}"
         assert all(f"--{k} {v}" in line or f'--{k} "{v}"' in line for k, v in flags.items()), line
-    assert evaluate.DEMO_PROMPTS_FILE in makefile
-    assert len(evaluate.prompt_sets("demo")["demo"]) == 3
+    assert control.DEMO_PROMPTS_FILE in makefile
+    assert len(control.prompt_sets("demo")["demo"]) == 3

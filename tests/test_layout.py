@@ -19,6 +19,9 @@ LAYERS = {
     "dataset": 5,
     "prompt": 5,
     "render": 5,
+    "metrics": 5,
+    "control": 6,
+    "report": 6,
 }
 
 

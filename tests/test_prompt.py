@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import describe  # noqa: E402
+import metrics  # noqa: E402
 import prompt  # noqa: E402
 import tokenizer  # noqa: E402
 
@@ -206,7 +207,7 @@ def test_measure_reads_the_attributes_back_from_notes():
     assert np.isclose(describe.measure(solo)["notes_per_second"], 2.0)
     # notes at once per instrument: a melody and a bass line are one each; a four-note chord on one
     # program is four
-    assert m["voices_per_instrument"] == 1.0 and describe.music21_key(score.notes) == "A minor"
+    assert m["voices_per_instrument"] == 1.0 and metrics.music21_key(score.notes) == "A minor"
     chords = [Note(0, spq, p, 19, 80) for p in (48, 55, 64, 72)] + [
         Note(spq, spq, p, 19, 80) for p in (50, 57)
     ]
