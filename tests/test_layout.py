@@ -19,6 +19,8 @@ LAYERS = {
     "dataset": 5,
     "prompt": 5,
     "render": 5,
+    "checkpoints": 6,
+    "runconfig": 7,
 }
 
 

@@ -15,12 +15,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import checkpoints  # noqa: E402
 import dataset  # noqa: E402
 import describe  # noqa: E402
 import prepare  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
-from model import GPT, GPTConfig, latest_checkpoint  # noqa: E402
+from checkpoints import latest_checkpoint  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 
 torch.set_num_threads(
     1
