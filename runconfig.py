@@ -302,7 +302,7 @@ def checkpoint_shape(cfg, ckpt, path):
     config asks for another shape (a setting away from its default that differs from the
     checkpoint's) is refused in one line; a resume keeps the checkpoint's and says so."""
     shape = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "cond_prefix")}
-    shape["cond_embedding"] = bool(ckpt["model_args"]["cond_prefix"])
+    shape["cond_embedding"] = bool(ckpt["model_args"].get("cond_prefix"))
     defaults = type(cfg)()
     asked = {
         k: getattr(cfg, k) for k in shape if getattr(cfg, k) not in (getattr(defaults, k), shape[k])
