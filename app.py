@@ -3,9 +3,9 @@
 prompt.request, generation's generate_tokens and render's files and cards (each piece is also added
 to RESULTS/index.html, the gallery).
 
-python app.py --out_dir out/amt_cpu          # prints the address to open; Ctrl+C stops it python
-app.py --out_dir out/my_midi --port 7861 make app                                     # installs
-requirements-app.txt, then the line above
+python app.py --out_dir out/amt_cpu          # prints the address to open; Ctrl+C stops it
+python app.py --out_dir out/my_midi --port 7861
+make app                                     # installs requirements-app.txt, then the line above
 
 Gradio is an optional dependency (requirements-app.txt); the rest of the project never imports it.
 """
@@ -15,11 +15,11 @@ import functools
 import os
 import time
 
-import dataset
+import checkpoints
 import prompt
 import render
 from files import UserError, run_script
-from generation import OUT_DIR, SAMPLE_DEFAULTS, generate_tokens, load_model, user_sampling
+from generation import SAMPLE_DEFAULTS, add_device_flags, generate_tokens, user_sampling
 from model import pick_device
 
 SECONDS = 30  # the length the page starts at, as `make demo` samples
@@ -42,23 +42,20 @@ INSTALL = "pip install -c constraints.txt -r requirements-app.txt (or: make app)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="A local page to try prompts on an AMT checkpoint.")
-    p.add_argument(
-        "--out_dir", default=OUT_DIR, help="the training run's folder (its newest checkpoint)"
-    )
-    p.add_argument("--ckpt", help="a checkpoint file instead of OUT_DIR's newest")
+    p.add_argument("--out_dir", default=checkpoints.OUT_DIR, help="the training run's folder")
+    p.add_argument("--ckpt", help=checkpoints.CKPT_HELP)
     p.add_argument("--data_dir", help="dataset folder with clusters.json; default the checkpoint's")
     p.add_argument("--results_dir", help="where pieces are written; default OUT_DIR/app")
     p.add_argument("--port", type=int, help="default: the first free one from 7860 (Gradio's)")
-    p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    add_device_flags(p)
     return p.parse_args(argv)
 
 
 def load(args):
     """The model, and what every request needs beside it: a dict, read by make_piece."""
     device, _, dtype = pick_device(args.device, args.dtype)
-    model, ckpt = load_model(args.ckpt or args.out_dir, device)
-    data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", dataset.DEFAULT_DATA_DIR)
+    model, ckpt = checkpoints.load_model(checkpoints.chosen(args.out_dir, args.ckpt), device)
+    data_dir = checkpoints.data_dir(ckpt, args.data_dir)
     folder = os.path.abspath(args.results_dir or os.path.join(args.out_dir, "app"))
     os.makedirs(folder, exist_ok=True)
     print(

@@ -467,9 +467,9 @@ def augmentation(rng, batch_size, *, transpose, tempo_jitter, revoice=0.0):
     return dict(shifts=shifts, tempo_levels=levels, voicings=voicings)
 
 
-def covering_windows(data, split, block_size, max_windows):
+def covering_windows(data, split, block_size, max_windows=None):
     """Fixed windows (file, start) that cover a split file by file, each starting on an event
-    boundary as in training; at most max_windows of them, spread evenly over the split."""
+    boundary as in training; all of them, or at most max_windows, spread evenly over the split."""
     d, windows, span = data[split], [], window_span(block_size)
     for f, (start, end) in enumerate(zip(d["start"].tolist(), d["end"].tolist())):
         i = start
@@ -479,7 +479,7 @@ def covering_windows(data, split, block_size, max_windows):
             # the tokens that finish an event cut at `stop` are left out, so the next window starts
             # on an event
             i = next_boundary(data, d["tokens"], stop, end=end, limit=span) if stop < end else None
-    if len(windows) > max_windows:
+    if max_windows is not None and len(windows) > max_windows:
         windows = [
             windows[i]
             for i in np.unique(np.linspace(0, len(windows) - 1, max_windows).round().astype(int))

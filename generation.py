@@ -1,12 +1,13 @@
-"""A trained checkpoint in, token sequences out: loading a run's model with messages a person can
-act on, and sampling pieces that keep tokenizer.py's grammar, play only the instruments asked for,
-and stop where the piece ends or at a length in seconds. sample.py, evaluate.py, bench.py and the
-local app all generate through generate_tokens, which drives model.GPT.stream: one KV cache per
-sample, with the attribute prefix pinned when the context slides.
+"""Token sequences out of a trained model: sampling pieces that keep tokenizer.py's grammar, play
+only the instruments asked for, and stop where the piece ends or at a length in seconds. sample.py,
+evaluate.py, bench.py and the local app all generate through generate_tokens, which drives
+model.GPT.stream: one KV cache per sample, with the attribute prefix pinned when the context slides.
 
-model, ckpt = load_model("out/amt_cpu") rows = [prompt_row(tokenizer.semantic_token(3), dict(key=9,
-meter=(3, 4)))] * 4 pieces = generate_tokens(model, rows, Sampling(seconds=20, guidance=2, seed=1))
-# [prefix START ... END]"""
+    model, ckpt = checkpoints.load_model("out/amt_cpu")
+    rows = [prompt_row(tokenizer.semantic_token(3), dict(key=9, meter=(3, 4)))] * 4
+    pieces = generate_tokens(model, rows, Sampling(seconds=20, guidance=2, seed=1))
+    # each [prefix START ... END]
+"""
 
 import os
 import warnings
@@ -18,72 +19,21 @@ from tqdm import tqdm
 
 import tokenizer
 from files import UserError
-from model import GPT, autocast, latest_checkpoint, load_checkpoint
+from model import DTYPES, autocast
 from tokenizer import seconds_at
 
-OUT_DIR = "out/amt_cpu"  # the CPU demo's run: where sample.py and evaluate.py look by default
-TRAIN_COMMAND = "python train.py config/amt_cpu.py"
 # tokens between checks of whether every sample has ended (the sampling itself never restarts)
 STOP_CHECK = 64
 
 
 # -----------------------------------------------------------------------------
-# the checkpoint
+# the device
 
 
-def train_command(out_dir):
-    return TRAIN_COMMAND + (
-        "" if os.path.normpath(out_dir) == os.path.normpath(OUT_DIR) else f" --out_dir={out_dir}"
-    )
-
-
-def load_model(path, device="cpu"):
-    """A checkpoint file, or a run folder (its newest checkpoint that loads,
-    model.latest_checkpoint) -> (model in eval mode, the checkpoint dict less its weights and
-    optimizer state, plus "path"). GPT.from_checkpoint does the loading; this adds what a person
-    needs to hear when there is nothing to load."""
-    if os.path.isfile(path):
-        try:
-            ckpt = load_checkpoint(path)
-        except Exception as e:
-            raise UserError(
-                f"{path} does not load ({type(e).__name__}); it may be cut short, try another"
-            ) from None
-    elif path.endswith(".pt"):
-        raise UserError(
-            f"checkpoint {path} not found; make one with: "
-            f"{train_command(os.path.dirname(path) or '.')}"
-        )
-    else:
-        out_dir = path
-        path, ckpt = latest_checkpoint(out_dir)  # skips files that a crash cut short
-        if (
-            ckpt is None
-            and os.path.isdir(out_dir)
-            and any(n.startswith("ckpt_") and n.endswith(".pt") for n in os.listdir(out_dir))
-        ):
-            raise UserError(
-                f"none of the checkpoints in {out_dir} loads (cut short?); delete them, then train "
-                f"again: {train_command(out_dir)}"
-            )
-        if ckpt is None:
-            raise UserError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
-    tokenizer.check_vocabulary(
-        ckpt,
-        path,
-        f"retrain it: python prepare.py, then {train_command(os.path.dirname(path) or '.')}",
-    )
-    model = GPT.from_checkpoint(ckpt, device)
-    if not all(
-        torch.isfinite(p).all() for p in model.parameters()
-    ):  # else sampling fails deep in multinomial
-        raise UserError(
-            f"{path} holds weights that are not finite (its training diverged); use an earlier "
-            f"checkpoint (--ckpt), or retrain with a lower learning_rate"
-        )
-    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")} | {
-        "path": path
-    }
+def add_device_flags(parser):
+    """--device and --dtype on a script's argparse parser: what model.pick_device takes."""
+    parser.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
 
 
 def check_device(device, name="device"):
@@ -97,17 +47,14 @@ def check_device(device, name="device"):
     if device not in ["auto", *here]:
         raise UserError(
             f"{name}={device!r} is not a device here; use auto (cuda, then mps, then cpu) or one "
-            "of: "
-            f"{', '.join(here)}"
+            f"of: {', '.join(here)}"
         )
     return device
 
 
 def quantize(model):
     """INT8 dynamic quantisation of the Linear layers, for CPU sampling."""
-    with (
-        warnings.catch_warnings()
-    ):  # torch marks the quantized tensor API as deprecated; it still works
+    with warnings.catch_warnings():  # torch marks the quantized API as deprecated; it still works
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
@@ -388,14 +335,10 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
     uncond = prompt.clone()
     uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)  # (B, T)
     generator = row_generators(sampling.seed, len(prompts), device)
-    penalty = (
-        scale_penalty(prompts, sampling.key_strength, model.config.vocab_size)
-        if sampling.key_strength
-        else None
-    )
-    hook = grammar_hook(
-        model.config.vocab_size, device, programs, penalty=penalty, turns=sampling.turns
-    )
+    V, penalty = model.config.vocab_size, None
+    if sampling.key_strength:
+        penalty = scale_penalty(prompts, sampling.key_strength, V)
+    hook = grammar_hook(V, device, programs, penalty=penalty, turns=sampling.turns)
     hook.start = prompt.size(1)
     steps = model.stream(
         prompt,
@@ -408,29 +351,20 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
         keep_first=P,
         generator=generator,
     )
-    seq, active, out, keep = (
-        prompt,
-        list(range(len(prompts))),
-        [None] * len(prompts),
-        None,
-    )  # seq: the active rows
-    with (
-        autocast(device.type, sampling.dtype),
-        tqdm(
-            total=sampling.max_new_tokens, desc="sampling", unit="tok", disable=None, leave=False
-        ) as bar,
-    ):
+    # seq: the rows still sampling, active: their places in prompts
+    seq, active, out, keep = prompt, list(range(len(prompts))), [None] * len(prompts), None
+    bar = tqdm(
+        total=sampling.max_new_tokens, desc="sampling", unit="tok", disable=None, leave=False
+    )
+    with autocast(device.type, sampling.dtype), bar:
         for n in range(1, sampling.max_new_tokens + 1):
-            seq = torch.cat(
-                [seq, next(steps) if keep is None else steps.send(keep)], dim=1
-            )  # (B', T + n)
-            keep = None
+            new = next(steps) if keep is None else steps.send(keep)  # (B', 1)
+            seq, keep = torch.cat([seq, new], dim=1), None  # (B', T + n)
             bar.update()
             if n % STOP_CHECK == 0:
                 rows = seq.cpu().numpy()
-                done = np.array(
-                    [stop_index(row, prompt.size(1), sampling.seconds) is not None for row in rows]
-                )
+                ends = [stop_index(row, prompt.size(1), sampling.seconds) for row in rows]
+                done = np.array([end is not None for end in ends])
                 for i, row in zip(np.array(active)[done], rows[done]):
                     out[i] = row
                 if done.all():
@@ -440,10 +374,8 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
                         torch.from_numpy(~done),
                         [i for i, d in zip(active, done) if not d],
                     )
-                    seq, hook.rows = (
-                        seq[keep.to(device)],
-                        hook.rows[keep] if len(hook.rows) else hook.rows,
-                    )
+                    seq = seq[keep.to(device)]
+                    hook.rows = hook.rows[keep] if len(hook.rows) else hook.rows
     for i, row in zip(active, seq.cpu().numpy()):
         out[i] = out[i] if out[i] is not None else row
     return [finish(row, prompt.size(1), sampling.seconds) for row in out]

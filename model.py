@@ -9,11 +9,9 @@ References:
 """
 
 import math
-import os
-import re
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -22,6 +20,10 @@ from torch.nn import functional as F
 
 @dataclass
 class GPTConfig:
+    """The model's shape, declared here once: train.py's config and a checkpoint's model_args take
+    these fields. The defaults are GPT-2 (tests/test_model.py checks its logits against Hugging
+    Face's); pos, mlp, qk_norm, tie_head and zero_init are the speedrun's levers (BENCHMARKS.md)."""
+
     block_size: int = 1024  # longest context
     vocab_size: int = 512  # the tokenizer's VOCAB_SIZE must fit in here
     n_layer: int = 6
@@ -29,21 +31,23 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, like GPT-2; False is a bit faster
-    cond_prefix: int = (
-        0  # > 0: also add a learned embedding of the first cond_prefix tokens (the attribute
-    )
-    # prefix) at every position, besides reading them in the sequence The defaults below are GPT-2
-    # (tests/test_model.py checks its logits against Hugging Face's); the others are the levers of
-    # bench.py's speedrun (BENCHMARKS.md, "Speedrun").
-    pos: str = (
-        "learned"  # "learned": absolute position embeddings; "rope": rotary, on queries and keys
-    )
+    # > 0: also add a learned embedding of the first cond_prefix tokens (the attribute prefix) at
+    # every position, besides reading them in the sequence
+    cond_prefix: int = 0
+    pos: str = "learned"  # "learned": absolute position embeddings; "rope": rotary, on q and k
     mlp: str = "gelu"  # "gelu" (tanh approximation, as GPT-2); "relu2": squared ReLU
     qk_norm: bool = False  # RMS-normalise queries and keys per head before attention
     tie_head: bool = True  # one matrix embeds and unembeds; False: a head of its own
-    zero_init: bool = (
-        False  # the head (untied only) and every projection into the residual stream start at zero
-    )
+    # the head (untied only) and every projection into the residual stream start at zero
+    zero_init: bool = False
+
+    @classmethod
+    def from_settings(cls, settings, **overrides):
+        """A GPTConfig from anything that names its fields: a dict (a checkpoint's model_args, a
+        config file's globals) or an object (train.py's Config). Other names are ignored, a field
+        left out keeps its default, and overrides win."""
+        get = settings.get if isinstance(settings, dict) else lambda k, d: getattr(settings, k, d)
+        return cls(**{f.name: get(f.name, f.default) for f in fields(cls)} | overrides)
 
 
 class KVCache:
@@ -94,9 +98,8 @@ def rotate(x, cos, sin):
     second half) of a head turns by its position's angle, so that q . k depends on the distance
     between positions only."""
     x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(
-        x
-    )  # (B, nh, T, hs)
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, nh, T, hs)
+    return rotated.type_as(x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -105,9 +108,8 @@ class CausalSelfAttention(nn.Module):
         assert config.n_embd % config.n_head == 0, (
             f"n_embd {config.n_embd} must be a multiple of n_head {config.n_head}"
         )
-        self.c_attn = nn.Linear(
-            config.n_embd, 3 * config.n_embd, bias=config.bias
-        )  # q, k, v for all heads at once
+        # q, k, v for all heads at once
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
@@ -123,28 +125,19 @@ class CausalSelfAttention(nn.Module):
         pos = 0 if kv_cache is None else kv_cache.pos  # how many earlier positions are cached
         if self.qk_norm:
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
-        if (
-            rotary is not None
-        ):  # (cos, sin) of positions pos..pos+T-1; cached keys keep their own rotation
+        if rotary is not None:  # (cos, sin) of positions pos..; cached keys keep their rotation
             q, k = rotate(q, *rotary), rotate(k, *rotary)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, pos+T, hs)
         mask = None
         if pos > 0 and T > 1:
             # is_causal aligns its triangle to the top-left corner, which is wrong when the T
-            # queries come after a cached prefix: query i may see keys 0..pos+i. (T == 1 sees
-            # everything.)
-            mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(
-                diagonal=pos
-            )  # (T, pos+T)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=(pos == 0 and T > 1),
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, nh, T, hs)
+            # queries come after a cached prefix: query i may see keys 0..pos+i (T == 1 sees all)
+            mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device)  # (T, pos+T)
+            mask = mask.tril(diagonal=pos)
+        dropout = self.dropout if self.training else 0.0
+        causal = pos == 0 and T > 1
+        y = F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=causal)  # (B,nh,T,hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C) heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -154,11 +147,9 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         assert config.mlp in ("gelu", "relu2"), f"mlp {config.mlp!r}: gelu or relu2"
-        # GPT-2's gelu (HF "gelu_new", the tanh approximation); or squared ReLU (Primer;
-        # modded-nanogpt)
-        self.act = (
-            nn.GELU(approximate="tanh") if config.mlp == "gelu" else lambda h: F.relu(h).square()
-        )
+        # GPT-2's gelu (HF "gelu_new", the tanh approximation); or squared ReLU (Primer)
+        gelu = config.mlp == "gelu"
+        self.act = nn.GELU(approximate="tanh") if gelu else lambda h: F.relu(h).square()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -195,20 +186,26 @@ def sample_logits(logits, *, temperature=1.0, top_k=None, top_p=None, generator=
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
         probs = F.softmax(sorted_logits, dim=-1)
-        # keep the smallest set of most likely tokens whose mass reaches top_p; the top one always
-        # stays
+        # keep the smallest set of most likely tokens whose mass reaches top_p; the top one stays
         drop = probs.cumsum(dim=-1) - probs > top_p  # (B, V)
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, -float("inf")))
     probs = F.softmax(logits, dim=-1)  # (B, V)
     if not isinstance(generator, list):
         return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-    u = 1 - torch.stack([torch.rand((), generator=g, device=g.device) for g in generator]).to(
-        probs.device
-    )  # (B,) in (0, 1]
-    index = (probs.cumsum(dim=-1) < u[:, None] * probs.sum(dim=-1, keepdim=True)).sum(
-        dim=-1, keepdim=True
-    )
+    u = torch.stack([torch.rand((), generator=g, device=g.device) for g in generator])
+    u = 1 - u.to(probs.device)  # (B,) in (0, 1]
+    below = probs.cumsum(dim=-1) < u[:, None] * probs.sum(dim=-1, keepdim=True)  # (B, V)
+    index = below.sum(dim=-1, keepdim=True)
     return index.clamp(max=probs.size(-1) - 1)  # (B, 1) inverse of the CDF
+
+
+def pinned_window(seq, length, keep_first):
+    """The context of a sequence seq (B, t) that outgrew it: its first keep_first tokens, then its
+    last ones -> (B, length)."""
+    if length == seq.size(1):
+        return seq
+    n_tail = length - keep_first
+    return torch.cat([seq[:, :keep_first], seq[:, -n_tail:]], dim=1)
 
 
 class GPT(nn.Module):
@@ -217,11 +214,9 @@ class GPT(nn.Module):
         assert config.vocab_size > 0 and config.block_size > 0, f"bad config {config}"
         assert config.pos in ("learned", "rope"), f"pos {config.pos!r}: learned or rope"
         self.config = config
-        learned = (
-            dict(wpe=nn.Embedding(config.block_size, config.n_embd))
-            if config.pos == "learned"
-            else {}
-        )
+        learned = {}
+        if config.pos == "learned":
+            learned = dict(wpe=nn.Embedding(config.block_size, config.n_embd))
         self.transformer = nn.ModuleDict(
             dict(  # in GPT-2's order, which the random init follows
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -235,14 +230,10 @@ class GPT(nn.Module):
             cos, sin = rotary_tables(config.block_size, config.n_embd // config.n_head)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        if (
-            config.cond_prefix
-        ):  # a table of its own: the sum of the prefix's rows is the condition vector
+        if config.cond_prefix:  # a table of its own: the sum of the prefix's rows is the condition
             self.transformer["wce"] = nn.Embedding(config.vocab_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if (
-            config.tie_head
-        ):  # weight tying (https://paperswithcode.com/method/weight-tying): one matrix both ways
+        if config.tie_head:  # weight tying: one matrix both ways
             self.transformer.wte.weight = self.lm_head.weight
         # GPT-2 init: normal(0, 0.02), and the projections that write into the residual stream
         # scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth (two per
@@ -271,9 +262,7 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
         if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
-        if (
-            non_embedding and not self.config.tie_head
-        ):  # an untied input table is a lookup, not a matmul
+        if non_embedding and not self.config.tie_head:  # an untied input table is a lookup
             n -= self.transformer.wte.weight.numel()
         return n
 
@@ -298,21 +287,14 @@ class GPT(nn.Module):
         )
         x, rotary = self.transformer.wte(idx), None  # (B, T, C)
         if self.config.pos == "learned":
-            x = x + self.transformer.wpe(
-                torch.arange(start, start + T, device=idx.device)
-            )  # (B, T, C)
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         else:
-            rotary = (
-                self.rope_cos[start : start + T],
-                self.rope_sin[start : start + T],
-            )  # (T, hs/2) each
+            rotary = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, hs/2)
         if self.config.cond_prefix:
-            if (
-                start == 0
-            ):  # the sequence starts with the prefix; a cache keeps its vector for the later steps
-                cond = self.transformer.wce(idx[:, : self.config.cond_prefix]).sum(
-                    1, keepdim=True
-                )  # (B, 1, C)
+            # the sequence starts with the prefix; a cache keeps its vector for the later steps
+            if start == 0:
+                prefix = idx[:, : self.config.cond_prefix]  # (B, P)
+                cond = self.transformer.wce(prefix).sum(1, keepdim=True)  # (B, 1, C)
                 if kv_cache is not None:
                     kv_cache.cond = cond
             x = x + (cond if start == 0 else kv_cache.cond)
@@ -338,11 +320,8 @@ class GPT(nn.Module):
         weights go to Muon at that learning rate instead, the rest stays with AdamW (one Muon
         optimizer holds both)."""
         params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        hidden = (
-            [p for n, p in params if p.dim() == 2 and n.startswith("transformer.h.")]
-            if muon_lr
-            else []
-        )
+        hidden = [p for n, p in params if p.dim() == 2 and n.startswith("transformer.h.")]
+        hidden = hidden if muon_lr else []
         hidden_ids = {id(p) for p in hidden}
         groups = [
             {
@@ -356,51 +335,23 @@ class GPT(nn.Module):
                 groups, lr=learning_rate, betas=betas, fused=(device_type == "cuda")
             )
         groups.append(
-            {
-                "params": hidden,
-                "weight_decay": 0.0,
-                "muon": True,
-                "lr_scale": muon_lr / learning_rate,
-            }
+            dict(params=hidden, weight_decay=0.0, muon=True, lr_scale=muon_lr / learning_rate)
         )
         return Muon(groups, lr=learning_rate, betas=betas)
 
-    @classmethod
-    def from_checkpoint(cls, ckpt, device="cpu", **overrides):
-        """A checkpoint dict as train.py saves it (or the path of one) -> the GPT it holds, on
-        device, in eval mode; overrides change model_args that do not touch the weights' shapes
-        (dropout on resume). Like nanoGPT's from_pretrained, for our own checkpoints."""
-        if isinstance(ckpt, (str, os.PathLike)):
-            ckpt = load_checkpoint(ckpt)
-        model = cls(GPTConfig(**{**ckpt["model_args"], **overrides}))
-        model.load_state_dict(plain_state_dict(ckpt["model"]))
-        return model.to(device).eval()
-
     @torch.no_grad()
-    def stream(
-        self,
-        idx,
-        *,
-        temperature=1.0,
-        top_k=None,
-        top_p=None,
-        logits_hook=None,
-        uncond_idx=None,
-        guidance=1.0,
-        keep_first=1,
-        generator=None,
-    ):
+    def stream(self, idx, *, logits_hook=None, uncond_idx=None, guidance=1.0, keep_first=1, **pick):
         """Sample after idx (B, T), one token per row per step: yields (B, 1) for as long as the
-        caller asks, with one KV cache for the whole sample (call model.eval() first). send(keep)
-        instead of next(): keep (B,) bool, the rows that go on; the others leave the batch and the
-        cache, and the tokens that follow are theirs. logits_hook(tokens (B, t), logits (B, V)) ->
-        logits runs every step after guidance (say, a grammar). uncond_idx (B, T), guidance != 1:
-        classifier-free guidance, logits = uncond + guidance * (cond - uncond), both halves in one
-        batch of 2B taking the same tokens. keep_first: tokens pinned in the context (the attribute
-        prefix) when the sequence outgrows block_size; then the oldest half of the rest goes and the
-        cache is recomputed in one pass, once every ~(block_size - keep_first) / 2 tokens (learned
-        absolute positions change every kept token's keys and values, so it cannot shift in place).
-        """
+        caller asks, with one KV cache for the whole sample (call model.eval() first). pick: the
+        keywords of sample_logits (temperature, top_k, top_p, generator). send(keep) instead of
+        next(): keep (B,) bool, the rows that go on; the others leave the batch and the cache.
+        logits_hook(tokens (B, t), logits (B, V)) -> logits runs every step after guidance (say, a
+        grammar). uncond_idx (B, T), guidance != 1: classifier-free guidance, logits = uncond +
+        guidance * (cond - uncond), both halves in one batch of 2B taking the same tokens.
+        keep_first: tokens pinned in the context (the attribute prefix) when the sequence outgrows
+        block_size; then the oldest half of the rest goes and the cache is recomputed in one pass,
+        once every ~(block_size - keep_first) / 2 tokens (learned absolute positions change every
+        kept token's keys and values, so it cannot shift in place)."""
         B = idx.size(0)
         assert idx.size(1) >= 1, "generation needs a prompt of at least one token"
         block = self.config.block_size
@@ -409,45 +360,30 @@ class GPT(nn.Module):
         assert not guided or uncond_idx.shape == idx.shape, (
             f"uncond_idx {tuple(uncond_idx.shape)} is not idx's shape"
         )
-        seq = (
-            torch.cat([idx, uncond_idx], dim=0) if guided else idx
-        )  # (B or 2B, T): rows B.. unconditional
+        seq = torch.cat([idx, uncond_idx], dim=0) if guided else idx  # (B or 2B, T), B.. uncond
         n_recent = max(1, (block - keep_first) // 2)
         cache = KVCache(self.config.n_layer, block)
 
-        def refill(
-            ctx_len,
-        ):  # recompute the cache for the window in one forward pass -> next logits (B', V)
-            n_tail = ctx_len - keep_first
-            ctx = (
-                seq
-                if ctx_len == seq.size(1)
-                else torch.cat([seq[:, :keep_first], seq[:, -n_tail:]], dim=1)
-            )
+        def refill(ctx_len):  # the cache for the window, in one forward pass -> next logits (B', V)
             cache.pos = 0
-            return self(ctx, kv_cache=cache)[0][:, -1]
+            return self(pinned_window(seq, ctx_len, keep_first), kv_cache=cache)[0][:, -1]
 
-        def pick(
-            logits,
-        ):  # each row's next token, its guidance twin taking the same one -> (B or 2B, 1)
+        def next_token(logits):  # each row's, its guidance twin taking it too -> (B or 2B, 1)
             logits = logits.float()
             if guided:
                 cond, uncond = logits.split(B, dim=0)  # (B, V) each
                 logits = uncond + guidance * (cond - uncond)  # (B, V)
             if logits_hook is not None:
                 logits = logits_hook(seq[:B], logits)  # (B, V)
-            assert torch.isfinite(logits.max(dim=-1).values).all(), (
-                "logits_hook disallowed every token"
-            )
-            next_id = sample_logits(
-                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
-            )
+            finite = torch.isfinite(logits.max(dim=-1).values).all()
+            assert finite, "logits_hook disallowed every token"
+            next_id = sample_logits(logits, **pick)
             return next_id.repeat(2, 1) if guided else next_id  # (B or 2B, 1)
 
         ctx_len = min(seq.size(1), block)  # a long prompt keeps its pinned tokens and its last ones
         logits = refill(ctx_len)  # (B or 2B, V)
         while True:
-            next_id = pick(logits)
+            next_id = next_token(logits)
             seq = torch.cat([seq, next_id], dim=1)  # (B or 2B, t+1)
             keep = yield next_id[:B]
             if keep is not None:  # some rows are done: the batch, and the cache, go on without them
@@ -455,13 +391,9 @@ class GPT(nn.Module):
                 rows = torch.cat([rows, rows + B]) if guided else rows
                 seq, next_id, B = seq[rows], next_id[rows], int(keep.sum())
                 cache.select(rows)
-                generator = (
-                    [g for g, k in zip(generator, keep.tolist()) if k]
-                    if isinstance(generator, list)
-                    else generator
-                )
-            # only when the caller asks for another token: the last one is never run through the
-            # model
+                if isinstance(pick.get("generator"), list):
+                    pick["generator"] = [g for g, k in zip(pick["generator"], keep.tolist()) if k]
+            # only when the caller asks for another token: the last one never runs through the model
             ctx_len += 1
             if ctx_len > block:
                 ctx_len = keep_first + n_recent
@@ -479,8 +411,8 @@ class GPT(nn.Module):
         return torch.cat([idx, *new], dim=1)
 
 
-# ----------------------------------------------------------------------------- Muon: orthogonalised
-# momentum for the hidden matrices (Keller Jordan, 2024; modded-nanogpt's optimizer)
+# -----------------------------------------------------------------------------
+# Muon: orthogonalised momentum for the hidden matrices (Keller Jordan, 2024; modded-nanogpt's)
 
 
 def orthogonalise(g, steps=5):
@@ -504,18 +436,8 @@ class Muon(torch.optim.Optimizer):
     is the schedule's times its lr_scale."""
 
     def __init__(self, groups, lr, betas, *, momentum=0.95, eps=1e-8):
-        super().__init__(
-            groups,
-            dict(
-                lr=lr,
-                betas=betas,
-                momentum=momentum,
-                eps=eps,
-                weight_decay=0.0,
-                muon=False,
-                lr_scale=1.0,
-            ),
-        )
+        defaults = dict(lr=lr, betas=betas, momentum=momentum, eps=eps, weight_decay=0.0)
+        super().__init__(groups, defaults | dict(muon=False, lr_scale=1.0))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -543,83 +465,25 @@ class Muon(torch.optim.Optimizer):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: dicts of tensors and plain types, so torch.load(path, weights_only=True) loads them
-
-
-def load_checkpoint(path):
-    """A checkpoint file -> its dict, on the CPU. weights_only: tensors and plain types only, so a
-    file can never run code (the one place that loads checkpoints)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def plain_state_dict(state_dict):
-    """Weights without torch.compile's "_orig_mod." prefix, so compiled and plain models share
-    checkpoints."""
-    return {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
-
-
-def numbered_checkpoints(out_dir):
-    """Paths of out_dir/ckpt_NNNNNNN.pt, oldest first (.tmp leftovers, ckpt_best.pt never match)."""
-    names = (
-        [n for n in os.listdir(out_dir) if re.fullmatch(r"ckpt_\d{7}\.pt", n)]
-        if os.path.isdir(out_dir)
-        else []
-    )
-    return [os.path.join(out_dir, n) for n in sorted(names)]
-
-
-def latest_checkpoint(out_dir):
-    """(path, checkpoint) of the newest checkpoint in out_dir that loads, else (None, None): the
-    newest numbered one that loads, or ckpt_best.pt where it is newer (it is saved at evals, which
-    may fall between numbered ones) or where no numbered one loads. A file cut short by a crash
-    fails to load and is skipped."""
-    found = None, None
-    for path in reversed(numbered_checkpoints(out_dir)):
-        try:
-            found = path, load_checkpoint(path)
-            break
-        except Exception as e:  # whatever is wrong with the file, the one before may be fine
-            print(f"skipping {path}: it does not load ({type(e).__name__})")
-    best = os.path.join(out_dir, "ckpt_best.pt")
-    if os.path.isfile(best):
-        try:
-            ckpt = load_checkpoint(best)
-        except Exception as e:
-            print(f"skipping {best}: it does not load ({type(e).__name__})")
-        else:
-            if found[1] is None or ckpt.get("iter_num", -1) > found[1].get("iter_num", -1):
-                return best, ckpt
-    return found
-
-
-# -----------------------------------------------------------------------------
 # device and precision: the one place that picks them
+
+DTYPES = ("float32", "bfloat16", "float16")  # the names pick_device and autocast take
 
 
 def pick_device(device="auto", dtype="auto", local_rank=0):
     """-> (device, device_type, dtype name). auto: cuda, then mps, then cpu; bf16 where the hardware
     has it, fp16 on older GPUs (train.py pairs it with a GradScaler), fp32 otherwise."""
     if device == "auto":
-        device = (
-            "cuda"
-            if torch.cuda.is_available()
-            else "mps"
-            if torch.backends.mps.is_available()
-            else "cpu"
-        )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "mps" if device == "cpu" and torch.backends.mps.is_available() else device
     if device == "cuda":
         device = f"cuda:{local_rank}"
     device_type = device.split(":")[0]
     if dtype == "auto":
         if device_type == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        elif (
-            device_type == "cpu"
-            and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        ):
-            dtype = (
-                "bfloat16"  # with AVX-512 BF16, autocast steps 1.6x faster than fp32 (matmuls 2.4x)
-            )
+        elif device_type == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", bool)():
+            dtype = "bfloat16"  # with AVX-512 BF16, autocast steps 1.6x faster than fp32
         else:
             dtype = "float32"
     return device, device_type, dtype
@@ -641,15 +505,13 @@ def measure_peak_flops(device, dtype, n=2048, seconds=1.0):
 
 def autocast(device_type, dtype):
     """The mixed-precision context for a device type and dtype name; fp32 needs none."""
-    return (
-        nullcontext()
-        if dtype == "float32"
-        else torch.autocast(device_type, dtype=getattr(torch, dtype))
-    )
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device_type, dtype=getattr(torch, dtype))
 
 
 # -----------------------------------------------------------------------------
-# loss on held-out windows: training's periodic eval and evaluate.py share this one table
+# loss on held-out windows: the tables that training's evals and checkpoints.split_loss read
 
 
 def group_means(group, n_groups, **values):
@@ -658,9 +520,7 @@ def group_means(group, n_groups, **values):
     n = torch.bincount(group, minlength=n_groups).double()  # (G,)
     out = {"tokens": n.long().cpu().numpy()}
     for name, v in values.items():
-        mean = torch.bincount(group, weights=v.double(), minlength=n_groups) / n.clamp(
-            min=1
-        )  # (G,)
+        mean = torch.bincount(group, weights=v.double(), minlength=n_groups) / n.clamp(min=1)
         out[name] = mean.masked_fill(n == 0, float("nan")).cpu().numpy()
     return out
 
@@ -670,9 +530,8 @@ def summed_loss_per(type_table, type_id):
     of targets of one type: nats per note with the NOTE type, a number that stays comparable when a
     tokenization adds or drops tokens that carry no notes."""
     n, loss = type_table["tokens"], type_table["loss"]
-    total = sum(
-        float(count) * float(mean) for count, mean in zip(n, loss) if count
-    )  # a mean is nan where count is 0
+    # a mean is nan where count is 0
+    total = sum(float(count) * float(mean) for count, mean in zip(n, loss) if count)
     return total / max(int(n[type_id]) if type_id < len(n) else 0, 1)
 
 
@@ -690,9 +549,7 @@ def estimate_loss(
     was_training = model.training
     model.eval()
     variants = variants or {}
-    cols = {
-        k: [] for k in ("target", "first", "loss", "acc", *(f"loss_{name}" for name in variants))
-    }
+    cols = {k: [] for k in ("target", "first", "loss", "acc", *(f"loss_{n}" for n in variants))}
     for x, y in batches:
         with ctx:
             logits, nll = model(x, y, reduction="none")  # (B, T, V), (B, T)

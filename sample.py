@@ -4,27 +4,28 @@ in the samples/index.html gallery. Sampling is constrained by tokenizer.py's gra
 sample decodes with no token skipped.
 
 python sample.py --token SEMANTIC_TOKEN_3                    # 3 samples from the newest checkpoint
-python sample.py --prompt "a slow chorale in a minor key"    # the nearest semantic token python
-sample.py --prime song.mid --prime_seconds 8          # continue the first 8 s of a piece python
-sample.py --token 3 --seconds 30 --guidance 2 --seed 1 --ckpt best"""
+python sample.py --prompt "a slow chorale in a minor key"    # the nearest semantic token
+python sample.py --prime song.mid --prime_seconds 8          # continue the first 8 s of a piece
+python sample.py --token 3 --seconds 30 --guidance 2 --seed 1 --ckpt best
+"""
 
 import argparse
 import json
 import os
 import time
 
+import checkpoints
 import dataset
 import prompt
 import render
 from files import UserError, check_output_folder, check_range, check_text, run_script
 from generation import (
     NUM_SAMPLES,
-    OUT_DIR,
     SAMPLE_DEFAULTS,
     SECONDS_MAX_NEW_TOKENS,
+    add_device_flags,
     check_device,
     generate_tokens,
-    load_model,
     prime_tokens,
     quantize,
     user_sampling,
@@ -45,13 +46,38 @@ def parse_args(argv=None):
     p.add_argument(
         "--prime_seconds", type=float, default=10.0, help="how much of the prime to keep"
     )
-    p.add_argument("--out_dir", default=OUT_DIR, help="the training run's folder")
-    p.add_argument(
-        "--ckpt", help="a checkpoint file, or 'best' for OUT_DIR/ckpt_best.pt; default the newest"
-    )
+    p.add_argument("--out_dir", default=checkpoints.OUT_DIR, help="the training run's folder")
+    p.add_argument("--ckpt", help=checkpoints.CKPT_HELP)
     p.add_argument("--data_dir", help="dataset folder with clusters.json; default the checkpoint's")
     p.add_argument("--sample_dir", help="where to write; default OUT_DIR/samples")
     p.add_argument("--num_samples", type=int, default=NUM_SAMPLES)
+    add_sampling_flags(p)
+    add_device_flags(p)
+    p.add_argument(
+        "--quantize",
+        action="store_true",
+        help="CPU only: INT8 dynamic quantisation of the Linear layers (bench.py: faster, same val "
+        "loss)",
+    )
+    add_attribute_flags(p)
+    p.add_argument(
+        "--audio",
+        action="store_true",
+        help="also render each sample to a 44.1 kHz WAV (TimGM6mb SoundFont)",
+    )
+    p.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="print what the prompt and flags ask for as one JSON line and exit; loads no "
+        "checkpoint",
+    )
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def add_sampling_flags(p):
+    """How each piece is sampled: SAMPLE_DEFAULTS where a flag is left out (user_sampling)."""
     p.add_argument(
         "--max_new_tokens",
         type=int,
@@ -88,14 +114,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--seed", type=int, help="default: a random one, printed and put in the file names"
     )
-    p.add_argument("--device", default="auto", help="auto = cuda, then mps, then cpu")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument(
-        "--quantize",
-        action="store_true",
-        help="CPU only: INT8 dynamic quantisation of the Linear layers (bench.py: faster, same val "
-        "loss)",
-    )
+
+
+def add_attribute_flags(p):
+    """What the pieces are asked to be, over what the prompt says (prompt.FLAGS)."""
     p.add_argument(
         "--tempo",
         help="bpm ('96', '96 bpm') or a word (adagio, slow, fast...); overrides the prompt",
@@ -117,20 +139,6 @@ def parse_args(argv=None):
         help="let the model play instruments besides those asked for (by default, when a prompt or "
         "--instruments names some, notes are played on those only)",
     )
-    p.add_argument(
-        "--audio",
-        action="store_true",
-        help="also render each sample to a 44.1 kHz WAV (TimGM6mb SoundFont)",
-    )
-    p.add_argument(
-        "--dry_run",
-        action="store_true",
-        help="print what the prompt and flags ask for as one JSON line and exit; loads no "
-        "checkpoint",
-    )
-    args = p.parse_args(argv)
-    check_args(args)
-    return args
 
 
 def check_args(args):
@@ -187,12 +195,7 @@ def load(args):
     """The model (quantized with --quantize), its checkpoint dict, and the device and dtype to
     sample with."""
     device, device_type, dtype = pick_device(args.device, args.dtype)
-    ckpt_path = (
-        os.path.join(args.out_dir, "ckpt_best.pt")
-        if args.ckpt == "best"
-        else args.ckpt or args.out_dir
-    )
-    model, ckpt = load_model(ckpt_path, device)
+    model, ckpt = checkpoints.load_model(checkpoints.chosen(args.out_dir, args.ckpt), device)
     if args.quantize:
         if device_type != "cpu":
             raise UserError("--quantize is for CPU sampling; leave it out on cuda or mps")
@@ -204,25 +207,17 @@ def main(argv=None):
     args = parse_args(argv)
     flags = {name: getattr(args, name) for name in prompt.FLAGS}
     if args.dry_run:
+        data_dir = args.data_dir or dataset.DEFAULT_DATA_DIR
         print(
-            json.dumps(
-                prompt.understand(
-                    args.prompt,
-                    flags,
-                    token=args.token,
-                    data_dir=args.data_dir or dataset.DEFAULT_DATA_DIR,
-                )
-            )
+            json.dumps(prompt.understand(args.prompt, flags, token=args.token, data_dir=data_dir))
         )
         return []
-    asked = prompt.asked_attributes(
-        args.prompt, flags
-    )  # before the checkpoint loads: a malformed flag fails fast
-    check_output_folder(
-        args.sample_dir or os.path.join(args.out_dir, "samples")
-    )  # and a folder it can't write
+    # before the checkpoint loads: a malformed flag fails fast, and so does a folder it can't write
+    asked = prompt.asked_attributes(args.prompt, flags)
+    sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
+    check_output_folder(sample_dir)
     model, ckpt, device, dtype = load(args)
-    data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir", dataset.DEFAULT_DATA_DIR)
+    data_dir = checkpoints.data_dir(ckpt, args.data_dir)
     req = prompt.request(
         ckpt, asked, text=args.prompt, token=args.token, seed=args.seed, data_dir=data_dir
     )
@@ -231,8 +226,7 @@ def main(argv=None):
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
     print(
         f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {req.token} "
-        f"({req.label}), "
-        f"seed {req.seed}"
+        f"({req.label}), seed {req.seed}"
         + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else "")
     )
     sampling = user_sampling(
@@ -246,14 +240,10 @@ def main(argv=None):
         guidance=args.guidance,
         key_strength=args.key_strength,
     )
-    rows, sample_dir = (
-        req.rows(args.num_samples, prime),
-        args.sample_dir or os.path.join(args.out_dir, "samples"),
-    )
+    rows = req.rows(args.num_samples, prime)
+    programs = req.programs(args.num_samples, args.any_instrument)
     t0 = time.perf_counter()
-    samples = generate_tokens(
-        model, rows, sampling, programs=req.programs(args.num_samples, args.any_instrument)
-    )
+    samples = generate_tokens(model, rows, sampling, programs=programs)
     elapsed = time.perf_counter() - t0
     table, written = render.write_samples(
         samples,

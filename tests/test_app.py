@@ -231,3 +231,14 @@ def test_no_checkpoint_and_no_gradio_are_one_line_each(tmp_path, monkeypatch):
     )  # as if requirements-app.txt were not installed
     with pytest.raises(UserError, match="requirements-app.txt"):
         app.build_page({})
+
+
+def test_ckpt_best_chooses_the_best_checkpoint_as_in_sample_py(run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ckpt_best.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes())
+    args = ["--out_dir", str(out), "--results_dir", str(tmp_path / "app"), "--device", "cpu"]
+    loaded = app.load(app.parse_args([*args, "--ckpt", "best"]))
+    assert loaded["ckpt"]["path"] == str(out / "ckpt_best.pt")
+    with pytest.raises(UserError, match="ckpt_best.pt not found; make one with"):
+        app.load(app.parse_args(["--out_dir", str(tmp_path), "--ckpt", "best", "--device", "cpu"]))

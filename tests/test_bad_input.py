@@ -3,6 +3,7 @@ where it can be: two processes for the folder lock, a real symlink loop, a real 
 a real write that fails for lack of room. Every refusal is one line on stderr (exit 1, no
 traceback), and what was already written stays."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import dataset  # noqa: E402
 import evaluate  # noqa: E402
 import files  # noqa: E402
 import prepare  # noqa: E402
+import runconfig  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
 from files import UserError  # noqa: E402
@@ -345,13 +347,13 @@ BAD_EVALUATE = [
 
 
 def test_every_bad_setting_is_one_line_naming_it_before_any_work(tmp_path):
-    kinds = {f.name: f.type for f in train.fields(train.Config)}
+    kinds = {f.name: f.type for f in dataclasses.fields(train.Config)}
     for arg in BAD_TRAIN:
         name, value = arg[2:].split("=")
         with pytest.raises(UserError) as e:
             train.parse_config([arg])
         # as typed, converted
-        shown = f"{name}={train.convert(name, value, kinds[name], 'command line')!r}"
+        shown = f"{name}={runconfig.convert(name, value, kinds[name], 'command line')!r}"
         assert str(e.value).startswith(shown) and (
             "must be" in str(e.value) or "use " in str(e.value) or "give a value" in str(e.value)
         ), (arg, e.value)
@@ -653,7 +655,7 @@ def test_a_resume_with_another_shape_counts_tokens_and_epochs_at_the_shape_each_
 
 
 def test_a_run_that_diverges_stops_before_it_replaces_the_good_checkpoints(tmp_path, monkeypatch):
-    import generation
+    import checkpoints
 
     data = make_dataset(tmp_path / "data", seed=3)
     common = ["--eval_interval=100", "--save_interval=2", "--keep_last=1"]
@@ -665,9 +667,9 @@ def test_a_run_that_diverges_stops_before_it_replaces_the_good_checkpoints(tmp_p
         model, state, data, **kwargs
     ):  # iteration 3 blows up, as a too-large learning rate would
         loss = step(model, state, data, **kwargs)
-        if state["iter_num"] == 2:
+        if state.iter_num == 2:
             with torch.no_grad():
-                next(state["model"].parameters()).fill_(float("inf"))
+                next(state.model.parameters()).fill_(float("inf"))
         return loss
 
     monkeypatch.setattr(train, "train_step", diverging_step)
@@ -685,9 +687,9 @@ def test_a_run_that_diverges_stops_before_it_replaces_the_good_checkpoints(tmp_p
     )  # a diverged checkpoint from elsewhere: one line
     torch.save(ckpt, tmp_path / "nan.pt")
     with pytest.raises(UserError, match="nan.pt holds weights that are not finite"):
-        generation.load_model(str(tmp_path / "nan.pt"))
+        checkpoints.load_model(str(tmp_path / "nan.pt"))
     torch.save(
         [1, 2, 3], tmp_path / "list.pt"
     )  # loads, but is no checkpoint: one line, not a KeyError
     with pytest.raises(UserError, match="list.pt is not a checkpoint of train.py"):
-        generation.load_model(str(tmp_path / "list.pt"))
+        checkpoints.load_model(str(tmp_path / "list.pt"))

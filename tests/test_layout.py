@@ -20,8 +20,10 @@ LAYERS = {
     "prompt": 5,
     "render": 5,
     "metrics": 5,
+    "checkpoints": 6,
     "control": 6,
     "report": 6,
+    "runconfig": 7,
 }
 
 

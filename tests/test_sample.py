@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
 
+import checkpoints  # noqa: E402
 import generation  # noqa: E402
 import prompt  # noqa: E402
 import sample  # noqa: E402
@@ -68,7 +69,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(run):
-    return generation.load_model(str(run))[0]
+    return checkpoints.load_model(str(run))[0]
 
 
 def gen(model, k, n, *, attributes=None, header=True, prime=None, programs=None, **sampling):
@@ -272,7 +273,7 @@ def test_newest_checkpoint_that_loads_and_unknown_token_in_process(run, tmp_path
     (out / "ckpt_0000020.pt").write_bytes(
         (run / "ckpt_0000010.pt").read_bytes()[:1000]
     )  # cut short by a crash
-    assert generation.load_model(str(out))[1]["path"] == str(out / "ckpt_0000010.pt")
+    assert checkpoints.load_model(str(out))[1]["path"] == str(out / "ckpt_0000010.pt")
     with pytest.raises(UserError, match="valid tokens: SEMANTIC_TOKEN_0 \\(slow strings\\)"):
         prompt.semantic_token_id("SEMANTIC_TOKEN_3", LABELS)  # only 3 clusters were trained
     last = tokenizer.N_SEMANTIC - 1

@@ -15,12 +15,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import checkpoints  # noqa: E402
 import dataset  # noqa: E402
 import describe  # noqa: E402
 import prepare  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
-from model import GPT, GPTConfig, latest_checkpoint  # noqa: E402
+from checkpoints import latest_checkpoint  # noqa: E402
+from model import GPT, GPTConfig, autocast  # noqa: E402
 
 torch.set_num_threads(
     1
@@ -362,6 +364,32 @@ def test_training_writes_logs_and_checkpoints_that_load_weights_only(run_a):
         "8 steps from init: near ln(V)"
     )
     assert list((run_a / "tb").glob("events.out.tfevents.*")), "TensorBoard scalars are written"
+
+
+def test_the_last_eval_gives_the_val_figure_of_every_window(run_a, data_dir):
+    """One val figure: the last eval also scores every window of the val split
+    (checkpoints.split_loss, what evaluate.py reports), named apart from the estimate that every
+    eval gives; the checkpoint saved there scores the same."""
+    log = read_log(run_a)
+    assert all("val_nats_per_note_est" in r for r in log if "val_loss" in r)
+    final = [r for r in log if "val_nats_per_note" in r]
+    assert [r["iter"] for r in final] == [8], "the figure of the whole split, at the last eval"
+    model, ckpt = checkpoints.load_model(str(run_a / "ckpt_0000008.pt"))
+    data = dataset.load_dataset(str(data_dir))
+    split = checkpoints.split_loss(model, data, ctx=autocast("cpu", ckpt["config"]["dtype"]))
+    assert (split["nats_per_note"], split["loss"]) == (
+        final[0]["val_nats_per_note"],
+        final[0]["val_split_loss"],
+    )
+    assert split["windows"] == len(dataset.covering_windows(data, "val", 32))
+    scored, val_tokens = split["overall"]["tokens"][0], len(data["val"]["tokens"])
+    assert 0.8 * val_tokens < scored <= val_tokens, "nearly every val token, each once"
+
+
+def test_ckpt_names_best_a_file_or_a_run_folder(tmp_path):
+    assert checkpoints.chosen(str(tmp_path), "best") == str(tmp_path / "ckpt_best.pt")
+    assert checkpoints.chosen(str(tmp_path)) == str(tmp_path)
+    assert checkpoints.chosen(str(tmp_path), "other/ckpt_0000002.pt") == "other/ckpt_0000002.pt"
 
 
 def test_latest_checkpoint_skips_files_cut_short(tmp_path):
