@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import checkpoints
 import control
 import dataset
 import metrics
@@ -39,9 +40,9 @@ import prompt
 import report
 import tokenizer
 from files import UserError, check_output_folder, check_range, check_text, run_script, write_atomic
-from generation import OUT_DIR, Sampling, check_device, generate_tokens, load_model, prompt_row
+from generation import Sampling, add_device_flags, check_device, generate_tokens, prompt_row
 from metrics import METRICS, piece_stats
-from model import autocast, estimate_loss, pick_device, summed_loss_per
+from model import autocast, pick_device, summed_loss_per
 
 POSITIVE, GUIDANCE = dict(low=1), dict(low=0, note="1 = off, 0 = unconditional")
 EACH_SCALE = dict(note="each scale: 1 = off, 0 = unconditional")
@@ -58,23 +59,23 @@ def flag(default, help=None, *, check=None, **argparse_kw):
 class Settings:
     """What evaluate.py measures and how: each field is the flag of its name, with its default."""
 
-    out_dir: str = flag(OUT_DIR, "the training run; the report goes to OUT_DIR/eval")
-    ckpt: str | None = flag(
-        None, "a checkpoint file, or 'best' for OUT_DIR/ckpt_best.pt; default the newest"
-    )
+    out_dir: str = flag(checkpoints.OUT_DIR, "the training run; the report goes to OUT_DIR/eval")
+    ckpt: str | None = flag(None, checkpoints.CKPT_HELP)
     data_dir: str | None = flag(None, "dataset folder; default the checkpoint's")
     num_samples: int = flag(32, "samples per semantic token and guidance scale", check=POSITIVE)
     guidance: tuple = flag(
         (1.0, 2.0, 3.0), "guidance scales, comma-separated", check=GUIDANCE | EACH_SCALE
     )
     max_new_tokens: int = flag(512, "per sample; real pieces are cut to as many", check=POSITIVE)
-    max_windows: int = flag(256, "val windows scored for the likelihood", check=POSITIVE)
+    max_windows: int | None = flag(
+        None, "val windows scored for the likelihood; default all of them", type=int, check=POSITIVE
+    )
     max_pieces: int = flag(3000, "real pieces per split for the classifier", check=POSITIVE)
     temperature: float = flag(1.0, check=dict(low=0, note="0 = greedy"))
     top_p: float = flag(0.95, check=dict(low=0, high=1, low_open=True, note="1 = off"))
     seed: int = flag(0, check=dict(low=0, high=2**32 - 1))
-    device: str = flag("auto", "auto = cuda, then mps, then cpu")
-    dtype: str = flag("auto", choices=["auto", "float32", "bfloat16", "float16"])
+    device: str = flag("auto", cli=False)  # generation.add_device_flags: as every script has them
+    dtype: str = flag("auto", cli=False)
     audio: bool = flag(False, "render the samples on the report's page to WAV")
     control_samples: int = flag(
         4,
@@ -152,44 +153,29 @@ class Setup:
 # 1. likelihood
 
 
-def likelihood(model, data, *, max_windows=256, batch_size=16, ctx=nullcontext(), device="cpu"):
-    """model.estimate_loss on fixed windows that cover val.bin, each led by its piece's full
-    attribute prefix, beside a unigram baseline (the token frequencies of train.bin, add-one
-    smoothed) -> its tables "overall", "type" (meta.json block of the target) and "first" (by the
-    window's semantic token id), the number of windows, and the val nats per note of the model and
-    of the baseline. Each table also has loss_uncond (the whole prefix unspecified) and
-    loss_no_<slot> (that slot alone unspecified: the semantic token, key, meter, tempo,
-    instruments)."""
-    d, V, T = data["val"], model.config.vocab_size, model.config.block_size
+def likelihood(model, data, *, max_windows=None, ctx=nullcontext()):
+    """checkpoints.split_loss on val.bin (every window unless max_windows), beside a unigram
+    baseline (the token frequencies of train.bin, add-one smoothed) -> its tables "overall", "type"
+    (meta.json block of the target) and "first" (by the window's semantic token id), the number of
+    windows, and the val nats per note of the model and of the baseline. Each table also has
+    loss_uncond (the whole prefix unspecified) and loss_no_<slot> (that slot alone unspecified:
+    the semantic token, key, meter, tempo, instruments)."""
+    V = model.config.vocab_size
     counts = np.bincount(np.asarray(data["train"]["tokens"]), minlength=V) + 1.0  # (V,) add-one
-    windows = dataset.covering_windows(data, "val", T, max_windows)
-    chunks = [windows[b0 : b0 + batch_size] for b0 in range(0, len(windows), batch_size)]
-    batches = (
-        dataset.build_windows(data, "val", chunk, d["prefix"][[f for f, _ in chunk]], block_size=T)
-        for chunk in chunks
-    )
-    batches = ([torch.from_numpy(a).to(device) for a in batch] for batch in batches)
     variants = {"uncond": tokenizer.blank_prefix(tokenizer.PREFIX_SLOTS)} | {
         f"no_{slot}": tokenizer.blank_prefix([slot]) for slot in tokenizer.PREFIX_SLOTS
     }
-    tables = estimate_loss(
+    scored = checkpoints.split_loss(
         model,
-        tqdm(batches, total=len(chunks), desc="val likelihood", unit="batch", disable=None),
+        data,
+        "val",
         ctx=ctx,
-        token_type=torch.from_numpy(data["token_type"]),
+        max_windows=max_windows,
         variants=variants,
         baseline_nll=torch.from_numpy(-np.log(counts / counts.sum())),  # (V,)
     )
-    # the summed loss of the scored val tokens over their notes (model.summed_loss_per)
-    per_note = lambda column: summed_loss_per(
-        dict(tokens=tables["type"]["tokens"], loss=tables["type"][column]), tokenizer.TYPE["NOTE"]
-    )
-    return dict(
-        windows=len(windows),
-        **tables,
-        nats_per_note=per_note("loss"),
-        baseline_nats_per_note=per_note("baseline_loss"),
-    )
+    baseline = dict(tokens=scored["type"]["tokens"], loss=scored["type"]["baseline_loss"])
+    return scored | dict(baseline_nats_per_note=summed_loss_per(baseline, tokenizer.TYPE["NOTE"]))
 
 
 # -----------------------------------------------------------------------------
@@ -223,7 +209,8 @@ def fit_ceiling(data, *, data_dir, max_pieces, max_tokens, seed):
         pieces[split] = data[split]["semantic"][files], [piece_stats(score) for score in scores]
     if not len(pieces["train"][0]) or not len(pieces["val"][0]):
         raise UserError(
-            f"{data_dir}/semantic.json gives no train or val piece a semantic id; re-run cluster.py"
+            f"{data_dir}/semantic.json gives no train or val piece a semantic id; re-run: "
+            f"{dataset.rebuild_command(data_dir, 'cluster.py')}"
         )
     return metrics.semantic_ceiling(pieces["train"], pieces["val"], seed)
 
@@ -405,14 +392,13 @@ def load(settings, command):
     """The checkpoint and its dataset -> (model, checkpoint dict, data, autocast context, Setup)."""
     s = settings
     device, device_type, dtype = pick_device(s.device, s.dtype)
-    ckpt = os.path.join(s.out_dir, "ckpt_best.pt") if s.ckpt == "best" else s.ckpt
-    model, ck = load_model(ckpt or s.out_dir, device)
-    data_dir = s.data_dir or ck.get("config", {}).get("data_dir", dataset.DEFAULT_DATA_DIR)
+    model, ck = checkpoints.load_model(checkpoints.chosen(s.out_dir, s.ckpt), device)
+    data_dir = checkpoints.data_dir(ck, s.data_dir)
     for name in ("semantic.json", "clusters.json"):
         if not os.path.exists(os.path.join(data_dir, name)):
             raise UserError(
-                f"no {os.path.join(data_dir, name)}; make it with: python cluster.py --data_dir "
-                f"{data_dir}"
+                f"no {os.path.join(data_dir, name)}; make it with: "
+                f"{dataset.rebuild_command(data_dir, 'cluster.py')}"
             )
     data = dataset.load_dataset(data_dir)
     setup = Setup(
@@ -440,9 +426,8 @@ def measure(model, data, setup, *, ctx, settings, ckpt):
     """Sections 1-5 (2-4 unless --only control) -> (Results less the written paths, example token
     rows for the page)."""
     s, seconds = settings, {}
-    device = next(model.parameters()).device
     with stage(seconds, "likelihood"):
-        lk = likelihood(model, data, max_windows=s.max_windows, ctx=ctx, device=device)
+        lk = likelihood(model, data, max_windows=s.max_windows, ctx=ctx)
     print(f"likelihood: {lk['windows']} val windows in {seconds['likelihood']:.1f} s")
     ceiling = adherence = closeness = ctrl = None
     if s.only != "control":
@@ -514,8 +499,11 @@ def parse_settings(argv=None):
     lab = p.add_argument_group(
         "lab settings of the user's path (ablations; left out, it is sample.py's default path)"
     )
+    add_device_flags(p)
     for f in fields(Settings):
         kw = {k: v for k, v in f.metadata.items() if k != "check"}
+        if not kw.pop("cli", True):
+            continue
         group = lab if kw.pop("lab", False) else p
         if isinstance(f.default, bool):
             group.add_argument(f"--{f.name}", action="store_true", **kw)
