@@ -6,8 +6,9 @@ and the same words read back from what a person types. Its consumers:
 - cluster.py: `describe_score` writes the description sentence of a MIDI file that has no caption;
 - metrics.py: evaluate.py's statistics build on the time helpers and `sounding_per_step`;
 - prepare.py: `measure` gives each file's key, meter, tempo, instruments and texture for the index;
-- sample.py: `parse_prompt` and the strict `parse_tempo`, `parse_meter`, `parse_key`,
-  `parse_instruments` read what a prompt or a flag asks for; `measure` fills a gallery card.
+- attributes.py: `read_tempo`, `read_meter`, `read_key`, `read_instruments` read what a prompt
+  asks for, and the strict `parse_tempo`, `parse_meter`, `parse_key`, `parse_instruments` what a
+  flag asks for; `measure` also fills a gallery card.
 
 Keys are spelled one way everywhere, in words a sentence embedder and a person both know:
 "B flat major", "F sharp minor" (see KEY_NAMES).
@@ -467,7 +468,9 @@ def find_terms(text, terms):
 
 def read_tempo(text, notes):
     """Tempo from a number with bpm, else an Italian term, else an everyday word; the first of each
-    kind."""
+    kind. Like every reader of a prompt here: -> ({what it asks: value}, [(start, end) read]),
+    with a note for each contradiction settled."""
+    text = text.lower()
     numbers = [(m.start(), m.end(), float(m.group(1))) for m in re.finditer(BPM_RE, text)]
     italian = [(a, b, TEMPO_TERMS[t]) for a, b, t in find_terms(text, TEMPO_TERMS)]
     everyday = [(a, b, TEMPO_WORDS_IN[t]) for a, b, t in find_terms(text, TEMPO_WORDS_IN)]
@@ -478,10 +481,12 @@ def read_tempo(text, notes):
             f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
             f"using {text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
         )
-    return (chosen[2] if chosen else None), [(a, b) for a, b, _ in spans]
+    return {"tempo_bpm": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
 
 
 def read_meter(text, notes):
+    """A meter from 'n/d', else a dance or style word."""
+    text = text.lower()
     explicit = [
         (m.start(), m.end(), f"{m.group(1)}/{m.group(2)}") for m in re.finditer(METER_RE, text)
     ]
@@ -493,13 +498,13 @@ def read_meter(text, notes):
             f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): using "
             f"{chosen[2]}"
         )
-    return (chosen[2] if chosen else None), [(a, b) for a, b, _ in spans]
+    return {"meter": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
 
 
-def read_key(text, original, notes):
-    """(key, mode, spans). 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the
+def read_key(original, notes):
+    """A key and its mode: 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the
     article ('in a minor key': minor, no tonic); mood words give a mode when no key is named."""
-    key = mode = None
+    text, key, mode = original.lower(), None, None
     spans = []
     for m in re.finditer(KEY_RE, text):
         letter = original[m.start()]
@@ -524,41 +529,14 @@ def read_key(text, original, notes):
         mode = MOOD_MODES[moods[0][2]]
         if len({MOOD_MODES[t] for _, _, t in moods}) > 1:
             notes.append(f"mood words disagree: using {mode} from {moods[0][2]!r}")
-    return key, mode, spans + [(a, b) for a, b, _ in moods]
+    return {"key": key, "mode": mode}, spans + [(a, b) for a, b, _ in moods]
 
 
-def read_instruments(text):
-    found = find_terms(text, INSTRUMENT_WORDS)
+def read_instruments(text, notes):
+    """Instruments by name, family or player: GM programs, sorted."""
+    found = find_terms(text.lower(), INSTRUMENT_WORDS)
     programs = sorted({p for _, _, term in found for p in INSTRUMENT_WORDS[term]})
-    return programs, [(a, b) for a, b, _ in found]
-
-
-def parse_prompt(text):
-    """Free text -> what it asks for: tempo_bpm, meter ('3/4'), key ('A minor'), mode, instruments
-    (GM programs, DRUMS = 128), notes (contradictions and how they were settled) and unused (the
-    words no rule read; they still choose the semantic token). Unknown words never fail."""
-    lower, notes = text.lower(), []
-    tempo_bpm, tempo_spans = read_tempo(lower, notes)
-    meter, meter_spans = read_meter(lower, notes)
-    key, mode, key_spans = read_key(lower, text, notes)
-    instruments, instrument_spans = read_instruments(lower)
-    used = [False] * len(text)
-    for a, b in tempo_spans + meter_spans + key_spans + instrument_spans:
-        used[a:b] = [True] * (b - a)
-    unused = [
-        m.group(0)
-        for m in re.finditer(r"[\w'#/-]+", text)
-        if not any(used[m.start() : m.end()]) and m.group(0).lower() not in STOP_WORDS
-    ]
-    return dict(
-        tempo_bpm=tempo_bpm,
-        meter=meter,
-        key=key,
-        mode=mode,
-        instruments=instruments,
-        notes=notes,
-        unused=unused,
-    )
+    return {"instruments": programs}, [(a, b) for a, b, _ in found]
 
 
 # -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
 
+import attributes  # noqa: E402
 import checkpoints  # noqa: E402
 import generation  # noqa: E402
 import prompt  # noqa: E402
@@ -96,7 +97,7 @@ def test_constrained_samples_decode_with_nothing_skipped(model):
     samples = gen(model, 1, 100, attributes=attributes, max_new_tokens=120, seed=0)
     assert len(samples) == 100
     prefix, P = (
-        tokenizer.attribute_prefix(tokenizer.semantic_token(1), **attributes),
+        attributes.attribute_prefix(tokenizer.semantic_token(1), **attributes),
         tokenizer.PREFIX_LEN,
     )
     for tokens in samples:
@@ -174,12 +175,12 @@ def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
         "did not get past the context"
     )
     assert len(seen) >= 4, "the window never slid"
-    prefix = tokenizer.attribute_prefix(tokenizer.semantic_token(2), key=20, tempo_bpm=60)
+    prefix = attributes.attribute_prefix(tokenizer.semantic_token(2), key=20, tempo_bpm=60)
     # conditional rows, then unconditional ones (as many of each: rows whose sample ended leave the
     # batch)
     assert all(
         first
-        == [prefix] * (len(first) // 2) + [tokenizer.UNCOND_PREFIX.tolist()] * (len(first) // 2)
+        == [prefix] * (len(first) // 2) + [attributes.UNCOND_PREFIX.tolist()] * (len(first) // 2)
         for first in seen
     )
     assert all(list(t[: tokenizer.PREFIX_LEN]) == prefix for t in samples)
@@ -187,7 +188,7 @@ def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
 
 def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
     prompt = torch.tensor(
-        [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * 4
+        [attributes.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * 4
     )
     plain = model.generate(
         prompt,
@@ -581,7 +582,7 @@ def naive_generate_tokens(model, prompts, sampling, programs=None):
     P, block, B = tokenizer.PREFIX_LEN, model.config.block_size, len(prompts)
     seq = torch.tensor(prompts)
     uncond = seq.clone()
-    uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)
+    uncond[:, :P] = torch.from_numpy(attributes.UNCOND_PREFIX)
     both, n_prompt = torch.cat([seq, uncond]), seq.size(1)  # (2B, T)
     penalty = generation.scale_penalty(prompts, sampling.key_strength, model.config.vocab_size)
     hook = generation.grammar_hook(model.config.vocab_size, "cpu", programs, penalty=penalty)
