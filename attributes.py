@@ -58,7 +58,7 @@ kind = lambda token: TYPE_NAMES[TOKEN_TYPE[token]]
 PREFIX_INSTRUMENTS = 6  # instrument slots in the prefix: the six with the most notes
 
 
-def tempo_bpm(ids):
+def bpm_of(ids):
     coarse, fine = ids
     if kind(coarse) != "TEMPO_COARSE":
         return None
@@ -130,7 +130,7 @@ ATTRIBUTES = (
         field="tempo_bpm",
         unspecified=("TEMPO_NONE",) * 2,
         encode=tokenizer.tempo_tokens,
-        decode=tempo_bpm,
+        decode=bpm_of,
         dropout=("tempo_dropout", 0.3),
         argument=lambda bpm: bpm,
         asked=("tempo_bpm",),
@@ -181,7 +181,7 @@ assert PREFIX_LEN == tokenizer.PREFIX_LEN, (
 FIELDS = tuple(a.field for a in ATTRIBUTES)
 INDEX_FIELDS = tuple(a.field for a in ATTRIBUTES if a.argument)  # measured into index.jsonl
 ASKED = tuple(next(a for a in ATTRIBUTES if a.name == name) for name in ASKED_ORDER)
-assert {a.name for a in ATTRIBUTES if a.read_flag} == set(ASKED_ORDER), (
+assert sorted(ASKED_ORDER) == sorted(a.name for a in ATTRIBUTES if a.read_flag), (
     "ASKED_ORDER lists every attribute a prompt and a flag can ask for, once"
 )
 FLAGS = tuple(a.name for a in ASKED)  # sample.py's --tempo ..., the app's fields

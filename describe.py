@@ -214,13 +214,13 @@ def describe_score(score):
     )
     pitched = [n.pitch for n in notes if n.program != DRUMS]
     if pitched:
-        median = float(np.median(pitched))
-        text += (
-            ", in a "
-            + ("low" if median < 52 else "middle" if median < 72 else "high")
-            + " register"
-        )
+        text += f", in a {register_of(float(np.median(pitched)))} register"
     return text + "."
+
+
+def register_of(median_pitch):
+    """The register of a piece's median MIDI pitch: low below E3, high from C5."""
+    return "low" if median_pitch < 52 else "middle" if median_pitch < 72 else "high"
 
 
 def describe_midi(path):
@@ -298,13 +298,7 @@ def measure(score):
         voices_per_instrument=round(voices_per_instrument(notes), 2),
         notes_per_second=round(len(notes) / max(seconds, 1e-3), 2),
         median_pitch=median,
-        register=None
-        if median is None
-        else "low"
-        if median < 52
-        else "middle"
-        if median < 72
-        else "high",
+        register=None if median is None else register_of(median),
         seconds=round(seconds, 2),
     )
 
@@ -348,46 +342,22 @@ TEMPO_WORDS_IN = {  # everyday words -> bpm (lower priority than a number or an 
     "frantic": 200,
 }
 METER_WORDS = {  # dance or style -> meter
-    "waltz": "3/4",
-    "minuet": "3/4",
-    "mazurka": "3/4",
-    "polonaise": "3/4",
-    "sarabande": "3/4",
+    **dict.fromkeys(["waltz", "minuet", "mazurka", "polonaise", "sarabande"], "3/4"),
     "slip jig": "9/8",
-    "jig": "6/8",
-    "tarantella": "6/8",
-    "barcarolle": "6/8",
+    **dict.fromkeys(["jig", "tarantella", "barcarolle"], "6/8"),
     "siciliano": "12/8",
-    "march": "2/4",
-    "polka": "2/4",
-    "reel": "4/4",
-    "hornpipe": "4/4",
-    "gavotte": "4/4",
-    "chorale": "4/4",
-    "triple time": "3/4",
-    "triple meter": "3/4",
+    **dict.fromkeys(["march", "polka"], "2/4"),
+    **dict.fromkeys(["reel", "hornpipe", "gavotte", "chorale"], "4/4"),
+    **dict.fromkeys(["triple time", "triple meter"], "3/4"),
     "duple time": "2/4",
     "common time": "4/4",
     "cut time": "2/2",
 }
-MOOD_MODES = {  # a short documented list: mood words that ask for a mode
-    "sad": "minor",
-    "melancholy": "minor",
-    "melancholic": "minor",
-    "mournful": "minor",
-    "dark": "minor",
-    "gloomy": "minor",
-    "tragic": "minor",
-    "sorrowful": "minor",
-    "somber": "minor",
-    "sombre": "minor",
-    "happy": "major",
-    "cheerful": "major",
-    "joyful": "major",
-    "bright": "major",
-    "sunny": "major",
-    "triumphant": "major",
-}
+# a short documented list: mood words that ask for a mode
+MOOD_MODES = dict.fromkeys(
+    "sad melancholy melancholic mournful dark gloomy tragic sorrowful somber sombre".split(),
+    "minor",
+) | dict.fromkeys("happy cheerful joyful bright sunny triumphant".split(), "major")
 INSTRUMENT_WORDS = {  # everyday names and families -> GM programs (DRUMS for the drum kit)
     "piano": [0],
     "keyboard": [0],
@@ -495,8 +465,8 @@ def read_meter(text, notes):
     chosen = (explicit or dances or [None])[0]
     if chosen and len({m for _, _, m in spans}) > 1:
         notes.append(
-            f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): using "
-            f"{chosen[2]}"
+            f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
+            f"using {chosen[2]}"
         )
     return {"meter": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
 

@@ -214,8 +214,8 @@ for _prev, _nexts in FOLLOWS.items():
 GRAMMAR_MASK = TYPE_FOLLOWS[TOKEN_TYPE][:, TOKEN_TYPE]  # (VOCAB_SIZE, VOCAB_SIZE) [prev, next id]
 # A training window may start right after these types (a complete event), on a non-DURATION token.
 WINDOW_START_AFTER = ["START", "DURATION"]
-# A sequence that starts with a semantic token is led by the attribute prefix, whose slots
-# attributes.py declares and checks against this: decode skips that many tokens.
+# A sequence that starts with a semantic token is led by the attribute prefix, this many tokens,
+# which decode skips; attributes.py declares its slots and checks that they add up to it.
 PREFIX_LEN = 12
 
 

@@ -507,7 +507,7 @@ def test_attribute_prefix_has_a_fixed_layout_and_reads_back():
     )  # the vocabulary can't write it: unspecified, not wrong
     assert unfit == list(A.UNCOND_PREFIX) and A.read_prefix(unfit)["meter"] is None
     assert len(set(A.UNCOND_PREFIX.tolist()) & set(range(T.OFFSET["KEY"]))) == 1, (
-        "only UNCOND is an older id"
+        "every unspecified token but UNCOND is the prefix's own"
     )
     blank = A.blank_prefix(["key", "tempo"])
     merged = np.where(blank >= 0, blank, prefix)
