@@ -61,7 +61,7 @@ def load(args):
 
 
 def make_piece(loaded, text, flags, *, guidance, temperature, seconds, seed=None):
-    """A prompt and the fields that override it (prompt.FLAGS) -> (the gallery card of one new
+    """A prompt and the fields that override it (attributes.FLAGS) -> (the gallery card of one new
     piece, with absolute paths; the request). A malformed field or a missing clusters.json is a
     UserError."""
     asked = prompt.asked_attributes(text, flags)
