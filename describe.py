@@ -24,6 +24,7 @@ from collections import Counter
 import numpy as np
 
 import tokenizer
+from files import UserError
 from tokenizer import seconds_at  # grid steps -> seconds through a Score's tempo map
 
 DRUMS = tokenizer.DRUMS  # the program of a drum-channel note
@@ -522,7 +523,7 @@ def parse_tempo(value):
     except ValueError:
         bpm = TEMPO_TERMS.get(text, TEMPO_WORDS_IN.get(text))
     if bpm is None or not 10 <= bpm <= 1000:
-        raise tokenizer.UserError(
+        raise UserError(
             f"--tempo {value!r}: give bpm from 10 to 1000 ('96' or '96 bpm'), or one of "
             f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN))}"
         )
@@ -537,7 +538,7 @@ def parse_meter(value):
         return f"{int(m.group(1))}/{m.group(2)}"
     if text in METER_WORDS:
         return METER_WORDS[text]
-    raise tokenizer.UserError(
+    raise UserError(
         f"--meter {value!r}: give n/d with n from 1 to 32 and d one of 1, 2, 4, 8, 16, 32 "
         f"('3/4', '6/8'), or one of {', '.join(METER_WORDS)}"
     )
@@ -553,7 +554,7 @@ def parse_key(value):
         r"([A-Ga-g])\s*(#|b|-|\s+sharp|\s+flat)?\s+(major|minor)", text, flags=re.IGNORECASE
     )
     if not m:
-        raise tokenizer.UserError(
+        raise UserError(
             f"--key {value!r}: give a tonic and a mode ('A minor', 'E flat major', "
             f"'F# minor', 'Bb major'), or just 'major' or 'minor'"
         )
@@ -574,13 +575,13 @@ def parse_instruments(value):
         elif part in INSTRUMENT_WORDS or part.rstrip("s") in INSTRUMENT_WORDS:
             programs.update(INSTRUMENT_WORDS.get(part) or INSTRUMENT_WORDS[part.rstrip("s")])
         else:
-            raise tokenizer.UserError(
+            raise UserError(
                 f"--instruments: {part!r} is not an instrument; give GM program numbers "
                 f"0-127, 'drums', General MIDI names, or words such as "
                 f"{', '.join(list(INSTRUMENT_WORDS)[128:150])}"
             )
     if not programs:  # "," or " , ": a flag that names nothing is a slip, not "no instruments"
-        raise tokenizer.UserError(
+        raise UserError(
             f"--instruments {value!r} names no instrument; give one or more, comma-separated"
         )
     return sorted(programs)
@@ -591,7 +592,7 @@ if __name__ == "__main__":
         sys.exit("usage: python describe.py FILE.mid")
     try:
         print(describe_midi(sys.argv[1]))
-    except tokenizer.UserError as e:
+    except UserError as e:
         sys.exit(f"{sys.argv[1]}: {e}")
     except OSError as e:
         sys.exit(f"{sys.argv[1]}: {e.strerror or e}")

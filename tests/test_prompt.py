@@ -15,6 +15,7 @@ import describe  # noqa: E402
 import metrics  # noqa: E402
 import prompt  # noqa: E402
 import tokenizer  # noqa: E402
+from files import UserError  # noqa: E402
 
 DRUMS = tokenizer.DRUMS
 
@@ -97,7 +98,7 @@ def test_flags_accept_the_documented_forms_and_reject_others_with_the_valid_ones
         (describe.parse_key, "H major", "E flat major"),
         (describe.parse_instruments, "kazoo2", "GM program numbers"),
     ]:
-        with pytest.raises(tokenizer.UserError, match=hint):
+        with pytest.raises(UserError, match=hint):
             parse(bad)
 
 
