@@ -16,9 +16,10 @@ An attribute's value has two forms: as words, flags and index.jsonl say it ("A m
 [40, 42]) and as the prefix takes it (key 21, meter (3, 4), tempo_bpm 96.0, instruments [40, 42]);
 prefix_arguments turns the one into the other.
 
-A new attribute is its token blocks and grammar rule in tokenizer.py (with tokenizer.PREFIX_LEN, the
-length decode skips), its word and flag readers in describe.py, its entry here, and what its report
-rows measure in evaluate.py's `realised`.
+A new attribute is its token blocks in tokenizer.py (among the prefix's own, from KEY on, which the
+event grammar places nowhere) and its width added to tokenizer.PREFIX_LEN, the length decode skips;
+its word and flag readers and its measure in describe.py; its entry here; and what its report rows
+measure in metrics.py's `realised`.
 """
 
 from collections.abc import Callable
@@ -49,7 +50,7 @@ class Attribute:
     help: str = ""  # --NAME's help in sample.py
     placeholder: str = ""  # an example in the app's field NAME
     said: Callable | None = None  # asked -> how print_understood says it, or None
-    rows: tuple = ()  # the control report's measures of it in the notes (evaluate.realised)
+    rows: tuple = ()  # the control report's measures of it in the notes (metrics.realised)
     per_prompt: tuple = ()  # those of its rows that the per-prompt tables show
     token_rows: tuple = ()  # rows that read the tokens the model wrote, shown after the others
 
