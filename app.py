@@ -15,6 +15,7 @@ import functools
 import os
 import time
 
+import attributes
 import checkpoints
 import prompt
 import render
@@ -26,17 +27,7 @@ SECONDS = 30  # the length the page starts at, as `make demo` samples
 HOST = "127.0.0.1"  # this machine only: the page runs a model for whoever reaches it
 # the inputs of the page's /generate endpoint, in the order Gradio passes them and gradio_client
 # takes them
-FIELDS = (
-    "prompt",
-    "tempo",
-    "meter",
-    "key",
-    "instruments",
-    "guidance",
-    "temperature",
-    "seconds",
-    "seed",
-)
+FIELDS = ("prompt", *attributes.FLAGS, "guidance", "temperature", "seconds", "seed")
 INSTALL = "pip install -c constraints.txt -r requirements-app.txt (or: make app)"
 
 
@@ -70,7 +61,7 @@ def load(args):
 
 
 def make_piece(loaded, text, flags, *, guidance, temperature, seconds, seed=None):
-    """A prompt and the fields that override it (prompt.FLAGS) -> (the gallery card of one new
+    """A prompt and the fields that override it (attributes.FLAGS) -> (the gallery card of one new
     piece, with absolute paths; the request). A malformed field or a missing clusters.json is a
     UserError."""
     asked = prompt.asked_attributes(text, flags)
@@ -161,8 +152,8 @@ def on_generate(loaded, *fields):
     """The page's button: its FIELDS, in order (Gradio passes them by position) -> status,
     understood, piano roll, audio, MIDI, measured, history, earlier files. A UserError becomes its
     one line in the status, with the piece's fields cleared (they showed the last piece)."""
-    text, tempo, meter, key, instruments, guidance, temperature, seconds, seed = fields
-    flags = dict(tempo=tempo, meter=meter, key=key, instruments=instruments)
+    text, *asked, guidance, temperature, seconds, seed = fields
+    flags = dict(zip(attributes.FLAGS, asked))
     t0 = time.perf_counter()
     try:
         card, req = make_piece(
@@ -215,7 +206,8 @@ def build_page(loaded):
         gr.Markdown(
             f"## AMT: text to MIDI\n`{loaded['ckpt']['path']}` (iter "
             f"{loaded['ckpt'].get('iter_num', '?')})."
-            " Tempo, meter, key and instruments, when given, override what the prompt says."
+            f" {attributes.listed(attributes.FLAGS).capitalize()}, when given, override what the"
+            " prompt says."
         )
         with gr.Row():
             with gr.Column(scale=2):
@@ -225,12 +217,11 @@ def build_page(loaded):
                     lines=2,
                     elem_id="prompt",
                 )
-                with gr.Row():
-                    tempo = gr.Textbox(label="tempo", placeholder="96, or adagio")
-                    meter = gr.Textbox(label="meter", placeholder="3/4, or waltz")
-                with gr.Row():
-                    key = gr.Textbox(label="key", placeholder="A minor")
-                    instruments = gr.Textbox(label="instruments", placeholder="violin, cello")
+                asked = []  # a field per attribute, two to a row
+                for i in range(0, len(attributes.ASKED), 2):
+                    with gr.Row():
+                        for a in attributes.ASKED[i : i + 2]:
+                            asked.append(gr.Textbox(label=a.name, placeholder=a.placeholder))
                 guidance = gr.Slider(
                     1, 5, value=SAMPLE_DEFAULTS.guidance, step=0.5, label="guidance (1 = off)"
                 )
@@ -257,7 +248,7 @@ def build_page(loaded):
             functools.partial(on_generate, loaded),
             api_name="generate",
             outputs=outputs,
-            inputs=[text, tempo, meter, key, instruments, guidance, temperature, seconds, seed],
+            inputs=[text, *asked, guidance, temperature, seconds, seed],
         )
     return page
 

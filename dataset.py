@@ -2,18 +2,19 @@
 window builder that turns a file's tokens into a model input led by its attribute prefix. prepare.py
 writes the folder; train.py, evaluate.py and bench.py read it through this file.
 
-A dataset is one folder (default data/music21): midi/ (or the folder itself)  the MIDI files, with
-descriptions.jsonl train.bin, val.bin   uint16 tokens of every file in that split, file after file
-(START ... END) index.jsonl          one line per file: midi_file, split, start, end (token
-offsets), notes, and the attributes measured from its notes: key, meter, tempo_bpm, instruments,
-texture meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split rule
-and counts semantic.json        cluster.py: the semantic id of each file; clusters.json: centroids
-and labels
+A dataset is one folder (default data/music21):
+    midi/ (or the folder itself)  the MIDI files, with descriptions.jsonl
+    train.bin, val.bin   uint16 tokens of every file in that split, file after file (START ... END)
+    index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes,
+                         and the attributes measured from its notes (INDEX_ATTRIBUTES)
+    meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split, counts
+    semantic.json        cluster.py: the semantic id of each file; clusters.json: centroids, labels
 
 The prefix is not stored in the .bin files: build_windows puts the semantic token, then the key,
-meter, tempo and instruments measured from the file's notes (tokenizer.attribute_prefix) in front of
-every window, each of which training may drop to "unspecified". So re-clustering never needs
-re-tokenizing."""
+meter, tempo and instruments measured from the file's notes (attributes.attribute_prefix) in front
+of every window, each of which training may drop to "unspecified". So re-clustering never needs
+re-tokenizing.
+"""
 
 import json
 import os
@@ -22,14 +23,17 @@ from collections import Counter
 
 import numpy as np
 
+import attributes
+import augment
 import describe
 import tokenizer
+from attributes import PREFIX_LEN, PREFIX_SLOTS
 from files import UserError, read_json, read_jsonl
 
 DEFAULT_DATA_DIR = "data/music21"  # the bundled corpus (data/music21/export.py)
 # What the index keeps of each file's measured attributes (describe.measure): the condition a window
-# can carry.
-INDEX_ATTRIBUTES = ("key", "meter", "tempo_bpm", "instruments", "texture")
+# carries, and its texture, which no slot holds.
+INDEX_ATTRIBUTES = (*attributes.INDEX_FIELDS, "texture")
 
 
 # -----------------------------------------------------------------------------
@@ -78,17 +82,9 @@ def block_mask(meta, names):
 
 
 def file_prefix(row, semantic):
-    """An index.jsonl row and its semantic id (or None) -> its attribute prefix
-    (tokenizer.attribute_prefix)."""
-    key = describe.KEY_NAMES.index(row["key"]) if row["key"] in describe.KEY_NAMES else None
-    meter = tuple(int(v) for v in row["meter"].split("/")) if row["meter"] else None
-    return tokenizer.attribute_prefix(
-        None if semantic is None else tokenizer.semantic_token(semantic),
-        key=key,
-        meter=meter,
-        tempo_bpm=row["tempo_bpm"],
-        instruments=row["instruments"],
-    )
+    """An index.jsonl row and its semantic id (or None) -> its attribute prefix."""
+    token = None if semantic is None else tokenizer.semantic_token(semantic)
+    return attributes.attribute_prefix(token, **attributes.prefix_arguments(row))
 
 
 def rebuild_command(data_dir, script="prepare.py"):
@@ -116,8 +112,7 @@ def split_tokens(data_dir, split, files, meta):
     ):
         raise UserError(
             f"{path} does not match {os.path.join(data_dir, 'index.jsonl')} (files do not start "
-            "and end "
-            f"where the index says); rebuild both: {rebuild}"
+            f"and end where the index says); rebuild both: {rebuild}"
         )
     if len(tokens) and int(tokens.max()) >= meta["vocab_size"]:
         raise UserError(
@@ -134,8 +129,7 @@ def load_split(data_dir, index, split, *, semantic, meta):
     if not files:
         raise UserError(
             f"{data_dir}: the {split} split has no files; make it with: "
-            f"{rebuild_command(data_dir)} "
-            f"(with more MIDI files)"
+            f"{rebuild_command(data_dir)} (with more MIDI files)"
         )
     tokens, start, end = split_tokens(data_dir, split, files, meta)
     sem = [semantic.get(f["midi_file"]) for f in files]
@@ -182,8 +176,9 @@ def row_problem(row):
     """What is wrong with an index.jsonl row, or None."""
     if not isinstance(row, dict):
         return "not an object"
-    if set(INDEX_ATTRIBUTES) - set(row):
-        return "no measured attributes"
+    missing = [name for name in INDEX_ATTRIBUTES if name not in row]
+    if missing:
+        return f"no {', '.join(missing)}"
     kinds = dict(
         midi_file=str, start=int, end=int, tempo_bpm=(int, float, type(None)), instruments=list
     )
@@ -202,22 +197,15 @@ def row_problem(row):
 
 def read_index(data_dir):
     """index.jsonl -> its rows, each checked, so a broken line is one message that names it (not a
-    KeyError deep in a batch). A file prepared before the attribute prefix is told apart from a
-    corrupt one."""
+    KeyError deep in a batch)."""
     path, rebuild = os.path.join(data_dir, "index.jsonl"), rebuild_command(data_dir)
     rows = read_jsonl(path, rebuild=rebuild)
     for number, row in enumerate(rows, 1):
         problem = row_problem(row)
-        if problem == "no measured attributes" and number == 1:
-            raise UserError(
-                f"{data_dir} was prepared by an older tokenizer.py (no attribute prefix); "
-                f"re-run: {rebuild}"
-            )
         if problem:
             raise UserError(
                 f"{path} is corrupt, entry {number} ({problem}: {json.dumps(row)[:80]}); rebuild "
-                "it: "
-                f"{rebuild}"
+                f"it: {rebuild}"
             )
     return rows
 
@@ -239,8 +227,7 @@ def read_semantic(data_dir, n_semantic):
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise UserError(
             f"{os.path.join(data_dir, 'clusters.json')} is corrupt (no list of labels); rebuild "
-            "it: "
-            f"{rebuild}"
+            f"it: {rebuild}"
         )
     return semantic, labels
 
@@ -300,10 +287,10 @@ def build_windows(
     padding). A packed row is a list of (file, start) segments instead, with prefixes[b] (segments,
     PREFIX_LEN): each segment is led by its own prefix and follows the one before, until the row is
     full. shifts (B,): transpose the pitched notes and the KEY tokens by that many semitones
-    (tokenizer.transpose); tempo_levels (B,): move every tempo, the prefixes' too, by that many
-    levels (tokenizer.scale_tempo); voicings (B,): play rows whose value is not nan on other
-    instruments (tokenizer.revoice)."""
-    d, meta, P = data[split], data["meta"], tokenizer.PREFIX_LEN
+    (augment.transpose); tempo_levels (B,): move every tempo, the prefixes' too, by that many
+    levels (augment.scale_tempo); voicings (B,): play the rows whose value is not nan on other
+    instruments (augment.revoice)."""
+    d, meta, P = data[split], data["meta"], PREFIX_LEN
     seq = np.full((len(picks), block_size + 1), meta["pad_token"], dtype=np.int64)  # (B, T+1)
     y_valid = np.zeros((len(picks), block_size), dtype=bool)  # (B, T)
     for b, (row, row_prefixes) in enumerate(zip(picks, prefixes)):
@@ -319,11 +306,11 @@ def build_windows(
             y_valid[b, at + P - 1 : at + P - 1 + n] = True
             at += P + n
     if shifts is not None:
-        tokenizer.transpose(seq, shifts)
+        augment.transpose(seq, shifts)
     if tempo_levels is not None:
-        tokenizer.scale_tempo(seq, tempo_levels)
+        augment.scale_tempo(seq, tempo_levels)
     if voicings is not None:
-        tokenizer.revoice(seq, voicings)
+        augment.revoice(seq, voicings)
     x, y = seq[:, :-1], seq[:, 1:].copy()  # (B, T) each
     y[~y_valid] = -1
     return np.ascontiguousarray(x), y
@@ -331,19 +318,20 @@ def build_windows(
 
 def drop_attributes(prefixes, dropout, rng):
     """Each slot of each prefix (B, PREFIX_LEN) set to unspecified with its probability: dropout
-    maps a slot name of tokenizer.PREFIX_SLOTS to a probability, and "all" to that of blanking the
-    whole prefix. One draw per slot, per row, in slot order, then one for "all". In place."""
-    for name, where in tokenizer.PREFIX_SLOTS.items():
+    maps a slot name (attributes.PREFIX_SLOTS) to a probability, and "all" to that of blanking the
+    whole prefix (attributes.dropout_of). One draw per slot, per row, in slot order, then one for
+    "all". In place."""
+    for name, where in PREFIX_SLOTS.items():
         drop = rng.random(len(prefixes)) < dropout.get(name, 0.0)  # (B,)
-        prefixes[drop, where] = tokenizer.UNCOND_PREFIX[where]
-    prefixes[rng.random(len(prefixes)) < dropout.get("all", 0.0)] = tokenizer.UNCOND_PREFIX
+        prefixes[drop, where] = attributes.UNCOND_PREFIX[where]
+    prefixes[rng.random(len(prefixes)) < dropout.get("all", 0.0)] = attributes.UNCOND_PREFIX
     return prefixes
 
 
 def window_span(block_size):
     """How many of a file's tokens a window of block_size holds, after its prefix (the last one only
     as a target)."""
-    return block_size + 1 - tokenizer.PREFIX_LEN
+    return block_size + 1 - PREFIX_LEN
 
 
 def random_start(data, split, f, *, block_size, rng):
@@ -351,9 +339,8 @@ def random_start(data, split, f, *, block_size, rng):
     d, span = data[split], window_span(block_size)
     start, end = int(d["start"][f]), int(d["end"][f])
     i = int(rng.integers(start, max(start, end - span) + 1))
-    if (
-        i > start
-    ):  # a file's first window starts at its START token, the others on an event boundary
+    # a file's first window starts at its START token, the others on an event boundary
+    if i > start:
         i = next_boundary(data, d["tokens"], i, end=end, limit=span) or start
     return i
 
@@ -363,7 +350,7 @@ def packed_picks(data, split, rng, *, batch_size, block_size, dropout):
     event boundary) and, where that file ends before the row does, more of them, each led by its own
     prefix with slots dropped (drop_attributes), until fewer than MIN_SEGMENT tokens are left ->
     (picks, prefixes) for build_windows."""
-    d, P, picks, prefixes = data[split], tokenizer.PREFIX_LEN, [], []
+    d, P, picks, prefixes = data[split], PREFIX_LEN, [], []
     for _ in range(batch_size):
         row, at = [], 0
         while block_size + 1 - at - P >= MIN_SEGMENT:
@@ -401,48 +388,27 @@ def get_batch(
     transpose > 0 shifts each window by a random -transpose..transpose semitones; tempo_jitter > 0
     plays it up to that many octaves faster or slower (uniform on a log scale); pack: rows filled
     with more pieces where one ends (packed_picks); revoice: the share of windows played on other
-    instruments (tokenizer.revoice) -> x, y (B, T)."""
+    instruments (augment.revoice) -> x, y (B, T)."""
     d = data[split]
     if pack:
         picks, prefixes = packed_picks(
             data, split, rng, batch_size=batch_size, block_size=block_size, dropout=dropout
         )
-        return build_windows(
-            data,
-            split,
-            picks,
-            prefixes,
-            block_size=block_size,
-            **augmentation(
-                rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice
-            ),
-        )
-    if balance:
-        groups = np.unique(d["semantic"])
-        members = {
-            g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()
-        }  # files of each group
-        picked = rng.choice(groups, size=batch_size)  # (B,) semantic ids
-        files = np.array(
-            [
-                rng.choice(members[g], p=d["weight"][members[g]] / d["weight"][members[g]].sum())
-                for g in picked.tolist()
-            ]
-        )
     else:
-        files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])  # (B,)
-    picks = [(f, random_start(data, split, f, block_size=block_size, rng=rng)) for f in files]
-    prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)  # (B, PREFIX_LEN)
-    return build_windows(
-        data,
-        split,
-        picks,
-        prefixes,
-        block_size=block_size,
-        **augmentation(
-            rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice
-        ),
+        if balance:
+            groups = np.unique(d["semantic"])
+            members = {g: np.flatnonzero(d["semantic"] == g) for g in groups.tolist()}  # its files
+            picked = rng.choice(groups, size=batch_size)  # (B,) semantic ids
+            weights = {g: d["weight"][members[g]] / d["weight"][members[g]].sum() for g in members}
+            files = np.array([rng.choice(members[g], p=weights[g]) for g in picked.tolist()])
+        else:
+            files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])  # (B,)
+        picks = [(f, random_start(data, split, f, block_size=block_size, rng=rng)) for f in files]
+        prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)  # (B, P)
+    played = augmentation(
+        rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice
     )
+    return build_windows(data, split, picks, prefixes, block_size=block_size, **played)
 
 
 def augmentation(rng, batch_size, *, transpose, tempo_jitter, revoice=0.0):

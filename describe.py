@@ -6,8 +6,9 @@ and the same words read back from what a person types. Its consumers:
 - cluster.py: `describe_score` writes the description sentence of a MIDI file that has no caption;
 - metrics.py: evaluate.py's statistics build on the time helpers and `sounding_per_step`;
 - prepare.py: `measure` gives each file's key, meter, tempo, instruments and texture for the index;
-- sample.py: `parse_prompt` and the strict `parse_tempo`, `parse_meter`, `parse_key`,
-  `parse_instruments` read what a prompt or a flag asks for; `measure` fills a gallery card.
+- attributes.py: `read_tempo`, `read_meter`, `read_key`, `read_instruments` read what a prompt
+  asks for, and the strict `parse_tempo`, `parse_meter`, `parse_key`, `parse_instruments` what a
+  flag asks for; `measure` also fills a gallery card.
 
 Keys are spelled one way everywhere, in words a sentence embedder and a person both know:
 "B flat major", "F sharp minor" (see KEY_NAMES).
@@ -23,6 +24,7 @@ from collections import Counter
 import numpy as np
 
 import tokenizer
+from files import UserError
 from tokenizer import seconds_at  # grid steps -> seconds through a Score's tempo map
 
 DRUMS = tokenizer.DRUMS  # the program of a drum-channel note
@@ -213,13 +215,13 @@ def describe_score(score):
     )
     pitched = [n.pitch for n in notes if n.program != DRUMS]
     if pitched:
-        median = float(np.median(pitched))
-        text += (
-            ", in a "
-            + ("low" if median < 52 else "middle" if median < 72 else "high")
-            + " register"
-        )
+        text += f", in a {register_of(float(np.median(pitched)))} register"
     return text + "."
+
+
+def register_of(median_pitch):
+    """The register of a piece's median MIDI pitch: low below E3, high from C5."""
+    return "low" if median_pitch < 52 else "middle" if median_pitch < 72 else "high"
 
 
 def describe_midi(path):
@@ -297,13 +299,7 @@ def measure(score):
         voices_per_instrument=round(voices_per_instrument(notes), 2),
         notes_per_second=round(len(notes) / max(seconds, 1e-3), 2),
         median_pitch=median,
-        register=None
-        if median is None
-        else "low"
-        if median < 52
-        else "middle"
-        if median < 72
-        else "high",
+        register=None if median is None else register_of(median),
         seconds=round(seconds, 2),
     )
 
@@ -347,46 +343,22 @@ TEMPO_WORDS_IN = {  # everyday words -> bpm (lower priority than a number or an 
     "frantic": 200,
 }
 METER_WORDS = {  # dance or style -> meter
-    "waltz": "3/4",
-    "minuet": "3/4",
-    "mazurka": "3/4",
-    "polonaise": "3/4",
-    "sarabande": "3/4",
+    **dict.fromkeys(["waltz", "minuet", "mazurka", "polonaise", "sarabande"], "3/4"),
     "slip jig": "9/8",
-    "jig": "6/8",
-    "tarantella": "6/8",
-    "barcarolle": "6/8",
+    **dict.fromkeys(["jig", "tarantella", "barcarolle"], "6/8"),
     "siciliano": "12/8",
-    "march": "2/4",
-    "polka": "2/4",
-    "reel": "4/4",
-    "hornpipe": "4/4",
-    "gavotte": "4/4",
-    "chorale": "4/4",
-    "triple time": "3/4",
-    "triple meter": "3/4",
+    **dict.fromkeys(["march", "polka"], "2/4"),
+    **dict.fromkeys(["reel", "hornpipe", "gavotte", "chorale"], "4/4"),
+    **dict.fromkeys(["triple time", "triple meter"], "3/4"),
     "duple time": "2/4",
     "common time": "4/4",
     "cut time": "2/2",
 }
-MOOD_MODES = {  # a short documented list: mood words that ask for a mode
-    "sad": "minor",
-    "melancholy": "minor",
-    "melancholic": "minor",
-    "mournful": "minor",
-    "dark": "minor",
-    "gloomy": "minor",
-    "tragic": "minor",
-    "sorrowful": "minor",
-    "somber": "minor",
-    "sombre": "minor",
-    "happy": "major",
-    "cheerful": "major",
-    "joyful": "major",
-    "bright": "major",
-    "sunny": "major",
-    "triumphant": "major",
-}
+# a short documented list: mood words that ask for a mode
+MOOD_MODES = dict.fromkeys(
+    "sad melancholy melancholic mournful dark gloomy tragic sorrowful somber sombre".split(),
+    "minor",
+) | dict.fromkeys("happy cheerful joyful bright sunny triumphant".split(), "major")
 INSTRUMENT_WORDS = {  # everyday names and families -> GM programs (DRUMS for the drum kit)
     "piano": [0],
     "keyboard": [0],
@@ -467,7 +439,9 @@ def find_terms(text, terms):
 
 def read_tempo(text, notes):
     """Tempo from a number with bpm, else an Italian term, else an everyday word; the first of each
-    kind."""
+    kind. Like every reader of a prompt here: -> ({what it asks: value}, [(start, end) read]),
+    with a note for each contradiction settled."""
+    text = text.lower()
     numbers = [(m.start(), m.end(), float(m.group(1))) for m in re.finditer(BPM_RE, text)]
     italian = [(a, b, TEMPO_TERMS[t]) for a, b, t in find_terms(text, TEMPO_TERMS)]
     everyday = [(a, b, TEMPO_WORDS_IN[t]) for a, b, t in find_terms(text, TEMPO_WORDS_IN)]
@@ -478,10 +452,12 @@ def read_tempo(text, notes):
             f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
             f"using {text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
         )
-    return (chosen[2] if chosen else None), [(a, b) for a, b, _ in spans]
+    return {"tempo_bpm": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
 
 
 def read_meter(text, notes):
+    """A meter from 'n/d', else a dance or style word."""
+    text = text.lower()
     explicit = [
         (m.start(), m.end(), f"{m.group(1)}/{m.group(2)}") for m in re.finditer(METER_RE, text)
     ]
@@ -490,16 +466,16 @@ def read_meter(text, notes):
     chosen = (explicit or dances or [None])[0]
     if chosen and len({m for _, _, m in spans}) > 1:
         notes.append(
-            f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): using "
-            f"{chosen[2]}"
+            f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
+            f"using {chosen[2]}"
         )
-    return (chosen[2] if chosen else None), [(a, b) for a, b, _ in spans]
+    return {"meter": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
 
 
-def read_key(text, original, notes):
-    """(key, mode, spans). 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the
+def read_key(original, notes):
+    """A key and its mode: 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the
     article ('in a minor key': minor, no tonic); mood words give a mode when no key is named."""
-    key = mode = None
+    text, key, mode = original.lower(), None, None
     spans = []
     for m in re.finditer(KEY_RE, text):
         letter = original[m.start()]
@@ -524,41 +500,14 @@ def read_key(text, original, notes):
         mode = MOOD_MODES[moods[0][2]]
         if len({MOOD_MODES[t] for _, _, t in moods}) > 1:
             notes.append(f"mood words disagree: using {mode} from {moods[0][2]!r}")
-    return key, mode, spans + [(a, b) for a, b, _ in moods]
+    return {"key": key, "mode": mode}, spans + [(a, b) for a, b, _ in moods]
 
 
-def read_instruments(text):
-    found = find_terms(text, INSTRUMENT_WORDS)
+def read_instruments(text, notes):
+    """Instruments by name, family or player: GM programs, sorted."""
+    found = find_terms(text.lower(), INSTRUMENT_WORDS)
     programs = sorted({p for _, _, term in found for p in INSTRUMENT_WORDS[term]})
-    return programs, [(a, b) for a, b, _ in found]
-
-
-def parse_prompt(text):
-    """Free text -> what it asks for: tempo_bpm, meter ('3/4'), key ('A minor'), mode, instruments
-    (GM programs, DRUMS = 128), notes (contradictions and how they were settled) and unused (the
-    words no rule read; they still choose the semantic token). Unknown words never fail."""
-    lower, notes = text.lower(), []
-    tempo_bpm, tempo_spans = read_tempo(lower, notes)
-    meter, meter_spans = read_meter(lower, notes)
-    key, mode, key_spans = read_key(lower, text, notes)
-    instruments, instrument_spans = read_instruments(lower)
-    used = [False] * len(text)
-    for a, b in tempo_spans + meter_spans + key_spans + instrument_spans:
-        used[a:b] = [True] * (b - a)
-    unused = [
-        m.group(0)
-        for m in re.finditer(r"[\w'#/-]+", text)
-        if not any(used[m.start() : m.end()]) and m.group(0).lower() not in STOP_WORDS
-    ]
-    return dict(
-        tempo_bpm=tempo_bpm,
-        meter=meter,
-        key=key,
-        mode=mode,
-        instruments=instruments,
-        notes=notes,
-        unused=unused,
-    )
+    return {"instruments": programs}, [(a, b) for a, b, _ in found]
 
 
 # -----------------------------------------------------------------------------
@@ -574,7 +523,7 @@ def parse_tempo(value):
     except ValueError:
         bpm = TEMPO_TERMS.get(text, TEMPO_WORDS_IN.get(text))
     if bpm is None or not 10 <= bpm <= 1000:
-        raise tokenizer.UserError(
+        raise UserError(
             f"--tempo {value!r}: give bpm from 10 to 1000 ('96' or '96 bpm'), or one of "
             f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN))}"
         )
@@ -589,7 +538,7 @@ def parse_meter(value):
         return f"{int(m.group(1))}/{m.group(2)}"
     if text in METER_WORDS:
         return METER_WORDS[text]
-    raise tokenizer.UserError(
+    raise UserError(
         f"--meter {value!r}: give n/d with n from 1 to 32 and d one of 1, 2, 4, 8, 16, 32 "
         f"('3/4', '6/8'), or one of {', '.join(METER_WORDS)}"
     )
@@ -605,7 +554,7 @@ def parse_key(value):
         r"([A-Ga-g])\s*(#|b|-|\s+sharp|\s+flat)?\s+(major|minor)", text, flags=re.IGNORECASE
     )
     if not m:
-        raise tokenizer.UserError(
+        raise UserError(
             f"--key {value!r}: give a tonic and a mode ('A minor', 'E flat major', "
             f"'F# minor', 'Bb major'), or just 'major' or 'minor'"
         )
@@ -626,13 +575,13 @@ def parse_instruments(value):
         elif part in INSTRUMENT_WORDS or part.rstrip("s") in INSTRUMENT_WORDS:
             programs.update(INSTRUMENT_WORDS.get(part) or INSTRUMENT_WORDS[part.rstrip("s")])
         else:
-            raise tokenizer.UserError(
+            raise UserError(
                 f"--instruments: {part!r} is not an instrument; give GM program numbers "
                 f"0-127, 'drums', General MIDI names, or words such as "
                 f"{', '.join(list(INSTRUMENT_WORDS)[128:150])}"
             )
     if not programs:  # "," or " , ": a flag that names nothing is a slip, not "no instruments"
-        raise tokenizer.UserError(
+        raise UserError(
             f"--instruments {value!r} names no instrument; give one or more, comma-separated"
         )
     return sorted(programs)
@@ -643,7 +592,7 @@ if __name__ == "__main__":
         sys.exit("usage: python describe.py FILE.mid")
     try:
         print(describe_midi(sys.argv[1]))
-    except tokenizer.UserError as e:
+    except UserError as e:
         sys.exit(f"{sys.argv[1]}: {e}")
     except OSError as e:
         sys.exit(f"{sys.argv[1]}: {e.strerror or e}")

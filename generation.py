@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 import tokenizer
+from attributes import UNCOND_PREFIX, attribute_prefix
 from files import UserError
 from model import DTYPES, autocast
 from tokenizer import seconds_at
@@ -97,7 +98,7 @@ def prime_tokens(path, seconds):
 
 def prompt_row(semantic, attributes=None, *, header=True, prime=None):
     """One sample's prompt: the attribute prefix (semantic: a token id, None for unspecified;
-    attributes: keyword arguments of tokenizer.attribute_prefix), then START and, for a new piece
+    attributes: keyword arguments of attributes.attribute_prefix), then START and, for a new piece
     with header, the meter and tempo asked for (tokenizer.header_tokens: the file says so; whether
     the notes follow is the model's part), or the tokens of a prime (START ..., no END) to continue.
     """
@@ -115,7 +116,7 @@ def prompt_row(semantic, attributes=None, *, header=True, prime=None):
     assert body[0] == tokenizer.START and tokenizer.END not in body, (
         "a body is START ... without END"
     )
-    return tokenizer.attribute_prefix(semantic, **attributes) + body
+    return attribute_prefix(semantic, **attributes) + body
 
 
 # -----------------------------------------------------------------------------
@@ -333,7 +334,7 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
     prompt = torch.tensor(prompts, dtype=torch.long, device=device)  # (B, T)
     P = tokenizer.PREFIX_LEN
     uncond = prompt.clone()
-    uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)  # (B, T)
+    uncond[:, :P] = torch.from_numpy(UNCOND_PREFIX)  # (B, T)
     generator = row_generators(sampling.seed, len(prompts), device)
     V, penalty = model.config.vocab_size, None
     if sampling.key_strength:

@@ -1,16 +1,18 @@
 """Tokenize a folder of MIDI files into the uint16 memmaps that train.py reads (dataset.py reads
 them back).
 
-python prepare.py --data_dir data/music21
+    python prepare.py --data_dir data/music21
 
 reads data_dir/midi/ (or data_dir itself if it has no midi/; dataset.midi_root), recursively, and
-writes into data_dir: train.bin, val.bin   uint16 tokens of every file in that split, file after
-file (START ... END) index.jsonl          one line per file: midi_file, split, start, end (token
-offsets), notes, and the attributes measured from its notes: key, meter, tempo_bpm, instruments,
-texture meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split rule
-and counts skipped.tsv          every file that could not be used, with a one-line reason The split
-is by file, on a hash of its path, so a file keeps its split as the folder grows. Tokens stream to
-disk as they come, so memory does not grow with the corpus."""
+writes into data_dir:
+    train.bin, val.bin   uint16 tokens of every file in that split, file after file (START ... END)
+    index.jsonl          one line per file: midi_file, split, start, end (token offsets), notes,
+                         and the attributes measured from its notes (dataset.INDEX_ATTRIBUTES)
+    meta.json            vocabulary layout, tokenizer settings, where the MIDI is, split, counts
+    skipped.tsv          every file that could not be used, with a one-line reason
+The split is by file, on a hash of its path, so a file keeps its split as the folder grows.
+Tokens stream to disk as they come, so memory does not grow with the corpus.
+"""
 
 import argparse
 import glob
@@ -24,6 +26,7 @@ from multiprocessing import Pool
 
 from tqdm import tqdm
 
+import attributes
 import dataset
 import describe
 import tokenizer
@@ -81,7 +84,7 @@ def meta_for(val_fraction, counts, midi_dir="midi"):
         "end_token": tokenizer.END,
         "uncond_token": tokenizer.UNCOND,
         "semantic_offset": tokenizer.OFFSET["SEMANTIC"],
-        "prefix_slots": {name: [s.start, s.stop] for name, s in tokenizer.PREFIX_SLOTS.items()},
+        "prefix_slots": {name: [s.start, s.stop] for name, s in attributes.PREFIX_SLOTS.items()},
         "n_semantic": tokenizer.N_SEMANTIC,
         "window_start_after": tokenizer.WINDOW_START_AFTER,
         "steps_per_quarter": tokenizer.STEPS_PER_QUARTER,
@@ -168,13 +171,8 @@ def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
     """Every MIDI file under midi_root -> the temporary outputs tmp {name: path}; -> the counts. A
     file with the same bytes as an earlier one (a copy, or one file reached by two names) is skipped
     as a duplicate, so no piece is trained on twice or sits in both splits."""
-    tokens_in, files_in, notes, reasons, first_of = (
-        {"train": 0, "val": 0},
-        Counter(),
-        0,
-        Counter(),
-        {},
-    )
+    tokens_in, files_in, reasons = {"train": 0, "val": 0}, Counter(), Counter()
+    notes, first_of = 0, {}  # first_of: the first file of each content (sha1)
     workers = workers or os.cpu_count()
     with (
         open(tmp["train.bin"], "wb") as train_bin,
@@ -184,8 +182,8 @@ def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
         Pool(workers) if workers > 1 else nullcontext() as pool,
     ):
         out = {"train": train_bin, "val": val_bin}
-        # imap keeps file order, so the output is the same for any number of workers. Chunks of 32
-        # files cut the round trips to the workers; one worker runs here (a pool only adds
+        # imap keeps file order, so the output is the same for any number of workers. Chunks of
+        # 32 files cut the round trips to the workers; one worker runs here (a pool only adds
         # pickling).
         jobs = ((midi_root, midi_file) for midi_file in dataset.iter_midi(midi_root))
         results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
@@ -204,18 +202,8 @@ def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
             out[split].write(tokens.tobytes())
             start = tokens_in[split]
             tokens_in[split] += len(tokens)
-            index.write(
-                json.dumps(
-                    {
-                        "midi_file": midi_file,
-                        "split": split,
-                        "start": start,
-                        "end": tokens_in[split],
-                        **fields,
-                    }
-                )
-                + "\n"
-            )
+            row = dict(midi_file=midi_file, split=split, start=start, end=tokens_in[split])
+            index.write(json.dumps(row | fields) + "\n")
             files_in[split] += 1
             notes += fields["notes"]
     return {

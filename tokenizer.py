@@ -18,8 +18,8 @@ the only thing that maps steps to seconds. TIME_ON_k moves time k steps forward
 (a longer gap is several TIME_ONs), so time never runs backwards. PROGRAM comes
 before every note so that any window starting on a note is self-contained;
 VELOCITY only when it changes. The attribute prefix (the semantic token, key,
-meter, tempo and instruments: see attribute_prefix) is not part of a file's
-tokens: dataset.build_windows puts it in front of every training window.
+meter, tempo and instruments: attributes.py) is not part of a file's tokens:
+dataset.build_windows puts it in front of every training window.
 
 `python roundtrip.py IN.mid -o OUT.mid` writes a file's round trip and prints what was kept.
 """
@@ -40,9 +40,8 @@ from midifile import DRUMS, MidiError, events_of, load_midi, read_raw, track_fro
 STEPS_PER_QUARTER = 12  # grid: sixteenths (3), eighth triplets (4), sixteenth triplets (2)
 MAX_TIME_ON = 48  # TIME_ON_1..48: up to 4 quarters per token
 MAX_DURATION = 48  # DURATION_1..48: up to 4 quarters per token
-MAX_TRAILING_STEPS = (
-    64 * MAX_TIME_ON
-)  # silence kept after the last note: 256 beats (longer tails are cut)
+# silence kept after the last note: 256 beats (longer tails are cut)
+MAX_TRAILING_STEPS = 64 * MAX_TIME_ON
 N_SEMANTIC = 32  # SEMANTIC_TOKEN_0..31: cluster.py's k may be at most this
 DEFAULT_BPM = 120.0  # MIDI's default when a file sets no tempo
 # Tempo is TEMPO_COARSE * 24 + TEMPO_FINE on a log grid of 70 levels per octave: a step
@@ -61,40 +60,10 @@ MAX_NUMERATOR = 31
 DENOMINATORS = [1, 2, 4, 8, 16, 32]
 # Common meters, by name for the describers and evaluate.py's meter features (the vocabulary
 # itself holds any n/d above).
-TIME_SIGNATURES = [
-    (2, 4),
-    (3, 4),
-    (4, 4),
-    (5, 4),
-    (6, 4),
-    (7, 4),
-    (2, 2),
-    (3, 2),
-    (4, 2),
-    (3, 8),
-    (5, 8),
-    (6, 8),
-    (7, 8),
-    (9, 8),
-    (12, 8),
-    (1, 4),
-]
+_COMMON = "2/4 3/4 4/4 5/4 6/4 7/4 2/2 3/2 4/2 3/8 5/8 6/8 7/8 9/8 12/8 1/4"
+TIME_SIGNATURES = [tuple(int(v) for v in meter.split("/")) for meter in _COMMON.split()]
 N_KEYS = 24  # 12 major then 12 minor keys, by tonic pitch class
-PITCH_CLASSES = [
-    "C",
-    "C#",
-    "D",
-    "Eb",
-    "E",
-    "F",
-    "F#",
-    "G",
-    "Ab",
-    "A",
-    "Bb",
-    "B",
-]  # token names only
-PREFIX_INSTRUMENTS = 6  # instrument slots in the attribute prefix: the six with the most notes
+PITCH_CLASSES = "C C# D Eb E F F# G Ab A Bb B".split()  # token names only
 TICKS_PER_BEAT = 480  # resolution of decoded files (a multiple of the grid)
 assert TICKS_PER_BEAT % STEPS_PER_QUARTER == 0
 
@@ -117,7 +86,7 @@ BLOCKS = [
     ("NOTE", 128),  # MIDI pitch
     ("DURATION", MAX_DURATION),  # 1..MAX_DURATION steps
     ("TIME_ON", MAX_TIME_ON),  # 1..MAX_TIME_ON steps
-    # the attribute prefix (below): a key, and "unspecified" for each attribute
+    # the attribute prefix's own (attributes.py): a key, and "unspecified" for each attribute
     ("KEY", N_KEYS),  # 12 * minor + tonic pitch class: KEY_C_MAJOR .. KEY_B_MINOR
     ("KEY_NONE", 1),
     ("METER_NONE", 1),
@@ -139,9 +108,7 @@ PAD, UNK, START, END, UNCOND = (OFFSET[n] for n in ("PAD", "UNK", "START", "END"
 LAYOUT = {name: [OFFSET[name], SIZE[name]] for name, _ in BLOCKS}
 TYPE_NAMES = [name for name, _ in BLOCKS]
 TYPE = {name: i for i, name in enumerate(TYPE_NAMES)}
-TOKEN_TYPE = np.repeat(
-    np.arange(len(BLOCKS)), [size for _, size in BLOCKS]
-)  # (VOCAB_SIZE,) block index of each id
+TOKEN_TYPE = np.repeat(np.arange(len(BLOCKS)), [size for _, size in BLOCKS])  # (VOCAB_SIZE,) block
 
 
 def semantic_token(k):
@@ -197,23 +164,20 @@ def check_vocabulary(ckpt, path, fix):
     if not isinstance(ckpt.get("meta"), dict) or ckpt["meta"].get("blocks") != LAYOUT:
         raise UserError(
             f"{path} was trained on another vocabulary (an older one predates the attribute "
-            "prefix: "
-            f"key, meter, tempo, instruments); {fix}"
+            f"prefix: key, meter, tempo, instruments); {fix}"
         )
     if ckpt["model_args"]["vocab_size"] < VOCAB_SIZE:
         raise UserError(
             f"{path}: its model has {ckpt['model_args']['vocab_size']} token ids, tokenizer.py "
-            "needs "
-            f"{VOCAB_SIZE}; {fix}"
+            f"needs {VOCAB_SIZE}; {fix}"
         )
 
 
 def token_id(name):
     if name not in NAME_TO_ID:
         raise ValueError(
-            f"unknown token {name!r}; token names look like "
-            f"{semantic_name(0)}..{N_SEMANTIC - 1}, NOTE_60, TIME_ON_12, PROGRAM_DRUMS, "
-            "TIMESIG_NUM_3 TIMESIG_DEN_4"
+            f"unknown token {name!r}; token names look like {semantic_name(0)}..{N_SEMANTIC - 1}, "
+            "NOTE_60, TIME_ON_12, PROGRAM_DRUMS, TIMESIG_NUM_3 TIMESIG_DEN_4"
         )
     return NAME_TO_ID[name]
 
@@ -239,29 +203,20 @@ FOLLOWS = {
     "NOTE": ["DURATION"],
     "DURATION": ["DURATION"] + EVENT_START,
     "TIME_ON": ["TIME_ON", "TIMESIG_NUM", "TEMPO_COARSE", "VELOCITY", "PROGRAM", "END"],
-    # The attribute prefix has a fixed layout (PREFIX_SLOTS) and is always given, never sampled: in
-    # the event stream its tokens fit nowhere, and decode skips the prefix as a whole.
-    **{
-        name: []
-        for name in (
-            "KEY",
-            "KEY_NONE",
-            "METER_NONE",
-            "TEMPO_NONE",
-            "INSTRUMENTS_NONE",
-            "INSTRUMENTS_END",
-        )
-    },
+    # The attribute prefix has a fixed layout and is always given, never sampled: in the event
+    # stream its own tokens (the blocks from KEY on) fit nowhere, and decode skips it as a whole.
+    **{name: [] for name in TYPE_NAMES[TYPE["KEY"] :]},
 }
 assert set(FOLLOWS) == set(TYPE_NAMES), "every token type needs a grammar rule"
 TYPE_FOLLOWS = np.zeros((len(TYPE_NAMES), len(TYPE_NAMES)), dtype=bool)  # [prev type, next type]
 for _prev, _nexts in FOLLOWS.items():
     TYPE_FOLLOWS[TYPE[_prev], [TYPE[n] for n in _nexts]] = True
-GRAMMAR_MASK = TYPE_FOLLOWS[TOKEN_TYPE][
-    :, TOKEN_TYPE
-]  # (VOCAB_SIZE, VOCAB_SIZE) [prev id, next id]
+GRAMMAR_MASK = TYPE_FOLLOWS[TOKEN_TYPE][:, TOKEN_TYPE]  # (VOCAB_SIZE, VOCAB_SIZE) [prev, next id]
 # A training window may start right after these types (a complete event), on a non-DURATION token.
 WINDOW_START_AFTER = ["START", "DURATION"]
+# A sequence that starts with a semantic token is led by the attribute prefix, this many tokens,
+# which decode skips; attributes.py declares its slots and checks that they add up to it.
+PREFIX_LEN = 12
 
 
 def next_token_mask(prev_id):
@@ -337,229 +292,6 @@ def header_tokens(meter=None, tempo_bpm=None):
     return (meter_tokens(*fitted) if fitted else []) + (
         [] if tempo_bpm is None else tempo_tokens(tempo_bpm)
     )
-
-
-# ----------------------------------------------------------------------------- the attribute
-# prefix: what a window is about, in front of its tokens
-#
-#   SEMANTIC  KEY  TIMESIG_NUM TIMESIG_DEN  TEMPO_COARSE TEMPO_FINE  PROGRAM x 6
-#
-# Every slot has a fixed place and its own "unspecified" token (UNCOND, KEY_NONE, METER_NONE twice,
-# TEMPO_NONE twice, INSTRUMENTS_NONE six times), so the prefix is always PREFIX_LEN tokens: any
-# subset can be given, the unconditional prefix of classifier-free guidance lines up with the
-# conditional one, and decode drops the first PREFIX_LEN tokens of a sequence that starts with a
-# semantic token. A named instrument set shorter than six is padded with INSTRUMENTS_END.
-
-PREFIX_SLOTS = {
-    "semantic": slice(0, 1),
-    "key": slice(1, 2),
-    "meter": slice(2, 4),
-    "tempo": slice(4, 6),
-    "instruments": slice(6, 6 + PREFIX_INSTRUMENTS),
-}
-PREFIX_LEN = 6 + PREFIX_INSTRUMENTS
-
-
-def attribute_prefix(semantic=None, *, key=None, meter=None, tempo_bpm=None, instruments=None):
-    """The PREFIX_LEN ids that lead a window. semantic: a token id (None: UNCOND); key: 0..23 (12 *
-    minor + tonic pitch class); meter: (numerator, denominator); tempo_bpm: a number; instruments:
-    GM programs (DRUMS for drums), the most prominent first, cut at PREFIX_INSTRUMENTS. None leaves
-    a slot unspecified, as does a meter the vocabulary can't write."""
-    ids = [UNCOND if semantic is None else int(semantic)]
-    ids += [OFFSET["KEY_NONE"] if key is None else OFFSET["KEY"] + int(key)]
-    ids += (
-        header_tokens(meter=meter) or [OFFSET["METER_NONE"]] * 2
-    )  # the slots hold what a file's header would
-    ids += header_tokens(tempo_bpm=tempo_bpm) or [OFFSET["TEMPO_NONE"]] * 2
-    if instruments is None or not len(instruments):
-        ids += [OFFSET["INSTRUMENTS_NONE"]] * PREFIX_INSTRUMENTS
-    else:
-        named = [
-            OFFSET["PROGRAM"] + int(p)
-            for p in list(dict.fromkeys(instruments))[:PREFIX_INSTRUMENTS]
-        ]
-        ids += named + [OFFSET["INSTRUMENTS_END"]] * (PREFIX_INSTRUMENTS - len(named))
-    assert len(ids) == PREFIX_LEN
-    return ids
-
-
-UNCOND_PREFIX = np.array(attribute_prefix(), dtype=np.int64)  # (PREFIX_LEN,) every slot unspecified
-
-
-def blank_prefix(slots):
-    """(PREFIX_LEN,) int64: the unspecified tokens in the named slots, -1 (keep what is there)
-    elsewhere."""
-    out = np.full(PREFIX_LEN, -1, dtype=np.int64)
-    for name in slots:
-        out[PREFIX_SLOTS[name]] = UNCOND_PREFIX[PREFIX_SLOTS[name]]
-    return out
-
-
-def read_prefix(ids):
-    """A prefix (its first PREFIX_LEN ids) -> dict of semantic (id, or None for UNCOND), key
-    (0..23), meter ((n, d)), tempo_bpm and instruments (list of programs); None where a slot is
-    unspecified."""
-    ids = [int(t) for t in ids[:PREFIX_LEN]]
-    kind = lambda t: TYPE_NAMES[TOKEN_TYPE[t]]
-    num, den = ids[PREFIX_SLOTS["meter"]]
-    coarse, fine = ids[PREFIX_SLOTS["tempo"]]
-    programs = [
-        t - OFFSET["PROGRAM"] for t in ids[PREFIX_SLOTS["instruments"]] if kind(t) == "PROGRAM"
-    ]
-    return dict(
-        semantic=None if ids[0] == UNCOND else ids[0],
-        key=ids[1] - OFFSET["KEY"] if kind(ids[1]) == "KEY" else None,
-        meter=(num - OFFSET["TIMESIG_NUM"] + 1, DENOMINATORS[den - OFFSET["TIMESIG_DEN"]])
-        if kind(num) == "TIMESIG_NUM"
-        else None,
-        tempo_bpm=level_bpm(
-            (coarse - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS + fine - OFFSET["TEMPO_FINE"]
-        )
-        if kind(coarse) == "TEMPO_COARSE"
-        else None,
-        instruments=programs or None,
-    )
-
-
-def transpose(seq, shift):
-    """Shift every pitched NOTE of seq (B, T) int64 by shift (B,) semitones, and every KEY token (a
-    row packed with several pieces has a prefix, and a key, for each) with it; drum notes (after
-    PROGRAM_DRUMS) stay. A row's shift is cut so its pitches stay in 0..127. In place; returns the
-    shifts applied (B,)."""
-    is_note = TOKEN_TYPE[seq[:, 1:]] == TYPE["NOTE"]  # (B, T-1)
-    pitched = is_note & (
-        seq[:, :-1] != OFFSET["PROGRAM"] + DRUMS
-    )  # a NOTE always follows its PROGRAM
-    pitch = seq[:, 1:] - OFFSET["NOTE"]  # (B, T-1)
-    low = np.where(pitched, pitch, 127).min(axis=1)  # (B,)
-    high = np.where(pitched, pitch, 0).max(axis=1)
-    shift = np.clip(np.asarray(shift), -low, 127 - high)
-    seq[:, 1:] += np.where(pitched, shift[:, None], 0)
-    key = seq - OFFSET["KEY"]  # (B, T)
-    moved = OFFSET["KEY"] + 12 * (key // 12) + (key + shift[:, None]) % 12  # (B, T)
-    seq[:] = np.where(TOKEN_TYPE[seq] == TYPE["KEY"], moved, seq)
-    return shift
-
-
-# Re-voicing (training augmentation): a single-instrument window played by others that cover its
-# range, so the model hears the instruments a prompt asks for although the corpus is almost all
-# piano. Ensembles list their parts from the highest to the lowest; a window of k parts (notes at
-# once) takes k of them, spread over the list.
-ENSEMBLES = [
-    [40, 40, 41, 42],  # string quartet: violins, viola, cello
-    [56, 60, 57, 58],  # brass: trumpet, horn, trombone, tuba
-    [73, 68, 71, 70],  # woodwinds: flute, oboe, clarinet, bassoon
-    [48] * 4,
-    [19] * 4,
-    [52] * 4,
-    [6] * 4,
-    [21] * 4,
-    [0] * 4,
-]  # strings, organ, choir, harpsichord, accordion, piano
-SOLOISTS = {
-    73: (60, 96),
-    40: (55, 100),
-    68: (58, 91),
-    71: (50, 91),
-    56: (54, 82),
-    42: (36, 76),
-    74: (72, 98),
-    41: (48, 88),
-    21: (53, 89),
-    19: (36, 96),
-    6: (29, 89),
-    24: (40, 83),
-    52: (48, 79),
-    0: (21, 108),
-}  # (low, high)
-
-
-def revoice(seq, draws):
-    """Play each row of seq (B, T) int64 whose draw (B,) is not nan on other instruments: a melody
-    on a soloist whose range holds it, a part-song on an ensemble (its notes split into parts by
-    pitch), picked by the draw in [0, 1); every prefix's instrument slots in the row follow, unless
-    unspecified. Rows that already mix instruments, hold drums only, or fit no soloist stay as they
-    are. In place."""
-    for b in np.flatnonzero(~np.isnan(draws)):
-        revoice_row(seq[b], float(draws[b]))
-    return seq
-
-
-def revoice_row(row, u):
-    kind = TOKEN_TYPE[row]  # (T,)
-    at = np.flatnonzero(
-        (kind[:-1] == TYPE["PROGRAM"]) & (kind[1:] == TYPE["NOTE"])
-    )  # each note's PROGRAM
-    programs = row[at] - OFFSET["PROGRAM"]
-    pitched = at[programs != DRUMS]
-    if not len(pitched) or len(set(programs[programs != DRUMS].tolist())) > 1:
-        return
-    pitch = row[pitched + 1] - OFFSET["NOTE"]  # (N,)
-    parts = min(
-        int(np.bincount(np.cumsum(kind == TYPE["TIME_ON"])[pitched]).max()), 4
-    )  # notes at one onset
-    if parts == 1:
-        fits = [
-            p for p, (low, high) in SOLOISTS.items() if low <= pitch.min() and pitch.max() <= high
-        ]
-        if not fits:
-            return
-        new = np.full(len(pitched), fits[int(u * len(fits))])
-    else:
-        ensemble = ENSEMBLES[int(u * len(ENSEMBLES))]
-        members = np.array(ensemble)[
-            np.round(np.linspace(0, len(ensemble) - 1, parts)).astype(int)
-        ]  # high -> low
-        band = np.searchsorted(
-            np.quantile(pitch, np.arange(1, parts) / parts), pitch, side="right"
-        )  # 0 = lowest
-        new = members[parts - 1 - band]
-    row[pitched] = OFFSET["PROGRAM"] + new
-    heard = np.unique(row[at] - OFFSET["PROGRAM"], return_counts=True)  # drums keep theirs
-    named = [
-        OFFSET["PROGRAM"] + int(p) for p, _ in sorted(zip(*heard), key=lambda pc: (-pc[1], pc[0]))
-    ]
-    slots = named[:PREFIX_INSTRUMENTS] + [OFFSET["INSTRUMENTS_END"]] * (
-        PREFIX_INSTRUMENTS - len(named[:PREFIX_INSTRUMENTS])
-    )
-    for start in np.flatnonzero(
-        np.isin(kind, [TYPE["SEMANTIC"], TYPE["UNCOND"]])
-    ):  # each prefix in the row
-        where = slice(
-            start + PREFIX_SLOTS["instruments"].start, start + PREFIX_SLOTS["instruments"].stop
-        )
-        if where.stop <= len(row) and row[where.start] != OFFSET["INSTRUMENTS_NONE"]:
-            row[where] = slots
-
-
-def scale_tempo(seq, levels):
-    """Move every tempo of seq (B, T) int64 by levels (B,) tempo levels (70 an octave: 70 doubles
-    it), the prefix's TEMPO slot with them: the same notes, played faster or slower. Levels are
-    clamped to the grid. In place. A TEMPO_COARSE cut off from its TEMPO_FINE by the window's end
-    moves to the coarse level nearest its new tempo."""
-    levels = np.asarray(levels)[:, None]  # (B, 1)
-    coarse = TOKEN_TYPE[seq] == TYPE["TEMPO_COARSE"]  # (B, T)
-    paired = coarse[:, :-1] & (TOKEN_TYPE[seq[:, 1:]] == TYPE["TEMPO_FINE"])  # (B, T-1)
-    level = (
-        (seq[:, :-1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS
-        + seq[:, 1:]
-        - OFFSET["TEMPO_FINE"]
-    )
-    new = np.clip(level + levels, 0, TEMPO_LEVELS - 1)  # (B, T-1)
-    seq[:, 1:] = np.where(paired, OFFSET["TEMPO_FINE"] + new % TEMPO_FINE_LEVELS, seq[:, 1:])
-    seq[:, :-1] = np.where(paired, OFFSET["TEMPO_COARSE"] + new // TEMPO_FINE_LEVELS, seq[:, :-1])
-    lone = coarse[:, -1]  # the window's last token: a coarse level with no fine one after it
-    mid = (
-        (seq[:, -1] - OFFSET["TEMPO_COARSE"]) * TEMPO_FINE_LEVELS
-        + TEMPO_FINE_LEVELS // 2
-        + levels[:, 0]
-    )
-    seq[:, -1] = np.where(
-        lone,
-        OFFSET["TEMPO_COARSE"] + np.clip(mid, 0, TEMPO_LEVELS - 1) // TEMPO_FINE_LEVELS,
-        seq[:, -1],
-    )
-    return seq
 
 
 # -----------------------------------------------------------------------------
@@ -678,10 +410,8 @@ def read_midi(src):
             score.changed[f"time signature {numerator}/{denominator} not in the vocabulary"] += 1
             continue
         if meter != (numerator, denominator):
-            score.changed[
-                f"time signature {numerator}/{denominator} written as {meter[0]}/{meter[1]} (the "
-                "same bar)"
-            ] += 1
+            written = f"written as {meter[0]}/{meter[1]} (the same bar)"
+            score.changed[f"time signature {numerator}/{denominator} {written}"] += 1
         if not score.time_signatures or score.time_signatures[-1][1:] != meter:
             score.time_signatures.append((step, *meter))
     return score
@@ -703,10 +433,7 @@ def score_to_tokens(score):
     # The note loop runs for every note of a corpus (prepare.py): ids are looked up once, and
     # the common case (one DURATION, one TIME_ON) skips split_steps.
     program_id, note_id = OFFSET["PROGRAM"], OFFSET["NOTE"]
-    duration_id, time_on_id = (
-        OFFSET["DURATION"] - 1,
-        OFFSET["TIME_ON"] - 1,
-    )  # these blocks count from 1
+    duration_id, time_on_id = OFFSET["DURATION"] - 1, OFFSET["TIME_ON"] - 1  # they count from 1
     tokens, time, velocity = [START], 0, None
     append = tokens.append
     for step in sorted(events):
@@ -747,11 +474,8 @@ def tokens_to_score(tokens):
     prev, time, velocity = "SEMANTIC", 0, 80
     program = pitch = coarse = numerator = None
     tokens = [int(t) for t in tokens]
-    if (
-        tokens
-        and 0 <= tokens[0] < VOCAB_SIZE
-        and TYPE_NAMES[TOKEN_TYPE[tokens[0]]] in ("SEMANTIC", "UNCOND")
-    ):
+    first = TYPE_NAMES[TOKEN_TYPE[tokens[0]]] if tokens and 0 <= tokens[0] < VOCAB_SIZE else None
+    if first in ("SEMANTIC", "UNCOND"):
         tokens = tokens[PREFIX_LEN:]
     for tok in tokens:
         kind = TYPE_NAMES[TOKEN_TYPE[tok]] if 0 <= tok < VOCAB_SIZE else "UNK"
@@ -832,29 +556,16 @@ def score_to_midi(score):
         # Past 15 melodic tracks, tracks share channels and each note re-sends its program.
         channel = 9 if program == DRUMS else melodic_channels[i % 15]
         shared = program != DRUMS and n_melodic > 15
-        events = (
-            []
-            if program == DRUMS or shared
-            else [(0, 0, mido.Message("program_change", channel=channel, program=program))]
+        change = program != DRUMS and mido.Message(
+            "program_change", channel=channel, program=program
         )
+        events = [] if program == DRUMS or shared else [(0, 0, change)]
         for note in notes:
             on, off = note.onset * to_tick, (note.onset + note.duration) * to_tick
-            if shared:
-                events.append(
-                    (on, 1, mido.Message("program_change", channel=channel, program=program))
-                )
-            events.append(
-                (
-                    on,
-                    2,
-                    mido.Message(
-                        "note_on", channel=channel, note=note.pitch, velocity=note.velocity
-                    ),
-                )
-            )
-            events.append(
-                (off, 0, mido.Message("note_off", channel=channel, note=note.pitch, velocity=0))
-            )
+            events += [(on, 1, change)] if shared else []
+            key = dict(channel=channel, note=note.pitch)
+            events.append((on, 2, mido.Message("note_on", **key, velocity=note.velocity)))
+            events.append((off, 0, mido.Message("note_off", **key, velocity=0)))
         name = "drums" if program == DRUMS else f"program {program}"
         track_of(events, name + (f" ({layer + 1})" if layer else ""))
     return mid
@@ -881,14 +592,14 @@ def round_trip(src):
     tokens = score_to_tokens(score)
     out = decode(tokens)
     out_raw, out_tempos, _, out_end_tick, *_ = read_raw(events_of(out))
-    before = defaultdict(list)
-    for onset, end, pitch, program, _ in raw:
-        before[program, pitch].append(
-            (onset / midi.ticks_per_beat, (end - onset) / midi.ticks_per_beat)
-        )
-    after = defaultdict(list)
-    for onset, end, pitch, program, _ in out_raw:
-        after[program, pitch].append((onset / TICKS_PER_BEAT, (end - onset) / TICKS_PER_BEAT))
+
+    def voices(notes, ticks_per_beat):  # (program, pitch) -> [(onset, duration)] in beats
+        out = defaultdict(list)
+        for onset, end, pitch, program, _ in notes:
+            out[program, pitch].append((onset / ticks_per_beat, (end - onset) / ticks_per_beat))
+        return out
+
+    before, after = voices(raw, midi.ticks_per_beat), voices(out_raw, TICKS_PER_BEAT)
     tolerance = 1 / STEPS_PER_QUARTER + 1e-9
     kept = 0
     for voice, notes in before.items():

@@ -18,7 +18,6 @@ sys.path.insert(0, str(ROOT))
 from midi_factory import midi_file, notes, tempo, track  # noqa: E402
 
 import control  # noqa: E402
-import describe  # noqa: E402
 import evaluate  # noqa: E402
 import metrics  # noqa: E402
 import prepare  # noqa: E402
@@ -344,7 +343,7 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         (SPQ * i, SPQ, p, 0) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60])
     ]
     piece = score(c_major, bpm=66)
-    asked = describe.parse_prompt("a slow waltz in C major for piano and violin")
+    asked = prompt.parse_prompt("a slow waltz in C major for piano and violin")
     hits = metrics.realised(piece, asked, key="C major", classifiers=classifiers, seen={0, 40})
     assert hits == {
         "key": True,
@@ -358,7 +357,7 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         "instrument recall": 0.5,
         "instrument precision": 1.0,
     }
-    asked = describe.parse_prompt("a fast march in F sharp minor for flute and drums")
+    asked = prompt.parse_prompt("a fast march in F sharp minor for flute and drums")
     hits = metrics.realised(
         piece, asked, key="F sharp minor", classifiers=classifiers, seen={0, 73}
     )  # no drums
@@ -375,7 +374,7 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         "instrument precision": 0.0,
     }
     hits = metrics.realised(
-        piece, describe.parse_prompt("a piano piece"), key=None, classifiers=classifiers, seen={0}
+        piece, prompt.parse_prompt("a piano piece"), key=None, classifiers=classifiers, seen={0}
     )
     assert hits == {
         "instruments exact": True,
@@ -383,7 +382,7 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         "instrument precision": 1.0,
     }
     assert "instrument recall" not in metrics.realised(
-        piece, describe.parse_prompt("for drums"), key=None, classifiers=classifiers, seen={0}
+        piece, prompt.parse_prompt("for drums"), key=None, classifiers=classifiers, seen={0}
     )
 
 

@@ -1,4 +1,4 @@
-"""What a prompt asks for (describe.parse_prompt and the strict flag parsers), sample.py --dry_run,
+"""What a prompt asks for (prompt.parse_prompt and the strict flag parsers), sample.py --dry_run,
 and the attributes describe.measure reads back from notes."""
 
 import json
@@ -15,6 +15,7 @@ import describe  # noqa: E402
 import metrics  # noqa: E402
 import prompt  # noqa: E402
 import tokenizer  # noqa: E402
+from files import UserError  # noqa: E402
 
 DRUMS = tokenizer.DRUMS
 
@@ -60,21 +61,21 @@ DRUMS = tokenizer.DRUMS
     ],
 )
 def test_prompt_words_become_attributes(text, expected):
-    got = describe.parse_prompt(text)
+    got = prompt.parse_prompt(text)
     assert {k: got[k] for k in expected} == expected
 
 
 def test_contradictions_pick_one_and_say_which_and_unknown_words_never_fail():
-    got = describe.parse_prompt("a fast adagio")
+    got = prompt.parse_prompt("a fast adagio")
     assert got["tempo_bpm"] == 70 and any("'adagio'" in n and "'fast'" in n for n in got["notes"])
-    got = describe.parse_prompt("a jig in 3/4")
+    got = prompt.parse_prompt("a jig in 3/4")
     assert got["meter"] == "3/4" and got["notes"], (
         "an explicit meter wins over a dance word, and says so"
     )
-    got = describe.parse_prompt("glorp zzyzx 🎻 quux!")
+    got = prompt.parse_prompt("glorp zzyzx 🎻 quux!")
     assert got["tempo_bpm"] is got["meter"] is got["key"] is None and got["instruments"] == []
     assert got["unused"] == ["glorp", "zzyzx", "quux"]
-    assert describe.parse_prompt("happy birthday")["mode"] == "major"  # a documented mood word
+    assert prompt.parse_prompt("happy birthday")["mode"] == "major"  # a documented mood word
 
 
 def test_flags_accept_the_documented_forms_and_reject_others_with_the_valid_ones():
@@ -97,7 +98,7 @@ def test_flags_accept_the_documented_forms_and_reject_others_with_the_valid_ones
         (describe.parse_key, "H major", "E flat major"),
         (describe.parse_instruments, "kazoo2", "GM program numbers"),
     ]:
-        with pytest.raises(tokenizer.UserError, match=hint):
+        with pytest.raises(UserError, match=hint):
             parse(bad)
 
 
@@ -215,7 +216,7 @@ def test_measure_reads_the_attributes_back_from_notes():
 
 
 def test_prefix_attributes_from_what_was_asked():
-    asked = describe.parse_prompt("a sad slow waltz for violin, flute and banjo")
+    asked = prompt.parse_prompt("a sad slow waltz for violin, flute and banjo")
     seen = {0: 12000, 40: 14, 73: 500}
     attributes, notes = prompt.prefix_attributes(asked, seed=3, programs_seen=seen)
     assert (
@@ -234,6 +235,6 @@ def test_prefix_attributes_from_what_was_asked():
     assert any("Violin (14)" in n and "few training files" in n for n in notes) and not any(
         "Flute" in n for n in notes
     )
-    attributes, notes = prompt.prefix_attributes(describe.parse_prompt("in E flat major"), 0, seen)
+    attributes, notes = prompt.prefix_attributes(prompt.parse_prompt("in E flat major"), 0, seen)
     assert describe.KEY_NAMES[attributes["key"]] == "E flat major" and not notes
     assert attributes["meter"] is attributes["tempo_bpm"] is attributes["instruments"] is None

@@ -23,6 +23,7 @@ import generation  # noqa: E402
 import prompt  # noqa: E402
 import sample  # noqa: E402
 import tokenizer  # noqa: E402
+from attributes import UNCOND_PREFIX, attribute_prefix  # noqa: E402
 from files import UserError  # noqa: E402
 from generation import Sampling, prompt_row  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
@@ -95,10 +96,7 @@ def test_constrained_samples_decode_with_nothing_skipped(model):
     attributes = dict(key=3, meter=(6, 8), tempo_bpm=140, instruments=[40, tokenizer.DRUMS])
     samples = gen(model, 1, 100, attributes=attributes, max_new_tokens=120, seed=0)
     assert len(samples) == 100
-    prefix, P = (
-        tokenizer.attribute_prefix(tokenizer.semantic_token(1), **attributes),
-        tokenizer.PREFIX_LEN,
-    )
+    prefix, P = (attribute_prefix(tokenizer.semantic_token(1), **attributes), tokenizer.PREFIX_LEN)
     for tokens in samples:
         assert (
             list(tokens[:P]) == prefix
@@ -174,21 +172,18 @@ def test_semantic_token_stays_pinned_past_the_context(model, monkeypatch):
         "did not get past the context"
     )
     assert len(seen) >= 4, "the window never slid"
-    prefix = tokenizer.attribute_prefix(tokenizer.semantic_token(2), key=20, tempo_bpm=60)
+    prefix = attribute_prefix(tokenizer.semantic_token(2), key=20, tempo_bpm=60)
     # conditional rows, then unconditional ones (as many of each: rows whose sample ended leave the
     # batch)
     assert all(
-        first
-        == [prefix] * (len(first) // 2) + [tokenizer.UNCOND_PREFIX.tolist()] * (len(first) // 2)
+        first == [prefix] * (len(first) // 2) + [UNCOND_PREFIX.tolist()] * (len(first) // 2)
         for first in seen
     )
     assert all(list(t[: tokenizer.PREFIX_LEN]) == prefix for t in samples)
 
 
 def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
-    prompt = torch.tensor(
-        [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * 4
-    )
+    prompt = torch.tensor([attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * 4)
     plain = model.generate(
         prompt,
         40,
@@ -581,7 +576,7 @@ def naive_generate_tokens(model, prompts, sampling, programs=None):
     P, block, B = tokenizer.PREFIX_LEN, model.config.block_size, len(prompts)
     seq = torch.tensor(prompts)
     uncond = seq.clone()
-    uncond[:, :P] = torch.from_numpy(tokenizer.UNCOND_PREFIX)
+    uncond[:, :P] = torch.from_numpy(UNCOND_PREFIX)
     both, n_prompt = torch.cat([seq, uncond]), seq.size(1)  # (2B, T)
     penalty = generation.scale_penalty(prompts, sampling.key_strength, model.config.vocab_size)
     hook = generation.grammar_hook(model.config.vocab_size, "cpu", programs, penalty=penalty)

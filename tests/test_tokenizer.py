@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from midi_factory import TPB, heard, meter, midi_file, notes, tempo, track
 
+import attributes as A
 import midifile
 import tokenizer as T
 
@@ -449,7 +450,7 @@ def test_decode_never_crashes_on_random_tokens():
 
 def test_decode_skips_what_breaks_the_grammar():
     P, N, D, TO = (T.OFFSET[k] for k in ("PROGRAM", "NOTE", "DURATION", "TIME_ON"))
-    good = T.attribute_prefix(
+    good = A.attribute_prefix(
         T.semantic_token(2), key=9, meter=(3, 4), tempo_bpm=90, instruments=[0, 40]
     ) + [T.START, P + 0, N + 60, D + 11, TO + 11, P + 0, N + 62, D + 11, T.END]
     score, skipped = T.tokens_to_score(good)
@@ -477,14 +478,14 @@ def test_decode_skips_what_breaks_the_grammar():
 
 
 def test_attribute_prefix_has_a_fixed_layout_and_reads_back():
-    prefix = T.attribute_prefix(
+    prefix = A.attribute_prefix(
         T.semantic_token(4),
         key=21,
         meter=(64, 16),
         tempo_bpm=72,
         instruments=[40, 41, 42, 40, T.DRUMS, 0, 73, 71],
     )
-    assert len(prefix) == T.PREFIX_LEN
+    assert len(prefix) == A.PREFIX_LEN
     assert [T.token_name(t) for t in prefix[:6]] == [
         "SEMANTIC_TOKEN_4",
         "KEY_A_MINOR",
@@ -493,25 +494,25 @@ def test_attribute_prefix_has_a_fixed_layout_and_reads_back():
         "TEMPO_COARSE_9",
         "TEMPO_FINE_6",
     ]
-    got = T.read_prefix(prefix)
+    got = A.read_prefix(prefix)
     assert got["semantic"] == T.semantic_token(4) and got["key"] == 21 and got["meter"] == (16, 4)
     assert got["tempo_bpm"] == pytest.approx(72, rel=0.005)
     assert got["instruments"] == [40, 41, 42, T.DRUMS, 0, 73], (
         "duplicates go, the first six are kept"
     )
-    short = T.read_prefix(T.attribute_prefix(instruments=[T.DRUMS]))
+    short = A.read_prefix(A.attribute_prefix(instruments=[T.DRUMS]))
     assert short == dict(semantic=None, key=None, meter=None, tempo_bpm=None, instruments=[T.DRUMS])
-    unfit = T.attribute_prefix(
+    unfit = A.attribute_prefix(
         meter=(33, 16)
     )  # the vocabulary can't write it: unspecified, not wrong
-    assert unfit == list(T.UNCOND_PREFIX) and T.read_prefix(unfit)["meter"] is None
-    assert len(set(T.UNCOND_PREFIX.tolist()) & set(range(T.OFFSET["KEY"]))) == 1, (
-        "only UNCOND is an older id"
+    assert unfit == list(A.UNCOND_PREFIX) and A.read_prefix(unfit)["meter"] is None
+    assert len(set(A.UNCOND_PREFIX.tolist()) & set(range(T.OFFSET["KEY"]))) == 1, (
+        "every unspecified token but UNCOND is the prefix's own"
     )
-    blank = T.blank_prefix(["key", "tempo"])
+    blank = A.blank_prefix(["key", "tempo"])
     merged = np.where(blank >= 0, blank, prefix)
-    assert T.read_prefix(merged) | dict(key=21, tempo_bpm=got["tempo_bpm"]) == got
-    assert T.read_prefix(merged)["key"] is None and T.read_prefix(merged)["tempo_bpm"] is None
+    assert A.read_prefix(merged) | dict(key=21, tempo_bpm=got["tempo_bpm"]) == got
+    assert A.read_prefix(merged)["key"] is None and A.read_prefix(merged)["tempo_bpm"] is None
 
 
 def test_grammar_mask_agrees_with_encoded_files():

@@ -15,6 +15,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import attributes  # noqa: E402
+import augment  # noqa: E402
 import checkpoints  # noqa: E402
 import dataset  # noqa: E402
 import describe  # noqa: E402
@@ -216,7 +218,7 @@ def test_training_windows_prefix_shift_and_padding(data_dir):
                     assert tokens[i] == meta["start_token"]
                 # the prefix is the file's own: its semantic token and the attributes measured from
                 # its notes
-                got, sem = tokenizer.read_prefix(row_x), semantic.get(f["midi_file"])
+                got, sem = attributes.read_prefix(row_x), semantic.get(f["midi_file"])
                 assert got["semantic"] == (None if sem is None else tokenizer.semantic_token(sem))
                 assert (
                     describe.KEY_NAMES[got["key"]] == f["key"]
@@ -236,7 +238,7 @@ def test_training_windows_attribute_dropout(data_dir):
     x, _ = dataset.get_batch(
         data, "train", np.random.default_rng(1), batch_size=64, block_size=32, dropout=dict(all=1.0)
     )
-    assert (x[:, : tokenizer.PREFIX_LEN] == tokenizer.UNCOND_PREFIX).all()
+    assert (x[:, : tokenizer.PREFIX_LEN] == attributes.UNCOND_PREFIX).all()
     x, _ = dataset.get_batch(
         data,
         "train",
@@ -245,7 +247,7 @@ def test_training_windows_attribute_dropout(data_dir):
         block_size=32,
         dropout=dict(key=0.5, instruments=1.0),
     )
-    read = [tokenizer.read_prefix(row) for row in x]
+    read = [attributes.read_prefix(row) for row in x]
     assert all(
         r["instruments"] is None and r["meter"] == (3, 4) and r["tempo_bpm"] for r in read
     ), "only the slots asked for are dropped"
@@ -275,7 +277,7 @@ def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
         s = shift.pop()
         assert -6 <= s <= 6 and 0 <= (m[notes] - tokenizer.OFFSET["NOTE"]).min() <= 127
         assert (m[notes] - tokenizer.OFFSET["NOTE"]).max() <= 127
-        kp, km = tokenizer.read_prefix(p)["key"], tokenizer.read_prefix(m)["key"]
+        kp, km = attributes.read_prefix(p)["key"], attributes.read_prefix(m)["key"]
         assert km // 12 == kp // 12 and km % 12 == (kp + s) % 12, (
             "the key moves with the notes, its mode stays"
         )
@@ -286,7 +288,7 @@ def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
 def test_balanced_windows_pick_each_semantic_token_equally(data_dir):
     data = dataset.load_dataset(str(data_dir))
     d = data["train"]
-    files_of = lambda x: [tokenizer.read_prefix(row)["semantic"] for row in x]  # noqa: E731
+    files_of = lambda x: [attributes.read_prefix(row)["semantic"] for row in x]  # noqa: E731
     counts = {}
     for balance in (False, True):
         x, _ = dataset.get_batch(
@@ -502,7 +504,10 @@ def test_tempo_jitter_moves_every_tempo_and_the_prefix_together(data_dir):
             tokenizer.TOKEN_TYPE[p], [tokenizer.TYPE["TEMPO_COARSE"], tokenizer.TYPE["TEMPO_FINE"]]
         )
         assert (m[~is_tempo] == p[~is_tempo]).all(), "only tempo tokens change"
-        before, after = tokenizer.read_prefix(p)["tempo_bpm"], tokenizer.read_prefix(m)["tempo_bpm"]
+        before, after = (
+            attributes.read_prefix(p)["tempo_bpm"],
+            attributes.read_prefix(m)["tempo_bpm"],
+        )
         factor = after / before
         assert 2**-0.51 < factor < 2**0.51
         # the stream's own tempo tokens (a file's START sets one) move by the same factor
@@ -567,14 +572,14 @@ def test_packed_windows_fill_the_row_with_pieces_each_led_by_its_own_prefix(data
             segment_starts
         ):  # a prefix: its tokens are never predicted, and its key names a key or none
             assert (targets[max(at - 1, 0) : at + P - 1] == -1).all()
-            key = row[at + tokenizer.PREFIX_SLOTS["key"].start]
+            key = row[at + attributes.PREFIX_SLOTS["key"].start]
             assert tokenizer.TOKEN_TYPE[key] in (tokenizer.TYPE["KEY"], tokenizer.TYPE["KEY_NONE"])
         score, skipped = tokenizer.tokens_to_score(row[segment_starts[-1] :])
         assert skipped == 0, "the last segment decodes as a piece of its own"
     before = np.array(
         [[tokenizer.OFFSET["KEY"] + 2, tokenizer.OFFSET["KEY"] + 21]]
     )  # D major, A minor
-    tokenizer.transpose(before, np.array([3]))
+    augment.transpose(before, np.array([3]))
     assert before.tolist() == [
         [tokenizer.OFFSET["KEY"] + 5, tokenizer.OFFSET["KEY"] + 12]
     ]  # F major, C minor
@@ -615,7 +620,7 @@ def test_resume_with_every_speedrun_option_matches_the_uninterrupted_run(data_di
 
 
 def test_revoicing_plays_a_window_on_other_instruments_and_the_prefix_follows():
-    """tokenizer.revoice: a four-part chorale on one program becomes a string quartet (violins on
+    """augment.revoice: a four-part chorale on one program becomes a string quartet (violins on
     top, the cello lowest), a melody goes to a soloist whose range holds it, every note keeps its
     pitch and time, drums stay, and the prefix's instrument slots name what now plays (an
     unspecified slot stays unspecified)."""
@@ -627,12 +632,15 @@ def test_revoicing_plays_a_window_on_other_instruments_and_the_prefix_follows():
         for p in pitches:
             body += [T.OFFSET["PROGRAM"] + 52, T.OFFSET["NOTE"] + p, T.OFFSET["DURATION"] + 11]
     body += [T.OFFSET["PROGRAM"] + T.DRUMS, T.OFFSET["NOTE"] + 36, T.OFFSET["DURATION"]]
-    prefix = T.attribute_prefix(T.semantic_token(1), key=0, instruments=[52, T.DRUMS])
+    prefix = attributes.attribute_prefix(T.semantic_token(1), key=0, instruments=[52, T.DRUMS])
     rows = np.array(
-        [prefix + [T.START] + body, T.attribute_prefix(T.semantic_token(1)) + [T.START] + body]
+        [
+            prefix + [T.START] + body,
+            attributes.attribute_prefix(T.semantic_token(1)) + [T.START] + body,
+        ]
     )
     before = [T.tokens_to_score(r)[0] for r in rows]
-    T.revoice(rows, np.array([0.0, 0.0]))  # draw 0: the first ensemble, the string quartet
+    augment.revoice(rows, np.array([0.0, 0.0]))  # draw 0: the first ensemble, the string quartet
     after = [T.tokens_to_score(r)[0] for r in rows]
     for old, new in zip(before, after):
         assert [(n.onset, n.pitch, n.duration) for n in old.notes] == [
@@ -643,14 +651,14 @@ def test_revoicing_plays_a_window_on_other_instruments_and_the_prefix_follows():
         voiced
     )
     assert voiced[36] == T.DRUMS
-    assert T.read_prefix(rows[0])["instruments"] == [40, 41, 42, T.DRUMS], (
+    assert attributes.read_prefix(rows[0])["instruments"] == [40, 41, 42, T.DRUMS], (
         "most notes first: two violin parts"
     )
-    assert T.read_prefix(rows[1])["instruments"] is None, (
+    assert attributes.read_prefix(rows[1])["instruments"] is None, (
         "an unspecified instrument slot stays unspecified"
     )
     melody = (
-        T.attribute_prefix(T.semantic_token(1), instruments=[0])
+        attributes.attribute_prefix(T.semantic_token(1), instruments=[0])
         + [T.START]
         + [
             tok
@@ -665,12 +673,14 @@ def test_revoicing_plays_a_window_on_other_instruments_and_the_prefix_follows():
     )
     for u in np.linspace(0, 0.99, 12):
         row = np.array([melody])
-        T.revoice(row, np.array([u]))
+        augment.revoice(row, np.array([u]))
         (program,) = {n.program for n in T.tokens_to_score(row[0])[0].notes}
-        low, high = T.SOLOISTS[program]
-        assert low <= 62 and 67 <= high and T.read_prefix(row[0])["instruments"] == [program]
+        low, high = augment.SOLOISTS[program]
+        assert (
+            low <= 62 and 67 <= high and attributes.read_prefix(row[0])["instruments"] == [program]
+        )
     kept = np.array([melody])
-    T.revoice(kept, np.array([np.nan]))
+    augment.revoice(kept, np.array([np.nan]))
     assert (kept == np.array([melody])).all(), "nan: as written"
 
 
