@@ -615,10 +615,10 @@ def random_model(config, **overrides):
 def demo_model(args):
     """The demo run's checkpoint (args.out_dir), else random weights of config/amt_cpu.py's shape ->
     (model in eval mode, its checkpoint dict or None, what it is in words)."""
-    import generation
+    import checkpoints
 
     try:
-        model, ckpt = generation.load_model(args.out_dir)
+        model, ckpt = checkpoints.load_model(args.out_dir)
         return model, ckpt, f"checkpoint {ckpt['path']}"
     except UserError:
         model = random_model("config/amt_cpu.py", vocab_size=512)
