@@ -8,11 +8,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = {"prepare", "cluster", "train", "sample", "evaluate", "bench", "roundtrip", "app"}
+SCRIPTS = {
+    "prepare",
+    "cluster",
+    "train",
+    "sample",
+    "evaluate",
+    "bench",
+    "bench_data",
+    "bench_runs",
+    "roundtrip",
+    "app",
+}
 LAYERS = {
     "files": 1,
     "model": 1,
     "midifile": 2,
+    "benchlib": 2,
     "tokenizer": 3,
     "describe": 4,
     "attributes": 5,
