@@ -34,6 +34,7 @@ def transpose(seq, shift):
 
 # Re-voicing. Ensembles list their parts from the highest to the lowest; a window of k parts (notes
 # at once) takes k of them, spread over the list. A soloist plays a melody within its (low, high).
+# strings, organ, choir, harpsichord, accordion, piano
 ENSEMBLES = [
     [40, 40, 41, 42],  # string quartet: violins, viola, cello
     [56, 60, 57, 58],  # brass: trumpet, horn, trombone, tuba
@@ -44,7 +45,7 @@ ENSEMBLES = [
     [6] * 4,
     [21] * 4,
     [0] * 4,
-]  # strings, organ, choir, harpsichord, accordion, piano
+]
 SOLOISTS = {
     73: (60, 96),
     40: (55, 100),
@@ -76,17 +77,15 @@ def revoice(seq, draws):
 
 def revoice_row(row, u):
     kind = TOKEN_TYPE[row]  # (T,)
-    at = np.flatnonzero(
-        (kind[:-1] == TYPE["PROGRAM"]) & (kind[1:] == TYPE["NOTE"])
-    )  # each note's PROGRAM
+    # each note's PROGRAM
+    at = np.flatnonzero((kind[:-1] == TYPE["PROGRAM"]) & (kind[1:] == TYPE["NOTE"]))
     programs = row[at] - OFFSET["PROGRAM"]
     pitched = at[programs != DRUMS]
     if not len(pitched) or len(set(programs[programs != DRUMS].tolist())) > 1:
         return
     pitch = row[pitched + 1] - OFFSET["NOTE"]  # (N,)
-    parts = min(
-        int(np.bincount(np.cumsum(kind == TYPE["TIME_ON"])[pitched]).max()), 4
-    )  # notes at one onset
+    # notes at one onset
+    parts = min(int(np.bincount(np.cumsum(kind == TYPE["TIME_ON"])[pitched]).max()), 4)
     if parts == 1:
         fits = [
             p for p, (low, high) in SOLOISTS.items() if low <= pitch.min() and pitch.max() <= high
@@ -96,12 +95,10 @@ def revoice_row(row, u):
         new = np.full(len(pitched), fits[int(u * len(fits))])
     else:
         ensemble = ENSEMBLES[int(u * len(ENSEMBLES))]
-        members = np.array(ensemble)[
-            np.round(np.linspace(0, len(ensemble) - 1, parts)).astype(int)
-        ]  # high -> low
-        band = np.searchsorted(
-            np.quantile(pitch, np.arange(1, parts) / parts), pitch, side="right"
-        )  # 0 = lowest
+        # high -> low
+        members = np.array(ensemble)[np.round(np.linspace(0, len(ensemble) - 1, parts)).astype(int)]
+        # 0 = lowest
+        band = np.searchsorted(np.quantile(pitch, np.arange(1, parts) / parts), pitch, side="right")
         new = members[parts - 1 - band]
     row[pitched] = OFFSET["PROGRAM"] + new
     heard = np.unique(row[at] - OFFSET["PROGRAM"], return_counts=True)  # drums keep theirs

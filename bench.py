@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+import attributes
 import benchlib
 import dataset
 import midifile
@@ -166,9 +167,7 @@ def random_model(config, **overrides):
     in eval mode."""
     from model import GPT, GPTConfig
 
-    cfg = runpy.run_path(config) | overrides
-    shape = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
-    return GPT(GPTConfig(**{k: cfg[k] for k in shape})).eval()
+    return GPT(GPTConfig.from_settings(runpy.run_path(config), **overrides)).eval()
 
 
 def demo_model(args):
@@ -189,7 +188,7 @@ def start_prompt(batch):
     import torch
 
     return torch.tensor(
-        [tokenizer.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * batch
+        [attributes.attribute_prefix(tokenizer.semantic_token(0)) + [tokenizer.START]] * batch
     )
 
 
@@ -329,7 +328,7 @@ def int8_line(model, data_dir, n_new):
                 data,
                 "val",
                 windows,
-                np.tile(tokenizer.UNCOND_PREFIX, (len(windows), 1)),
+                np.tile(attributes.UNCOND_PREFIX, (len(windows), 1)),
                 block_size=model.config.block_size,
             )
         )

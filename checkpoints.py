@@ -125,6 +125,31 @@ def latest_checkpoint(out_dir):
     return found
 
 
+def check_vocabulary(ckpt, path, fix):
+    """The one check that a checkpoint and tokenizer.py agree: its vocabulary layout (meta.json's
+    "blocks") must be tokenizer.LAYOUT and its model must have an id for every token. Else a
+    UserError naming path and what to do (fix), for sampling and for resuming alike."""
+    if not (
+        isinstance(ckpt, dict)
+        and isinstance(ckpt.get("model_args"), dict)
+        and isinstance(ckpt.get("model"), dict)
+        and isinstance(ckpt["model_args"].get("vocab_size"), int)
+    ):
+        raise UserError(
+            f"{path} is not a checkpoint of train.py (no model weights or model_args); {fix}"
+        )
+    if not isinstance(ckpt.get("meta"), dict) or ckpt["meta"].get("blocks") != tokenizer.LAYOUT:
+        raise UserError(
+            f"{path} was trained on another vocabulary (an older one predates the attribute "
+            f"prefix: key, meter, tempo, instruments); {fix}"
+        )
+    if ckpt["model_args"]["vocab_size"] < tokenizer.VOCAB_SIZE:
+        raise UserError(
+            f"{path}: its model has {ckpt['model_args']['vocab_size']} token ids, tokenizer.py "
+            f"needs {tokenizer.VOCAB_SIZE}; {fix}"
+        )
+
+
 def model_of(ckpt, device="cpu", **overrides):
     """A checkpoint dict -> the GPT it holds, on device, in eval mode; overrides change model_args
     that do not touch the weights' shapes (dropout, when a run resumes)."""
@@ -159,7 +184,7 @@ def load_model(path, device="cpu"):
         if ckpt is None:
             raise UserError(f"no checkpoint in {out_dir}; make one with: {train_command(out_dir)}")
     retrain = f"retrain it: python prepare.py, then {train_command(os.path.dirname(path) or '.')}"
-    tokenizer.check_vocabulary(ckpt, path, retrain)
+    check_vocabulary(ckpt, path, retrain)
     model = model_of(ckpt, device)
     if not all(torch.isfinite(p).all() for p in model.parameters()):  # else multinomial fails
         raise UserError(
@@ -197,9 +222,7 @@ def resume_from(out_dir, init_from):
             f"{out_dir} already holds checkpoints; go on with --init_from=resume (from "
             f"{os.path.basename(path)}), or choose another --out_dir (or delete it) to start over"
         )
-    tokenizer.check_vocabulary(
-        ckpt, path, f"start over: delete {out_dir} or choose another --out_dir"
-    )
+    check_vocabulary(ckpt, path, f"start over: delete {out_dir} or choose another --out_dir")
     return path, ckpt
 
 
@@ -221,7 +244,7 @@ def fine_tune_from(source, out_dir):
         path = best_path(source) if os.path.isdir(source) else source
         ckpt = open_checkpoint(path, "give another to fine-tune from")
     fix = "fine-tune from a checkpoint that this tokenizer.py trained"
-    tokenizer.check_vocabulary(ckpt, path, fix)
+    check_vocabulary(ckpt, path, fix)
     return path, ckpt
 
 

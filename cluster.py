@@ -34,11 +34,8 @@ from files import (
 )
 from prompt import DEFAULT_EMBEDDER, embed, load_embedder
 
-DESCRIPTION_FILES = (
-    "descriptions.jsonl",
-    "captions.jsonl",
-    "train.json",
-)  # looked for beside the MIDI
+# looked for beside the MIDI
+DESCRIPTION_FILES = ("descriptions.jsonl", "captions.jsonl", "train.json")
 
 
 # -----------------------------------------------------------------------------
@@ -91,6 +88,7 @@ def collect_descriptions(data_dir):
     # auto descriptions are cached with the file's size and mtime, so re-clustering does not re-read
     # all MIDI
     auto_path = Path(data_dir) / "descriptions_auto.jsonl"
+    # a cache: a broken line is described again
     auto = (
         {
             r["midi_file"]: r
@@ -99,7 +97,7 @@ def collect_descriptions(data_dir):
         }
         if auto_path.exists()
         else {}
-    )  # a cache: a broken line is described again
+    )
     files, descriptions, skipped, new_auto = [], [], {}, {}
     listed = list_files(data_dir)
     missing = [f for f in listed if f not in given]
@@ -143,17 +141,15 @@ def embed_cached(data_dir, descriptions, embedder, batch_size):
             known = dict(zip(z["keys"].tolist(), z["embeddings"]))
     except Exception:
         known = {}  # no cache, or an unreadable or older one: embed afresh
-    todo = sorted(
-        {key: d for key, d in zip(keys, descriptions) if key not in known}.items()
-    )  # distinct new texts
+    # distinct new texts
+    todo = sorted({key: d for key, d in zip(keys, descriptions) if key not in known}.items())
     if not todo:
         print(f"embeddings: all {len(keys)} cached in {cache}")
     else:
         load_embedder(embedder)  # outside the timing: throughput is for encoding alone
         t0 = time.time()
-        new = embed(
-            [d for _, d in todo], embedder, batch_size, progress=sys.stderr.isatty()
-        )  # (len(todo), dim)
+        # (len(todo), dim)
+        new = embed([d for _, d in todo], embedder, batch_size, progress=sys.stderr.isatty())
         dt = time.time() - t0
         print(
             f"embedded {len(todo)} descriptions in {dt:.1f}s ({len(todo) / dt:.0f} descriptions/s)"
@@ -161,9 +157,8 @@ def embed_cached(data_dir, descriptions, embedder, batch_size):
         known.update(zip([key for key, _ in todo], new))
     emb = np.stack([known[key] for key in keys])  # (N, dim)
     if todo:
-        write_atomic(
-            cache, lambda f: np.savez(f, keys=np.array(keys), embeddings=emb)
-        )  # current texts only
+        # current texts only
+        write_atomic(cache, lambda f: np.savez(f, keys=np.array(keys), embeddings=emb))
     return emb
 
 
@@ -178,9 +173,8 @@ def kmeans(emb, k, seed):
 
     km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(emb)
     sizes = np.bincount(km.labels_, minlength=k)
-    first = [
-        int(np.argmax(km.labels_ == c)) for c in range(k)
-    ]  # tie-break: the cluster that appears first
+    # tie-break: the cluster that appears first
+    first = [int(np.argmax(km.labels_ == c)) for c in range(k)]
     order = sorted(range(k), key=lambda c: (-sizes[c], first[c]))
     remap = np.empty(k, dtype=int)
     remap[order] = np.arange(k)
@@ -323,9 +317,8 @@ def main(argv=None):
     check_range("--seed", args.seed, low=0, high=2**32 - 1)
     check_text("--embedder", args.embedder)
     check_text("--data_dir", args.data_dir)
-    if (
-        args.query is not None
-    ):  # a query only reads: an empty one is a mistake, never a reason to re-cluster
+    # a query only reads: an empty one is a mistake, never a reason to re-cluster
+    if args.query is not None:
         check_text("--query", args.query)
         for c, label, sim in prompt.nearest_tokens(args.query, args.data_dir, args.top):
             print(f"{tokenizer.semantic_name(c):<18} {label:<28} cosine {sim:.3f}")

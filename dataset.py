@@ -28,7 +28,7 @@ import augment
 import describe
 import tokenizer
 from attributes import PREFIX_LEN, PREFIX_SLOTS
-from files import UserError, read_json, read_jsonl
+from files import UserError, read_json, read_jsonl, rebuild_command
 
 DEFAULT_DATA_DIR = "data/music21"  # the bundled corpus (data/music21/export.py)
 # What the index keeps of each file's measured attributes (describe.measure): the condition a window
@@ -85,10 +85,6 @@ def file_prefix(row, semantic):
     """An index.jsonl row and its semantic id (or None) -> its attribute prefix."""
     token = None if semantic is None else tokenizer.semantic_token(semantic)
     return attributes.attribute_prefix(token, **attributes.prefix_arguments(row))
-
-
-def rebuild_command(data_dir, script="prepare.py"):
-    return f"python {script} --data_dir {data_dir}"
 
 
 def split_tokens(data_dir, split, files, meta):
@@ -246,6 +242,7 @@ def load_dataset(data_dir):
     meta = read_meta(data_dir)
     index = read_index(data_dir)
     semantic, labels = read_semantic(data_dir, meta["n_semantic"])
+    # (V,) block index of each id
     data = dict(
         meta=meta,
         labels=labels,
@@ -257,7 +254,7 @@ def load_dataset(data_dir):
         after=block_mask(meta, meta["window_start_after"]),
         continues=block_mask(meta, ["DURATION"]),
         token_type=np.zeros(meta["vocab_size"], dtype=np.int64),
-    )  # (V,) block index of each id
+    )
     for i, (offset, size) in enumerate(meta["blocks"].values()):
         data["token_type"][offset : offset + size] = i
     for split in ("train", "val"):
@@ -268,12 +265,10 @@ def load_dataset(data_dir):
 def next_boundary(data, tokens, i, *, end, limit):
     """The first event boundary at or after position i, at most `limit` tokens on; None if there is
     none."""
-    chunk = np.asarray(
-        tokens[i - 1 : min(end, i + limit)], dtype=np.int64
-    )  # the token before i, then i...
-    ok = (
-        data["after"][chunk[:-1]] & ~data["continues"][chunk[1:]]
-    )  # ok[j]: position i + j is a boundary
+    # the token before i, then i...
+    chunk = np.asarray(tokens[i - 1 : min(end, i + limit)], dtype=np.int64)
+    # ok[j]: position i + j is a boundary
+    ok = data["after"][chunk[:-1]] & ~data["continues"][chunk[1:]]
     hits = np.flatnonzero(ok)
     return i + int(hits[0]) if len(hits) else None
 
@@ -298,9 +293,8 @@ def build_windows(
         for (f, start), prefix in zip(
             row if isinstance(row, list) else [row], np.atleast_2d(row_prefixes)
         ):
-            n = max(
-                min(int(d["end"][f]) - start, block_size + 1 - at - P), 0
-            )  # its tokens that fit
+            # its tokens that fit
+            n = max(min(int(d["end"][f]) - start, block_size + 1 - at - P), 0)
             seq[b, at : at + P] = prefix
             seq[b, at + P : at + P + n] = d["tokens"][start : start + n]
             y_valid[b, at + P - 1 : at + P - 1 + n] = True

@@ -111,13 +111,14 @@ def main_meter(score):
     return max(segments(score.time_signatures, (4, 4), end_step(score)))[1:]
 
 
+# (below, word)
 TEMPO_WORDS = [
     (60, "very slow"),
     (76, "slow"),
     (108, "moderate"),
     (132, "fast"),
     (1e9, "very fast"),
-]  # (below, word)
+]
 
 
 def tempo_word(bpm):
@@ -131,9 +132,8 @@ def tempo_word(bpm):
 # sharps.
 MAJOR_TONICS = "C;D flat;D;E flat;E;F;F sharp;G;A flat;A;B flat;B".split(";")
 MINOR_TONICS = "C;C sharp;D;E flat;E;F;F sharp;G;G sharp;A;B flat;B".split(";")
-KEY_NAMES = [f"{t} major" for t in MAJOR_TONICS] + [
-    f"{t} minor" for t in MINOR_TONICS
-]  # index = 12 * minor + tonic
+# index = 12 * minor + tonic
+KEY_NAMES = [f"{t} major" for t in MAJOR_TONICS] + [f"{t} minor" for t in MINOR_TONICS]
 LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 # Krumhansl-Kessler key profiles: how well each pitch class fits a major / minor key on its tonic
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -256,9 +256,8 @@ def texture(notes):
         np.int64
     )
     steps_with = np.bincount(sounding)[1:]  # steps with 1, 2, ... notes sounding
-    voices = 1 + int(
-        np.searchsorted(np.cumsum(steps_with), 0.9 * steps_with.sum())
-    )  # nearest-rank 90th percentile
+    # nearest-rank 90th percentile
+    voices = 1 + int(np.searchsorted(np.cumsum(steps_with), 0.9 * steps_with.sum()))
     return "solo line" if voices <= 1 else "two voices" if voices == 2 else f"{voices} parts"
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import attributes
 import checkpoints
 import control
 import dataset
@@ -39,7 +40,15 @@ import metrics
 import prompt
 import report
 import tokenizer
-from files import UserError, check_output_folder, check_range, check_text, run_script, write_atomic
+from files import (
+    UserError,
+    check_output_folder,
+    check_range,
+    check_text,
+    rebuild_command,
+    run_script,
+    write_atomic,
+)
 from generation import Sampling, add_device_flags, check_device, generate_tokens, prompt_row
 from metrics import METRICS, piece_stats
 from model import autocast, pick_device, summed_loss_per
@@ -162,8 +171,8 @@ def likelihood(model, data, *, max_windows=None, ctx=nullcontext()):
     the semantic token, key, meter, tempo, instruments)."""
     V = model.config.vocab_size
     counts = np.bincount(np.asarray(data["train"]["tokens"]), minlength=V) + 1.0  # (V,) add-one
-    variants = {"uncond": tokenizer.blank_prefix(tokenizer.PREFIX_SLOTS)} | {
-        f"no_{slot}": tokenizer.blank_prefix([slot]) for slot in tokenizer.PREFIX_SLOTS
+    variants = {"uncond": attributes.blank_prefix(attributes.PREFIX_SLOTS)} | {
+        f"no_{slot}": attributes.blank_prefix([slot]) for slot in attributes.PREFIX_SLOTS
     }
     scored = checkpoints.split_loss(
         model,
@@ -210,7 +219,7 @@ def fit_ceiling(data, *, data_dir, max_pieces, max_tokens, seed):
     if not len(pieces["train"][0]) or not len(pieces["val"][0]):
         raise UserError(
             f"{data_dir}/semantic.json gives no train or val piece a semantic id; re-run: "
-            f"{dataset.rebuild_command(data_dir, 'cluster.py')}"
+            f"{rebuild_command(data_dir, 'cluster.py')}"
         )
     return metrics.semantic_ceiling(pieces["train"], pieces["val"], seed)
 
@@ -398,7 +407,7 @@ def load(settings, command):
         if not os.path.exists(os.path.join(data_dir, name)):
             raise UserError(
                 f"no {os.path.join(data_dir, name)}; make it with: "
-                f"{dataset.rebuild_command(data_dir, 'cluster.py')}"
+                f"{rebuild_command(data_dir, 'cluster.py')}"
             )
     data = dataset.load_dataset(data_dir)
     setup = Setup(
@@ -486,9 +495,8 @@ def check_settings(s):
         check_text(f"--{name}", getattr(s, name))
     check_device(s.device, "--device")
     check_output_folder(os.path.join(s.out_dir, "eval"))
-    control.prompt_sets(
-        s.prompts
-    )  # a prompt file that is not there fails here, before the model loads
+    # a prompt file that is not there fails here, before the model loads
+    control.prompt_sets(s.prompts)
 
 
 def parse_settings(argv=None):

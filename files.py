@@ -80,6 +80,11 @@ def os_error_line(e):
 MIN_FREE_BYTES = 1 << 20  # less free space than this is a full disk: no output of any script fits
 
 
+def rebuild_command(data_dir, script="prepare.py"):
+    """The command that (re)makes a data folder's files: prepare.py's, or cluster.py's."""
+    return f"python {script} --data_dir {data_dir}"
+
+
 def check_output_folder(folder, *, must_exist=False):
     """Before any work: raise UserError unless files can be written in folder (made later if missing
     and not must_exist): no part of it is a file, it is not read-only, its disk is not full."""

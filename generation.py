@@ -181,12 +181,14 @@ def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True)
     after the drums' PROGRAM), [:, 1] for its first OPENING_NOTES notes after hook.start, [:, 0]
     after them; or None (scale_penalty)."""
     V, T = tokenizer.VOCAB_SIZE, tokenizer.TYPE
+    # (V,)
     special = np.isin(
         tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "UNK", "START", "SEMANTIC", "UNCOND")]
-    )  # (V,)
+    )
+    # (V,)
     mid_stream = ~np.isin(
         tokenizer.TOKEN_TYPE, [T[n] for n in ("PAD", "END", "SEMANTIC", "UNCOND")]
-    )  # (V,)
+    )
     assert not tokenizer.GRAMMAR_MASK[mid_stream][:, special].any(), (
         "the grammar lets a special token in mid-stream"
     )
@@ -200,12 +202,10 @@ def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True)
     drums, notes = tokenizer.OFFSET["PROGRAM"] + tokenizer.DRUMS, tokenizer.OFFSET["NOTE"]
 
     def hook(tokens, logits):  # tokens (B', t), logits (B', vocab_size): the rows still sampling
-        ok = (
-            allowed[tokens[:, -1]] if plays is None else allowed[tokens[:, -1]] & plays[hook.rows]
-        )  # (B', vocab)
-        if (
-            asked is not None
-        ):  # an asked instrument not heard yet comes in at least as likely as the likeliest
+        # (B', vocab)
+        ok = allowed[tokens[:, -1]] if plays is None else allowed[tokens[:, -1]] & plays[hook.rows]
+        # an asked instrument not heard yet comes in at least as likely as the likeliest
+        if asked is not None:
             heard = torch.zeros_like(ok).scatter_(1, tokens[:, hook.start :], True)  # (B', vocab)
             mine = asked[hook.rows] & ok  # (B', vocab)
             best = logits.masked_fill(~mine, float("-inf")).amax(1, keepdim=True)  # (B', 1)
@@ -231,9 +231,8 @@ def stop_index(row, prompt_len, seconds=None):
     stop = prompt_len + int(ends[0]) + 1 if len(ends) else None
     if seconds is not None:
         is_time = tokenizer.TOKEN_TYPE[row] == tokenizer.TYPE["TIME_ON"]  # (t,)
-        steps = np.cumsum(
-            np.where(is_time, row - tokenizer.OFFSET["TIME_ON"] + 1, 0)
-        )  # (t,) time after each token
+        # (t,) time after each token
+        steps = np.cumsum(np.where(is_time, row - tokenizer.OFFSET["TIME_ON"] + 1, 0))
         late = np.flatnonzero(
             seconds_at(steps[prompt_len:], tokenizer.tokens_to_score(row)[0].tempos) >= seconds
         )

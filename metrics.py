@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+import attributes
 import describe
 import tokenizer
 from describe import DRUMS, end_step, main_meter, mean_bpm, segments, sounding_per_step
@@ -370,29 +371,13 @@ def classifier_summary(classifiers, asks):
 # Every measure of the control report, in its order; realised() scores those a prompt asks for.
 # "tempo token" is plumbing: the sample's own first tempo is the one asked.
 CONTROL_MEASURES = [
-    "key",
-    "key (music21)",
-    "mode",
-    "mode (music21)",
-    "meter",
-    "tempo word",
-    "instruments exact",
-    "instrument recall",
-    "instrument precision",
+    *attributes.CONTROL_ROWS,
     "polyphony outlier",
     "polyphony outlier (all real)",
-    "tempo token",
+    *attributes.TOKEN_ROWS,
 ]
 # the headline measures: one column each in the tables per prompt and per run
-PER_PROMPT_MEASURES = [
-    "key",
-    "key (music21)",
-    "mode",
-    "meter",
-    "tempo word",
-    "instruments exact",
-    "polyphony outlier",
-]
+PER_PROMPT_MEASURES = [*attributes.PER_PROMPT_ROWS, "polyphony outlier"]
 assert set(PER_PROMPT_MEASURES) <= set(CONTROL_MEASURES), "a headline measure nothing scores"
 
 

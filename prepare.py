@@ -46,9 +46,8 @@ def tokenize_file(job):
     fields, reason). Runs in a worker; never raises."""
     midi_root, midi_file = job
     path = os.path.join(midi_root, midi_file)
-    if not os.path.isfile(
-        path
-    ):  # a broken link, or a pipe or device with a MIDI name (reading one would hang)
+    # a broken link, or a pipe or device with a MIDI name (reading one would hang)
+    if not os.path.isfile(path):
         return midi_file, None, None, {}, "not a regular file (a broken link?)"
     try:
         with open(path, "rb") as f:
@@ -123,9 +122,8 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
             ):
                 os.remove(stale)
         midi_root = dataset.midi_root(data_dir)
-        n_files = sum(
-            1 for _ in dataset.iter_midi(midi_root)
-        )  # a cheap first walk, for the progress bar
+        # a cheap first walk, for the progress bar
+        n_files = sum(1 for _ in dataset.iter_midi(midi_root))
         if not n_files:
             raise UserError(
                 f"no {', '.join(dataset.MIDI_SUFFIXES)} files under {midi_root}; for the bundled "
@@ -187,9 +185,10 @@ def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
         # pickling).
         jobs = ((midi_root, midi_file) for midi_file in dataset.iter_midi(midi_root))
         results = pool.imap(tokenize_file, jobs, chunksize=32) if pool else map(tokenize_file, jobs)
+        # None: a terminal only
         bar = tqdm(
             results, total=n_files, desc="tokenizing", unit="file", disable=True if quiet else None
-        )  # None: a terminal only
+        )
         for midi_file, digest, tokens, fields, reason in bar:
             if tokens is not None and digest in first_of:
                 tokens, reason = None, f"duplicate (the same bytes as {first_of[digest]})"

@@ -22,7 +22,7 @@ import numpy as np
 import attributes
 import describe
 import tokenizer
-from files import UserError, read_json
+from files import UserError, read_json, rebuild_command
 from generation import prompt_row
 
 DEFAULT_EMBEDDER = (
@@ -70,9 +70,8 @@ def load_embedder(name=DEFAULT_EMBEDDER):
     path = embedder_path(name)
     from sentence_transformers import SentenceTransformer
 
-    if (
-        not sys.stderr.isatty()
-    ):  # transformers' "Loading weights" bar: in a log file its redraws are noise
+    # transformers' "Loading weights" bar: in a log file its redraws are noise
+    if not sys.stderr.isatty():
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -105,7 +104,7 @@ def embed(texts, embedder=DEFAULT_EMBEDDER, batch_size=64, progress=False):
 def load_clusters(data_dir, need=("labels",)):
     """clusters.json, with the fields in need checked (labels, centroids, embedder): missing or
     corrupt, it is a UserError that says how to make it again."""
-    path, rebuild = Path(data_dir) / "clusters.json", f"python cluster.py --data_dir {data_dir}"
+    path, rebuild = Path(data_dir) / "clusters.json", rebuild_command(data_dir, "cluster.py")
     if not path.exists():
         raise UserError(f"no {path}; make it with: {rebuild}")
     clusters = read_json(path, rebuild=rebuild)
@@ -131,7 +130,7 @@ def nearest_tokens(text, data_dir, top=3, clusters=None):
         raise UserError(
             f"{Path(data_dir) / 'clusters.json'}: its centroids are not {len(q)}-dimensional "
             "vectors of "
-            f"{clusters['embedder']}; rebuild it: python cluster.py --data_dir {data_dir}"
+            f"{clusters['embedder']}; rebuild it: {rebuild_command(data_dir, 'cluster.py')}"
         )
     sims = cents @ q / np.maximum(np.linalg.norm(cents, axis=1), 1e-8)  # (k,)
     return [
@@ -329,9 +328,8 @@ class Request:
 
     def understood(self, text=None, prime=None):
         """What the gallery card shows as asked for and understood."""
-        key = (
-            describe.KEY_NAMES[self.prefix["key"]] if self.prefix["key"] is not None else None
-        )  # a mode gets a tonic
+        # a mode gets a tonic
+        key = describe.KEY_NAMES[self.prefix["key"]] if self.prefix["key"] is not None else None
         asked = {k: self.asked[k] for k in attributes.ASKED_FIELDS} | {
             "key": key or self.asked["key"]
         }

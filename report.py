@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 
+import attributes
 import describe
 import metrics
 import render
@@ -247,7 +248,7 @@ def report_likelihood(lk):
         "it).\n",
         table(
             ["attribute", "loss with", "loss without", "gain"],
-            [[slot, *gain(f"loss_no_{slot}")] for slot in tokenizer.PREFIX_SLOTS]
+            [[slot, *gain(f"loss_no_{slot}")] for slot in attributes.PREFIX_SLOTS]
             + [["all of them", *gain("loss_uncond")]],
         ),
     ]
@@ -455,7 +456,7 @@ def per_prompt_table(c, name):
 def report_control(c):
     lines = [
         "## 5. Control: the attributes asked for, measured in the notes\n",
-        "Every prompt of each set is read by describe.parse_prompt as `sample.py --prompt` reads "
+        "Every prompt of each set is read by prompt.parse_prompt as `sample.py --prompt` reads "
         f"it, and sampled {c.n_per_prompt} times on each path:\n",
         *[f"- **{path}**: {words}" for path, words in c.path_words.items()],
         "\nThe unconditioned samples are scored against the same prompt: the baseline of each "
@@ -545,7 +546,7 @@ def summary(res):
         val_loss=float(o["loss"][0]),
         val_nats_per_note=res.likelihood["nats_per_note"],
         gain={"all": float(o["loss_uncond"][0] - o["loss"][0])}
-        | {slot: float(o[f"loss_no_{slot}"][0] - o["loss"][0]) for slot in tokenizer.PREFIX_SLOTS},
+        | {slot: float(o[f"loss_no_{slot}"][0] - o["loss"][0]) for slot in attributes.PREFIX_SLOTS},
         num_samples=s.num_samples,
     )
     if res.adherence is not None:

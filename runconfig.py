@@ -112,6 +112,7 @@ def run_config_file(path):
 # -----------------------------------------------------------------------------
 # train.py's settings, each in its range
 
+# at least 1
 COUNTS = (
     "batch_size",
     "n_layer",
@@ -123,7 +124,7 @@ COUNTS = (
     "save_interval",
     "keep_last",
     "gradient_accumulation_steps",
-)  # at least 1
+)
 NOT_NEGATIVE = (
     "max_iters",
     "warmup_iters",

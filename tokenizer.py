@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import mido
 import numpy as np
 
-from files import UserError
 from midifile import DRUMS, MidiError, events_of, load_midi, read_raw, track_from_events
 
 # -----------------------------------------------------------------------------
@@ -146,31 +145,6 @@ def token_name(token_id):
 
 NAME_TO_ID = {token_name(i): i for i in range(VOCAB_SIZE)}
 assert len(NAME_TO_ID) == VOCAB_SIZE, "token names must be unique"
-
-
-def check_vocabulary(ckpt, path, fix):
-    """The one check that a checkpoint and this tokenizer agree: its vocabulary layout (meta.json's
-    "blocks") must be LAYOUT and its model must have an id for every token. Else a UserError naming
-    path and what to do (fix), for sampling and for resuming alike."""
-    if not (
-        isinstance(ckpt, dict)
-        and isinstance(ckpt.get("model_args"), dict)
-        and isinstance(ckpt.get("model"), dict)
-        and isinstance(ckpt["model_args"].get("vocab_size"), int)
-    ):
-        raise UserError(
-            f"{path} is not a checkpoint of train.py (no model weights or model_args); {fix}"
-        )
-    if not isinstance(ckpt.get("meta"), dict) or ckpt["meta"].get("blocks") != LAYOUT:
-        raise UserError(
-            f"{path} was trained on another vocabulary (an older one predates the attribute "
-            f"prefix: key, meter, tempo, instruments); {fix}"
-        )
-    if ckpt["model_args"]["vocab_size"] < VOCAB_SIZE:
-        raise UserError(
-            f"{path}: its model has {ckpt['model_args']['vocab_size']} token ids, tokenizer.py "
-            f"needs {VOCAB_SIZE}; {fix}"
-        )
 
 
 def token_id(name):

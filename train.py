@@ -27,12 +27,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import attributes
 import checkpoints
 import dataset
 import runconfig
 import tokenizer
 from dataset import get_batch, load_dataset
-from files import UserError, folder_lock, run_script, write_atomic
+from files import UserError, folder_lock, rebuild_command, run_script, write_atomic
 from model import GPT, GPTConfig, estimate_loss, measure_peak_flops, summed_loss_per
 
 # -----------------------------------------------------------------------------
@@ -61,15 +62,11 @@ class Config(GPTConfig):
     seed: int = 1337
     # data
     batch_size: int = 32  # windows per micro step, per process
-    # The attribute prefix (tokenizer.attribute_prefix): each slot is dropped to "unspecified" on
-    # its own, so any subset can be asked for when sampling; prefix_dropout blanks all of it
-    # (classifier-free guidance).
-    cond_dropout: float = 0.1  # the semantic token -> SEMANTIC_UNCOND
-    key_dropout: float = 0.3
-    meter_dropout: float = 0.3
-    tempo_dropout: float = 0.3
-    instruments_dropout: float = 0.3
-    prefix_dropout: float = 0.1  # the whole prefix at once
+    # The attribute prefix's dropout, one setting per slot and prefix_dropout for all of it at once
+    # (attributes.DROPOUTS: cond_dropout, key_dropout, ...): each slot is dropped to "unspecified"
+    # on its own, so any subset can be asked for when sampling.
+    __annotations__.update(dict.fromkeys(attributes.DROPOUTS, float))
+    vars().update(attributes.DROPOUTS)
     transpose: int = 0  # > 0: shift pitched notes and key by -transpose..transpose semitones
     balance: bool = False  # pick each semantic token's files equally often (else by length)
     # > 0: play each window up to this many octaves faster or slower (0.5: x0.71..x1.41)
@@ -77,7 +74,7 @@ class Config(GPTConfig):
     # also add a learned embedding of the prefix at every position (GPTConfig.cond_prefix)
     cond_embedding: bool = False
     pack: bool = False  # fill a window with more pieces where one ends, each led by its own prefix
-    revoice: float = 0.0  # share of windows played on other instruments (tokenizer.revoice)
+    revoice: float = 0.0  # share of windows played on other instruments (augment.revoice)
     # AdamW, linear warmup, then cosine decay to min_lr at lr_decay_iters
     learning_rate: float = 1e-4
     muon_lr: float = 0.0  # > 0: Muon at this learning rate for the blocks' matrices, AdamW the rest
@@ -102,27 +99,7 @@ class Config(GPTConfig):
         self.cond_prefix = tokenizer.PREFIX_LEN if self.cond_embedding else 0
 
 
-PROBABILITIES = (
-    "cond_dropout",
-    "key_dropout",
-    "meter_dropout",
-    "tempo_dropout",
-    "instruments_dropout",
-    "prefix_dropout",
-    "revoice",
-)
-
-
-def dropout_of(cfg):
-    """The config's prefix dropout as dataset.drop_attributes takes it: slot name -> probability."""
-    return dict(
-        semantic=cfg.cond_dropout,
-        key=cfg.key_dropout,
-        meter=cfg.meter_dropout,
-        tempo=cfg.tempo_dropout,
-        instruments=cfg.instruments_dropout,
-        all=cfg.prefix_dropout,
-    )
+PROBABILITIES = (*attributes.DROPOUTS, "revoice")
 
 
 @dataclass
@@ -225,7 +202,7 @@ def train_step(model, state, data, *, cfg, run):
             rng,
             batch_size=cfg.batch_size,
             block_size=cfg.block_size,
-            dropout=dropout_of(cfg),
+            dropout=attributes.dropout_of(cfg),
             transpose=cfg.transpose,
             balance=cfg.balance,
             tempo_jitter=cfg.tempo_jitter,
@@ -281,8 +258,8 @@ def eval_splits(model, data, cfg, run):
     (windows of files that have one)."""
     uncond, ev = data["meta"]["uncond_token"], {}
     variants = dict(
-        uncond=tokenizer.blank_prefix(tokenizer.PREFIX_SLOTS),
-        no_semantic=tokenizer.blank_prefix(["semantic"]),
+        uncond=attributes.blank_prefix(attributes.PREFIX_SLOTS),
+        no_semantic=attributes.blank_prefix(["semantic"]),
     )
     for split_index, split in enumerate(("train", "val")):  # val last: `t` below holds its tables
         rng = np.random.default_rng([1, cfg.seed, split_index])  # stream 1 = eval (0 = training)
@@ -494,7 +471,7 @@ def open_logs(cfg, run, state, data):
     if not data["has_semantic"]:
         print(
             f"note: no {cfg.data_dir}/semantic.json, so every window is unconditional (make it "
-            f"with: {dataset.rebuild_command(cfg.data_dir, 'cluster.py')})"
+            f"with: {rebuild_command(cfg.data_dir, 'cluster.py')})"
         )
     writer = None
     if cfg.tensorboard:

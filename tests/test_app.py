@@ -226,9 +226,8 @@ def test_no_checkpoint_and_no_gradio_are_one_line_each(tmp_path, monkeypatch):
         r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
     ), r.stderr
     assert "no checkpoint in" in r.stderr and "python train.py" in r.stderr
-    monkeypatch.setitem(
-        sys.modules, "gradio", None
-    )  # as if requirements-app.txt were not installed
+    # as if requirements-app.txt were not installed
+    monkeypatch.setitem(sys.modules, "gradio", None)
     with pytest.raises(UserError, match="requirements-app.txt"):
         app.build_page({})
 

@@ -24,20 +24,19 @@ from test_train import TINY  # noqa: E402
 import render  # noqa: E402
 import sample  # noqa: E402
 import tokenizer  # noqa: E402
+from files import UserError  # noqa: E402
 
 SR = render.SAMPLE_RATE
 MELODY = [(beat, 0.5, 72 + 2 * i) for i, beat in enumerate([0, 1, 2, 3])]  # flute, beats 0-3.5
-DRUMS = [
-    (beat, 0.25, pitch) for beat, pitch in zip([8, 9, 10, 11], [36, 38, 42, 38])
-]  # kit, beats 8-11.25
+# kit, beats 8-11.25
+DRUMS = [(beat, 0.25, pitch) for beat, pitch in zip([8, 9, 10, 11], [36, 38, 42, 38])]
 
 
 def read_wav(path):
     with wave.open(str(path)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SR, 2, 2)
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(
-            -1, 2
-        )  # (samples, 2)
+        # (samples, 2)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
     return pcm.astype(np.float64) / 32768
 
 
@@ -89,7 +88,7 @@ def test_a_synthesiser_that_fails_is_one_line_and_the_midi_is_written(
     run, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setattr(
-        render, "soundfont_path", lambda: (_ for _ in ()).throw(tokenizer.UserError("no SoundFont"))
+        render, "soundfont_path", lambda: (_ for _ in ()).throw(UserError("no SoundFont"))
     )
     monkeypatch.setattr(render, "_SOUNDFONT", {})
     paths = sample.main(
@@ -175,17 +174,11 @@ def test_gallery_links_resolve_newest_first_and_no_duplicates(run, tmp_path):
     tags = [tag for tag, _ in parsed.links]
     assert tags.count("img") == tags.count("audio") == tags.count("a") == 4
     text = (tmp_path / "index.html").read_text()
-    for fact in (
-        "estimated key",
-        "instruments",
-        "notes",
-        "SEMANTIC_TOKEN_2",
-        "drums",
-    ):  # LABELS[2] is "drums"
+    # LABELS[2] is "drums"
+    for fact in ("estimated key", "instruments", "notes", "SEMANTIC_TOKEN_2", "drums"):
         assert fact in text
-    os.remove(
-        first[0]
-    )  # a card whose MIDI is gone leaves the page at the next run; the rest stay whole
+    # a card whose MIDI is gone leaves the page at the next run; the rest stay whole
+    os.remove(first[0])
     sample.main(common + ["--token", "2", "--seed", "2"])
     assert len(page_links(tmp_path / "index.html").cards) == 3
 
@@ -212,6 +205,7 @@ def test_a_card_shows_every_field_the_prompt_was_understood_as(tmp_path):
         str(path), score, understood, "a waltz", folder=str(tmp_path), made="2026-01-01 00:00:00"
     )
     html = render.card_html(card)
+    # 3 quarters at 90 bpm
     for shown in (
         "a slow waltz in A minor for strings",
         "0.612",
@@ -221,7 +215,7 @@ def test_a_card_shows_every_field_the_prompt_was_understood_as(tmp_path):
         "A minor",
         "90 bpm",
         "2.0 s",
-    ):  # 3 quarters at 90 bpm
+    ):
         assert shown in html, shown
     # instruments asked for are named as "measured" names them, never as program numbers
     assert "<th>instruments</th><td>String Ensemble 1, drums</td>" in html, html
@@ -237,6 +231,7 @@ def test_demo_pipeline_log_has_no_carriage_return_redraws(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(12):
         styled_piece(i % 3, rng).save(data / "midi" / f"piece_{i:02d}.mid")
+    # a prompt loads the embedder once more
     steps = [
         ["prepare.py", "--data_dir", data, "--val_fraction", "0.3"],
         ["cluster.py", "--data_dir", data, "--k", "3"],
@@ -264,7 +259,7 @@ def test_demo_pipeline_log_has_no_carriage_return_redraws(tmp_path):
             "cpu",
             "--audio",
         ],
-    ]  # a prompt loads the embedder once more
+    ]
     log = b""
     for step in steps:  # bytes, not text=True: universal newlines would turn a redraw's \r into \n
         r = subprocess.run(

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing cryptic (issue 20), one test per class of bad input, each built for real
+"""Nothing lost, nothing cryptic: one test per class of bad input, each built for real
 where it can be: two processes for the folder lock, a real symlink loop, a real read-only folder and
 a real write that fails for lack of room. Every refusal is one line on stderr (exit 1, no
 traceback), and what was already written stays."""
@@ -142,9 +142,8 @@ def test_a_second_writer_stops_at_once_naming_the_first_and_a_dead_ones_lock_is_
         )
     assert snapshot(data) == before and os.listdir(out_dir) == [files.LOCK_NAME]
 
-    holder.send_signal(
-        signal.SIGKILL
-    )  # dies holding it: the lock file stays, naming a process that is gone
+    # dies holding it: the lock file stays, naming a process that is gone
+    holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert (data / files.LOCK_NAME).exists()
     r = script("prepare.py", "--data_dir", data, "--workers", 1)
@@ -203,9 +202,8 @@ def test_two_runs_into_one_gallery_each_keep_their_card(tmp_path):
 
 
 def test_an_empty_query_is_an_error_and_writes_nothing(tmp_path):
-    make_folder(
-        tmp_path, 3
-    )  # clusterable: under the old `if args.query`, "" re-clustered and wrote both files
+    # clusterable: under the old `if args.query`, "" re-clustered and wrote both files
+    make_folder(tmp_path, 3)
     (tmp_path / "semantic.json").write_text('{"set0/piece0.mid": 1}')
     (tmp_path / "clusters.json").write_text('{"the user\'s": "clusters"}')
     before = snapshot(tmp_path)
@@ -252,9 +250,8 @@ def test_a_symlink_loop_is_walked_once_and_duplicates_are_reported_never_trained
     os.link(midi / "set2" / "piece5.mid", extra / "hardlink.mid")  # the same file, hard-linked
     shutil.copy(midi / "set0" / "piece0.mid", extra / "copy.mid")  # the same bytes
     walked = list(dataset.iter_midi(str(midi)))
-    assert len(walked) == len(set(walked)) == 12 + 2 + 3, (
-        walked
-    )  # each real folder once; the three extra names once
+    # each real folder once; the three extra names once
+    assert len(walked) == len(set(walked)) == 12 + 2 + 3, walked
     assert not [f for f in walked if "loop" in f or "set1_again" in f]
 
     counts = prepare.prepare(str(tmp_path), val_fraction=0.3, workers=2, quiet=True)
@@ -387,12 +384,13 @@ def test_every_bad_setting_is_one_line_naming_it_before_any_work(tmp_path):
     ):
         with pytest.raises(UserError, match=f"^{args[0]}"):
             cluster.main(["--data_dir", str(folder), *args])
+    # no traceback
     procs = [
         script("train.py", str(config)),
         script("sample.py", "--tempo", "", "--dry_run"),  # on the command
         script("prepare.py", "--data_dir", folder, "--val_fraction", "2"),  # line: one line,
         script("roundtrip.py", folder / "midi" / "set0" / "piece0.mid", "--show", "-1"),
-    ]  # no traceback
+    ]
     for proc, word in zip(
         procs, [f"{config}, line 2", "--tempo=''", "--val_fraction=2.0", "--show=-1"]
     ):
@@ -445,9 +443,8 @@ def test_a_write_that_fails_midway_is_one_line_and_the_previous_output_stays(tmp
     prepare.prepare(str(tmp_path), workers=1, quiet=True)
     before = snapshot(tmp_path)
     make_folder(tmp_path / "more", 24)
-    shutil.move(
-        tmp_path / "more" / "midi", tmp_path / "midi" / "more"
-    )  # the new train.bin outgrows the limit
+    # the new train.bin outgrows the limit
+    shutil.move(tmp_path / "more" / "midi", tmp_path / "midi" / "more")
     limit = (tmp_path / "train.bin").stat().st_size + 64
     before = {k: v for k, v in before.items() if not k.startswith("midi/")}
 
@@ -508,9 +505,8 @@ def test_a_read_only_or_full_folder_is_one_line_before_any_work(tmp_path):
 
 def test_file_names_that_are_not_utf8_are_prepared_and_clustered(tmp_path):
     make_folder(tmp_path, 3)
-    odd = os.path.join(
-        os.fsencode(tmp_path / "midi"), b"caf\xe9 \xff.mid"
-    )  # latin-1 bytes: not UTF-8
+    # latin-1 bytes: not UTF-8
+    odd = os.path.join(os.fsencode(tmp_path / "midi"), b"caf\xe9 \xff.mid")
     midi_file([track(notes(0, [(0, 1, 70), (1, 1, 72), (2, 2, 75)], program=40))]).save(
         os.fsdecode(odd)
     )
@@ -601,28 +597,24 @@ def test_resume_finds_the_newest_checkpoint_that_loads_and_no_advice_goes_round_
     run_train(data, tmp_path / "run", "--max_iters=4", *common)
     numbered, best = tmp_path / "run" / "ckpt_0000004.pt", tmp_path / "run" / "ckpt_best.pt"
     best_iter = torch.load(best, weights_only=True)["iter_num"]
-    numbered.write_bytes(
-        numbered.read_bytes()[:500]
-    )  # the only numbered checkpoint, cut short by a crash
-    run_train(
-        data, tmp_path / "run", "--max_iters=6", "--init_from=resume", *common
-    )  # goes on from ckpt_best.pt
+    # the only numbered checkpoint, cut short by a crash
+    numbered.write_bytes(numbered.read_bytes()[:500])
+    # goes on from ckpt_best.pt
+    run_train(data, tmp_path / "run", "--max_iters=6", "--init_from=resume", *common)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log if "loss" in r][-2:] == [5, 6] and best_iter in (2, 4)
     assert torch.load(tmp_path / "run" / "ckpt_0000006.pt", weights_only=True)["iter_num"] == 6
 
-    for path in (tmp_path / "run").glob(
-        "ckpt_*.pt"
-    ):  # now nothing loads: both ways say to delete, never each other
+    # now nothing loads: both ways say to delete, never each other
+    for path in (tmp_path / "run").glob("ckpt_*.pt"):
         path.write_bytes(b"cut")
     for init in ("resume", "scratch"):
         with pytest.raises(UserError, match="none of the checkpoints .* loads .*delete them") as e:
             run_train(data, tmp_path / "run", "--max_iters=8", f"--init_from={init}", *common)
         assert "--init_from=resume" not in str(e.value)
     (tmp_path / "run_best").mkdir()
-    torch.save(
-        {"iter_num": 3}, tmp_path / "run_best" / "ckpt_best.pt"
-    )  # only a best checkpoint: scratch keeps it
+    # only a best checkpoint: scratch keeps it
+    torch.save({"iter_num": 3}, tmp_path / "run_best" / "ckpt_best.pt")
     with pytest.raises(UserError, match="already holds checkpoints; go on with --init_from=resume"):
         run_train(data, tmp_path / "run_best", "--max_iters=8")
 
@@ -663,9 +655,8 @@ def test_a_run_that_diverges_stops_before_it_replaces_the_good_checkpoints(tmp_p
     good = (tmp_path / "run" / "ckpt_0000002.pt").read_bytes()
     step = train.train_step
 
-    def diverging_step(
-        model, state, data, **kwargs
-    ):  # iteration 3 blows up, as a too-large learning rate would
+    # iteration 3 blows up, as a too-large learning rate would
+    def diverging_step(model, state, data, **kwargs):
         loss = step(model, state, data, **kwargs)
         if state.iter_num == 2:
             with torch.no_grad():
@@ -682,14 +673,12 @@ def test_a_run_that_diverges_stops_before_it_replaces_the_good_checkpoints(tmp_p
     assert (tmp_path / "run" / "ckpt_0000002.pt").read_bytes() == good
 
     ckpt = torch.load(tmp_path / "run" / "ckpt_0000002.pt", weights_only=True)
-    next(iter(ckpt["model"].values())).fill_(
-        float("nan")
-    )  # a diverged checkpoint from elsewhere: one line
+    # a diverged checkpoint from elsewhere: one line
+    next(iter(ckpt["model"].values())).fill_(float("nan"))
     torch.save(ckpt, tmp_path / "nan.pt")
     with pytest.raises(UserError, match="nan.pt holds weights that are not finite"):
         checkpoints.load_model(str(tmp_path / "nan.pt"))
-    torch.save(
-        [1, 2, 3], tmp_path / "list.pt"
-    )  # loads, but is no checkpoint: one line, not a KeyError
+    # loads, but is no checkpoint: one line, not a KeyError
+    torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(UserError, match="list.pt is not a checkpoint of train.py"):
         checkpoints.load_model(str(tmp_path / "list.pt"))

@@ -15,10 +15,11 @@ import bench_runs  # noqa: E402
 import benchlib  # noqa: E402
 
 SCRIPTS = {"bench.py": bench, "bench_data.py": bench_data, "bench_runs.py": bench_runs}
+# a None in sys.modules: as if it were not installed
 HIDE = (
     "import runpy, sys; sys.modules['{}'] = None; sys.argv = ['{}', '--only', '{}']; "
     "runpy.run_path('{}', run_name='__main__')"
-)  # a None in sys.modules: as if it were not installed
+)
 
 
 def one_line_error(code):

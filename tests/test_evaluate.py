@@ -25,6 +25,7 @@ import prompt  # noqa: E402
 import report  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
+from files import UserError  # noqa: E402
 
 torch.set_num_threads(1)  # other jobs share the cores; a model this small gains nothing from more
 LABELS = ["low slow piano", "high fast flute", "drums"]
@@ -145,9 +146,10 @@ def test_statistics_of_hand_made_scores():
     )
     assert two["all_bars"]
     drums = metrics.piece_stats(score([(0, 6, 36, tokenizer.DRUMS), (6, 6, 42, tokenizer.DRUMS)]))
+    # 6 steps
     assert (
         np.isnan(drums["pc_entropy"]) and np.isnan(drums["scale"]) and drums["durations"][4] == 1.0
-    )  # 6 steps
+    )
     assert len(drums["features"]) == len(c_major["features"])
     assert np.isfinite(metrics.feature_matrix([drums, c_major])).all(), "the classifier gets no nan"
 
@@ -247,9 +249,8 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir, tmp_path):
         and "python evaluate.py --out_dir" in text
         and LABELS[1] in text
     )
-    c = (
-        res.control
-    )  # the control report: every prompt on the user's path, the model alone and unconditioned
+    # the control report: every prompt on the user's path, the model alone and unconditioned
+    c = res.control
     assert (
         "## 5. Control" in text
         and c.seen == [0, 73, tokenizer.DRUMS]
@@ -285,9 +286,8 @@ def test_evaluation_writes_the_report_with_numbers_in_range(run_dir, tmp_path):
     )
     for path in ("user", "model"):
         assert set(c.closeness["prompts.txt"][path]) == set(metrics.METRICS)
-    parts, every = (
-        c.polyphony_p95
-    )  # dropping the single lines (1 voice, the least) can only raise it
+    # dropping the single lines (1 voice, the least) can only raise it
+    parts, every = c.polyphony_p95
     assert (
         parts >= every >= 1 and "### Prompt set: prompts.txt" in text and "long CPU preset" in text
     )
@@ -324,7 +324,7 @@ def test_missing_inputs_are_one_line_that_say_what_to_run(run_dir, tmp_path):
     for name in ("meta.json", "index.jsonl", "train.bin", "val.bin"):
         (bare / name).write_bytes((data_dir / name).read_bytes())
     with pytest.raises(
-        tokenizer.UserError, match=r"semantic.json; make it with: python cluster.py --data_dir"
+        UserError, match=r"semantic.json; make it with: python cluster.py --data_dir"
     ):
         evaluate.run(evaluate.Settings(out_dir=str(out_dir), data_dir=str(bare), device="cpu"))
 
@@ -358,9 +358,10 @@ def test_realised_reads_key_mode_and_instruments_from_the_notes():
         "instrument precision": 1.0,
     }
     asked = prompt.parse_prompt("a fast march in F sharp minor for flute and drums")
+    # no drums
     hits = metrics.realised(
         piece, asked, key="F sharp minor", classifiers=classifiers, seen={0, 73}
-    )  # no drums
+    )
     assert hits == {
         "key": False,
         "key (music21)": False,

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPTConfig, KVCache, sample_logits  # noqa: E402
 
-torch.set_num_threads(
-    1
-)  # other jobs share the 2 cores; these models are too small to gain from more
+# other jobs share the 2 cores; these models are too small to gain from more
+torch.set_num_threads(1)
 TINY = dict(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=32)
 
 
@@ -213,9 +212,8 @@ def test_cached_logits_equal_full_forward():
         full, _ = model(idx)  # (2, T, V)
         cache = KVCache(model.config.n_layer, model.config.block_size)
         parts = [model(idx[:, :5], kv_cache=cache)[0]]  # prefill, causal mask from position 0
-        parts.append(
-            model(idx[:, 5:9], kv_cache=cache)[0]
-        )  # a chunk after a cached prefix (offset mask)
+        # a chunk after a cached prefix (offset mask)
+        parts.append(model(idx[:, 5:9], kv_cache=cache)[0])
         for t in range(9, idx.size(1)):
             parts.append(model(idx[:, t : t + 1], kv_cache=cache)[0])  # one token at a time
     assert cache.pos == idx.size(1)
@@ -325,17 +323,15 @@ def test_guidance_1_is_plain_sampling():
 
 
 def test_guidance_matches_naive_and_changes_the_result():
-    model = random_model(
-        scale=0.2
-    )  # larger weights, so the first token clearly moves the distribution
+    # larger weights, so the first token clearly moves the distribution
+    model = random_model(scale=0.2)
     idx = torch.randint(1, TINY["vocab_size"], (2, 4))
     uncond = idx.clone()
     uncond[:, 0] = 0  # the "unconditional token" in place of the semantic one
     for guidance in (0.0, 3.0):  # 0 = the unconditional model alone
         with torch.no_grad():
-            expected = naive_generate(
-                model, idx, 25, seed=7, uncond_idx=uncond, guidance=guidance
-            )  # slides once
+            # slides once
+            expected = naive_generate(model, idx, 25, seed=7, uncond_idx=uncond, guidance=guidance)
         out = model.generate(
             idx,
             25,
@@ -388,9 +384,8 @@ OPTIONS = [
     "options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items())
 )
 def test_every_option_is_causal_and_its_cached_generation_equals_full_recompute(options):
-    model = random_model(
-        **options
-    )  # pushed off its init: a zero-initialised projection is not zero any more
+    # pushed off its init: a zero-initialised projection is not zero any more
+    model = random_model(**options)
     idx = torch.randint(0, TINY["vocab_size"], (2, TINY["block_size"]))
     changed = idx.clone()
     changed[:, 7] = (idx[:, 7] + 1) % TINY["vocab_size"]
@@ -402,9 +397,8 @@ def test_every_option_is_causal_and_its_cached_generation_equals_full_recompute(
     )
     prompt = idx[:, :3]
     with torch.no_grad():
-        expected = naive_generate(
-            model, prompt, 40, seed=5, keep_first=1
-        )  # slides twice past block_size
+        # slides twice past block_size
+        expected = naive_generate(model, prompt, 40, seed=5, keep_first=1)
     assert torch.equal(
         model.generate(prompt, 40, keep_first=1, generator=torch.Generator().manual_seed(5)),
         expected,
@@ -441,9 +435,8 @@ def test_muon_overfits_one_batch_and_steps_only_the_hidden_matrices_with_it():
 
     g = torch.randn(24, 64)
     singular = torch.linalg.svdvals(orthogonalise(g).float())
-    assert singular.min() > 0.5 and singular.max() < 1.3, (
-        singular
-    )  # about orthogonal: every direction moves alike
+    # about orthogonal: every direction moves alike
+    assert singular.min() > 0.5 and singular.max() < 1.3, singular
     torch.manual_seed(0)
     model = GPT(
         GPTConfig(**TINY, pos="rope", mlp="relu2", qk_norm=True, tie_head=False, zero_init=True)

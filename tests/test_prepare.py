@@ -42,9 +42,8 @@ def test_written_data_reads_back_and_splits_are_disjoint(tmp_path):
     for row in index:
         splits[row["split"]].add(row["midi_file"])
         tokens = read_split(tmp_path, row["split"])[row["start"] : row["end"]]
-        assert np.array_equal(
-            tokens, T.encode(str(midi / row["midi_file"]))
-        )  # each file's tokens, intact
+        # each file's tokens, intact
+        assert np.array_equal(tokens, T.encode(str(midi / row["midi_file"])))
         assert row["notes"] == len(T.read_midi(str(midi / row["midi_file"])).notes)
     assert splits["train"] and splits["val"], "0.3 of 24 files should put some in each split"
     assert not splits["train"] & splits["val"]
@@ -53,9 +52,8 @@ def test_written_data_reads_back_and_splits_are_disjoint(tmp_path):
         assert [r["start"] for r in rows] == [0] + [r["end"] for r in rows[:-1]]
         assert rows[-1]["end"] == len(read_split(tmp_path, split)) == counts[f"{split}_tokens"]
 
-    for row in (
-        index
-    ):  # the measured attributes a window's condition can carry, as describe.measure reads them
+    # the measured attributes a window's condition can carry, as describe.measure reads them
+    for row in index:
         measured = describe.measure(T.read_midi(str(midi / row["midi_file"])))
         assert {k: row[k] for k in dataset.INDEX_ATTRIBUTES} == {
             k: measured[k] for k in dataset.INDEX_ATTRIBUTES

@@ -49,9 +49,8 @@ def run(tmp_path_factory):
     (data_dir / "clusters.json").write_text(json.dumps({"k": 3, "labels": LABELS}))
     torch.manual_seed(0)
     model = GPT(GPTConfig(**MODEL_ARGS))
-    with (
-        torch.no_grad()
-    ):  # weights well off the init, so the first token clearly moves the logits (guidance)
+    # weights well off the init, so the first token clearly moves the logits (guidance)
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
     meta = dict(vocab_size=tokenizer.VOCAB_SIZE, blocks=tokenizer.LAYOUT)
@@ -192,9 +191,8 @@ def test_guidance_1_is_plain_sampling_and_other_guidance_is_not(model):
     ).numpy()
     ours = gen(model, 0, 4, max_new_tokens=40, guidance=1.0, seed=9)
     for row, ref in zip(ours, plain):
-        assert np.array_equal(
-            row[:-1], ref[: len(row) - 1]
-        )  # ours is trimmed at END (or closed with one)
+        # ours is trimmed at END (or closed with one)
+        assert np.array_equal(row[:-1], ref[: len(row) - 1])
     guided = gen(model, 0, 4, max_new_tokens=40, guidance=3.0, seed=9)
     assert any(not np.array_equal(a, b) for a, b in zip(ours, guided))
 
@@ -229,9 +227,8 @@ def test_seconds_cuts_where_the_music_reaches_that_time(model):
         )
         score, skipped = tokenizer.tokens_to_score(short)
         assert skipped == 0 and short[-1] == tokenizer.END
-        if len(short) < len(
-            long
-        ):  # cut before its own END: the token it was cut at takes time past 4 s
+        # cut before its own END: the token it was cut at takes time past 4 s
+        if len(short) < len(long):
             n_cut += 1
             tempos, at = tokenizer.tokens_to_score(long)[0].tempos, len(short) - 1
             assert tokenizer.seconds_at(time_on_steps(long[:at]), tempos) < 4.0
@@ -265,16 +262,14 @@ def test_newest_checkpoint_that_loads_and_unknown_token_in_process(run, tmp_path
     out = tmp_path / "out"
     out.mkdir()
     (out / "ckpt_0000010.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes())
-    (out / "ckpt_0000020.pt").write_bytes(
-        (run / "ckpt_0000010.pt").read_bytes()[:1000]
-    )  # cut short by a crash
+    # cut short by a crash
+    (out / "ckpt_0000020.pt").write_bytes((run / "ckpt_0000010.pt").read_bytes()[:1000])
     assert checkpoints.load_model(str(out))[1]["path"] == str(out / "ckpt_0000010.pt")
     with pytest.raises(UserError, match="valid tokens: SEMANTIC_TOKEN_0 \\(slow strings\\)"):
         prompt.semantic_token_id("SEMANTIC_TOKEN_3", LABELS)  # only 3 clusters were trained
     last = tokenizer.N_SEMANTIC - 1
-    assert prompt.semantic_token_id(f"SEMANTIC_TOKEN_{last}") == tokenizer.semantic_token(
-        last
-    )  # no labels: all of them
+    # no labels: all of them
+    assert prompt.semantic_token_id(f"SEMANTIC_TOKEN_{last}") == tokenizer.semantic_token(last)
 
 
 def test_prompt_maps_to_the_nearest_token(run, tmp_path, monkeypatch, capsys):
@@ -404,9 +399,8 @@ def test_a_checkpoint_from_before_the_attribute_prefix_is_refused_in_one_line(ru
             "INSTRUMENTS_END",
         )
     }
-    ckpt["meta"] = dict(
-        ckpt["meta"], blocks=old_blocks
-    )  # what a checkpoint of the 480-id vocabulary records
+    # what a checkpoint of the 480-id vocabulary records
+    ckpt["meta"] = dict(ckpt["meta"], blocks=old_blocks)
     torch.save(ckpt, tmp_path / "ckpt_0000010.pt")
     result = subprocess.run(
         [sys.executable, "sample.py", "--device=cpu", "--out_dir", str(tmp_path)],
@@ -541,9 +535,8 @@ def test_each_asked_instrument_gets_its_turn():
         * 3
     )
     logits = torch.zeros(3, 512)
-    logits[:, brass] = torch.tensor(
-        [3.0, 1.0, -9.0, 5.0]
-    )  # 60 is likelier than the played 56, 58 never heard
+    # 60 is likelier than the played 56, 58 never heard
+    logits[:, brass] = torch.tensor([3.0, 1.0, -9.0, 5.0])
     hook = generation.grammar_hook(512, "cpu", programs=[[56, 57, 58, 60], [56], None])
     hook.start = 2  # 57 played before the start, 56 after it
     out = hook(tokens, logits.clone())
@@ -584,9 +577,8 @@ def naive_generate_tokens(model, prompts, sampling, programs=None):
     generator, ctx_len = generation.row_generators(sampling.seed, B), min(n_prompt, block)
     with torch.no_grad():
         for _ in range(sampling.max_new_tokens):
-            window = torch.cat(
-                [both[:, :P], both[:, both.size(1) - (ctx_len - P) :]], 1
-            )  # (2B, ctx_len)
+            # (2B, ctx_len)
+            window = torch.cat([both[:, :P], both[:, both.size(1) - (ctx_len - P) :]], 1)
             cond, unc = model(window)[0][:, -1].float().split(B)  # (B, V) each
             logits = hook(both[:B], unc + sampling.guidance * (cond - unc))
             both = torch.cat(
@@ -654,9 +646,8 @@ def test_a_sample_is_its_own_whatever_its_batch_and_finished_rows_leave_it(model
     place), so a sample does not change with what else is in the batch; rows whose piece has ended
     leave the batch, so the model runs on fewer rows as samples finish."""
     rows = [prompt_row(tokenizer.semantic_token(k), dict(key=3)) for k in (0, 1, 2, 0, 1, 2)]
-    sampling = Sampling(
-        max_new_tokens=400, guidance=1.5, top_p=0.95, seed=21
-    )  # they end at 35 to 400 tokens
+    # they end at 35 to 400 tokens
+    sampling = Sampling(max_new_tokens=400, guidance=1.5, top_p=0.95, seed=21)
     batch_sizes, forward = [], model.forward
 
     def spy(idx, *args, **kwargs):

@@ -52,9 +52,8 @@ def test_vocabulary_blocks_are_contiguous_and_fit():
     ends = [T.OFFSET[name] + T.SIZE[name] for name in T.TYPE_NAMES]
     starts = [T.OFFSET[name] for name in T.TYPE_NAMES]
     assert starts[0] == 0 and starts[1:] == ends[:-1] and ends[-1] == T.VOCAB_SIZE
-    assert (
-        T.VOCAB_SIZE <= 512
-    )  # the design's cap, with the KEY and "unspecified" attribute tokens in
+    # the design's cap, with the KEY and "unspecified" attribute tokens in
+    assert T.VOCAB_SIZE <= 512
     for i in range(T.VOCAB_SIZE):
         assert T.token_id(T.token_name(i)) == i
         assert T.OFFSET[T.TYPE_NAMES[T.TOKEN_TYPE[i]]] <= i
@@ -194,9 +193,8 @@ def test_long_gap_becomes_several_time_on_tokens():
     tokens, back, _ = round_trip(mid)
     assert [n.onset for n in back.notes] == [0, 30 * SPQ]
     shifts = [t for t in tokens if T.TOKEN_TYPE[t] == T.TYPE["TIME_ON"]]
-    assert (
-        sum(t - T.OFFSET["TIME_ON"] + 1 for t in shifts) == 31 * SPQ
-    )  # up to the end of the last note
+    # up to the end of the last note
+    assert sum(t - T.OFFSET["TIME_ON"] + 1 for t in shifts) == 31 * SPQ
 
 
 def test_empty_file_encodes_to_a_header_only():
@@ -256,12 +254,10 @@ def test_zero_length_notes_on_drums_and_melody_sound_as_short_notes():
         (beat, mido.Message("note_on", channel=channel, note=pitch, velocity=90)),
         (beat, mido.Message("note_off", channel=channel, note=pitch)),
     ]
-    drums = [
-        e for b in range(8) for e in on_off(9, b / 2, 42)
-    ]  # hi-hat hits written as zero length
-    melody = (
-        on_off(0, 0, 72) + on_off(0, 0.25, 74) + notes(0, [(0.5, 1, 76)])
-    )  # grace notes before a note
+    # hi-hat hits written as zero length
+    drums = [e for b in range(8) for e in on_off(9, b / 2, 42)]
+    # grace notes before a note
+    melody = on_off(0, 0, 72) + on_off(0, 0.25, 74) + notes(0, [(0.5, 1, 76)])
     mid = midi_file([track([tempo(0, 100)]), track(drums), track(melody)])
     score = T.read_midi(mid)
     assert score.notes_in == 11 and len(score.notes) == 11 and not score.dropped
@@ -366,12 +362,10 @@ def test_karaoke_file_with_lyrics_reads_as_midi(tmp_path):
 
 
 def test_type2_sequences_play_one_after_another():
-    first = track(
-        [tempo(0, 60)] + notes(0, [(0, 1, 60), (1, 1, 62)], program=0)
-    )  # 2 beats at 60 bpm: 2 s
-    second = track(
-        [tempo(0, 120)] + notes(0, [(0, 1, 64), (1, 1, 65)], program=0)
-    )  # then 2 beats at 120 bpm
+    # 2 beats at 60 bpm: 2 s
+    first = track([tempo(0, 60)] + notes(0, [(0, 1, 60), (1, 1, 62)], program=0))
+    # then 2 beats at 120 bpm
+    second = track([tempo(0, 120)] + notes(0, [(0, 1, 64), (1, 1, 65)], program=0))
     mid = midi_file([first, second], type=2)
     score = T.read_midi(mid)
     assert score.changed["sequences of a type 2 file, played one after another"] == 2
@@ -393,9 +387,8 @@ def test_program_change_while_a_note_sounds_keeps_the_onset_program():
     mid = midi_file([track(events)])
     tokens, back, out = round_trip(mid)
     assert note_set(back) == [(0, 2 * SPQ, 60, 0), (18, SPQ, 62, 40)]
-    assert_heard(
-        out, [(0, 60, 0), (0.75, 62, 40)]
-    )  # the piano note is heard as piano, the next as violin
+    # the piano note is heard as piano, the next as violin
+    assert_heard(out, [(0, 60, 0), (0.75, 62, 40)])
 
 
 def test_fast_reader_equals_mido():
@@ -470,10 +463,8 @@ def test_decode_skips_what_breaks_the_grammar():
         T.END,
     ]
     score, skipped = T.tokens_to_score(bad)
-    assert note_set(score) == [
-        (0, 24, 60, 0),
-        (12, 12, 62, 0),
-    ]  # NOTE without PROGRAM and the unfinished PROGRAM go
+    # NOTE without PROGRAM and the unfinished PROGRAM go
+    assert note_set(score) == [(0, 24, 60, 0), (12, 12, 62, 0)]
     assert skipped == 2
 
 
@@ -502,9 +493,8 @@ def test_attribute_prefix_has_a_fixed_layout_and_reads_back():
     )
     short = A.read_prefix(A.attribute_prefix(instruments=[T.DRUMS]))
     assert short == dict(semantic=None, key=None, meter=None, tempo_bpm=None, instruments=[T.DRUMS])
-    unfit = A.attribute_prefix(
-        meter=(33, 16)
-    )  # the vocabulary can't write it: unspecified, not wrong
+    # the vocabulary can't write it: unspecified, not wrong
+    unfit = A.attribute_prefix(meter=(33, 16))
     assert unfit == list(A.UNCOND_PREFIX) and A.read_prefix(unfit)["meter"] is None
     assert len(set(A.UNCOND_PREFIX.tolist()) & set(range(T.OFFSET["KEY"]))) == 1, (
         "every unspecified token but UNCOND is the prefix's own"
@@ -524,9 +514,8 @@ def test_grammar_mask_agrees_with_encoded_files():
     )
     tokens = T.encode(mid)
     assert_grammatical(tokens)
-    assert (
-        T.next_token_mask(T.OFFSET["NOTE"] + 3).sum() == T.MAX_DURATION
-    )  # a NOTE takes a DURATION
+    # a NOTE takes a DURATION
+    assert T.next_token_mask(T.OFFSET["NOTE"] + 3).sum() == T.MAX_DURATION
 
 
 # --- the command line -----------------------------------------------------------

@@ -24,11 +24,11 @@ import prepare  # noqa: E402
 import tokenizer  # noqa: E402
 import train  # noqa: E402
 from checkpoints import latest_checkpoint  # noqa: E402
+from files import UserError  # noqa: E402
 from model import GPT, GPTConfig, autocast  # noqa: E402
 
-torch.set_num_threads(
-    1
-)  # tiny models gain nothing from a second thread, and lose a lot when the cores are busy
+# tiny models gain nothing from a second thread, and lose a lot when the cores are busy
+torch.set_num_threads(1)
 
 # a model small enough that a few iterations take well under a second
 TINY = [
@@ -78,9 +78,8 @@ def make_dataset(root, n_files=16, seed=0):
         )
         file_tokens = tokenizer.score_to_tokens(score)
         split, name = ("val" if i % 4 == 0 else "train"), f"piece_{i}.mid"
-        measured = describe.measure(
-            score
-        )  # the attributes prepare.py stores, so windows get a full prefix
+        # the attributes prepare.py stores, so windows get a full prefix
+        measured = describe.measure(score)
         index.append(
             dict(
                 midi_file=name,
@@ -102,9 +101,8 @@ def make_dataset(root, n_files=16, seed=0):
     (root / "clusters.json").write_text(
         json.dumps({"k": 3, "labels": ["slow strings", "fast piano", "drums"]})
     )
-    (root / "meta.json").write_text(
-        json.dumps(prepare.meta_for(0.25, {}))
-    )  # the real producer's meta
+    # the real producer's meta
+    (root / "meta.json").write_text(json.dumps(prepare.meta_for(0.25, {})))
     return root
 
 
@@ -128,15 +126,12 @@ def run_train(data_dir, out_dir, *args):
 
 
 def test_config_rejects_unknown_keys_with_the_valid_list(tmp_path):
-    with pytest.raises(
-        tokenizer.UserError, match=r"unknown config key 'n_layers'.*valid keys: .*n_layer"
-    ):
+    with pytest.raises(UserError, match=r"unknown config key 'n_layers'.*valid keys: .*n_layer"):
         train.parse_config(["--n_layers=4"])
     config_file = tmp_path / "typo.py"
-    config_file.write_text(
-        "import math\nn_layer = 2\nlearning_rat = 1e-3\n"
-    )  # a module import is fine
-    with pytest.raises(tokenizer.UserError, match=r"'learning_rat'.*typo.py.*valid keys"):
+    # a module import is fine
+    config_file.write_text("import math\nn_layer = 2\nlearning_rat = 1e-3\n")
+    with pytest.raises(UserError, match=r"'learning_rat'.*typo.py.*valid keys"):
         train.parse_config([str(config_file)])
 
 
@@ -150,15 +145,14 @@ def test_config_converts_to_the_defaults_types(tmp_path):
     assert train.parse_config(["--compile=auto"]).compile is None
     config_file = tmp_path / "small.py"
     config_file.write_text("n_layer = 2\nlearning_rate = 1\nout_dir = 'out/x'\n")
-    cfg = train.parse_config(
-        [str(config_file), "--n_layer=3"]
-    )  # the command line wins over the file
+    # the command line wins over the file
+    cfg = train.parse_config([str(config_file), "--n_layer=3"])
     assert (cfg.n_layer, cfg.learning_rate, cfg.out_dir) == (3, 1.0, "out/x")
     for bad in (["--batch_size=four"], ["--batch_size=2.5"], ["--bias=maybe"], ["--n_layer"]):
-        with pytest.raises(tokenizer.UserError):
+        with pytest.raises(UserError):
             train.parse_config(bad)
     config_file.write_text("n_layer = '2'\n")
-    with pytest.raises(tokenizer.UserError, match="n_layer"):
+    with pytest.raises(UserError, match="n_layer"):
         train.parse_config([str(config_file)])
 
 
@@ -197,17 +191,15 @@ def test_training_windows_prefix_shift_and_padding(data_dir):
                 assert (row_y[P - 1 : P - 2 + n] == row_x[P : P - 1 + n]).all(), (
                     "y is x shifted by one"
                 )
-                hits = find_window(
-                    tokens, row_y[P - 1 : P - 1 + n]
-                )  # where the window is in the file
+                # where the window is in the file
+                hits = find_window(tokens, row_y[P - 1 : P - 1 + n])
                 assert len(hits) == 1, "random scores make every window unique"
                 i = int(hits[0])
                 f = next(f for f in files if f["start"] <= i < f["end"])
                 assert i + n == f["end"] or n == block - P + 1, "a window stops at its file's end"
                 padded_rows += n < block - P + 1
-                if (
-                    i > f["start"]
-                ):  # not the file's START: the token before ends an event, this one begins one
+                # not the file's START: the token before ends an event, this one begins one
+                if i > f["start"]:
                     mid_file_rows += 1
                     assert tokenizer.TYPE_NAMES[tokenizer.TOKEN_TYPE[tokens[i - 1]]] in (
                         "START",
@@ -402,9 +394,8 @@ def test_latest_checkpoint_skips_files_cut_short(tmp_path):
     torch.save({"iter_num": 1}, tmp_path / "ckpt_best.pt")  # an older best: the numbered one wins
     path, ckpt = latest_checkpoint(str(tmp_path))
     assert Path(path).name == "ckpt_0000002.pt" and ckpt["iter_num"] == 2
-    torch.save(
-        {"iter_num": 3}, tmp_path / "ckpt_best.pt"
-    )  # saved at an eval after the last numbered
+    # saved at an eval after the last numbered
+    torch.save({"iter_num": 3}, tmp_path / "ckpt_best.pt")
     path, ckpt = latest_checkpoint(str(tmp_path))
     assert Path(path).name == "ckpt_best.pt" and ckpt["iter_num"] == 3
     (tmp_path / "ckpt_0000002.pt").write_bytes(good[:100])  # no numbered one loads: best still does
@@ -414,16 +405,14 @@ def test_latest_checkpoint_skips_files_cut_short(tmp_path):
 
 def test_resume_after_a_crash_matches_the_uninterrupted_run(run_a, data_dir, tmp_path, capsys):
     common = ["--lr_decay_iters=8", "--save_interval=2", "--eval_interval=4"]
-    run_train(
-        data_dir, tmp_path, "--max_iters=4", *common
-    )  # as if killed right after iter 4's checkpoint
+    # as if killed right after iter 4's checkpoint
+    run_train(data_dir, tmp_path, "--max_iters=4", *common)
     good = (tmp_path / "ckpt_0000004.pt").read_bytes()
     (tmp_path / "ckpt_0000006.pt").write_bytes(good[: len(good) // 3])  # newer, but cut short
     (tmp_path / "ckpt_0000005.pt.tmp").write_bytes(good)
     capsys.readouterr()
-    run_train(
-        data_dir, tmp_path, "--max_iters=4", "--init_from=resume", *common
-    )  # nothing left to train
+    # nothing left to train
+    run_train(data_dir, tmp_path, "--max_iters=4", "--init_from=resume", *common)
     out = capsys.readouterr().out
     assert re.search(r"last checkpoint +\S*ckpt_0000004\.pt", out), (
         "the summary names the file it resumed, not the newer one that was skipped as cut short"
@@ -437,11 +426,10 @@ def test_resume_after_a_crash_matches_the_uninterrupted_run(run_a, data_dir, tmp
     assert sorted(resumed) == [5, 6, 7, 8]
     for it in resumed:
         assert abs(resumed[it] - uninterrupted[it]) <= 1e-6, (it, resumed[it], uninterrupted[it])
-    with pytest.raises(tokenizer.UserError, match="no checkpoint"):
+    with pytest.raises(UserError, match="no checkpoint"):
         run_train(data_dir, tmp_path / "fresh", "--init_from=resume")
-    with pytest.raises(
-        tokenizer.UserError, match="already holds checkpoints"
-    ):  # a new run never mixes with an old one
+    # a new run never mixes with an old one
+    with pytest.raises(UserError, match="already holds checkpoints"):
         run_train(data_dir, tmp_path, "--max_iters=8")
 
 
@@ -482,9 +470,8 @@ def test_ddp_two_processes_on_gloo(data_dir, tmp_path):
 def test_max_iters_derived_from_epochs(data_dir, tmp_path):
     run_train(data_dir, tmp_path, "--max_iters=0", "--epochs=0.2", "--eval_iters=1")
     train_tokens = (data_dir / "train.bin").stat().st_size // 2
-    expected = int(
-        np.ceil(0.2 * train_tokens / (4 * 32))
-    )  # batch_size * block_size tokens per iter
+    # batch_size * block_size tokens per iter
+    expected = int(np.ceil(0.2 * train_tokens / (4 * 32)))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["max_iters"] == saved["lr_decay_iters"] == expected > 1
     assert (tmp_path / f"ckpt_{expected:07d}.pt").exists()
@@ -529,7 +516,7 @@ def test_resuming_a_checkpoint_of_another_vocabulary_is_refused(run_a, data_dir,
         ckpt["meta"], blocks={k: v for k, v in ckpt["meta"]["blocks"].items() if k != "KEY"}
     )
     torch.save(ckpt, tmp_path / "ckpt_0000008.pt")
-    with pytest.raises(tokenizer.UserError, match=f"another vocabulary.*delete {tmp_path}"):
+    with pytest.raises(UserError, match=f"another vocabulary.*delete {tmp_path}"):
         run_train(data_dir, tmp_path, "--max_iters=10", "--init_from=resume")
 
 
@@ -538,10 +525,8 @@ def test_packed_windows_fill_the_row_with_pieces_each_led_by_its_own_prefix(data
     prefix (never a loss target), every segment a contiguous run of its file, and transposition
     moves every segment's key."""
     data = dataset.load_dataset(str(data_dir))
-    P, block = (
-        tokenizer.PREFIX_LEN,
-        512,
-    )  # longer than most pieces here: unpacked rows are mostly padding
+    # longer than most pieces here: unpacked rows are mostly padding
+    P, block = (tokenizer.PREFIX_LEN, 512)
     plain, _ = dataset.get_batch(
         data, "train", np.random.default_rng(2), batch_size=64, block_size=block
     )
@@ -568,21 +553,18 @@ def test_packed_windows_fill_the_row_with_pieces_each_led_by_its_own_prefix(data
     ]
     assert max(len(s) for s in starts) >= 2, "no row holds a second piece"
     for row, targets, segment_starts in zip(x, y, starts):
-        for at in (
-            segment_starts
-        ):  # a prefix: its tokens are never predicted, and its key names a key or none
+        # a prefix: its tokens are never predicted, and its key names a key or none
+        for at in segment_starts:
             assert (targets[max(at - 1, 0) : at + P - 1] == -1).all()
             key = row[at + attributes.PREFIX_SLOTS["key"].start]
             assert tokenizer.TOKEN_TYPE[key] in (tokenizer.TYPE["KEY"], tokenizer.TYPE["KEY_NONE"])
         score, skipped = tokenizer.tokens_to_score(row[segment_starts[-1] :])
         assert skipped == 0, "the last segment decodes as a piece of its own"
-    before = np.array(
-        [[tokenizer.OFFSET["KEY"] + 2, tokenizer.OFFSET["KEY"] + 21]]
-    )  # D major, A minor
+    # D major, A minor
+    before = np.array([[tokenizer.OFFSET["KEY"] + 2, tokenizer.OFFSET["KEY"] + 21]])
     augment.transpose(before, np.array([3]))
-    assert before.tolist() == [
-        [tokenizer.OFFSET["KEY"] + 5, tokenizer.OFFSET["KEY"] + 12]
-    ]  # F major, C minor
+    # F major, C minor
+    assert before.tolist() == [[tokenizer.OFFSET["KEY"] + 5, tokenizer.OFFSET["KEY"] + 12]]
 
 
 def test_resume_with_every_speedrun_option_matches_the_uninterrupted_run(data_dir, tmp_path):
@@ -694,6 +676,7 @@ def test_fine_tune_starts_from_the_checkpoints_weights_with_a_fresh_run(run_a, t
     capsys.readouterr()
     # a run folder means its ckpt_best.pt; a learning rate of 1e-30 (0 is refused): after one step
     # the weights are still the source's, to the last bit
+    # block_size at its default: the checkpoint's (32) is kept, not refused
     run_train(
         other,
         out,
@@ -702,7 +685,7 @@ def test_fine_tune_starts_from_the_checkpoints_weights_with_a_fresh_run(run_a, t
         "--learning_rate=1e-30",
         "--min_lr=0",
         "--block_size=1024",
-    )  # block_size at its default: the checkpoint's (32) is kept, not refused
+    )
     said = capsys.readouterr().out
     assert f"fine-tuning {run_a / 'ckpt_best.pt'}" in said and "a fresh optimizer" in said
     source = torch.load(run_a / "ckpt_best.pt", map_location="cpu", weights_only=True)
@@ -710,9 +693,8 @@ def test_fine_tune_starts_from_the_checkpoints_weights_with_a_fresh_run(run_a, t
     assert tuned["iter_num"] == 1 and source["iter_num"] > 1, "the iteration count starts again"
     assert tuned["model_args"] == source["model_args"] and tuned["config"]["block_size"] == 32
     assert all(torch.equal(tuned["model"][k], source["model"][k]) for k in source["model"])
-    assert len(tuned["optimizer"]["state"]) == len(
-        source["optimizer"]["state"]
-    )  # one Adam step: fresh moments
+    # one Adam step: fresh moments
+    assert len(tuned["optimizer"]["state"]) == len(source["optimizer"]["state"])
     step = {v["step"].item() for v in tuned["optimizer"]["state"].values()}
     assert step == {1.0}, "a fresh optimizer: its step count is this run's, not the source's"
     assert [r["iter"] for r in read_log(out) if "loss" in r] == [1], "a fresh log"
@@ -737,18 +719,18 @@ def test_fine_tune_starts_from_the_checkpoints_weights_with_a_fresh_run(run_a, t
 
 def test_fine_tune_mistakes_are_one_line_each(run_a, data_dir, tmp_path):
     with pytest.raises(
-        tokenizer.UserError, match=r"init_from='nowhere/ckpt.pt': use 'scratch', 'resume', or"
+        UserError, match=r"init_from='nowhere/ckpt.pt': use 'scratch', 'resume', or"
     ):
         train.parse_config(["--init_from=nowhere/ckpt.pt"])
     with pytest.raises(
-        tokenizer.UserError, match=r"has n_layer=2 but the config asks for n_layer=3.*leave those"
+        UserError, match=r"has n_layer=2 but the config asks for n_layer=3.*leave those"
     ):
         run_train(data_dir, tmp_path / "a", f"--init_from={run_a}", "--n_layer=3")
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(tokenizer.UserError, match="no checkpoint in .*empty_run to fine-tune from"):
+    with pytest.raises(UserError, match="no checkpoint in .*empty_run to fine-tune from"):
         run_train(data_dir, tmp_path / "b", f"--init_from={tmp_path / 'empty_run'}")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(tokenizer.UserError, match="junk.pt does not load as a checkpoint"):
+    with pytest.raises(UserError, match="junk.pt does not load as a checkpoint"):
         run_train(data_dir, tmp_path / "c", f"--init_from={tmp_path / 'junk.pt'}")
     ckpt = torch.load(run_a / "ckpt_best.pt", map_location="cpu", weights_only=True)
     ckpt["meta"] = dict(
@@ -756,19 +738,17 @@ def test_fine_tune_mistakes_are_one_line_each(run_a, data_dir, tmp_path):
     )
     torch.save(ckpt, tmp_path / "old_vocab.pt")
     with pytest.raises(
-        tokenizer.UserError, match="another vocabulary.*fine-tune from a checkpoint that this"
+        UserError, match="another vocabulary.*fine-tune from a checkpoint that this"
     ):
         run_train(data_dir, tmp_path / "d", f"--init_from={tmp_path / 'old_vocab.pt'}")
     ckpt = torch.load(run_a / "ckpt_best.pt", map_location="cpu", weights_only=True)
-    ckpt["model_args"] = dict(
-        ckpt["model_args"], n_embd=48, n_head=2
-    )  # says 48 wide; its weights are 32
+    # says 48 wide; its weights are 32
+    ckpt["model_args"] = dict(ckpt["model_args"], n_embd=48, n_head=2)
     torch.save(ckpt, tmp_path / "misfit.pt")
-    with pytest.raises(tokenizer.UserError, match="weights do not fit its own model shape"):
+    with pytest.raises(UserError, match="weights do not fit its own model shape"):
         run_train(data_dir, tmp_path / "e", f"--init_from={tmp_path / 'misfit.pt'}", "--n_embd=48")
-    with pytest.raises(
-        tokenizer.UserError, match="already holds checkpoints"
-    ):  # never over the run it starts from
+    # never over the run it starts from
+    with pytest.raises(UserError, match="already holds checkpoints"):
         run_train(data_dir, run_a, f"--init_from={run_a}")
     result = subprocess.run(
         [
