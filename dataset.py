@@ -32,8 +32,10 @@ from files import UserError, read_json, read_jsonl, rebuild_command
 
 DEFAULT_DATA_DIR = "data/music21"  # the bundled corpus (data/music21/export.py)
 # What the index keeps of each file's measured attributes (describe.measure): the condition a window
-# carries, and its texture, which no slot holds.
-INDEX_ATTRIBUTES = (*attributes.INDEX_FIELDS, "texture")
+# carries, its texture, which no slot holds, and where its key label came from: the file's key
+# signature or the notes alone (describe.label_key).
+INDEX_ATTRIBUTES = (*attributes.INDEX_FIELDS, "texture", "key_source")
+KEY_SOURCES = ("signature", "notes", None)
 
 
 # -----------------------------------------------------------------------------
@@ -173,6 +175,8 @@ def row_problem(row):
     if not isinstance(row, dict):
         return "not an object"
     missing = [name for name in INDEX_ATTRIBUTES if name not in row]
+    if missing == ["key_source"]:
+        return "no key_source: prepared before key labels came from key signatures"
     if missing:
         return f"no {', '.join(missing)}"
     kinds = dict(
@@ -183,6 +187,8 @@ def row_problem(row):
         wrong.append("split")
     if row.get("key") is not None and row["key"] not in describe.KEY_NAMES:
         wrong.append("key")
+    if row.get("key_source") not in KEY_SOURCES:
+        wrong.append("key_source")
     if row.get("meter") and not re.fullmatch(r"\d+/\d+", str(row["meter"])):
         wrong.append("meter")
     programs = row.get("instruments")
@@ -259,7 +265,19 @@ def load_dataset(data_dir):
         data["token_type"][offset : offset + size] = i
     for split in ("train", "val"):
         data[split] = load_split(data_dir, index, split, semantic=semantic, meta=meta)
+    data["token_examples"] = token_examples(data)
     return data
+
+
+def token_examples(data, per_token=256, seed=0):
+    """{semantic id: prefixes (lists of ids) of up to per_token train files with that id}: what
+    sample.py takes the attributes a prompt leaves unnamed from (prompt.follow_token)."""
+    d, rng, out = data["train"], np.random.default_rng(seed), {}
+    for k in np.unique(d["semantic"][d["semantic"] >= 0]):
+        files = np.flatnonzero(d["semantic"] == k)
+        files = np.sort(rng.choice(files, min(per_token, len(files)), replace=False))
+        out[int(k)] = d["prefix"][files].tolist()
+    return out
 
 
 def next_boundary(data, tokens, i, *, end, limit):

@@ -176,6 +176,57 @@ def estimate_key(notes):
     return KEY_NAMES[int(np.argmax(correlation))]
 
 
+# A key signature fits the notes when this share of their duration lies in its pitch collection
+# (with the raised seventh of its relative minor) and no other collection holds more than
+# FIT_MARGIN more: a default C major over a piece in D major does not fit.
+FIT_SHARE, FIT_MARGIN = 0.8, 0.03
+COLLECTIONS = np.zeros((12, 12))  # (collection: its major tonic, pitch class) -> 1 inside
+for _c in range(12):
+    COLLECTIONS[_c, [(_c + step) % 12 for step in (0, 2, 4, 5, 7, 8, 9, 11)]] = 1
+
+
+def main_signature(score):
+    """The pitch collection (its major tonic's pitch class) of the key signature in force over the
+    most of a Score, or None where the file has none."""
+    spans = Counter()
+    marks = sorted(score.key_signatures) + [(max(end_step(score), 1), None, None)]
+    for (step, collection, _), (following, _, _) in zip(marks, marks[1:]):
+        spans[collection] += max(following - max(step, 0), 0) + 1e-3  # a signature at the end
+    return spans.most_common(1)[0][0] if spans else None
+
+
+def bass_class(notes, at):
+    """The pitch class of the lowest note sounding at step `at` (or starting there)."""
+    sounding = [n.pitch for n in notes if n.onset == at or n.onset < at < n.onset + n.duration]
+    return min(sounding) % 12 if sounding else None
+
+
+def label_key(score):
+    """A piece's key label -> (KEY_NAMES entry or None, source). Where the file's key signature fits
+    its notes, the label keeps the signature's pitch collection, and the notes choose its tonic:
+    the major or the relative minor, by the bass of the last and then the first notes, else by
+    the key profiles ("signature"). Where there is no signature, or the notes contradict it,
+    Krumhansl-Schmuckler on the notes ("notes")."""
+    notes = [n for n in score.notes if n.program != DRUMS]
+    hist = np.zeros(12)
+    for n in notes:
+        hist[n.pitch % 12] += max(n.duration, 1)
+    collection = main_signature(score) if hist.sum() else None
+    if collection is not None:
+        shares = COLLECTIONS @ hist / hist.sum()
+        if shares[collection] >= max(FIT_SHARE, shares.max() - FIT_MARGIN):
+            major, minor = collection, (collection + 9) % 12
+            ends = (max(n.onset for n in notes), min(n.onset for n in notes))
+            for bass in (bass_class(notes, at) for at in ends):
+                if bass in (major, minor):
+                    return key_name(bass, "major" if bass == major else "minor"), "signature"
+            profile = KEY_PROFILES[[major, 12 + minor]] @ ((hist - hist.mean()) / hist.std())
+            tonic, mode = (major, "major") if profile[0] >= profile[1] else (minor, "minor")
+            return key_name(tonic, mode), "signature"
+    key = estimate_key(notes)
+    return key, "notes" if key else None
+
+
 # -----------------------------------------------------------------------------
 # the description sentence, for MIDI without a caption
 
@@ -283,7 +334,7 @@ def measure(score):
     drums), texture, note density, register and length."""
     notes, end = score.notes, end_step(score)
     bpm, seconds = mean_bpm(score), float(seconds_at(end, score.tempos))
-    key = estimate_key(notes)
+    key, key_source = label_key(score)
     pitched = [n.pitch for n in notes if n.program != DRUMS]
     median = float(np.median(pitched)) if pitched else None
     return dict(
@@ -293,6 +344,7 @@ def measure(score):
         meter="%d/%d" % main_meter(score),
         key=key,
         mode=key.split()[-1] if key else None,
+        key_source=key_source,
         instruments=list(program_counts(notes)),
         texture=texture(notes),
         voices_per_instrument=round(voices_per_instrument(notes), 2),

@@ -22,8 +22,9 @@ class MidiError(UserError):
 
 # The events we read, as (tick, kind, channel, a, b): note on and off (a pitch, b velocity;
 # a note-on of velocity 0 is a note-off), program change (a program), tempo (a microseconds
-# per quarter), time signature (a numerator, b denominator).
-NOTE_ON, NOTE_OFF, PROGRAM_CHANGE, SET_TEMPO, TIME_SIGNATURE = range(5)
+# per quarter), time signature (a numerator, b denominator), key signature (a the pitch class of
+# the major key with that signature: its pitch collection, C 0, G 7, F 5; b 1 where it says minor).
+NOTE_ON, NOTE_OFF, PROGRAM_CHANGE, SET_TEMPO, TIME_SIGNATURE, KEY_SIGNATURE = range(6)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _parse_track(data, pos, end):
 
 
 def _skip_system(data, pos, status, *, tick, append):
-    """Past a meta, sysex or system event; tempo and time signature are kept. Returns the new
+    """Past a meta, sysex or system event; tempo, time and key signature are kept. Returns the new
     position."""
     if status == 0xFF:
         meta_type = data[pos]
@@ -135,6 +136,10 @@ def _skip_system(data, pos, status, *, tick, append):
             append((tick, SET_TEMPO, 0, int.from_bytes(data[pos : pos + 3], "big"), 0))
         else:
             append((tick, TIME_SIGNATURE, 0, data[pos], 2 ** data[pos + 1]))
+    elif status == 0xFF and meta_type == 0x59 and length == 2 and pos + 2 <= len(data):
+        sharps, minor = int.from_bytes(data[pos : pos + 1], "big", signed=True), data[pos + 1]
+        if -7 <= sharps <= 7 and minor in (0, 1):  # any other is no key signature: left out
+            append((tick, KEY_SIGNATURE, 0, 7 * sharps % 12, minor))
     return pos + length
 
 
@@ -158,9 +163,21 @@ def events_of(mid):
                 events.append((tick, SET_TEMPO, 0, msg.tempo, 0))
             elif kind == "time_signature":
                 events.append((tick, TIME_SIGNATURE, 0, msg.numerator, msg.denominator))
+            elif kind == "key_signature":
+                events.append((tick, KEY_SIGNATURE, 0, *signature_of(msg.key)))
         tracks.append(events)
         ends.append(tick)
     return MidiEvents(mid.type, mid.ticks_per_beat, tracks, ends)
+
+
+LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+def signature_of(name):
+    """mido's key name ('Bb', 'F#m') -> (pitch class of the major key of that signature, minor)."""
+    minor = name.endswith("m")
+    tonic = LETTER_PC[name[0]] + name[1:].count("#") - name[1:].count("b")
+    return (tonic + 3 * minor) % 12, int(minor)
 
 
 def load_midi(src):
@@ -207,8 +224,8 @@ def merged_events(midi):
 
 
 def read_raw(midi):
-    """Notes as (onset_tick, end_tick, pitch, program, velocity) plus tempos (tick, bpm), meters and
-    length.
+    """Notes as (onset_tick, end_tick, pitch, program, velocity) plus tempos (tick, bpm), meters,
+    length, repeated and zero-length note counts, and key signatures (tick, collection, minor).
 
     Channel state (program) is shared across tracks. A note keeps the program sounding at its onset.
     A note-on of a key already sounding on that channel ends the earlier note, as a synthesizer
@@ -216,7 +233,7 @@ def read_raw(midi):
     struck twice at once): it is counted in `repeats`. A note-off at the note-on's tick is a
     zero-length note: players sound it as a short hit, so it is kept."""
     events, end_tick = merged_events(midi)
-    notes, tempos, time_signatures, repeats, zero_length = [], [], [], 0, 0
+    notes, tempos, time_signatures, key_signatures, repeats, zero_length = [], [], [], [], 0, 0
     program = [0] * 16
     sounding = {}  # (channel, pitch) -> (onset_tick, velocity, program)
     for at, kind, channel, a, b in events:
@@ -238,12 +255,14 @@ def read_raw(midi):
             program[channel] = a
         elif kind == SET_TEMPO:
             tempos.append((at, 60e6 / max(a, 1)))
-        else:
+        elif kind == TIME_SIGNATURE:
             time_signatures.append((at, a, b))
+        else:
+            key_signatures.append((at, a, b))
     for (_, pitch), (onset, vel, prog) in sounding.items():  # never ended: end them with the file
         notes.append((onset, max(end_tick, onset), pitch, prog, vel))
         zero_length += end_tick <= onset
-    return notes, tempos, time_signatures, end_tick, repeats, zero_length
+    return notes, tempos, time_signatures, end_tick, repeats, zero_length, key_signatures
 
 
 def track_from_events(events, name=None, end_tick=None):

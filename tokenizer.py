@@ -2,8 +2,8 @@
 The AMT tokenizer: MIDI <-> a stream of event tokens. Files are read by midifile.py (a small
 reader of the events we use) and written with mido.
 
-The vocabulary is declared once, below, as contiguous blocks of ids. Every range,
-mask and grammar rule is derived from those blocks, never from literal ids.
+The vocabulary is declared once, below, as contiguous blocks of ids. Every range, mask and grammar
+rule is derived from those blocks, never from literal ids.
 
 A file encodes as
 
@@ -13,12 +13,11 @@ A file encodes as
       TIME_ON+ [TIMESIG_NUM TIMESIG_DEN] [TEMPO_COARSE TEMPO_FINE] notes ...   time moves on
     END
 
-Time is beat-relative: STEPS_PER_QUARTER grid steps per quarter note, so tempo is
-the only thing that maps steps to seconds. TIME_ON_k moves time k steps forward
-(a longer gap is several TIME_ONs), so time never runs backwards. PROGRAM comes
-before every note so that any window starting on a note is self-contained;
-VELOCITY only when it changes. The attribute prefix (the semantic token, key,
-meter, tempo and instruments: attributes.py) is not part of a file's tokens:
+Time is beat-relative: STEPS_PER_QUARTER grid steps per quarter note, so tempo is the only thing
+that maps steps to seconds. TIME_ON_k moves time k steps forward (a longer gap is several
+TIME_ONs), so time never runs backwards. PROGRAM comes before every note so that any window
+starting on a note is self-contained; VELOCITY only when it changes. The attribute prefix (the
+semantic token, key, meter, tempo and instruments: attributes.py) is not part of a file's tokens:
 dataset.build_windows puts it in front of every training window.
 
 `python roundtrip.py IN.mid -o OUT.mid` writes a file's round trip and prints what was kept.
@@ -43,10 +42,10 @@ MAX_DURATION = 48  # DURATION_1..48: up to 4 quarters per token
 MAX_TRAILING_STEPS = 64 * MAX_TIME_ON
 N_SEMANTIC = 32  # SEMANTIC_TOKEN_0..31: cluster.py's k may be at most this
 DEFAULT_BPM = 120.0  # MIDI's default when a file sets no tempo
-# Tempo is TEMPO_COARSE * 24 + TEMPO_FINE on a log grid of 70 levels per octave: a step
-# of 1%, so the nearest level is within 0.5% and the timeline in seconds with it.
-# Level 274 is 120 bpm, so 30, 60, 120, 240 and 480 bpm are exact; the levels span
-# 7.96..1159 bpm (real files use about 10..1000), outside that tempos are clamped.
+# Tempo is TEMPO_COARSE * 24 + TEMPO_FINE on a log grid of 70 levels per octave: a step of 1%,
+# so the nearest level is within 0.5% and the timeline in seconds with it. Level 274 is 120 bpm,
+# so 30, 60, 120, 240 and 480 bpm are exact; the levels span 7.96..1159 bpm (real files use
+# about 10..1000), outside that tempos are clamped.
 TEMPO_COARSE_LEVELS, TEMPO_FINE_LEVELS = 21, 24
 TEMPO_LEVELS = TEMPO_COARSE_LEVELS * TEMPO_FINE_LEVELS
 TEMPO_LEVELS_PER_OCTAVE = 70
@@ -57,8 +56,7 @@ N_VELOCITY = 8  # velocity bins of 16
 # A larger n with an even n and d is written with both halved (32/16 as 16/8): the same bar.
 MAX_NUMERATOR = 31
 DENOMINATORS = [1, 2, 4, 8, 16, 32]
-# Common meters, by name for the describers and evaluate.py's meter features (the vocabulary
-# itself holds any n/d above).
+# Common meters, for the describers and evaluate.py's meter features (the vocabulary holds any n/d)
 _COMMON = "2/4 3/4 4/4 5/4 6/4 7/4 2/2 3/2 4/2 3/8 5/8 6/8 7/8 9/8 12/8 1/4"
 TIME_SIGNATURES = [tuple(int(v) for v in meter.split("/")) for meter in _COMMON.split()]
 N_KEYS = 24  # 12 major then 12 minor keys, by tonic pitch class
@@ -102,8 +100,7 @@ assert VOCAB_SIZE < 2**16, "token ids are stored as uint16"
 assert SIZE["TEMPO_COARSE"] * SIZE["TEMPO_FINE"] == TEMPO_LEVELS
 
 PAD, UNK, START, END, UNCOND = (OFFSET[n] for n in ("PAD", "UNK", "START", "END", "UNCOND"))
-# {block: [first id, size]}: how meta.json and checkpoints record the vocabulary, so either can be
-# checked against it
+# {block: [first id, size]}: how meta.json and checkpoints record the vocabulary, to check either
 LAYOUT = {name: [OFFSET[name], SIZE[name]] for name, _ in BLOCKS}
 TYPE_NAMES = [name for name, _ in BLOCKS]
 TYPE = {name: i for i, name in enumerate(TYPE_NAMES)}
@@ -286,6 +283,7 @@ class Score:
     notes: list = field(default_factory=list)  # Note, sorted by (onset, program, pitch, duration)
     tempos: list = field(default_factory=list)  # (step, bpm)
     time_signatures: list = field(default_factory=list)  # (step, numerator, denominator)
+    key_signatures: list = field(default_factory=list)  # (step, collection, minor); not in tokens
     end_step: int = 0
     notes_in: int = 0  # notes found in the file
     dropped: Counter = field(default_factory=Counter)  # reason -> notes left out
@@ -342,7 +340,7 @@ def read_midi(src):
     """Read a MIDI file (path, mido.MidiFile or MidiEvents) onto the grid. Raises MidiError."""
     midi = load_midi(src)
     try:
-        raw, tempos, time_signatures, end_tick, repeats, zero_length = read_raw(midi)
+        raw, tempos, time_signatures, end_tick, repeats, zero_length, keys = read_raw(midi)
     except Exception as e:
         raise MidiError(f"malformed MIDI events ({type(e).__name__}: {e})") from None
     to_step = STEPS_PER_QUARTER / midi.ticks_per_beat
@@ -388,6 +386,7 @@ def read_midi(src):
             score.changed[f"time signature {numerator}/{denominator} {written}"] += 1
         if not score.time_signatures or score.time_signatures[-1][1:] != meter:
             score.time_signatures.append((step, *meter))
+    score.key_signatures = sorted((round(tick * to_step), c, m) for tick, c, m in keys)
     return score
 
 

@@ -23,7 +23,14 @@ def test_the_derived_layout_is_the_one_prepared_folders_and_checkpoints_hold():
     assert A.PREFIX_LEN == T.PREFIX_LEN == 12
     none = [T.OFFSET[b] for b in ["UNCOND", "KEY_NONE"] + ["METER_NONE"] * 2 + ["TEMPO_NONE"] * 2]
     assert A.UNCOND_PREFIX.tolist() == none + [T.OFFSET["INSTRUMENTS_NONE"]] * 6
-    assert dataset.INDEX_ATTRIBUTES == ("key", "meter", "tempo_bpm", "instruments", "texture")
+    assert dataset.INDEX_ATTRIBUTES == (
+        "key",
+        "meter",
+        "tempo_bpm",
+        "instruments",
+        "texture",
+        "key_source",
+    )
     assert A.FLAGS == ("tempo", "meter", "key", "instruments")
     assert A.ASKED_FIELDS == ("tempo_bpm", "meter", "key", "mode", "instruments")
     assert A.DROPOUTS == dict(
