@@ -6,7 +6,7 @@ the end; the newest keep_last stay), and ckpt_best.pt (at the eval with the lowe
 file is the only place that spells those names. A checkpoint is a dict of tensors and plain types,
 so torch.load(weights_only=True) loads it and a file never runs code: model (weights), model_args
 (model.GPTConfig's fields), optimizer, scaler, iter_num, best_val_loss, config, meta, labels, rng,
-tokens_seen and programs_seen (train.py's save_checkpoint writes it).
+tokens_seen, programs_seen and token_examples (train.py's save_checkpoint writes it).
 
     model, ckpt = load_model(chosen("out/amt_cpu", "best"))
     split_loss(model, dataset.load_dataset(data_dir(ckpt)))["nats_per_note"]

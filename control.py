@@ -125,7 +125,7 @@ def path_samples(model, jobs, path, *, n, sampling, lab):
         changed = {k: lab[k] for k in ("guidance", "key_strength", "turns") if k in lab}
         flat = batched(model, rows, replace(at_length, **changed), programs)
     else:
-        rows = [prompt_row(None, job["request"].prefix, header=False) for job in jobs]
+        rows = [prompt_row(None, job["request"].asked_prefix(), header=False) for job in jobs]
         flat = batched(model, [row for row in rows for _ in range(n)], sampling)
     return [flat[j * n : (j + 1) * n] for j in range(len(jobs))]
 

@@ -36,7 +36,9 @@ import attributes
 import checkpoints
 import control
 import dataset
+import generation
 import metrics
+import plots
 import prompt
 import report
 import tokenizer
@@ -49,11 +51,12 @@ from files import (
     run_script,
     write_atomic,
 )
-from generation import Sampling, add_device_flags, check_device, generate_tokens, prompt_row
+from generation import Sampling, add_device_flags, check_device, prompt_row
 from metrics import METRICS, piece_stats
 from model import autocast, pick_device, summed_loss_per
 
 POSITIVE, GUIDANCE = dict(low=1), dict(low=0, note="1 = off, 0 = unconditional")
+TOKEN_PATHS = ("user", "model", "token")  # section 2's: see Settings.token_path
 EACH_SCALE = dict(note="each scale: 1 = off, 0 = unconditional")
 
 
@@ -106,6 +109,13 @@ class Settings:
     )
     paths: str = flag(
         ",".join(control.PATHS), f"control paths, comma-separated: {', '.join(control.PATHS)}"
+    )
+    token_path: str = flag(
+        "user",
+        "how section 2 samples each token: user (sample.py --token k with its defaults: what it "
+        "leaves unnamed follows one of the token's pieces), model (that prefix, nothing forced) "
+        "or token (the semantic token alone, nothing forced)",
+        choices=list(TOKEN_PATHS),
     )
     # the lab settings of the user's path: left out, it is sample.py's default path
     semantic_from: str | None = flag(None, lab=True, choices=["prompt", "style", "none"])
@@ -237,18 +247,37 @@ class Adherence:
     examples: dict  # (guidance, token) -> the first report.EXAMPLES_PER_TOKEN token rows
 
 
-def generate_all(model, ceiling, *, guidance, seed, n_samples, sampling):
+def token_rows(ckpt, c, *, n, seed, path, data_dir):
+    """n prompt rows for semantic token c, and the instruments each may play (None: any), on a
+    section 2 path (TOKEN_PATHS): sample.py --token's Request per sample, seeded apart, so each
+    follows its own piece of the token; or the token alone."""
+    if path == "token":
+        return [prompt_row(tokenizer.semantic_token(c))] * n, None
+    asked, token = prompt.asked_attributes(None), tokenizer.semantic_name(c)
+    requests = [
+        prompt.request(ckpt, asked, token=token, seed=seed + 1000 * c + i, data_dir=data_dir)
+        for i in range(n)
+    ]
+    if path == "model":
+        return [
+            prompt_row(tokenizer.semantic_token(c), r.prefix, header=False) for r in requests
+        ], None
+    return [r.rows(1)[0] for r in requests], [r.programs(1)[0] for r in requests]
+
+
+def generate_all(model, ceiling, *, guidance, seed, n_samples, sampling, rows_of):
     """-> Adherence: n_samples samples of every trained token at each guidance scale (sampling: a
     generation.Sampling, its guidance and seed set here), the same seed at every scale: paired
-    samples."""
+    samples. rows_of: token -> (prompt rows, programs), token_rows on one path."""
     stats, by_token, skipped, examples = {}, {}, [], {}
     with tqdm(
         total=len(guidance) * len(ceiling.tokens), desc="generating", unit="token", disable=None
     ) as bar:
         for g in guidance:
             for c in ceiling.tokens:
-                rows = [prompt_row(tokenizer.semantic_token(c))] * n_samples
-                pieces = generate_tokens(model, rows, replace(sampling, guidance=g, seed=seed + c))
+                rows, programs = rows_of(c)
+                at = replace(sampling, guidance=g, seed=seed + c)
+                pieces = control.batched(model, rows, at, programs)
                 decoded = [tokenizer.tokens_to_score(row) for row in pieces]  # (Score, skipped)
                 stats[g, c] = [piece_stats(score) for score, _ in decoded]
                 skipped += [n for _, n in decoded]
@@ -267,7 +296,7 @@ def generate_all(model, ceiling, *, guidance, seed, n_samples, sampling):
     )
 
 
-def measure_samples(model, data, setup, *, settings, seconds):
+def measure_samples(model, data, setup, *, settings, seconds, ckpt):
     """Sections 2-4: the ceiling, the samples per token at each guidance scale and their closeness
     -> (Ceiling, Adherence, Closeness)."""
     s = settings
@@ -278,6 +307,18 @@ def measure_samples(model, data, setup, *, settings, seconds):
         f"classifier: {len(ceiling.real_train[0])} train and {len(ceiling.real_val[0])} val "
         f"pieces in {seconds['classifier']:.1f} s"
     )
+    # the user's path samples with sample.py's defaults; the others with nothing forced
+    user = replace(generation.SAMPLE_DEFAULTS, max_new_tokens=s.max_new_tokens, dtype=setup.dtype)
+    sampling = user if s.token_path == "user" else s.sampling(setup.dtype)
+    cached = {}
+
+    def rows_of(c):  # the same rows at every guidance scale: paired samples
+        if c not in cached:
+            cached[c] = token_rows(
+                ckpt, c, n=s.num_samples, seed=s.seed, path=s.token_path, data_dir=setup.data_dir
+            )
+        return cached[c]
+
     with stage(seconds, "generation"):
         adherence = generate_all(
             model,
@@ -285,7 +326,8 @@ def measure_samples(model, data, setup, *, settings, seconds):
             guidance=s.guidance,
             seed=s.seed,
             n_samples=s.num_samples,
-            sampling=s.sampling(setup.dtype),
+            sampling=sampling,
+            rows_of=rows_of,
         )
     print(
         f"generation: {len(adherence.stats) * s.num_samples} samples in "
@@ -441,7 +483,7 @@ def measure(model, data, setup, *, ctx, settings, ckpt):
     ceiling = adherence = closeness = ctrl = None
     if s.only != "control":
         ceiling, adherence, closeness = measure_samples(
-            model, data, setup, settings=s, seconds=seconds
+            model, data, setup, settings=s, seconds=seconds, ckpt=ckpt
         )
     if s.control_samples:
         with stage(seconds, "control"):
@@ -469,7 +511,7 @@ def run(settings, command="python evaluate.py"):
     results, examples = measure(model, data, setup, ctx=ctx, settings=settings, ckpt=ck)
     eval_dir = os.path.join(settings.out_dir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
-    report.write_plots(results, eval_dir)
+    plots.write_plots(results, eval_dir)
     results.seconds["total"] = time.time() - t_start
     results.report = os.path.join(eval_dir, "report.md")
     write_atomic(results.report, report.report(results))

@@ -14,7 +14,7 @@ import os
 import random
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,10 @@ RARE_FILES = 50
 # used at all.
 SEMANTIC_FROM = "prompt"
 MIN_COSINE = 0.0
+# What a prompt or --token leaves unnamed follows the semantic token: it is taken from one training
+# piece of that token (the checkpoint's token_examples), as the model saw the token in training,
+# beside that piece's other attributes.
+FOLLOW_TOKEN = True
 
 
 # -----------------------------------------------------------------------------
@@ -298,6 +302,36 @@ def print_understood(asked):
         print(f"  note: {note}")
 
 
+def follow_token(ckpt, token, prefix, seed):
+    """The slots a prefix leaves unspecified, filled from one training piece of the semantic token
+    (drawn by the seed from ckpt's token_examples) -> (prefix, {field: value taken}). Unchanged
+    where the token is unconditional or the checkpoint has no examples of it."""
+    k = tokenizer.token_id(token) - tokenizer.semantic_token(0)
+    examples = (ckpt.get("token_examples") or {}).get(k)
+    if not FOLLOW_TOKEN or token == "SEMANTIC_UNCOND" or not examples:
+        return prefix, {}
+    piece = attributes.read_prefix(random.Random(f"{seed}:follow").choice(examples))
+    taken = {
+        name: piece[name]
+        for name, value in prefix.items()
+        if value is None and piece.get(name) is not None
+    }
+    return prefix | taken, taken
+
+
+def said_of(prefix):
+    """Prefix arguments (some fields) -> how a person reads them: 'D major, 2/4, 96 bpm, piano'."""
+    key, meter = prefix.get("key"), prefix.get("meter")
+    asked = dict(
+        key=None if key is None else describe.KEY_NAMES[key],
+        mode=None if key is None else describe.KEY_NAMES[key].split()[-1],
+        meter=None if meter is None else "%d/%d" % tuple(meter),
+        tempo_bpm=prefix.get("tempo_bpm") and round(prefix["tempo_bpm"]),
+        instruments=prefix.get("instruments") or [],
+    )
+    return ", ".join(filter(None, (a.said(asked) for a in attributes.ASKED if a.field in prefix)))
+
+
 # -----------------------------------------------------------------------------
 # the user's path: one prompt, resolved as sample.py resolves it
 
@@ -313,6 +347,16 @@ class Request:
     asked: dict  # asked_attributes(), with the notes made while resolving it
     prefix: dict  # keyword arguments of attributes.attribute_prefix
     seed: int
+    followed: dict = field(default_factory=dict)  # fields nobody asked for, from a token's piece
+
+    def followed_line(self):
+        """What sample.py prints of the followed fields."""
+        said = said_of(self.followed)
+        return f"{self.token} -> {said} (from one of its pieces; name them to choose)"
+
+    def asked_prefix(self):
+        """The prefix with only what was asked: the followed fields unspecified."""
+        return {k: None if k in self.followed else v for k, v in self.prefix.items()}
 
     def rows(self, n, prime=None, header=True):
         """n prompt rows (generation.prompt_row): the prefix, then START and the meter and tempo
@@ -339,16 +383,27 @@ class Request:
             label=self.label,
             cosine=self.cosine,
             **asked,
+            followed=said_of(self.followed) or None,
             prime=prime,
         )
 
 
 def request(
-    ckpt, asked, *, text=None, token=None, seed=None, data_dir, semantic_from=None, min_cosine=None
+    ckpt,
+    asked,
+    *,
+    text=None,
+    token=None,
+    seed=None,
+    data_dir,
+    semantic_from=None,
+    min_cosine=None,
+    follow=True,
 ):
     """A checkpoint (generation.load_model's dict) and what was asked (asked_attributes of text and
     the flags) -> Request: token, or the semantic token nearest text (semantic_from, min_cosine:
-    SEMANTIC_FROM and MIN_COSINE unless given), and the prefix. seed None draws one (printed by
+    SEMANTIC_FROM and MIN_COSINE unless given), and the prefix, its unasked slots following the
+    token (follow_token; follow=False leaves them unspecified). seed None draws one (printed by
     callers)."""
     semantic_from = semantic_from or SEMANTIC_FROM
     words = {"prompt": text, "style": " ".join(asked["unused"]), "none": ""}[semantic_from]
@@ -362,6 +417,7 @@ def request(
     )
     seed = random.randrange(10**6) if seed is None else seed
     prefix, notes = prefix_attributes(asked, seed, ckpt.get("programs_seen"))
+    prefix, followed = follow_token(ckpt, token, prefix, seed) if follow else (prefix, {})
     return Request(
         token=token,
         label=label,
@@ -369,4 +425,5 @@ def request(
         asked=asked | {"notes": asked["notes"] + notes},
         prefix=prefix,
         seed=seed,
+        followed=followed,
     )

@@ -211,6 +211,8 @@ def main(argv=None):
     )
     if args.prompt or any(asked[k] for k in attributes.ASKED_FIELDS):
         prompt.print_understood(req.asked)
+    if req.followed:
+        print(req.followed_line())
     prime = prime_tokens(args.prime, args.prime_seconds) if args.prime else None
     print(
         f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); {req.token} "

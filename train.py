@@ -373,6 +373,7 @@ def save_checkpoint(state, data, *, cfg, run, improved):
         rng=states,
         tokens_seen=state.tokens_seen,
         programs_seen=dict(data["programs_seen"]),  # {GM program: train files}, for sample.py
+        token_examples=data["token_examples"],  # what a prompt leaves unnamed follows its token
     )
     numbered = state.iter_num % cfg.save_interval == 0 or state.iter_num == cfg.max_iters
     return checkpoints.save(

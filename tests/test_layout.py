@@ -35,6 +35,7 @@ LAYERS = {
     "dataset": 7,
     "prompt": 7,
     "report": 7,
+    "plots": 7,
     "checkpoints": 8,
     "control": 8,
     "runconfig": 9,
