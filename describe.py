@@ -120,21 +120,38 @@ TEMPO_WORDS = [
 ]
 
 
-TEMPO_TERMS = {  # word -> bpm; Italian terms near the middle of their usual ranges
-    "grave": 40,
-    "largo": 50,
-    "lento": 52,
-    "larghetto": 60,
-    "adagio": 70,
-    "andante": 90,
-    "andantino": 96,
-    "moderato": 112,
-    "allegretto": 116,
-    "allegro": 138,
-    "vivace": 166,
-    "presto": 184,
-    "prestissimo": 208,
+# Italian tempo terms -> their usual metronome range (low, high) in bpm, the modern ranges of common
+# reference lists. The open-ended ones are closed where the lists leave them open: larghissimo ("24
+# and under") from 20, prestissimo ("200 and over") to 216. Lentissimo has no standard range and is
+# placed just below lento. Terms that share a range (allegrissimo, allegro vivace, vivacissimo)
+# share a bpm. In the order of their middles.
+ITALIAN_TEMPI = {
+    "larghissimo": (20, 24),
+    "adagissimo": (24, 40),
+    "grave": (25, 45),
+    "lentissimo": (35, 45),
+    "largo": (40, 60),
+    "lento": (45, 60),
+    "larghetto": (60, 66),
+    "adagio": (66, 76),
+    "adagietto": (72, 76),
+    "marcia moderato": (83, 85),
+    "andante": (76, 108),
+    "andantino": (80, 108),
+    "andante moderato": (92, 112),
+    "moderato": (108, 120),
+    "allegretto": (112, 120),
+    "allegro moderato": (116, 120),
+    "allegro": (120, 156),
+    "vivace": (156, 176),
+    "vivacissimo": (172, 176),
+    "allegrissimo": (172, 176),
+    "allegro vivace": (172, 176),
+    "presto": (168, 200),
+    "prestissimo": (200, 216),
 }
+# term -> the bpm it asks for and is measured at: the middle of its range
+TEMPO_TERMS = {term: (low + high) / 2 for term, (low, high) in ITALIAN_TEMPI.items()}
 
 
 def tempo_word(bpm):
@@ -250,7 +267,8 @@ def describe_midi(path):
 
 def italian_tempo(bpm):
     """The Italian term (of TEMPO_TERMS, which prompts are read with) nearest bpm on a log scale, so
-    that a tempo asked for as 'adagio' reads back as adagio."""
+    that a tempo asked for as 'adagio' reads back as adagio (terms that share a bpm read back as the
+    first of them)."""
     return min(TEMPO_TERMS, key=lambda term: abs(math.log(TEMPO_TERMS[term] / bpm)))
 
 

@@ -16,24 +16,39 @@ import re
 from describe import DRUMS, GM_NAMES, TEMPO_TERMS, key_name
 from files import UserError
 
-TEMPO_WORDS_IN = {  # everyday words -> bpm (lower priority than a number or an Italian term)
+# Everyday words -> bpm (lower priority than a number or an Italian term). The words that name a
+# speed, as captions say it ("Slow", "Moderate tempo", "Fast", "Very fast"), sit inside the class
+# describe.tempo_word measures them back as (very slow < 60 <= slow < 76 <= moderate < 108 <= fast <
+# 132 <= very fast); they win over the mood words below them, which only suggest a speed.
+TEMPO_WORDS_IN = {
     "very slow": 50,
+    "very slow tempo": 50,
     "slow": 66,
     "slowly": 66,
+    "slow tempo": 66,
+    "moderate": 96,
+    "moderately": 96,
+    "moderate tempo": 96,
+    "medium": 96,
+    "medium tempo": 96,
+    "mid-tempo": 96,
+    "fast": 120,
+    "fast tempo": 120,
+    "quick": 120,
+    "quickly": 120,
+    "very fast": 160,
+    "very fast tempo": 160,
+}
+TEMPO_MOODS = {  # mood words that suggest a speed: used only where no speed word is said
     "leisurely": 80,
     "calm": 72,
     "gentle": 76,
     "relaxed": 80,
-    "moderate": 104,
-    "medium": 104,
     "walking": 96,
     "upbeat": 128,
     "lively": 140,
     "brisk": 140,
-    "quick": 150,
-    "fast": 150,
     "energetic": 150,
-    "very fast": 190,
     "frantic": 200,
 }
 METER_WORDS = {  # dance or style -> meter
@@ -132,15 +147,17 @@ def find_terms(text, terms):
 
 
 def read_tempo(text, notes):
-    """Tempo from a number with bpm, else an Italian term, else an everyday word; the first of each
-    kind. Like every reader of a prompt here: -> ({what it asks: value}, [(start, end) read]),
-    with a note for each contradiction settled."""
+    """Tempo from a number with bpm, else an Italian term, else a speed word, else a mood word; the
+    first of each kind. Like every reader of a prompt here: -> ({what it asks: value}, [(start, end)
+    read]), with a note for each contradiction settled."""
     text = text.lower()
     numbers = [(m.start(), m.end(), float(m.group(1))) for m in re.finditer(BPM_RE, text)]
-    italian = [(a, b, TEMPO_TERMS[t]) for a, b, t in find_terms(text, TEMPO_TERMS)]
-    everyday = [(a, b, TEMPO_WORDS_IN[t]) for a, b, t in find_terms(text, TEMPO_WORDS_IN)]
-    spans = numbers + italian + everyday
-    chosen = (numbers or italian or everyday or [None])[0]
+    kinds = [numbers] + [
+        [(a, b, words[t]) for a, b, t in find_terms(text, words)]
+        for words in (TEMPO_TERMS, TEMPO_WORDS_IN, TEMPO_MOODS)
+    ]
+    spans = sorted(s for kind in kinds for s in kind)
+    chosen = next((kind[0] for kind in kinds if kind), None)
     if chosen and len({bpm for _, _, bpm in spans}) > 1:
         notes.append(
             f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
@@ -215,11 +232,11 @@ def parse_tempo(value):
     try:
         bpm = float(text)
     except ValueError:
-        bpm = TEMPO_TERMS.get(text, TEMPO_WORDS_IN.get(text))
+        bpm = (TEMPO_TERMS | TEMPO_WORDS_IN | TEMPO_MOODS).get(text)
     if bpm is None or not 10 <= bpm <= 1000:
         raise UserError(
             f"--tempo {value!r}: give bpm from 10 to 1000 ('96' or '96 bpm'), or one of "
-            f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN))}"
+            f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN) + list(TEMPO_MOODS))}"
         )
     return bpm
 
