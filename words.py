@@ -119,14 +119,109 @@ INSTRUMENT_WORDS = {  # everyday names and families -> GM programs (DRUMS for th
     "drums": [DRUMS],
     "drum kit": [DRUMS],
     "percussion": [DRUMS],
+    "drum set": [DRUMS],
+    "drum machine": [DRUMS],
+    "bass drum": [DRUMS],
+    "kick drum": [DRUMS],
+    "snare drum": [DRUMS],
+    "cymbal": [DRUMS],
+    "hi-hat": [DRUMS],
 }
-# GM's own names too ('Acoustic Grand Piano'); the everyday words win where they overlap ('fiddle'
-# is a violin)
-INSTRUMENT_WORDS = {
-    name.lower(): [program] for program, name in enumerate(GM_NAMES)
-} | INSTRUMENT_WORDS
+CAPTION_WORDS = {  # what captions call the GM instruments that their GM names don't give by rule
+    "grand piano": [0],
+    "acoustic piano": [0],
+    "upright piano": [0],
+    "rhodes": [4],
+    "hammond organ": [16],
+    "electric organ": [16],
+    "pipe organ": [19],
+    "nylon guitar": [24],
+    "classical guitar": [24],
+    "steel guitar": [25],
+    "electric guitar": [27],
+    "distorted guitar": [30],
+    "distorted electric guitar": [30],
+    "overdriven electric guitar": [29],
+    "electric bass": [33],
+    "electric bass guitar": [33],
+    "acoustic bass guitar": [32],
+    "upright bass": [43],
+    "bass clarinet": [71],
+    "string section": [48],
+    "synthstrings": [50],
+    "synth voice": [54],
+    "synth brass": [62],
+    "synth lead": [80],
+    "saw lead": [81],
+    "synth pad": [88],
+    "synth effects": [96],
+    "sound effects": [96],
+    "fx": [96],
+    "synthesizer": [80],
+    "vocals": [53],
+    "vocalist": [53],
+}
+PLAYERS = {  # a player named for an instrument plays it
+    "pianist": [0],
+    "keyboardist": [0],
+    "organist": [19],
+    "guitarist": [24],
+    "bassist": [33],
+    "violinist": [40],
+    "fiddler": [40],
+    "violist": [41],
+    "cellist": [42],
+    "harpist": [46],
+    "trumpeter": [56],
+    "trombonist": [57],
+    "saxophonist": [65],
+    "oboist": [68],
+    "bassoonist": [70],
+    "clarinetist": [71],
+    "clarinettist": [71],
+    "flautist": [73],
+    "flutist": [73],
+    "drummer": [DRUMS],
+    "percussionist": [DRUMS],
+}
+# what --instruments' error suggests
+INSTRUMENT_EXAMPLES = "piano, electric piano, guitar, bass, strings, brass, synth pad, drums".split(
+    ", "
+)
+NOT_ALONE = {"lead"}  # a GM name's head that alone names no instrument ('lead guitar', 'the lead')
+
+
+def caption_forms(name):
+    """The ways a caption writes a GM name, lower-cased: as it is, without its number ('Electric
+    Piano 1' -> 'electric piano'), its parenthesised part before it ('Acoustic Guitar (nylon)' ->
+    'nylon acoustic guitar', 'nylon guitar'), 'saxophone' for 'sax', and hyphens as spaces."""
+    name = name.lower()
+    m = re.fullmatch(r"(.+?)(?: \d)?(?: \((.+)\))?", name)
+    base, part = m.group(1), m.group(2)
+    forms = [name, base] if base not in NOT_ALONE else [name]
+    if part and "+" not in part:
+        forms += [f"{part} {base}", f"{part} {base.split()[-1]}"]
+    forms += [f.replace("sax", "saxophone") for f in forms if f.endswith("sax")]
+    forms += [f.replace("-", " ") for f in forms if "-" in f]
+    return list(dict.fromkeys(forms))
+
+
+# GM's own names and their caption forms (a numbered pair's first takes the unnumbered name:
+# 'synth bass' is Synth Bass 1); the everyday words, caption words and players win where they
+# overlap ('fiddle' is a violin, 'acoustic guitar' the steel-strung one)
+INSTRUMENT_WORDS = (
+    {
+        form: [program]
+        for program, name in reversed(list(enumerate(GM_NAMES)))
+        for form in caption_forms(name)
+    }
+    | INSTRUMENT_WORDS
+    | CAPTION_WORDS
+    | PLAYERS
+)
 METER_RE = r"\b(\d{1,2})/(1|2|4|8|16|32)\b"
 KEY_RE = r"\b([A-Ga-g])(?:\s*(#|♯|b|♭|-|\s+sharp|\s+flat))?\s+(major|minor|maj|min)\b(\s+key)?"
+LIST_RE = r"\b((?:[\w-]+\s*,\s*)*[\w-]+)\s*,?\s+(?:and|or|&)\s+$"  # 'a, b and ' before a name
 BPM_RE = r"\b(\d{1,4}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b"
 STOP_WORDS = set(
     "a an the in of for with and or on to at by from into some piece song music tune tunes "
@@ -135,11 +230,12 @@ STOP_WORDS = set(
 
 
 def find_terms(text, terms):
-    """[(position, term)] of the terms found in text as whole words, longest first so that 'slip
-    jig' wins over 'jig'; a found term's words are not matched again."""
+    """[(start, end, term)] of the terms found in text as whole words, plural or not ('guitars',
+    'basses'), longest first so that 'slip jig' wins over 'jig' and 'electric piano' over 'piano'; a
+    found term's words are not matched again."""
     found, taken = [], [False] * len(text)
-    for term in sorted(terms, key=len, reverse=True):
-        for m in re.finditer(r"\b" + re.escape(term) + r"s?\b", text):
+    for term in sorted(terms, key=lambda t: (-len(t), t)):
+        for m in re.finditer(r"(?<!\w)" + re.escape(term) + r"(?:s|es)?(?!\w)", text):
             if not any(taken[m.start() : m.end()]):
                 found.append((m.start(), m.end(), term))
                 taken[m.start() : m.end()] = [True] * (m.end() - m.start())
@@ -204,7 +300,10 @@ def read_key(original, notes):
         else:
             notes.append(f"more than one key named: using {key}")
         spans.append((m.start(), m.end()))
-    moods = find_terms(text, MOOD_MODES)
+    # a word inside an instrument's name is not a mood ('bright acoustic piano')
+    moods = [
+        m for m in find_terms(text, set(MOOD_MODES) | set(INSTRUMENT_WORDS)) if m[2] in MOOD_MODES
+    ]
     if key:
         mode = key.split()[-1]
     elif moods and mode is None:
@@ -214,9 +313,48 @@ def read_key(original, notes):
     return {"key": key, "mode": mode}, spans + [(a, b) for a, b, _ in moods]
 
 
+def instrument_term(word):
+    """The INSTRUMENT_WORDS term a word or name is, plural or not; None for no instrument."""
+    word = word.strip().lower()
+    return next(
+        (
+            w
+            for w in (word, word.removesuffix("s"), word.removesuffix("es"))
+            if w in INSTRUMENT_WORDS
+        ),
+        None,
+    )
+
+
+def elliptical(text, found):
+    """[(start, end, term)] of the modifiers that share a found name's noun: 'acoustic and fretless
+    bass' is an acoustic bass and a fretless bass, 'tenor, alto and baritone saxophones' three. A
+    modifier counts where it is no instrument alone and, with the noun, a known name; the list is
+    read back from the 'and' (or 'or', '&') until a word fails."""
+    taken = [False] * len(text)
+    for a, b, _ in found:
+        taken[a:b] = [True] * (b - a)
+    out = []
+    for start, _, term in found:
+        noun, before = term.partition(" ")[2], max(0, start - 200)  # a list is a line at most
+        head = re.search(LIST_RE, text[before:start])
+        if not noun or not head:
+            continue
+        for m in reversed(list(re.finditer(r"[\w-]+", head.group(1)))):
+            a, b = before + head.start(1) + m.start(), before + head.start(1) + m.end()
+            name = f"{m.group(0)} {noun}"
+            if any(taken[a:b]) or instrument_term(m.group(0)) or name not in INSTRUMENT_WORDS:
+                break
+            out.append((a, b, name))
+    return out
+
+
 def read_instruments(text, notes):
-    """Instruments by name, family or player: GM programs, sorted."""
-    found = find_terms(text.lower(), INSTRUMENT_WORDS)
+    """Instruments by name, family or player, with the names that share a noun ('electric and
+    acoustic guitars'): GM programs, sorted."""
+    text = text.lower()
+    found = find_terms(text, INSTRUMENT_WORDS)
+    found = sorted(found + elliptical(text, found))
     programs = sorted({p for _, _, term in found for p in INSTRUMENT_WORDS[term]})
     return {"instruments": programs}, [(a, b) for a, b, _ in found]
 
@@ -283,13 +421,13 @@ def parse_instruments(value):
     for part in filter(None, (p.strip().lower() for p in value.split(","))):
         if part.isdigit() and int(part) <= 128:
             programs.add(int(part))
-        elif part in INSTRUMENT_WORDS or part.rstrip("s") in INSTRUMENT_WORDS:
-            programs.update(INSTRUMENT_WORDS.get(part) or INSTRUMENT_WORDS[part.rstrip("s")])
+        elif instrument_term(part):
+            programs.update(INSTRUMENT_WORDS[instrument_term(part)])
         else:
             raise UserError(
                 f"--instruments: {part!r} is not an instrument; give GM program numbers "
                 f"0-127, 'drums', General MIDI names, or words such as "
-                f"{', '.join(list(INSTRUMENT_WORDS)[128:150])}"
+                f"{', '.join(INSTRUMENT_EXAMPLES)}"
             )
     if not programs:  # "," or " , ": a flag that names nothing is a slip, not "no instruments"
         raise UserError(
