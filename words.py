@@ -225,7 +225,7 @@ LIST_RE = r"\b((?:[\w-]+\s*,\s*)*[\w-]+)\s*,?\s+(?:and|or|&)\s+$"  # 'a, b and '
 BPM_RE = r"\b(\d{1,4}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b"
 STOP_WORDS = set(
     "a an the in of for with and or on to at by from into some piece song music tune tunes "
-    "played playing style sounding like feel time key that is it".split()
+    "played playing style sounding like feel time key that is it tempo signature".split()
 )
 
 
@@ -254,9 +254,11 @@ def read_tempo(text, notes):
     ]
     spans = sorted(s for kind in kinds for s in kind)
     chosen = next((kind[0] for kind in kinds if kind), None)
-    if chosen and len({bpm for _, _, bpm in spans}) > 1:
+    # a mood word gives way to a named tempo without a note ('a calm piece at a slow tempo')
+    named = sorted(s for kind in kinds[:3] for s in kind) or kinds[3]
+    if chosen and len({bpm for _, _, bpm in named}) > 1:
         notes.append(
-            f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
+            f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in named)}): "
             f"using {text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
         )
     return {"tempo_bpm": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]

@@ -3,6 +3,7 @@ ranges, speed words in the class the control report measures them as), instrumen
 family and player, and a set of MidiCaps-style captions read through prompt.parse_prompt. Pure
 parsing: no model, no embedder."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -69,7 +70,9 @@ def test_longer_italian_terms_win_over_their_parts():
 
 def test_a_speed_word_beats_a_mood_word_and_an_italian_term_beats_both():
     got = prompt.parse_prompt("a calm, relaxing piece at a Fast tempo")
-    assert got["tempo_bpm"] == 120 and any("'calm'" in n for n in got["notes"])
+    assert got["tempo_bpm"] == 120 and not got["notes"], "a mood word gives way without a note"
+    got = prompt.parse_prompt("a calm and lively tune")
+    assert got["tempo_bpm"] == words.TEMPO_MOODS["calm"] and got["notes"]
     assert tempo_of("an energetic Adagio, slow") == words.TEMPO_TERMS["adagio"]
     assert tempo_of("a calm song") == words.TEMPO_MOODS["calm"]
     assert words.parse_tempo("moderate tempo") == words.TEMPO_WORDS_IN["moderate"]
@@ -258,3 +261,84 @@ def test_unknown_words_never_crash_any_reader():
         words.parse_instruments("glorpophone")
     with pytest.raises(UserError, match="names no instrument"):
         words.parse_instruments(" , ")
+
+
+# -----------------------------------------------------------------------------
+# captions in the style of MidiCaps, read the user's way (prompt.parse_prompt)
+
+CAPTIONS = [json.loads(line) for line in (ROOT / "tests/data/captions.jsonl").open()]
+
+
+def tempo_range(word):
+    """(low, high) bpm of an Italian term, or of a tempo word the control report measures."""
+    if word in describe.ITALIAN_TEMPI:
+        return describe.ITALIAN_TEMPI[word]
+    limits = [0] + [limit for limit, _ in describe.TEMPO_WORDS]
+    at = [w for _, w in describe.TEMPO_WORDS].index(word)
+    return limits[at], limits[at + 1]
+
+
+def test_the_caption_set_covers_what_it_is_for():
+    assert len(CAPTIONS) >= 25
+    text = " ".join(c["caption"].lower() for c in CAPTIONS)
+    for phrase in [
+        "acoustic and fretless bass",
+        "overdriven and distorted guitars",
+        "slap bass",
+        "hammond organ",
+        "church organ",
+        "electric piano",
+        "clean electric guitar",
+        "brass section",
+        "tenor saxophone",
+        "synth strings",
+        "synth lead",
+        "synth voice",
+        "synth effects",
+        "bassist",
+        "drummer",
+        "pianist",
+        "drums",
+        "percussion",
+        "bright acoustic piano",
+    ]:
+        assert phrase in text, phrase
+    tempi = {c["tempo"] for c in CAPTIONS}
+    assert {"slow", "moderate", "fast", "very fast"} <= tempi
+    assert len(tempi & set(describe.ITALIAN_TEMPI)) >= 10
+
+
+@pytest.mark.parametrize("entry", CAPTIONS, ids=lambda c: c["caption"][:40])
+def test_a_caption_reads_as_its_instruments_tempo_meter_and_key(entry):
+    got = prompt.parse_prompt(entry["caption"])
+    expected = sorted({p for programs in entry["instruments"].values() for p in programs})
+    assert got["instruments"] == expected
+    low, high = tempo_range(entry["tempo"])
+    assert got["tempo_bpm"] is not None and low <= got["tempo_bpm"] <= high, entry["tempo"]
+    assert (got["meter"], got["key"], got["mode"]) == (entry["meter"], entry["key"], entry["mode"])
+    assert got["notes"] == [], "a caption that says each thing once settles no contradiction"
+    for chord in entry["chords"]:  # chord symbols are neither keys nor instruments
+        assert chord.lower() in words.STOP_WORDS or chord in got["unused"], chord
+    chords = prompt.parse_prompt(", ".join(entry["chords"]))
+    assert chords["key"] is chords["mode"] is None and chords["instruments"] == []
+
+
+def test_at_least_95_percent_of_the_captions_instrument_mentions_map_right():
+    right, wrong = 0, []
+    for entry in CAPTIONS:
+        got = set(prompt.parse_prompt(entry["caption"])["instruments"])
+        for mention, programs in entry["instruments"].items():
+            if set(programs) <= got:
+                right += 1
+            else:
+                wrong.append(f"{mention!r} -> {sorted(got)}, not {programs}")
+        said = {p for programs in entry["instruments"].values() for p in programs}
+        wrong += [f"{p} read from {entry['caption'][:50]!r}, not said" for p in got - said]
+    share = right / (right + len(wrong))
+    assert share >= 0.95, f"{share:.1%} right; wrong: {'; '.join(wrong)}"
+
+
+def test_chord_symbols_are_not_keys_or_instruments():
+    got = prompt.parse_prompt("The chords are Am, Bb, E7, F#m7, Cmaj7, Dm and G/B.")
+    assert got["key"] is got["mode"] is None and got["instruments"] == []
+    assert {"Am", "Bb", "E7", "F#m7", "Cmaj7", "Dm", "G/B"} <= set(got["unused"])
