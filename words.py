@@ -249,8 +249,8 @@ def read_tempo(text, notes):
     text = text.lower()
     numbers = [(m.start(), m.end(), float(m.group(1))) for m in re.finditer(BPM_RE, text)]
     kinds = [numbers] + [
-        [(a, b, words[t]) for a, b, t in find_terms(text, words)]
-        for words in (TEMPO_TERMS, TEMPO_WORDS_IN, TEMPO_MOODS)
+        [(a, b, table[t]) for a, b, t in find_terms(text, table)]
+        for table in (TEMPO_TERMS, TEMPO_WORDS_IN, TEMPO_MOODS)
     ]
     spans = sorted(s for kind in kinds for s in kind)
     chosen = next((kind[0] for kind in kinds if kind), None)
