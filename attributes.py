@@ -18,8 +18,8 @@ prefix_arguments turns the one into the other.
 
 A new attribute is its token blocks in tokenizer.py (among the prefix's own, from KEY on, which the
 event grammar places nowhere) and its width added to tokenizer.PREFIX_LEN, the length decode skips;
-its word and flag readers and its measure in describe.py; its entry here; and what its report rows
-measure in metrics.py's `realised`.
+its word and flag readers in words.py and its measure in describe.py; its entry here; and what its
+report rows measure in metrics.py's `realised`.
 """
 
 from collections.abc import Callable
@@ -29,6 +29,7 @@ import numpy as np
 
 import describe
 import tokenizer
+import words
 from tokenizer import OFFSET, TOKEN_TYPE, TYPE_NAMES
 
 
@@ -45,7 +46,7 @@ class Attribute:
     # measured from the notes into the index (describe.measure's entry of its field).
     argument: Callable | None = None
     asked: tuple = ()  # what a prompt is read into: prompt.parse_prompt's keys
-    words: Callable | None = None  # a prompt -> ({asked: value}, spans read): describe.read_*
+    words: Callable | None = None  # a prompt -> ({asked: value}, spans read): words.read_*
     read_flag: Callable | None = None  # --NAME's text -> {asked: value}, or a UserError
     help: str = ""  # --NAME's help in sample.py
     placeholder: str = ""  # an example in the app's field NAME
@@ -94,8 +95,8 @@ ATTRIBUTES = (
             describe.KEY_NAMES.index(name) if name in describe.KEY_NAMES else None
         ),
         asked=("key", "mode"),
-        words=describe.read_key,
-        read_flag=lambda text: dict(zip(("key", "mode"), describe.parse_key(text))),
+        words=words.read_key,
+        read_flag=lambda text: dict(zip(("key", "mode"), words.parse_key(text))),
         help="'A minor', 'E flat major', 'F# minor', or just 'major'/'minor'; overrides the prompt",
         placeholder="A minor",
         said=lambda asked: asked["key"] or asked["mode"],
@@ -118,8 +119,8 @@ ATTRIBUTES = (
         dropout=("meter_dropout", 0.3),
         argument=lambda meter: tuple(int(v) for v in meter.split("/")) if meter else None,
         asked=("meter",),
-        words=describe.read_meter,
-        read_flag=lambda text: {"meter": describe.parse_meter(text)},
+        words=words.read_meter,
+        read_flag=lambda text: {"meter": words.parse_meter(text)},
         help="n/d ('3/4', '6/8') or a dance (waltz, jig, march...); overrides the prompt",
         placeholder="3/4, or waltz",
         said=lambda asked: asked["meter"],
@@ -135,8 +136,8 @@ ATTRIBUTES = (
         dropout=("tempo_dropout", 0.3),
         argument=lambda bpm: bpm,
         asked=("tempo_bpm",),
-        words=describe.read_tempo,
-        read_flag=lambda text: {"tempo_bpm": describe.parse_tempo(text)},
+        words=words.read_tempo,
+        read_flag=lambda text: {"tempo_bpm": words.parse_tempo(text)},
         help="bpm ('96', '96 bpm') or a word (adagio, slow, fast...); overrides the prompt",
         placeholder="96, or adagio",
         said=lambda asked: asked["tempo_bpm"] and f"{asked['tempo_bpm']:g} bpm",
@@ -153,8 +154,8 @@ ATTRIBUTES = (
         dropout=("instruments_dropout", 0.3),
         argument=lambda programs: programs or None,
         asked=("instruments",),
-        words=describe.read_instruments,
-        read_flag=lambda text: {"instruments": describe.parse_instruments(text)},
+        words=words.read_instruments,
+        read_flag=lambda text: {"instruments": words.parse_instruments(text)},
         help="comma-separated GM names, families (strings, brass) or numbers, 'drums'",
         placeholder="violin, cello",
         said=lambda asked: ", ".join(map(describe.instrument_name, asked["instruments"])) or None,

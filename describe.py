@@ -1,14 +1,14 @@
 """
 What describes a piece of music, measured from its notes (a tokenizer.Score): General MIDI names,
-seconds from a tempo map, key and mode, meter, tempo word, instruments, register and density;
-and the same words read back from what a person types. Its consumers:
+seconds from a tempo map, key and mode, meter, tempo word and Italian term, instruments, register
+and density. words.py reads the same attributes from what a person types, with these names.
+Its consumers:
 
 - cluster.py: `describe_score` writes the description sentence of a MIDI file that has no caption;
 - metrics.py: evaluate.py's statistics build on the time helpers and `sounding_per_step`;
 - prepare.py: `measure` gives each file's key, meter, tempo, instruments and texture for the index;
-- attributes.py: `read_tempo`, `read_meter`, `read_key`, `read_instruments` read what a prompt
-  asks for, and the strict `parse_tempo`, `parse_meter`, `parse_key`, `parse_instruments` what a
-  flag asks for; `measure` also fills a gallery card.
+- attributes.py: `measure` also fills a gallery card; `KEY_NAMES` are the key tokens' names;
+- words.py: `GM_NAMES`, `key_name`, `TEMPO_TERMS`, the names a prompt is read with.
 
 Keys are spelled one way everywhere, in words a sentence embedder and a person both know:
 "B flat major", "F sharp minor" (see KEY_NAMES).
@@ -17,7 +17,6 @@ Keys are spelled one way everywhere, in words a sentence embedder and a person b
 """
 
 import math
-import re
 import sys
 from collections import Counter
 
@@ -111,7 +110,7 @@ def main_meter(score):
     return max(segments(score.time_signatures, (4, 4), end_step(score)))[1:]
 
 
-# (below, word)
+# (below, word): the word the control report measures
 TEMPO_WORDS = [
     (60, "very slow"),
     (76, "slow"),
@@ -119,6 +118,40 @@ TEMPO_WORDS = [
     (132, "fast"),
     (1e9, "very fast"),
 ]
+
+
+# Italian tempo terms -> their usual metronome range (low, high) in bpm, the modern ranges of common
+# reference lists. The open-ended ones are closed where the lists leave them open: larghissimo ("24
+# and under") from 20, prestissimo ("200 and over") to 216. Lentissimo has no standard range and is
+# placed just below lento. Terms that share a range (allegrissimo, allegro vivace, vivacissimo)
+# share a bpm. In the order of their middles.
+ITALIAN_TEMPI = {
+    "larghissimo": (20, 24),
+    "adagissimo": (24, 40),
+    "grave": (25, 45),
+    "lentissimo": (35, 45),
+    "largo": (40, 60),
+    "lento": (45, 60),
+    "larghetto": (60, 66),
+    "adagio": (66, 76),
+    "adagietto": (72, 76),
+    "marcia moderato": (83, 85),
+    "andante": (76, 108),
+    "andantino": (80, 108),
+    "andante moderato": (92, 112),
+    "moderato": (108, 120),
+    "allegretto": (112, 120),
+    "allegro moderato": (116, 120),
+    "allegro": (120, 156),
+    "vivace": (156, 176),
+    "vivacissimo": (172, 176),
+    "allegrissimo": (172, 176),
+    "allegro vivace": (172, 176),
+    "presto": (168, 200),
+    "prestissimo": (200, 216),
+}
+# term -> the bpm it asks for and is measured at: the middle of its range
+TEMPO_TERMS = {term: (low + high) / 2 for term, (low, high) in ITALIAN_TEMPI.items()}
 
 
 def tempo_word(bpm):
@@ -285,7 +318,8 @@ def describe_midi(path):
 
 def italian_tempo(bpm):
     """The Italian term (of TEMPO_TERMS, which prompts are read with) nearest bpm on a log scale, so
-    that a tempo asked for as 'adagio' reads back as adagio."""
+    that a tempo asked for as 'adagio' reads back as adagio (terms that share a bpm read back as the
+    first of them)."""
     return min(TEMPO_TERMS, key=lambda term: abs(math.log(TEMPO_TERMS[term] / bpm)))
 
 
@@ -353,289 +387,6 @@ def measure(score):
         register=None if median is None else register_of(median),
         seconds=round(seconds, 2),
     )
-
-
-# -----------------------------------------------------------------------------
-# reading a prompt: the words a person types for tempo, meter, key and instruments
-
-TEMPO_TERMS = {  # word -> bpm; Italian terms near the middle of their usual ranges
-    "grave": 40,
-    "largo": 50,
-    "lento": 52,
-    "larghetto": 60,
-    "adagio": 70,
-    "andante": 90,
-    "andantino": 96,
-    "moderato": 112,
-    "allegretto": 116,
-    "allegro": 138,
-    "vivace": 166,
-    "presto": 184,
-    "prestissimo": 208,
-}
-TEMPO_WORDS_IN = {  # everyday words -> bpm (lower priority than a number or an Italian term)
-    "very slow": 50,
-    "slow": 66,
-    "slowly": 66,
-    "leisurely": 80,
-    "calm": 72,
-    "gentle": 76,
-    "relaxed": 80,
-    "moderate": 104,
-    "medium": 104,
-    "walking": 96,
-    "upbeat": 128,
-    "lively": 140,
-    "brisk": 140,
-    "quick": 150,
-    "fast": 150,
-    "energetic": 150,
-    "very fast": 190,
-    "frantic": 200,
-}
-METER_WORDS = {  # dance or style -> meter
-    **dict.fromkeys(["waltz", "minuet", "mazurka", "polonaise", "sarabande"], "3/4"),
-    "slip jig": "9/8",
-    **dict.fromkeys(["jig", "tarantella", "barcarolle"], "6/8"),
-    "siciliano": "12/8",
-    **dict.fromkeys(["march", "polka"], "2/4"),
-    **dict.fromkeys(["reel", "hornpipe", "gavotte", "chorale"], "4/4"),
-    **dict.fromkeys(["triple time", "triple meter"], "3/4"),
-    "duple time": "2/4",
-    "common time": "4/4",
-    "cut time": "2/2",
-}
-# a short documented list: mood words that ask for a mode
-MOOD_MODES = dict.fromkeys(
-    "sad melancholy melancholic mournful dark gloomy tragic sorrowful somber sombre".split(),
-    "minor",
-) | dict.fromkeys("happy cheerful joyful bright sunny triumphant".split(), "major")
-INSTRUMENT_WORDS = {  # everyday names and families -> GM programs (DRUMS for the drum kit)
-    "piano": [0],
-    "keyboard": [0],
-    "harpsichord": [6],
-    "organ": [19],
-    "accordion": [21],
-    "harmonica": [22],
-    "guitar": [24],
-    "acoustic guitar": [25],
-    "electric guitar": [27],
-    "bass guitar": [33],
-    "bass": [33],
-    "violin": [40],
-    "fiddle": [40],
-    "viola": [41],
-    "cello": [42],
-    "double bass": [43],
-    "contrabass": [43],
-    "harp": [46],
-    "timpani": [47],
-    "strings": [40, 41, 42],
-    "string quartet": [40, 41, 42],
-    "string orchestra": [48],
-    "choir": [52],
-    "voices": [52],
-    "voice": [53],
-    "singer": [53],
-    "trumpet": [56],
-    "trombone": [57],
-    "tuba": [58],
-    "horn": [60],
-    "french horn": [60],
-    "brass": [56, 57, 60, 58],
-    "saxophone": [65],
-    "sax": [65],
-    "oboe": [68],
-    "bassoon": [70],
-    "clarinet": [71],
-    "flute": [73],
-    "recorder": [74],
-    "tin whistle": [78],
-    "whistle": [78],
-    "woodwinds": [73, 68, 71, 70],
-    "winds": [73, 68, 71, 70],
-    "bagpipes": [109],
-    "bagpipe": [109],
-    "banjo": [105],
-    "synth": [80],
-    "drums": [DRUMS],
-    "drum kit": [DRUMS],
-    "percussion": [DRUMS],
-}
-# GM's own names too ('Acoustic Grand Piano'); the everyday words win where they overlap ('fiddle'
-# is a violin)
-INSTRUMENT_WORDS = {
-    name.lower(): [program] for program, name in enumerate(GM_NAMES)
-} | INSTRUMENT_WORDS
-METER_RE = r"\b(\d{1,2})/(1|2|4|8|16|32)\b"
-KEY_RE = r"\b([A-Ga-g])(?:\s*(#|♯|b|♭|-|\s+sharp|\s+flat))?\s+(major|minor|maj|min)\b(\s+key)?"
-BPM_RE = r"\b(\d{1,4}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b"
-STOP_WORDS = set(
-    "a an the in of for with and or on to at by from into some piece song music tune tunes "
-    "played playing style sounding like feel time key that is it".split()
-)
-
-
-def find_terms(text, terms):
-    """[(position, term)] of the terms found in text as whole words, longest first so that 'slip
-    jig' wins over 'jig'; a found term's words are not matched again."""
-    found, taken = [], [False] * len(text)
-    for term in sorted(terms, key=len, reverse=True):
-        for m in re.finditer(r"\b" + re.escape(term) + r"s?\b", text):
-            if not any(taken[m.start() : m.end()]):
-                found.append((m.start(), m.end(), term))
-                taken[m.start() : m.end()] = [True] * (m.end() - m.start())
-    return sorted(found)
-
-
-def read_tempo(text, notes):
-    """Tempo from a number with bpm, else an Italian term, else an everyday word; the first of each
-    kind. Like every reader of a prompt here: -> ({what it asks: value}, [(start, end) read]),
-    with a note for each contradiction settled."""
-    text = text.lower()
-    numbers = [(m.start(), m.end(), float(m.group(1))) for m in re.finditer(BPM_RE, text)]
-    italian = [(a, b, TEMPO_TERMS[t]) for a, b, t in find_terms(text, TEMPO_TERMS)]
-    everyday = [(a, b, TEMPO_WORDS_IN[t]) for a, b, t in find_terms(text, TEMPO_WORDS_IN)]
-    spans = numbers + italian + everyday
-    chosen = (numbers or italian or everyday or [None])[0]
-    if chosen and len({bpm for _, _, bpm in spans}) > 1:
-        notes.append(
-            f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
-            f"using {text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
-        )
-    return {"tempo_bpm": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
-
-
-def read_meter(text, notes):
-    """A meter from 'n/d', else a dance or style word."""
-    text = text.lower()
-    explicit = [
-        (m.start(), m.end(), f"{m.group(1)}/{m.group(2)}") for m in re.finditer(METER_RE, text)
-    ]
-    dances = [(a, b, METER_WORDS[t]) for a, b, t in find_terms(text, METER_WORDS)]
-    spans = explicit + dances
-    chosen = (explicit or dances or [None])[0]
-    if chosen and len({m for _, _, m in spans}) > 1:
-        notes.append(
-            f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
-            f"using {chosen[2]}"
-        )
-    return {"meter": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
-
-
-def read_key(original, notes):
-    """A key and its mode: 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the
-    article ('in a minor key': minor, no tonic); mood words give a mode when no key is named."""
-    text, key, mode = original.lower(), None, None
-    spans = []
-    for m in re.finditer(KEY_RE, text):
-        letter = original[m.start()]
-        if letter == "a" and m.group(4) and not m.group(2):  # "a minor key": an article, not A
-            mode = mode or ("minor" if m.group(3).startswith("min") else "major")
-        elif key is None:
-            accidental = {"#": "#", "♯": "#", "b": "b", "♭": "b", "-": "b"}.get(
-                (m.group(2) or "").strip()[:1], ""
-            )
-            if (m.group(2) or "").strip() in ("sharp", "flat"):
-                accidental = "#" if m.group(2).strip() == "sharp" else "b"
-            key = key_name(
-                letter.upper() + accidental, "minor" if m.group(3).startswith("min") else "major"
-            )
-        else:
-            notes.append(f"more than one key named: using {key}")
-        spans.append((m.start(), m.end()))
-    moods = find_terms(text, MOOD_MODES)
-    if key:
-        mode = key.split()[-1]
-    elif moods and mode is None:
-        mode = MOOD_MODES[moods[0][2]]
-        if len({MOOD_MODES[t] for _, _, t in moods}) > 1:
-            notes.append(f"mood words disagree: using {mode} from {moods[0][2]!r}")
-    return {"key": key, "mode": mode}, spans + [(a, b) for a, b, _ in moods]
-
-
-def read_instruments(text, notes):
-    """Instruments by name, family or player: GM programs, sorted."""
-    found = find_terms(text.lower(), INSTRUMENT_WORDS)
-    programs = sorted({p for _, _, term in found for p in INSTRUMENT_WORDS[term]})
-    return {"instruments": programs}, [(a, b) for a, b, _ in found]
-
-
-# -----------------------------------------------------------------------------
-# --tempo, --meter, --key and --instruments: the same words, strictly
-
-
-def parse_tempo(value):
-    """'96', '96 bpm' or a tempo word -> bpm; anything else is a one-line error with the valid
-    forms."""
-    text = value.strip().lower().removesuffix("bpm").strip()
-    try:
-        bpm = float(text)
-    except ValueError:
-        bpm = TEMPO_TERMS.get(text, TEMPO_WORDS_IN.get(text))
-    if bpm is None or not 10 <= bpm <= 1000:
-        raise UserError(
-            f"--tempo {value!r}: give bpm from 10 to 1000 ('96' or '96 bpm'), or one of "
-            f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN))}"
-        )
-    return bpm
-
-
-def parse_meter(value):
-    """'3/4' (numerator 1-32 over 1, 2, 4, 8, 16 or 32) or a dance word -> 'n/d'."""
-    text = value.strip().lower()
-    m = re.fullmatch(METER_RE.replace("\\b", ""), text)
-    if m and 1 <= int(m.group(1)) <= 32:
-        return f"{int(m.group(1))}/{m.group(2)}"
-    if text in METER_WORDS:
-        return METER_WORDS[text]
-    raise UserError(
-        f"--meter {value!r}: give n/d with n from 1 to 32 and d one of 1, 2, 4, 8, 16, 32 "
-        f"('3/4', '6/8'), or one of {', '.join(METER_WORDS)}"
-    )
-
-
-def parse_key(value):
-    """'A minor', 'E flat major', 'F# minor', 'Bb major', or just 'major' / 'minor' -> (key or None,
-    mode)."""
-    text = value.strip()
-    if text.lower() in ("major", "minor"):
-        return None, text.lower()
-    m = re.fullmatch(
-        r"([A-Ga-g])\s*(#|b|-|\s+sharp|\s+flat)?\s+(major|minor)", text, flags=re.IGNORECASE
-    )
-    if not m:
-        raise UserError(
-            f"--key {value!r}: give a tonic and a mode ('A minor', 'E flat major', "
-            f"'F# minor', 'Bb major'), or just 'major' or 'minor'"
-        )
-    accidental = {"sharp": "#", "flat": "b", "-": "b"}.get(
-        (m.group(2) or "").strip().lower(), (m.group(2) or "").strip()
-    )
-    key = key_name(m.group(1).upper() + accidental, m.group(3).lower())
-    return key, key.split()[-1]
-
-
-def parse_instruments(value):
-    """Comma-separated GM names, everyday names or families, GM program numbers 0-127, or 'drums' ->
-    sorted programs (DRUMS = 128 for the drum kit)."""
-    programs = set()
-    for part in filter(None, (p.strip().lower() for p in value.split(","))):
-        if part.isdigit() and int(part) <= 128:
-            programs.add(int(part))
-        elif part in INSTRUMENT_WORDS or part.rstrip("s") in INSTRUMENT_WORDS:
-            programs.update(INSTRUMENT_WORDS.get(part) or INSTRUMENT_WORDS[part.rstrip("s")])
-        else:
-            raise UserError(
-                f"--instruments: {part!r} is not an instrument; give GM program numbers "
-                f"0-127, 'drums', General MIDI names, or words such as "
-                f"{', '.join(list(INSTRUMENT_WORDS)[128:150])}"
-            )
-    if not programs:  # "," or " , ": a flag that names nothing is a slip, not "no instruments"
-        raise UserError(
-            f"--instruments {value!r} names no instrument; give one or more, comma-separated"
-        )
-    return sorted(programs)
 
 
 if __name__ == "__main__":

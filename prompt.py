@@ -22,6 +22,7 @@ import numpy as np
 import attributes
 import describe
 import tokenizer
+import words
 from files import UserError, read_json, rebuild_command
 from generation import prompt_row
 
@@ -219,7 +220,7 @@ def parse_prompt(text):
     unused = [
         m.group(0)
         for m in re.finditer(r"[\w'#/-]+", text)
-        if not any(used[m.start() : m.end()]) and m.group(0).lower() not in describe.STOP_WORDS
+        if not any(used[m.start() : m.end()]) and m.group(0).lower() not in words.STOP_WORDS
     ]
     return asked | dict(notes=notes, unused=unused)
 

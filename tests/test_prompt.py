@@ -15,6 +15,7 @@ import describe  # noqa: E402
 import metrics  # noqa: E402
 import prompt  # noqa: E402
 import tokenizer  # noqa: E402
+import words  # noqa: E402
 from files import UserError  # noqa: E402
 
 DRUMS = tokenizer.DRUMS
@@ -41,7 +42,7 @@ DRUMS = tokenizer.DRUMS
         ),
         (
             "an adagio in E flat major for Acoustic Grand Piano",
-            dict(tempo_bpm=70, meter=None, key="E flat major", mode="major", instruments=[0]),
+            dict(tempo_bpm=71, meter=None, key="E flat major", mode="major", instruments=[0]),
         ),
         (
             "march in 7/8 at 132 bpm, f# minor, brass",
@@ -67,7 +68,7 @@ def test_prompt_words_become_attributes(text, expected):
 
 def test_contradictions_pick_one_and_say_which_and_unknown_words_never_fail():
     got = prompt.parse_prompt("a fast adagio")
-    assert got["tempo_bpm"] == 70 and any("'adagio'" in n and "'fast'" in n for n in got["notes"])
+    assert got["tempo_bpm"] == 71 and any("'adagio'" in n and "'fast'" in n for n in got["notes"])
     got = prompt.parse_prompt("a jig in 3/4")
     assert got["meter"] == "3/4" and got["notes"], (
         "an explicit meter wins over a dance word, and says so"
@@ -79,24 +80,22 @@ def test_contradictions_pick_one_and_say_which_and_unknown_words_never_fail():
 
 
 def test_flags_accept_the_documented_forms_and_reject_others_with_the_valid_ones():
-    assert describe.parse_tempo("96") == describe.parse_tempo("96 bpm") == 96
-    assert describe.parse_tempo("Adagio") == 70
-    for (
-        term
-    ) in describe.TEMPO_TERMS:  # a tempo asked for by its Italian term reads back as that term
-        assert describe.italian_tempo(describe.parse_tempo(term)) == term
-    assert describe.parse_meter("23/16") == "23/16" and describe.parse_meter("waltz") == "3/4"
-    assert describe.parse_key("e flat major") == ("E flat major", "major")
-    assert describe.parse_key("Bb minor") == ("B flat minor", "minor") and describe.parse_key(
+    assert words.parse_tempo("96") == words.parse_tempo("96 bpm") == 96
+    assert words.parse_tempo("Adagio") == 71  # the middle of adagio's 66-76
+    for term, bpm in words.TEMPO_TERMS.items():  # an Italian term reads back at its own bpm
+        assert words.TEMPO_TERMS[describe.italian_tempo(words.parse_tempo(term))] == bpm
+    assert words.parse_meter("23/16") == "23/16" and words.parse_meter("waltz") == "3/4"
+    assert words.parse_key("e flat major") == ("E flat major", "major")
+    assert words.parse_key("Bb minor") == ("B flat minor", "minor") and words.parse_key(
         "minor"
     ) == (None, "minor")
-    assert describe.parse_instruments("violin, Cello,drums") == [40, 42, DRUMS]
+    assert words.parse_instruments("violin, Cello,drums") == [40, 42, DRUMS]
     for parse, bad, hint in [
-        (describe.parse_tempo, "fastish", "adagio"),
-        (describe.parse_tempo, "5", "10 to 1000"),
-        (describe.parse_meter, "3/5", "6/8"),
-        (describe.parse_key, "H major", "E flat major"),
-        (describe.parse_instruments, "kazoo2", "GM program numbers"),
+        (words.parse_tempo, "fastish", "adagio"),
+        (words.parse_tempo, "5", "10 to 1000"),
+        (words.parse_meter, "3/5", "6/8"),
+        (words.parse_key, "H major", "E flat major"),
+        (words.parse_instruments, "kazoo2", "GM program numbers"),
     ]:
         with pytest.raises(UserError, match=hint):
             parse(bad)
@@ -168,7 +167,7 @@ def test_dry_run_prints_one_json_line_without_a_checkpoint(clustered_dir, tmp_pa
         str(clustered_dir),
     )
     got = json.loads(r.stdout)
-    assert got["token"] == "SEMANTIC_TOKEN_1" and got["tempo_bpm"] == 70 and got["key"] == "D major"
+    assert got["token"] == "SEMANTIC_TOKEN_1" and got["tempo_bpm"] == 71 and got["key"] == "D major"
     assert got["instruments"] == [73], "flags override the text"
 
 
