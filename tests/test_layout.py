@@ -29,6 +29,7 @@ LAYERS = {
     "describe": 4,
     "attributes": 5,
     "render": 5,
+    "texture": 5,
     "augment": 6,
     "generation": 6,
     "metrics": 6,
