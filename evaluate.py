@@ -41,6 +41,7 @@ import metrics
 import plots
 import prompt
 import report
+import texture
 import tokenizer
 from files import (
     UserError,
@@ -345,7 +346,8 @@ def measure_samples(model, data, setup, *, settings, seconds, ckpt):
 class Control:
     """Section 5: what the control samples realised of what their prompts asked, on each path."""
 
-    rows: list  # per sample: set, prompt (index), path, hits {measure: hit or share}, METRICS stats
+    # per sample: set, prompt, path, hits {measure: hit or share}, ensemble, METRICS stats
+    rows: list
     summary: dict  # (set, path, measure) -> n, mean, ci
     sets: dict  # set name -> [(prompt, flags)]
     path_words: dict  # per path: how its samples were made, in words
@@ -354,14 +356,16 @@ class Control:
     seen: list  # GM programs some training file has
     # voices per instrument, 95th percentile: of the real val pieces in parts; of them all
     polyphony_p95: tuple
+    # the ensemble yardstick (texture.yardstick) of the real val pieces in parts; None: none there
+    ensemble: dict | None
     lab: dict  # the lab settings of the user's path (none: sample.py's defaults)
     closeness: dict  # set -> path -> metric -> (d of the samples, d of real train: the floor)
 
 
 def control_rows(model, jobs, *, sampling, settings, yardsticks):
     """Every job's samples on each path, scored -> [row per sample]. yardsticks: the rhythm
-    classifiers, the GM programs some training file has, and the polyphony thresholds."""
-    classifiers, seen, polyphony_p95 = yardsticks
+    classifiers, the GM programs trained on, the polyphony thresholds, the ensemble ranges."""
+    classifiers, seen, polyphony_p95, ensemble = yardsticks
     rows, n, lab = [], settings.control_samples, lab_settings(settings)
     for path in tqdm(settings.path_list(), desc="control paths", unit="path", disable=None):
         t0 = time.time()
@@ -376,9 +380,11 @@ def control_rows(model, jobs, *, sampling, settings, yardsticks):
                     classifiers=classifiers,
                     seen=seen,
                     polyphony_p95=polyphony_p95,
+                    ensemble=ensemble,
                 )
                 stats = piece_stats(score)
                 row = dict(set=job["set"], prompt=job["prompt"], path=path, hits=hits)
+                row["ensemble"] = texture.ensemble_values(score, job["asked"]["instruments"])
                 rows.append(row | dict(stats={k: stats[k] for k in METRICS}))
         print(f"control, {path}: {len(jobs)} prompts x {n} in {time.time() - t0:.0f} s")
     return rows
@@ -386,7 +392,8 @@ def control_rows(model, jobs, *, sampling, settings, yardsticks):
 
 def measure_control(model, data, ckpt, setup, *, settings):
     """Section 5 with its yardsticks: the meter and tempo-word classifiers, real val and train
-    pieces (cut to 1,024 tokens) for closeness and the polyphony threshold -> Control."""
+    pieces (cut to 1,024 tokens) for closeness, the polyphony threshold and (the val pieces in
+    parts, cut to the user's path length in seconds) the ensemble ranges -> Control."""
     s = settings
     cut = dict(max_pieces=s.max_pieces, seed=s.seed, semantic_only=False)
     classifiers = metrics.rhythm_classifiers(
@@ -396,12 +403,13 @@ def measure_control(model, data, ckpt, setup, *, settings):
         split: real_scores(data, split, max_tokens=1024, **cut)[1] for split in ("val", "train")
     }
     p95 = metrics.polyphony_thresholds(real["val"])
+    ensemble = texture.yardstick(real["val"], control.USER_SECONDS)
     stats = {split: [piece_stats(score) for score in scores] for split, scores in real.items()}
     sampling = s.sampling(setup.dtype, guidance=s.control_guidance, seed=s.seed)
     sets, seen, lab = control.prompt_sets(s.prompts), data["programs_seen"], lab_settings(s)
     jobs = control.jobs(ckpt, sets, data_dir=setup.data_dir, seed=s.seed, lab=lab)
     rows = control_rows(
-        model, jobs, sampling=sampling, settings=s, yardsticks=(classifiers, seen, p95)
+        model, jobs, sampling=sampling, settings=s, yardsticks=(classifiers, seen, p95, ensemble)
     )
     return Control(
         rows=rows,
@@ -411,6 +419,7 @@ def measure_control(model, data, ckpt, setup, *, settings):
         n_per_prompt=s.control_samples,
         seen=sorted(seen),
         polyphony_p95=p95,
+        ensemble=ensemble,
         lab=lab,
         closeness=metrics.closeness_by_path(
             rows, sets, paths=control.PATHS, real_val=stats["val"], real_train=stats["train"]

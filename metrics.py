@@ -10,6 +10,7 @@ import numpy as np
 
 import attributes
 import describe
+import texture
 import tokenizer
 from describe import DRUMS, end_step, main_meter, mean_bpm, segments, sounding_per_step
 from files import UserError
@@ -52,7 +53,7 @@ def piece_stats(score):
     s = dict(
         pc_entropy=-(share * np.log2(share)).sum() if len(pitch) else np.nan,  # 0: one class
         scale=max(in_scale) if len(pitch) else np.nan,  # the largest share in one scale
-        polyphony=sounding[sounding > 0].mean() if notes else 0.0,  # while any note sounds
+        polyphony=texture.sounding_at_once(notes),  # while any note sounds
         density=len(notes) / (end / spq),
         empty_beats=1 - len({n.onset // spq for n in notes}) / math.ceil(end / spq),
         durations=np.histogram([n.duration for n in notes], DURATION_EDGES)[0]
@@ -374,18 +375,20 @@ CONTROL_MEASURES = [
     *attributes.CONTROL_ROWS,
     "polyphony outlier",
     "polyphony outlier (all real)",
+    *texture.ROWS,
     *attributes.TOKEN_ROWS,
 ]
 # the headline measures: one column each in the tables per prompt and per run
-PER_PROMPT_MEASURES = [*attributes.PER_PROMPT_ROWS, "polyphony outlier"]
+PER_PROMPT_MEASURES = [*attributes.PER_PROMPT_ROWS, "polyphony outlier", texture.ROWS[0]]
 assert set(PER_PROMPT_MEASURES) <= set(CONTROL_MEASURES), "a headline measure nothing scores"
 
 
-def realised(score, asked, *, key, classifiers, seen, polyphony_p95=None):
+def realised(score, asked, *, key, classifiers, seen, polyphony_p95=None, ensemble=None):
     """One sample against what its prompt asked -> {measure: hit (bool) or share (float)}, for the
     attributes asked for. key: the KEY_NAMES entry sampled with (a mode alone gets a tonic from the
     seed). With polyphony_p95 (polyphony_thresholds), also whether its voices per instrument lie
-    above each threshold, whatever was asked."""
+    above each threshold, whatever was asked; with ensemble (texture.yardstick), where two or more
+    instruments are asked, whether its parts play together as real pieces in parts do."""
     m, out = describe.measure(score), {}
     second = music21_key(score.notes) if asked["key"] or asked["mode"] else None
     if asked["key"]:
@@ -416,7 +419,7 @@ def realised(score, asked, *, key, classifiers, seen, polyphony_p95=None):
         out["polyphony outlier"], out["polyphony outlier (all real)"] = (
             voices > p for p in polyphony_p95
         )
-    return out
+    return out | texture.realised(score, asked["instruments"], ensemble)
 
 
 def polyphony_thresholds(scores):

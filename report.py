@@ -11,6 +11,7 @@ import attributes
 import describe
 import metrics
 import render
+import texture
 import tokenizer
 from metrics import METRICS
 from render import markdown_table as table
@@ -28,6 +29,7 @@ TARGETS = {
     "key (music21)": (0.6, 0.8),
     "mode": (0.85, 0.9),
     "instruments exact": (0.95, 0.95),
+    "ensemble in range": (0.8, 0.8),
 }
 CEILINGS = {"polyphony outlier": (0.10, 0.05), "polyphony outlier (all real)": (0.10, 0.05)}
 
@@ -99,10 +101,8 @@ def headline_control(c):
             "demo / long",
         ]
         for m, demo, long, value, ok_demo, ok_long in control_targets(c, name):
-            base, model = (
-                c.summary.get((name, path, m), {}).get("mean", float("nan"))
-                for path in ("none-user", "model")
-            )
+            mean = lambda path: c.summary.get((name, path, m), {}).get("mean", float("nan"))
+            base, model = mean("none-user"), mean("model")
             lines.append(
                 f"{'  ' + m:<30}{pct(value):>11}{pct(base):>9}{pct(model):>9}   "
                 f"{'met' if ok_demo else 'MISSED'} / {'met' if ok_long else 'MISSED'} ({demo}; "
@@ -230,10 +230,8 @@ def report_adherence(res):
     s, ce, a = res.settings, res.ceiling, res.adherence
     g, n_tok, n = s.guidance, s.max_new_tokens, s.num_samples * len(ce.tokens)
     n_train, n_val = len(ce.real_train[0]), len(ce.real_val[0])
-    met = (
-        max(a.share.get(x, 0) for x in g if x <= 2) >= 0.8 * ce.ceiling
-        and ce.ceiling >= 2 * ce.chance
-    )
+    met = max(a.share.get(x, 0) for x in g if x <= 2) >= 0.8 * ce.ceiling
+    met = met and ce.ceiling >= 2 * ce.chance
     return [
         "## 2. Conditioning adherence\n",
         f"A random forest (200 trees) learns the semantic token from {ce.n_features} musical "
@@ -333,23 +331,24 @@ def control_targets(c, name):
     return out
 
 
-def control_table(c, name):
+def control_table(c, name, measures, ceiling=None):
     """The measures of one prompt set on each path, with intervals and the ratio to the
-    unconditioned samples."""
+    unconditioned samples; ceiling: {measure: share of real pieces}, a column beside them."""
     ratio = lambda a, b: f"{a['mean'] / b['mean']:.1f}x" if a and b and b["mean"] else ""
     shown = lambda cell: interval(cell) if cell else ""
     rows = []
-    for m in metrics.CONTROL_MEASURES:
-        user, model, none_user, none_model = (
-            c.summary.get((name, path, m)) for path in ("user", "model", "none-user", "none-model")
-        )
+    for m in measures:
+        keys = [(name, path, m) for path in ("user", "model", "none-user", "none-model")]
+        user, model, none_user, none_model = map(c.summary.get, keys)
         if user or model:
             rows.append(
                 [m, (user or model)["n"], shown(user), shown(none_user), ratio(user, none_user)]
                 + [shown(model), shown(none_model), ratio(model, none_model)]
+                + ([pct(ceiling[m])] if ceiling else [])
             )
     header = ["measure", "samples", "user's path", "unconditioned", "ratio", "model alone"]
-    return table(header + ["unconditioned", "ratio"], rows)
+    header += ["unconditioned", "ratio"] + ["real pieces (ceiling)"] * bool(ceiling)
+    return table(header, rows)
 
 
 def per_prompt_table(c, name):
@@ -404,10 +403,13 @@ def control_set(c, name, prompts):
     close = c.closeness.get(name, {})
     lines = [
         f"### Prompt set: {name} ({len(prompts)} prompts)\n",
-        control_table(c, name),
+        control_table(c, name, [m for m in metrics.CONTROL_MEASURES if m not in texture.ROWS]),
         "Targets on the user's path, for the demo model and the long CPU preset:\n",
         table(["measure", "demo model", "long CPU preset", "realised", "demo", "long"], targets),
     ]
+    if c.ensemble and any(row["set"] == name and row["ensemble"] for row in c.rows):
+        rows = control_table(c, name, texture.ROWS, c.ensemble["ceiling"])
+        lines[2:2] = [texture.words(c.ensemble), rows, table(*texture.medians(c, name))]
     if close:
         lines += [
             "Closeness to real music (d: |mean of the samples - mean of real val pieces| in real "
@@ -487,6 +489,7 @@ def summary(res):
             closeness=c.closeness,
             classifiers=c.classifiers,
             polyphony_p95=c.polyphony_p95,
+            ensemble=c.ensemble,
             lab=c.lab,
         )
     return out

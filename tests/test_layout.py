@@ -29,6 +29,7 @@ LAYERS = {
     "describe": 4,
     "words": 5,
     "render": 5,
+    "texture": 5,
     "attributes": 6,
     "augment": 7,
     "generation": 7,
