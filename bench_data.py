@@ -12,6 +12,8 @@ machine are noisy.
     prepare    prepare.py against miditok's REMI on the bundled corpus at 1 and all processes; peak
                RSS at 1x and 4x
     keys       describe.estimate_key against the keys the corpus's descriptions name
+    labels     the index's key labels against the files' key signatures, by source; music21's
+               ceiling on the val pieces
     embed      the sentence embedder's throughput (prompt.embed, as cluster.py uses it)
 """
 
@@ -348,6 +350,72 @@ def bench_keys(args):
     )
 
 
+def collection_of(key):
+    """A KEY_NAMES entry -> the pitch class of the major key with the same signature."""
+    i = describe.KEY_NAMES.index(key)
+    return (i % 12 + 3 * (i >= 12)) % 12
+
+
+def bench_labels(args):
+    """The index's key labels against each file's own key signature, by key_source, beside the
+    Krumhansl-Schmuckler estimate alone (what labelled every file before); against the key the
+    file's description names; and music21 on the first 20 s of the val pieces against the labels,
+    the ceiling of the control report's key rows."""
+    import re
+    from collections import Counter
+
+    import metrics
+
+    root, rows = dataset.midi_root(args.data_dir), dataset.read_index(args.data_dir)
+    described = {
+        r["midi_file"]: m.group(1)
+        for r in map(json.loads, open(os.path.join(root, "descriptions.jsonl")))
+        if (m := re.search(KEY_LABEL_RE, r.get("description", "")))
+    }
+    n, val = Counter(), []
+    for r in rows:
+        score = tokenizer.read_midi(os.path.join(root, r["midi_file"]))
+        signed, estimate = describe.main_signature(score), describe.estimate_key(score.notes)
+        for group in (r["key_source"], "all"):
+            n[group] += 1
+            if signed is not None and r["key"]:
+                n[group, "signed"] += 1
+                n[group, "label"] += collection_of(r["key"]) == signed
+                n[group, "estimate"] += estimate is not None and collection_of(estimate) == signed
+            if r["midi_file"] in described and r["key"]:
+                n[group, "described"] += 1
+                n[group, "agree"] += described[r["midi_file"]] == r["key"]
+        if r["split"] == "val" and r["key"]:
+            seconds = tokenizer.seconds_at([x.onset for x in score.notes], score.tempos)
+            val.append((r["key"], [x for x, t in zip(score.notes, seconds) if t < 20]))
+    share = lambda a, b: f"{100 * n[a] / max(n[b], 1):.1f}% of {n[b]:,}"
+    print(f"### Key labels against the files' key signatures ({args.data_dir})\n")
+    print(
+        markdown_table(
+            [
+                "key_source",
+                "files",
+                "label shares the signature",
+                "the estimate alone would",
+                "label is the description's key",
+            ],
+            [
+                (g, f"{n[g]:,}", share((g, "label"), (g, "signed")))
+                + (share((g, "estimate"), (g, "signed")), share((g, "agree"), (g, "described")))
+                for g in ("signature", "notes", "all")
+            ],
+        )
+    )
+    judged = [(key, metrics.music21_key(notes)) for key, notes in val]
+    exact = np.mean([m == key for key, m in judged])
+    mode = np.mean([m is not None and m.split()[-1] == key.split()[-1] for key, m in judged])
+    print(
+        f"\nmusic21 on the first 20 s of {len(judged)} val pieces names their label's key in "
+        f"{100 * exact:.1f}% and its mode in {100 * mode:.1f}%: the ceiling of the control "
+        "report's key (music21) and mode (music21) rows."
+    )
+
+
 def related_keys(a, b):
     """'relative', 'parallel', 'dominant' or 'subdominant' when key a is that neighbour of key b,
     else None."""
@@ -399,6 +467,7 @@ SECTIONS = {
     "roundtrip": (bench_roundtrip, ()),
     "prepare": (bench_prepare, ("miditok",)),
     "keys": (bench_keys, ()),
+    "labels": (bench_labels, ()),
     "embed": (bench_embed, ()),
 }
 # flag -> (default, help)
