@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from describe import end_step, sounding_per_step
+from describe import end_step, sounding_per_step, voices_per_instrument
 from tokenizer import seconds_at
 
 MIN_PARTS = 2  # an ensemble: a prompt names, or a real piece plays, this many instruments
@@ -90,16 +90,23 @@ def realised(score, asked, yardstick):
     return in_range(values, yardstick["ranges"]) if values else {}
 
 
+def in_parts(score):
+    """A real piece in parts: MIN_PARTS or more instruments, or more than one note at a time on one
+    (a chorale on one program), as metrics.polyphony_thresholds counts them."""
+    programs = {n.program for n in score.notes}
+    return len(programs) >= MIN_PARTS or voices_per_instrument(score.notes) > 1
+
+
 def yardstick(scores, seconds):
     """Real pieces (read to at most the control's token cut) -> the ensemble yardstick, from those
-    that play MIN_PARTS or more instruments, each cut to its first `seconds` (the length of a
+    in parts (in_parts), each cut to its first `seconds` (the length of a
     sample on the user's path) and measured over all of its instruments, as a sample is over all
     the asked ones: dict(n, seconds, ranges {measure: (10th, 90th percentile)}, medians {measure:
     median}, ceiling {row: share of those pieces in range}); None with fewer than 2 such pieces."""
     measured = [
         measure(cut(score, seconds), [n.program for n in score.notes])
         for score in scores
-        if len({n.program for n in score.notes}) >= MIN_PARTS
+        if in_parts(score)
     ]
     if len(measured) < 2:
         return None
@@ -139,8 +146,9 @@ def words(yard):
     return (
         f"**Ensembles**, over the samples whose prompt names {MIN_PARTS} or more instruments (n "
         f"in the samples column). Yardstick, the middle 80% ({MIDDLE[0]}th to {MIDDLE[1]}th "
-        f"percentile) of the {yard['n']} real val pieces that play {MIN_PARTS} or more "
-        f"instruments, each cut to its first {yard['seconds']:g} s; {ranges_words(yard)}. Notes "
+        f"percentile) of the {yard['n']} real val pieces in parts ({MIN_PARTS} or more "
+        "instruments, or more than one note at a time on one: chorales, quartets), each cut to "
+        f"its first {yard['seconds']:g} s; {ranges_words(yard)}. Notes "
         "per second over all parts; sounding: the mean number of notes sounding over the steps "
         "where any does; a part's share: of the piece's time (first onset to last note end) its "
         "notes cover, the weakest part the smallest share over the asked instruments (over all of "

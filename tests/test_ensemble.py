@@ -231,3 +231,11 @@ def test_the_report_shows_the_ensemble_rows_with_their_ceiling_and_ranges():
         "| prompt (user's path) | key | key (music21) | mode | meter | tempo word "
         "| instruments exact | polyphony outlier | ensemble in range |"
     ]
+
+
+def test_a_chorale_on_one_program_is_a_piece_in_parts_and_a_solo_line_is_not():
+    chorale = score([(SPQ * i, SPQ, p, 52) for i in range(8) for p in (48, 55, 64, 72)])
+    solo = score([(SPQ * i, SPQ, 60, PIANO) for i in range(8)])
+    assert texture.in_parts(chorale) and texture.in_parts(duet()) and not texture.in_parts(solo)
+    yard = texture.yardstick([chorale, chorale, solo], 10.0)
+    assert yard["n"] == 2 and yard["ranges"]["sounding"] == pytest.approx((4.0, 4.0))
