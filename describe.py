@@ -196,17 +196,30 @@ KEY_PROFILES = (KEY_PROFILES - KEY_PROFILES.mean(1, keepdims=True)) / KEY_PROFIL
 )
 
 
-def estimate_key(notes):
-    """Krumhansl-Schmuckler: correlate the duration-weighted pitch-class histogram with all 24 key
-    profiles -> a KEY_NAMES entry, or None for drums only or a flat histogram."""
+def pitch_class_weights(notes):
+    """(12,) the duration of the pitched notes in each pitch class (a zero-length note counts one
+    step)."""
     hist = np.zeros(12)
     for n in notes:
         if n.program != DRUMS:
             hist[n.pitch % 12] += max(n.duration, 1)
+    return hist
+
+
+def key_correlations(hist):
+    """(12,) pitch-class weights -> (24,) their correlation with every key profile, KEY_NAMES
+    order; None for no notes or a flat histogram."""
     if hist.sum() == 0 or hist.std() == 0:
         return None
-    correlation = KEY_PROFILES @ ((hist - hist.mean()) / hist.std()) / 12  # (24,)
-    return KEY_NAMES[int(np.argmax(correlation))]
+    return KEY_PROFILES @ ((hist - hist.mean()) / hist.std()) / 12
+
+
+def estimate_key(notes, hist=None):
+    """Krumhansl-Schmuckler: correlate the duration-weighted pitch-class histogram (hist: given, or
+    measured from the notes) with all 24 key profiles -> a KEY_NAMES entry, or None for drums only
+    or a flat histogram."""
+    correlation = key_correlations(pitch_class_weights(notes) if hist is None else hist)
+    return None if correlation is None else KEY_NAMES[int(np.argmax(correlation))]
 
 
 # A key signature fits the notes when this share of their duration lies in its pitch collection
@@ -241,9 +254,7 @@ def label_key(score):
     the key profiles ("signature"). Where there is no signature, or the notes contradict it,
     Krumhansl-Schmuckler on the notes ("notes")."""
     notes = [n for n in score.notes if n.program != DRUMS]
-    hist = np.zeros(12)
-    for n in notes:
-        hist[n.pitch % 12] += max(n.duration, 1)
+    hist = pitch_class_weights(notes)
     collection = main_signature(score) if hist.sum() else None
     if collection is not None:
         shares = COLLECTIONS @ hist / hist.sum()
@@ -253,10 +264,11 @@ def label_key(score):
             for bass in (bass_class(notes, at) for at in ends):
                 if bass in (major, minor):
                     return key_name(bass, "major" if bass == major else "minor"), "signature"
-            profile = KEY_PROFILES[[major, 12 + minor]] @ ((hist - hist.mean()) / hist.std())
-            tonic, mode = (major, "major") if profile[0] >= profile[1] else (minor, "minor")
-            return key_name(tonic, mode), "signature"
-    key = estimate_key(notes)
+            correlation = key_correlations(hist)
+            if correlation is None or correlation[major] >= correlation[12 + minor]:
+                return key_name(major, "major"), "signature"
+            return key_name(minor, "minor"), "signature"
+    key = estimate_key(notes, hist)
     return key, "notes" if key else None
 
 
