@@ -53,7 +53,7 @@ def piece_stats(score):
     s = dict(
         pc_entropy=-(share * np.log2(share)).sum() if len(pitch) else np.nan,  # 0: one class
         scale=max(in_scale) if len(pitch) else np.nan,  # the largest share in one scale
-        polyphony=texture.sounding_at_once(notes),  # while any note sounds
+        polyphony=texture.mean_sounding(sounding),  # while any note sounds
         density=len(notes) / (end / spq),
         empty_beats=1 - len({n.onset // spq for n in notes}) / math.ceil(end / spq),
         durations=np.histogram([n.duration for n in notes], DURATION_EDGES)[0]

@@ -27,13 +27,18 @@ VALUES = {  # measure -> how the report names it
 }
 
 
+def mean_sounding(sounding):
+    """(steps,) notes sounding per grid step (describe.sounding_per_step) -> their mean over the
+    steps where any sounds (muspy's polyphony); 0 where none does."""
+    on = sounding[sounding > 0]
+    return float(on.mean()) if len(on) else 0.0
+
+
 def sounding_at_once(notes):
-    """The mean number of notes sounding over the grid steps where any sounds (muspy's polyphony);
-    0 for no notes."""
+    """The mean number of notes sounding over the grid steps where any sounds; 0 for no notes."""
     if not notes:
         return 0.0
-    sounding = sounding_per_step(notes, max(n.onset + n.duration for n in notes))
-    return float(sounding[sounding > 0].mean())
+    return mean_sounding(sounding_per_step(notes, max(n.onset + n.duration for n in notes)))
 
 
 def measure(score, parts=None):
