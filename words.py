@@ -242,6 +242,13 @@ def find_terms(text, terms):
     return sorted(found)
 
 
+def disagreement(what, text, spans, using):
+    """The note a reader makes when the words it found ask for different values: 'meter words
+    disagree ('3/4', 'jig'): using 3/4'."""
+    found = ", ".join(repr(text[a:b]) for a, b, _ in spans)
+    return f"{what} words disagree ({found}): using {using}"
+
+
 def read_tempo(text, notes):
     """Tempo from a number with bpm, else an Italian term, else a speed word, else a mood word; the
     first of each kind. Like every reader of a prompt here: -> ({what it asks: value}, [(start, end)
@@ -257,10 +264,8 @@ def read_tempo(text, notes):
     # a mood word gives way to a named tempo without a note ('a calm piece at a slow tempo')
     named = sorted(s for kind in kinds[:3] for s in kind) or kinds[3]
     if chosen and len({bpm for _, _, bpm in named}) > 1:
-        notes.append(
-            f"tempo words disagree ({', '.join(repr(text[a:b]) for a, b, _ in named)}): "
-            f"using {text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
-        )
+        using = f"{text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
+        notes.append(disagreement("tempo", text, named, using))
     return {"tempo_bpm": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
 
 
@@ -274,10 +279,7 @@ def read_meter(text, notes):
     spans = explicit + dances
     chosen = (explicit or dances or [None])[0]
     if chosen and len({m for _, _, m in spans}) > 1:
-        notes.append(
-            f"meter words disagree ({', '.join(repr(text[a:b]) for a, b, _ in spans)}): "
-            f"using {chosen[2]}"
-        )
+        notes.append(disagreement("meter", text, spans, chosen[2]))
     return {"meter": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
 
 
