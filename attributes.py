@@ -51,6 +51,7 @@ class Attribute:
     help: str = ""  # --NAME's help in sample.py
     placeholder: str = ""  # an example in the app's field NAME
     said: Callable | None = None  # asked -> how print_understood says it, or None
+    spoken: Callable = str  # prefix argument -> how a person reads it ('3/4'): what was followed
     rows: tuple = ()  # the control report's measures of it in the notes (metrics.realised)
     per_prompt: tuple = ()  # those of its rows that the per-prompt tables show
     token_rows: tuple = ()  # rows that read the tokens the model wrote, shown after the others
@@ -100,6 +101,7 @@ ATTRIBUTES = (
         help="'A minor', 'E flat major', 'F# minor', or just 'major'/'minor'; overrides the prompt",
         placeholder="A minor",
         said=lambda asked: asked["key"] or asked["mode"],
+        spoken=lambda key: describe.KEY_NAMES[key],
         rows=("key", "key (music21)", "mode", "mode (music21)"),
         per_prompt=("key", "key (music21)", "mode"),
     ),
@@ -124,6 +126,7 @@ ATTRIBUTES = (
         help="n/d ('3/4', '6/8') or a dance (waltz, jig, march...); overrides the prompt",
         placeholder="3/4, or waltz",
         said=lambda asked: asked["meter"],
+        spoken=lambda meter: "%d/%d" % tuple(meter),
         rows=("meter",),
         per_prompt=("meter",),
     ),
@@ -141,6 +144,7 @@ ATTRIBUTES = (
         help="bpm ('96', '96 bpm') or a word (adagio, slow, fast...); overrides the prompt",
         placeholder="96, or adagio",
         said=lambda asked: asked["tempo_bpm"] and f"{asked['tempo_bpm']:g} bpm",
+        spoken=lambda bpm: f"{round(bpm)} bpm",
         rows=("tempo word",),
         per_prompt=("tempo word",),
         token_rows=("tempo token",),
@@ -159,6 +163,7 @@ ATTRIBUTES = (
         help="comma-separated GM names, families (strings, brass) or numbers, 'drums'",
         placeholder="violin, cello",
         said=lambda asked: ", ".join(map(describe.instrument_name, asked["instruments"])) or None,
+        spoken=lambda programs: ", ".join(map(describe.instrument_name, programs)),
         rows=("instruments exact", "instrument recall", "instrument precision"),
         per_prompt=("instruments exact",),
     ),

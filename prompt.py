@@ -321,16 +321,12 @@ def follow_token(ckpt, token, prefix, seed):
 
 
 def said_of(prefix):
-    """Prefix arguments (some fields) -> how a person reads them: 'D major, 2/4, 96 bpm, piano'."""
-    key, meter = prefix.get("key"), prefix.get("meter")
-    asked = dict(
-        key=None if key is None else describe.KEY_NAMES[key],
-        mode=None if key is None else describe.KEY_NAMES[key].split()[-1],
-        meter=None if meter is None else "%d/%d" % tuple(meter),
-        tempo_bpm=prefix.get("tempo_bpm") and round(prefix["tempo_bpm"]),
-        instruments=prefix.get("instruments") or [],
+    """Prefix arguments (some fields) -> how a person reads them, in the order a person meets the
+    attributes (each one's `spoken`): '96 bpm, 2/4, D major, Acoustic Grand Piano'."""
+    values = [prefix.get(a.field) for a in attributes.ASKED]
+    return ", ".join(
+        filter(None, (a.spoken(v) for a, v in zip(attributes.ASKED, values) if v is not None))
     )
-    return ", ".join(filter(None, (a.said(asked) for a in attributes.ASKED if a.field in prefix)))
 
 
 # -----------------------------------------------------------------------------

@@ -111,6 +111,7 @@ assert prompt.parse_prompt("toy 5 please")["unused"] == ["please"], "its words a
 assert A.prefix_arguments(asked)["toy"] == 7
 request = prompt.Request("SEMANTIC_UNCOND", "", None, asked, A.prefix_arguments(asked), 0)
 assert request.understood()["toy"] == "7"
+assert prompt.said_of({"toy": 7, "key": 3}) == "E flat major, 7", "a followed toy is said too"
 
 assert "toy" in dataset.INDEX_ATTRIBUTES and A.DROPOUTS["toy_dropout"] == 0.25
 assert A.dropout_of(type("C", (), A.DROPOUTS))["toy"] == 0.25

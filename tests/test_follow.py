@@ -83,6 +83,13 @@ def test_a_token_alone_takes_every_attribute_from_one_of_its_pieces(ckpt):
     assert resolved(ckpt, token="1", seed=3).prefix == resolved(ckpt, token="1", seed=3).prefix
 
 
+def test_what_was_followed_reads_as_a_person_says_it():
+    # C major is key 0: spoken like any other
+    piece = dict(key=0, meter=(6, 8), tempo_bpm=112.4, instruments=[0, 73])
+    assert prompt.said_of(piece) == "112 bpm, 6/8, C major, Acoustic Grand Piano, Flute"
+    assert prompt.said_of(dict(tempo_bpm=60.0, key=None, instruments=[])) == "60 bpm"
+
+
 def test_what_is_asked_stays_and_only_the_rest_follows(ckpt):
     asked = prompt.asked_attributes("something in E flat major for flute")
     req = prompt.request(ckpt, asked, token="SEMANTIC_TOKEN_0", seed=0, data_dir="-")
