@@ -133,6 +133,9 @@ def train(cfg):
         del ckpt  # free its memory before training
         train_loop(cfg, run, state, data)
     if run.ddp:
+        # rank 0 ends with the split eval and the last save; the others wait for it, since a gloo
+        # group torn down while its peer is still connected can abort the process
+        dist.barrier()
         dist.destroy_process_group()
     return state.best_val_loss
 
