@@ -27,6 +27,7 @@ LAYERS = {
     "benchlib": 2,
     "tokenizer": 3,
     "describe": 4,
+    "chords": 4,
     "words": 5,
     "render": 5,
     "texture": 5,
