@@ -4,13 +4,14 @@ that table: the prefix's slots and length, its unconditional form, the index fie
 dropout and its config names, the prompt's flags and the app's fields, and the control report's
 rows. A window starts
 
-    SEMANTIC  KEY  TIMESIG_NUM TIMESIG_DEN  TEMPO_COARSE TEMPO_FINE  PROGRAM x 6
+    SEMANTIC  KEY  TIMESIG_NUM TIMESIG_DEN  TEMPO_COARSE TEMPO_FINE  PROGRAM x 6  CHORD x 8
 
 Every slot has a fixed place and its own "unspecified" tokens (UNCOND, KEY_NONE, METER_NONE twice,
-TEMPO_NONE twice, INSTRUMENTS_NONE six times), so the prefix is always PREFIX_LEN tokens: any subset
-can be given, the unconditional prefix of classifier-free guidance lines up with the conditional
-one, and decode drops the first PREFIX_LEN tokens of a sequence that starts with a semantic token. A
-named instrument set shorter than six is padded with INSTRUMENTS_END.
+TEMPO_NONE twice, INSTRUMENTS_NONE six times, CHORD_NONE eight times), so the prefix is always
+PREFIX_LEN tokens: any subset can be given, the unconditional prefix of classifier-free guidance
+lines up with the conditional one, and decode drops the first PREFIX_LEN tokens of a sequence that
+starts with a semantic token. A named instrument set shorter than six is padded with
+INSTRUMENTS_END. The chord slots hold the chords of a window's bars, from the one it starts in.
 
 An attribute's value has two forms: as words, flags and index.jsonl say it ("A minor", "3/4", 96.0,
 [40, 42]) and as the prefix takes it (key 21, meter (3, 4), tempo_bpm 96.0, instruments [40, 42]);
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import chords
 import describe
 import tokenizer
 import words
@@ -74,6 +76,29 @@ def instrument_ids(programs):
     PREFIX_INSTRUMENTS of them, once each, padded with INSTRUMENTS_END; [] for none."""
     named = [OFFSET["PROGRAM"] + int(p) for p in list(dict.fromkeys(programs))[:PREFIX_INSTRUMENTS]]
     return named + [OFFSET["INSTRUMENTS_END"]] * (PREFIX_INSTRUMENTS - len(named)) if named else []
+
+
+def chord_slots(progression):
+    """Chords ((root, quality) pairs, or symbols as index.jsonl writes them; None for a bar without
+    one) -> the chord slots' values: the first MAX_CHORDS bars, a shorter progression cycled."""
+    read = [chords.parse_symbol(c) if isinstance(c, str) else c and tuple(c) for c in progression]
+    return chords.cycled(read[: chords.MAX_CHORDS]) if any(read) else None
+
+
+def chord_ids(slots):
+    """Each bar's chord as the KEY token of its root and triad class (so transposition moves it
+    with the notes), CHORD_NONE for a bar without one."""
+    return [
+        OFFSET["KEY"] + 12 * (chords.triad(c)[1] == "minor") + c[0] if c else OFFSET["CHORD_NONE"]
+        for c in slots
+    ]
+
+
+def chords_of(ids):
+    read = [(t - OFFSET["KEY"]) % 12 if kind(t) == "KEY" else None for t in ids]
+    minor = [kind(t) == "KEY" and t - OFFSET["KEY"] >= 12 for t in ids]
+    out = [None if r is None else (r, "minor" if m else "major") for r, m in zip(read, minor)]
+    return out if any(out) else None
 
 
 ATTRIBUTES = (
@@ -167,6 +192,18 @@ ATTRIBUTES = (
         rows=("instruments exact", "instrument recall", "instrument precision"),
         per_prompt=("instruments exact",),
     ),
+    Attribute(
+        name="chords",
+        field="chords",  # per bar from the window's first: (root, quality) or None
+        unspecified=("CHORD_NONE",) * chords.MAX_CHORDS,
+        encode=chord_ids,
+        decode=chords_of,
+        dropout=("chords_dropout", 0.3),
+        argument=lambda progression: chord_slots(progression) if progression else None,
+        spoken=chords.progression_text,
+        rows=("chords",),
+        per_prompt=("chords",),
+    ),
 )
 # The order a person meets the attributes in: sample.py's flags, the app's fields, what a prompt was
 # read into (--dry_run's line).
@@ -247,7 +284,7 @@ def prefix_arguments(values):
     """What words, flags or an index row say, by field ({"key": "A minor", "meter": "3/4",
     "tempo_bpm": 96.0, "instruments": [40, 42]}) -> attribute_prefix's keyword arguments. The one
     place that turns the one form into the other."""
-    return {a.field: a.argument(values[a.field]) for a in ATTRIBUTES if a.argument}
+    return {a.field: a.argument(values.get(a.field)) for a in ATTRIBUTES if a.argument}
 
 
 def dropout_of(config):

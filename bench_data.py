@@ -24,11 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from multiprocessing import Pool
 
 import numpy as np
 
 import benchlib
+import chords
 import dataset
 import describe
 import midifile
@@ -362,7 +364,6 @@ def bench_labels(args):
     file's description names; and music21 on the first 20 s of the val pieces against the labels,
     the ceiling of the control report's key rows."""
     import re
-    from collections import Counter
 
     import metrics
 
@@ -413,6 +414,63 @@ def bench_labels(args):
         f"\nmusic21 on the first 20 s of {len(judged)} val pieces names their label's key in "
         f"{100 * exact:.1f}% and its mode in {100 * mode:.1f}%: the ceiling of the control "
         "report's key (music21) and mode (music21) rows."
+    )
+
+
+def music21_bar_chords(path, bar_steps):
+    """music21's chord of each bar of a MIDI file: its chordified verticalities' root (Chord.root)
+    and triad class (Chord.quality), the one sounding longest in the bar; None without one."""
+    import music21
+
+    weights = [Counter() for _ in bar_steps]
+    for c in music21.converter.parse(path).chordify().flatten().getElementsByClass("Chord"):
+        if len({p.pitchClass for p in c.pitches}) < 3 or c.quality not in QUALITY_CLASS:
+            continue
+        step = float(c.offset) * tokenizer.STEPS_PER_QUARTER
+        bar = max(int(np.searchsorted(bar_steps, step, "right")) - 1, 0)
+        weights[bar][c.root().pitchClass, QUALITY_CLASS[c.quality]] += float(c.quarterLength)
+    return [w.most_common(1)[0][0] if w else None for w in weights]
+
+
+QUALITY_CLASS = dict(major="major", minor="minor", diminished="minor", augmented="major")
+
+
+def bench_chords(args):
+    """The index's chord of each bar (chords.py's template match) against music21's on the
+    chorales: the share of bars, where both name one, with the same root and the same root and
+    triad class (major or minor), and how fast each is."""
+    root, rows = dataset.midi_root(args.data_dir), dataset.read_index(args.data_dir)
+    chorales = [r for r in rows if r["midi_file"].startswith("bach/")][: args.chords_n]
+    n, ours_s, theirs_s = Counter(), 0.0, 0.0
+    for r in chorales:
+        path = os.path.join(root, r["midi_file"])
+        t = time.perf_counter()
+        ours = [c and chords.triad(c) for c in chords.per_bar(tokenizer.read_midi(path))]
+        ours_s, t = ours_s + time.perf_counter() - t, time.perf_counter()
+        theirs = music21_bar_chords(path, r["bar_steps"])
+        theirs_s += time.perf_counter() - t
+        for a, b in zip(ours, theirs):
+            n["bars"] += 1
+            if a and b:
+                n["both"] += 1
+                n["root"] += a[0] == b[0]
+                n["triad"] += a == b
+    pct = lambda k: f"{100 * n[k] / max(n['both'], 1):.1f}%"
+    print(f"### Chords per bar against music21 ({len(chorales)} chorales, {args.data_dir})\n")
+    print(
+        markdown_table(
+            ["bars", "both name a chord", "same root", "same root and triad", "ours", "music21"],
+            [
+                (
+                    f"{n['bars']:,}",
+                    f"{n['both']:,}",
+                    pct("root"),
+                    pct("triad"),
+                    f"{1000 * ours_s / max(len(chorales), 1):.1f} ms/file",
+                    f"{1000 * theirs_s / max(len(chorales), 1):.0f} ms/file",
+                )
+            ],
+        )
     )
 
 
@@ -469,6 +527,7 @@ SECTIONS = {
     "keys": (bench_keys, ()),
     "labels": (bench_labels, ()),
     "embed": (bench_embed, ()),
+    "chords": (bench_chords, ()),
 }
 # flag -> (default, help)
 FLAGS = {
@@ -476,6 +535,7 @@ FLAGS = {
     "prepare_repeats": (2, "alternating timed runs per side in prepare"),
     "keys_n": (2000, "labelled pieces the keys section reads"),
     "embed_n": (1000, "descriptions embedded by the embed section"),
+    "chords_n": (100, "chorales the chords section reads"),
 }
 
 

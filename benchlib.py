@@ -24,7 +24,7 @@ DEV_INSTALL = "pip install -c constraints.txt -r requirements-dev.txt"
 # Each script's sections, in the order it runs them (tests/test_bench.py checks them against the
 # scripts' own lists).
 SCRIPTS = {
-    "bench_data.py": ("roundtrip", "prepare", "keys", "labels", "embed"),
+    "bench_data.py": ("roundtrip", "prepare", "keys", "labels", "embed", "chords"),
     "bench.py": ("train", "generate", "sample", "render"),
     "bench_runs.py": ("conditioning", "control", "padding", "speedrun"),
 }

@@ -317,12 +317,14 @@ def split_loss(
     model.estimate_loss ("overall", "type", "first", with its variants and baseline_nll), plus
     "windows" (how many), "loss" (nats per scored token) and "nats_per_note" (the summed loss over
     the notes: a figure that stays comparable across tokenizations)."""
-    T, d = model.config.block_size, data[split]
+    T = model.config.block_size
     device = next(model.parameters()).device
     windows = dataset.covering_windows(data, split, T, max_windows)
     chunks = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
     batches = (
-        dataset.build_windows(data, split, chunk, d["prefix"][[f for f, _ in chunk]], block_size=T)
+        dataset.build_windows(
+            data, split, chunk, dataset.window_prefixes(data, split, chunk), block_size=T
+        )
         for chunk in tqdm(chunks, desc=f"{split} loss", unit="batch", disable=None, leave=False)
     )
     scored = estimate_loss(

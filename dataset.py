@@ -13,7 +13,8 @@ A dataset is one folder (default data/music21):
 The prefix is not stored in the .bin files: build_windows puts the semantic token, then the key,
 meter, tempo and instruments measured from the file's notes (attributes.attribute_prefix) in front
 of every window, each of which training may drop to "unspecified". So re-clustering never needs
-re-tokenizing.
+re-tokenizing. The chord slots hold the chords of the window's own bars, from the bar it starts in
+(window_prefixes): the index keeps each file's bar lines and the chord of each bar.
 """
 
 import json
@@ -25,6 +26,7 @@ import numpy as np
 
 import attributes
 import augment
+import chords
 import describe
 import tokenizer
 from attributes import PREFIX_LEN, PREFIX_SLOTS
@@ -32,9 +34,16 @@ from files import UserError, read_json, read_jsonl, rebuild_command
 
 DEFAULT_DATA_DIR = "data/music21"  # the bundled corpus (data/music21/export.py)
 # What the index keeps of each file's measured attributes (describe.measure): the condition a window
-# carries, its texture, which no slot holds, and where its key label came from: the file's key
-# signature or the notes alone (describe.label_key).
-INDEX_ATTRIBUTES = (*attributes.INDEX_FIELDS, "texture", "key_source")
+# carries, its texture, which no slot holds, where its key label came from (the file's key
+# signature or the notes alone: describe.label_key), and the steps its bars start at (its chords are
+# per bar).
+INDEX_ATTRIBUTES = (*attributes.INDEX_FIELDS, "texture", "key_source", "bar_steps")
+CHORD_SLOTS = PREFIX_SLOTS["chords"]
+# (VOCAB_SIZE,) the steps each id moves time on: TIME_ON_k k, every other id 0
+TIME_STEPS = np.zeros(tokenizer.VOCAB_SIZE, dtype=np.int64)
+TIME_STEPS[tokenizer.OFFSET["TIME_ON"] :][: tokenizer.MAX_TIME_ON] = np.arange(
+    1, tokenizer.MAX_TIME_ON + 1
+)
 KEY_SOURCES = ("signature", "notes", None)
 
 
@@ -138,7 +147,27 @@ def load_split(data_dir, index, split, *, semantic, meta):
         weight=(end - start) / (end - start).sum(),
         semantic=np.array([-1 if k is None else k for k in sem]),
         prefix=np.array([file_prefix(f, k) for f, k in zip(files, sem)], dtype=np.int64),
+        bar_steps=[np.asarray(f["bar_steps"], dtype=np.int64) for f in files],
+        bar_chords=[
+            np.array(attributes.chord_ids([c and chords.parse_symbol(c) for c in f["chords"]]))
+            for f in files
+        ],
     )
+
+
+def window_prefixes(data, split, picks):
+    """picks [(file, start)] -> their prefixes (n, PREFIX_LEN), a copy: the file's, with the chord
+    slots holding the chords of the bars from the one the window starts in (CHORD_NONE past the
+    file's last bar)."""
+    d = data[split]
+    out = d["prefix"][[f for f, _ in picks]].copy()
+    for row, (f, start) in zip(out, picks):
+        step = int(TIME_STEPS[d["tokens"][d["start"][f] : start]].sum())
+        bar = max(int(np.searchsorted(d["bar_steps"][f], step, "right")) - 1, 0)
+        ids = d["bar_chords"][f][bar : bar + chords.MAX_CHORDS]
+        row[CHORD_SLOTS] = tokenizer.OFFSET["CHORD_NONE"]
+        row[CHORD_SLOTS.start : CHORD_SLOTS.start + len(ids)] = ids
+    return out
 
 
 META_KEYS = (
@@ -191,6 +220,13 @@ def row_problem(row):
         wrong.append("key_source")
     if row.get("meter") and not re.fullmatch(r"\d+/\d+", str(row["meter"])):
         wrong.append("meter")
+    bars = row.get("bar_steps")
+    if not isinstance(bars, list) or not isinstance(row.get("chords"), list):
+        wrong.append("chords")
+    elif len(bars) != len(row["chords"]) or not all(
+        c is None or (isinstance(c, str) and chords.parse_symbol(c)) for c in row["chords"]
+    ):
+        wrong.append("chords")
     programs = row.get("instruments")
     if isinstance(programs, list) and not all(type(p) is int and 0 <= p <= 128 for p in programs):
         wrong.append("instruments")
@@ -365,15 +401,13 @@ def packed_picks(data, split, rng, *, batch_size, block_size, dropout):
     d, P, picks, prefixes = data[split], PREFIX_LEN, [], []
     for _ in range(batch_size):
         row, at = [], 0
-        while block_size + 1 - at - P >= MIN_SEGMENT:
+        while not row or block_size + 1 - at - P >= MIN_SEGMENT:  # one piece at least
             f = int(rng.choice(len(d["start"]), p=d["weight"]))
             start = random_start(data, split, f, block_size=block_size - at, rng=rng)
             row.append((f, start))
             at += P + min(int(d["end"][f]) - start, block_size + 1 - at - P)
         picks.append(row)
-        prefixes.append(
-            drop_attributes(d["prefix"][[f for f, _ in row]].copy(), dropout or {}, rng)
-        )
+        prefixes.append(drop_attributes(window_prefixes(data, split, row), dropout or {}, rng))
     return picks, prefixes
 
 
@@ -416,7 +450,7 @@ def get_batch(
         else:
             files = rng.choice(len(d["start"]), size=batch_size, p=d["weight"])  # (B,)
         picks = [(f, random_start(data, split, f, block_size=block_size, rng=rng)) for f in files]
-        prefixes = drop_attributes(d["prefix"][files].copy(), dropout or {}, rng)  # (B, P)
+        prefixes = drop_attributes(window_prefixes(data, split, picks), dropout or {}, rng)
     played = augmentation(
         rng, batch_size, transpose=transpose, tempo_jitter=tempo_jitter, revoice=revoice
     )

@@ -22,6 +22,7 @@ from collections import Counter
 
 import numpy as np
 
+import chords
 import tokenizer
 from files import UserError
 from tokenizer import seconds_at  # grid steps -> seconds through a Score's tempo map
@@ -377,12 +378,13 @@ def voices_per_instrument(notes):
 def measure(score):
     """The attributes a prompt can name, measured from a piece's notes -> dict of tempo (bpm, word,
     Italian term), meter, key and mode, instruments (GM programs, most notes first, DRUMS for
-    drums), texture, note density, register and length."""
+    drums), each bar's chord and start, texture, note density, register and length."""
     notes, end = score.notes, end_step(score)
     bpm, seconds = mean_bpm(score), float(seconds_at(end, score.tempos))
     key, key_source = label_key(score)
     pitched = [n.pitch for n in notes if n.program != DRUMS]
     median = float(np.median(pitched)) if pitched else None
+    bars = chords.bar_chords(score, halves=False)
     return dict(
         tempo_bpm=round(bpm, 1),
         tempo_word=tempo_word(bpm),
@@ -392,6 +394,8 @@ def measure(score):
         mode=key.split()[-1] if key else None,
         key_source=key_source,
         instruments=list(program_counts(notes)),
+        chords=[chord and chords.symbol(chord) for _, chord in bars],  # per bar, None: no chord
+        bar_steps=[step for step, _ in bars],
         texture=texture(notes),
         voices_per_instrument=round(voices_per_instrument(notes), 2),
         notes_per_second=round(len(notes) / max(seconds, 1e-3), 2),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import attributes
+import chords
 import describe
 import texture
 import tokenizer
@@ -414,12 +415,26 @@ def realised(score, asked, *, key, classifiers, seen, polyphony_p95=None, ensemb
         out["instrument precision"] = (
             len(sounding & set(asked["instruments"])) / len(sounding) if sounding else 0.0
         )
+    if asked.get("chords"):
+        out["chords"] = chord_match(m["chords"], asked["chords"])
     if polyphony_p95 is not None:
         voices = describe.voices_per_instrument(score.notes)
         out["polyphony outlier"], out["polyphony outlier (all real)"] = (
             voices > p for p in polyphony_p95
         )
     return out | texture.realised(score, asked["instruments"], ensemble)
+
+
+def chord_match(measured, asked):
+    """The share of a piece's bars whose chord (describe.measure's, per bar) has the root and triad
+    class of the one planned for it: the asked progression, cycled bar by bar. A bar without a
+    chord misses."""
+    planned = [chords.triad(c) for c in asked]
+    hits = [
+        c is not None and chords.triad(chords.parse_symbol(c)) == planned[i % len(planned)]
+        for i, c in enumerate(measured)
+    ]
+    return float(np.mean(hits)) if hits else 0.0
 
 
 def polyphony_thresholds(scores):

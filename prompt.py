@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import attributes
+import chords
 import describe
 import tokenizer
 import words
@@ -317,6 +318,12 @@ def follow_token(ckpt, token, prefix, seed):
         for name, value in prefix.items()
         if value is None and piece.get(name) is not None
     }
+    if taken.get("chords") and prefix.get("key") is not None:  # the piece's chords in the asked key
+        own, asked = piece["key"], prefix["key"]
+        if own is None or own // 12 != asked // 12:
+            del taken["chords"]  # another mode: its chords would contradict the key
+        else:
+            taken["chords"] = [c and chords.transpose(c, asked - own) for c in taken["chords"]]
     return prefix | taken, taken
 
 

@@ -90,6 +90,7 @@ BLOCKS = [
     ("TEMPO_NONE", 1),
     ("INSTRUMENTS_NONE", 1),
     ("INSTRUMENTS_END", 1),  # pads a named instrument set to its slots
+    ("CHORD_NONE", 1),  # a bar's chord not given (its chord is a KEY token: root and triad class)
 ]
 OFFSET, SIZE = {}, {}
 for _name, _size in BLOCKS:
@@ -187,7 +188,7 @@ GRAMMAR_MASK = TYPE_FOLLOWS[TOKEN_TYPE][:, TOKEN_TYPE]  # (VOCAB_SIZE, VOCAB_SIZ
 WINDOW_START_AFTER = ["START", "DURATION"]
 # A sequence that starts with a semantic token is led by the attribute prefix, this many tokens,
 # which decode skips; attributes.py declares its slots and checks that they add up to it.
-PREFIX_LEN = 12
+PREFIX_LEN = 20
 
 
 def next_token_mask(prev_id):

@@ -18,18 +18,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_derived_layout_is_the_one_prepared_folders_and_checkpoints_hold():
     assert {name: [s.start, s.stop] for name, s in A.PREFIX_SLOTS.items()} == dict(
-        semantic=[0, 1], key=[1, 2], meter=[2, 4], tempo=[4, 6], instruments=[6, 12]
+        semantic=[0, 1],
+        key=[1, 2],
+        meter=[2, 4],
+        tempo=[4, 6],
+        instruments=[6, 12],
+        chords=[12, 20],
     )
-    assert A.PREFIX_LEN == T.PREFIX_LEN == 12
+    assert A.PREFIX_LEN == T.PREFIX_LEN == 20
     none = [T.OFFSET[b] for b in ["UNCOND", "KEY_NONE"] + ["METER_NONE"] * 2 + ["TEMPO_NONE"] * 2]
-    assert A.UNCOND_PREFIX.tolist() == none + [T.OFFSET["INSTRUMENTS_NONE"]] * 6
+    assert (
+        A.UNCOND_PREFIX.tolist()
+        == none + [T.OFFSET["INSTRUMENTS_NONE"]] * 6 + [T.OFFSET["CHORD_NONE"]] * 8
+    )
     assert dataset.INDEX_ATTRIBUTES == (
         "key",
         "meter",
         "tempo_bpm",
         "instruments",
+        "chords",
         "texture",
         "key_source",
+        "bar_steps",
     )
     assert A.FLAGS == ("tempo", "meter", "key", "instruments")
     assert A.ASKED_FIELDS == ("tempo_bpm", "meter", "key", "mode", "instruments")
@@ -39,6 +49,7 @@ def test_the_derived_layout_is_the_one_prepared_folders_and_checkpoints_hold():
         meter_dropout=0.3,
         tempo_dropout=0.3,
         instruments_dropout=0.3,
+        chords_dropout=0.3,
         prefix_dropout=0.1,
     )
     assert A.CONTROL_ROWS[:5] == ("key", "key (music21)", "mode", "mode (music21)", "meter")
@@ -48,13 +59,20 @@ def test_the_derived_layout_is_the_one_prepared_folders_and_checkpoints_hold():
 def test_words_flags_and_the_index_become_the_same_prefix_arguments():
     said = dict(key="A minor", meter="3/4", tempo_bpm=72.0, instruments=[40, 42])
     assert A.prefix_arguments(said) == dict(
-        key=21, meter=(3, 4), tempo_bpm=72.0, instruments=[40, 42]
+        key=21, meter=(3, 4), tempo_bpm=72.0, instruments=[40, 42], chords=None
     )
+    # the index's chords per bar (None: no chord) and a prompt's progression, which is cycled
+    row = A.prefix_arguments(dict(said, chords=["Am", None, "E7"] + ["Am"] * 9))["chords"]
+    assert row == [(9, "minor"), None, (4, "dominant 7")] + [(9, "minor")] * 5
+    asked = A.prefix_arguments(dict(said, chords=[(0, "major"), (7, "dominant 7")]))["chords"]
+    assert asked == [(0, "major"), (7, "dominant 7")] * 4
+    back = A.read_prefix(A.attribute_prefix(None, chords=row))["chords"]
+    assert back == [(9, "minor"), None, (4, "major")] + [(9, "minor")] * 5, "root and triad class"
     nothing = dict(key=None, meter=None, tempo_bpm=None, instruments=[])
     assert A.attribute_prefix(None, **A.prefix_arguments(nothing)) == A.UNCOND_PREFIX.tolist()
     config = type("Config", (), {name: i / 10 for i, name in enumerate(A.DROPOUTS)})
     assert A.dropout_of(config) == dict(
-        semantic=0.0, key=0.1, meter=0.2, tempo=0.3, instruments=0.4, all=0.5
+        semantic=0.0, key=0.1, meter=0.2, tempo=0.3, instruments=0.4, chords=0.5, all=0.6
     ), "slot name -> its config's probability, in slot order (the order of the draws)"
 
 
@@ -93,13 +111,13 @@ import numpy as np
 import app, attributes as A, dataset, prompt, sample, tokenizer as T
 
 assert A.__file__.startswith(sys.argv[1]), "the patched table is the one imported"
-assert A.PREFIX_LEN == 13 and A.PREFIX_SLOTS["toy"] == slice(12, 13)
-assert A.UNCOND_PREFIX[12] == T.UNK, "its slot holds its unspecified token"
+assert A.PREFIX_LEN == 21 and A.PREFIX_SLOTS["toy"] == slice(20, 21)
+assert A.UNCOND_PREFIX[20] == T.UNK, "its slot holds its unspecified token"
 given = A.attribute_prefix(T.semantic_token(1), key=3, toy=60)
-assert given[12] == T.OFFSET["NOTE"] + 60 and A.read_prefix(given)["toy"] == 60
+assert given[20] == T.OFFSET["NOTE"] + 60 and A.read_prefix(given)["toy"] == 60
 assert A.read_prefix(A.UNCOND_PREFIX)["toy"] is None
 dropped = dataset.drop_attributes(np.array([given] * 4), dict(toy=1.0), np.random.default_rng(0))
-assert (dropped[:, 12] == T.UNK).all() and (dropped[:, :12] == given[:12]).all()
+assert (dropped[:, 20] == T.UNK).all() and (dropped[:, :20] == given[:20]).all()
 assert T.tokens_to_score(given + [T.START, T.END])[1] == 0, "decode skips the longer prefix"
 
 args = sample.parse_args(["--toy", "7", "--dry_run"])

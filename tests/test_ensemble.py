@@ -210,7 +210,10 @@ def test_the_report_shows_the_ensemble_rows_with_their_ceiling_and_ranges():
     ranges = "real pieces in parts: 2.0-10.0 notes/s, 1.5-4.0 sounding, weakest part 30%-100%"
     assert ranges in text
     assert "| real pieces in parts | 30 | 5.00 | 2.50 | 60% | 80% |" in text
-    assert "| a duet for violin and cello |" + "  |" * 5 + " 50.0% |  | 50.0% |" in text
+    # key, key (music21), mode, meter, tempo word | instruments exact | chords, polyphony outlier
+    assert (
+        "| a duet for violin and cello |" + "  |" * 5 + " 50.0% |" + "  |" * 2 + " 50.0% |" in text
+    )
     main_table = text.split("**Ensembles**")[0]
     assert "| instruments exact |" in main_table and "ensemble" not in main_table
     assert "ensemble in range" in "\n".join(report.headline_control(c))  # with its 80% target
@@ -229,7 +232,7 @@ def test_the_report_shows_the_ensemble_rows_with_their_ceiling_and_ranges():
     shown = [line for line in "\n".join(lines).splitlines() if "ensemble" in line.lower()]
     assert shown == [
         "| prompt (user's path) | key | key (music21) | mode | meter | tempo word "
-        "| instruments exact | polyphony outlier | ensemble in range |"
+        "| instruments exact | chords | polyphony outlier | ensemble in range |"
     ]
 
 

@@ -22,11 +22,12 @@ MODEL_ARGS = dict(
     block_size=64, vocab_size=512, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True
 )
 LABELS = ["slow strings", "fast piano"]
+AM_E = [(9, "minor"), (4, "major")] * 4  # its chord slots: Am E Am E ...
 PIECES = {  # token -> the attributes of its training pieces
-    0: [dict(key=21, meter=(3, 4), tempo_bpm=60.0, instruments=[40, 41, 42])],
+    0: [dict(key=21, meter=(3, 4), tempo_bpm=60.0, instruments=[40, 41, 42], chords=AM_E)],
     1: [
-        dict(key=2, meter=(2, 4), tempo_bpm=120.0, instruments=[0]),
-        dict(key=7, meter=(6, 8), tempo_bpm=240.0, instruments=[73, 0]),
+        dict(key=2, meter=(2, 4), tempo_bpm=120.0, instruments=[0], chords=None),
+        dict(key=7, meter=(6, 8), tempo_bpm=240.0, instruments=[73, 0], chords=None),
     ],
 }
 
@@ -79,7 +80,7 @@ def test_a_token_alone_takes_every_attribute_from_one_of_its_pieces(ckpt):
     )
     # the seed chooses the piece; one seed, one piece; across seeds, each of the token's pieces
     drawn = {json.dumps(resolved(ckpt, token="1", seed=s).followed) for s in range(40)}
-    assert drawn == {json.dumps(v) for v in PIECES[1]}
+    assert drawn == {json.dumps({k: v for k, v in p.items() if v}) for p in PIECES[1]}
     assert resolved(ckpt, token="1", seed=3).prefix == resolved(ckpt, token="1", seed=3).prefix
 
 
@@ -94,10 +95,18 @@ def test_what_is_asked_stays_and_only_the_rest_follows(ckpt):
     asked = prompt.asked_attributes("something in E flat major for flute")
     req = prompt.request(ckpt, asked, token="SEMANTIC_TOKEN_0", seed=0, data_dir="-")
     assert req.prefix["key"] == 3 and req.prefix["instruments"] == [73]
-    assert req.followed == dict(meter=(3, 4), tempo_bpm=60.0)
+    assert req.followed == dict(meter=(3, 4), tempo_bpm=60.0), (
+        "the piece's chords are in A minor: in E flat major they would contradict the key"
+    )
     # the model-alone control path keeps only what was asked
-    assert req.asked_prefix() == dict(key=3, meter=None, tempo_bpm=None, instruments=[73])
+    assert req.asked_prefix() == dict(
+        key=3, meter=None, tempo_bpm=None, instruments=[73], chords=None
+    )
     assert req.understood()["followed"] == "60 bpm, 3/4"
+    in_d = prompt.request(
+        ckpt, prompt.asked_attributes("in D minor"), token="0", seed=0, data_dir="-"
+    )
+    assert in_d.followed["chords"] == [(2, "minor"), (9, "major")] * 4, "moved to the asked key"
 
 
 def test_nothing_follows_without_a_token_examples_or_when_turned_off(ckpt):
@@ -163,5 +172,10 @@ def test_evaluate_samples_each_token_on_the_path_asked(ckpt):
     assert all(len(r) == attributes.PREFIX_LEN + 1 for r in model_rows), "nothing forced"
     alone, _ = evaluate.token_rows(ckpt, 1, n=3, seed=0, path="token", data_dir="-")
     assert attributes.read_prefix(alone[0]) == dict(
-        semantic=tokenizer.semantic_token(1), key=None, meter=None, tempo_bpm=None, instruments=None
+        semantic=tokenizer.semantic_token(1),
+        key=None,
+        meter=None,
+        tempo_bpm=None,
+        instruments=None,
+        chords=None,
     )

@@ -492,7 +492,9 @@ def test_attribute_prefix_has_a_fixed_layout_and_reads_back():
         "duplicates go, the first six are kept"
     )
     short = A.read_prefix(A.attribute_prefix(instruments=[T.DRUMS]))
-    assert short == dict(semantic=None, key=None, meter=None, tempo_bpm=None, instruments=[T.DRUMS])
+    assert short == dict(
+        semantic=None, key=None, meter=None, tempo_bpm=None, instruments=[T.DRUMS], chords=None
+    )
     # the vocabulary can't write it: unspecified, not wrong
     unfit = A.attribute_prefix(meter=(33, 16))
     assert unfit == list(A.UNCOND_PREFIX) and A.read_prefix(unfit)["meter"] is None

@@ -248,7 +248,7 @@ def test_training_windows_attribute_dropout(data_dir):
     assert any(r["semantic"] is not None for r in read)
 
 
-def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
+def test_transposition_moves_pitched_notes_the_key_and_the_chords_together(data_dir):
     data = dataset.load_dataset(str(data_dir))
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
     plain, _ = dataset.get_batch(data, "train", rng_a, batch_size=200, block_size=32)
@@ -258,10 +258,12 @@ def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
     drum[:, 1:] = is_note[:, 1:] & (plain[:, :-1] == tokenizer.OFFSET["PROGRAM"] + tokenizer.DRUMS)
     assert drum.any() and (moved[drum] == plain[drum]).all(), "drums stay"
     shifts = set()
+    slots = attributes.PREFIX_SLOTS
+    held = np.zeros(32, dtype=bool)
+    held[slots["key"]] = held[slots["chords"]] = True  # the slots that hold KEY tokens
+    moved_chords = 0
     for p, m, notes in zip(plain, moved, is_note & ~drum):
-        assert ((m == p) | (np.arange(len(m)) == 1) | notes).all(), (
-            "nothing else changes but the key"
-        )
+        assert ((m == p) | held | notes).all(), "nothing else changes but the key and chords"
         if not notes.any():
             continue
         shift = set((m[notes] - p[notes]).tolist())
@@ -273,7 +275,12 @@ def test_transposition_moves_pitched_notes_and_the_key_together(data_dir):
         assert km // 12 == kp // 12 and km % 12 == (kp + s) % 12, (
             "the key moves with the notes, its mode stays"
         )
+        cp, cm = attributes.read_prefix(p)["chords"], attributes.read_prefix(m)["chords"]
+        if cp:
+            assert cm == [c and ((c[0] + s) % 12, c[1]) for c in cp], "so do the chords"
+            moved_chords += s != 0
         shifts.add(s)
+    assert moved_chords > 20, "windows with chords were moved"
     assert len(shifts) >= 10, f"shifts spread over -6..6: {sorted(shifts)}"
 
 
