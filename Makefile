@@ -35,10 +35,13 @@ venv: .venv/.runtime
 # The demo ends with the prompts of config/demo_prompts.txt, which differ in tempo, meter, key and instruments;
 # each prints what it understood before it samples and what was measured in the file after. sample.py's own
 # defaults, 20 s: the path evaluate.py's control section measures (its "demo" prompt set).
-# A finished run is resumed (and so skipped) rather than refused, so a second `make demo` is quick.
+# Training has a 4.5-minute budget (config/amt_cpu.py), so it takes as long on any machine; FULL=1 trains a
+# fixed 4000 steps instead. A finished run is resumed (and so skipped: its budget is spent) rather than refused,
+# so a second `make demo` is quick; a run cut short goes on with the time its budget has left.
 RESUME = $$(ls $(RUN)/ckpt_*.pt >/dev/null 2>&1 && echo --init_from=resume)
 RUN    := out/amt_cpu
-TRAIN_FLAGS := $(if $(FULL),--max_iters=4000 --lr_decay_iters=4000 --eval_interval=500 --save_interval=500,)
+TRAIN_FLAGS := $(if $(FULL),--max_minutes=0 --max_iters=4000 --lr_decay_iters=4000 \
+               --eval_interval=500 --save_interval=500,)
 SAMPLE := $(PY) sample.py --out_dir $(RUN) --num_samples 1 --seed 1 --seconds 20 --audio
 
 demo: .venv/.runtime

@@ -1,6 +1,6 @@
 """A training run's settings: read from config files and the command line, checked, and resolved
 for this process and the checkpoint it starts from. train.py declares the settings (its Config) and
-trains; this file is what happens to them before the first step.
+trains; this file is what happens to them before the first step, and the budget's clock after it.
 
 - parse reads them as nanoGPT's configurator does, but without exec over a script's globals: a
   config file is plain Python assignments, run by runpy; an override is --key=value or --key value,
@@ -8,6 +8,9 @@ trains; this file is what happens to them before the first step.
 - check_training stops a bad setting before any work, in one line.
 - setup and resolve turn 'auto' and 0 into what this run uses: the device and precision, DDP, the
   checkpoint it resumes or fine-tunes (checkpoints.py), the model shape and the iteration count.
+- Clock is the wall-clock budget that max_minutes sets: the time a run has spent, what its final
+  eval and save will cost, the share of the budget spent that the learning rate follows, when to
+  stop (rank 0 decides for every process), and the lines that say what the budget bought.
 
     cfg, where = parse(["config/amt.py", "--batch_size=16"], Config)  # where: key -> its source
     run = setup(cfg)
@@ -17,15 +20,17 @@ trains; this file is what happens to them before the first step.
 import math
 import os
 import runpy
+import time
 import traceback
 import types
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.distributed as dist
 
 import checkpoints
+import dataset
 import tokenizer
 from files import UserError, check_range, check_text
 from generation import check_device
@@ -133,6 +138,7 @@ NOT_NEGATIVE = (
     "weight_decay",
     "grad_clip",
     "peak_flops",
+    "max_minutes",
 )
 
 
@@ -328,3 +334,131 @@ def tokens_seen(ckpt, cfg):
     """Train tokens a checkpoint's run has stepped over (0 from scratch, and for a fine-tune, which
     starts its count afresh)."""
     return ckpt["tokens_seen"] if ckpt and not fine_tuning(cfg) else 0
+
+
+# -----------------------------------------------------------------------------
+# the wall-clock budget (max_minutes): what a run has spent, and whether another step fits
+
+
+# the bar of a run with a budget: seconds of it, the steps beside (Clock.step_done)
+BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} s [{elapsed}<{remaining}{postfix}]"
+
+
+@dataclass
+class Clock:
+    """A run's training time, counted from the training loop's start (loading the data and building
+    the model are not counted): steps, evals and saves alike, on top of what the run spent before it
+    was resumed (its checkpoint's time_spent). With a budget the final eval and save are set aside
+    at what they are expected to cost (reserve): training stops when the next step would reach into
+    that time, and the learning rate follows the share of the rest that is spent (share)."""
+
+    budget: float  # seconds; 0 = none: the run ends at max_iters
+    before: float = 0.0  # seconds the run spent before this process resumed it
+    eval_windows: int = 0  # windows one eval's estimate runs forward (train.eval_splits)
+    val_windows: int = 0  # every window of the val split, which the final eval adds
+    step_windows: int = 1  # windows one optimizer step trains on, in this process
+    started: float = field(default_factory=time.time)  # when this process's count began
+    step_s: float = 0.0  # the mean optimizer step of this process so far
+    steps: int = 0
+    window_s: float = 0.0  # one window's forward pass in the last eval; 0 = no eval yet
+    save_s: float = 0.0  # the last save
+    stopped: bool = False  # the budget ended training (rank 0's decision, on every process)
+    tenths_shown: int = -1  # tenths of the budget that a log file has had a line for
+
+    @classmethod
+    def of_run(cls, cfg, run, time_spent, data):
+        """The clock of a run of cfg whose checkpoint had spent time_spent (0 from scratch)."""
+        val = len(dataset.covering_windows(data, "val", cfg.block_size)) if cfg.max_minutes else 0
+        return cls(
+            60 * cfg.max_minutes,
+            time_spent,
+            # train.eval_splits runs its train batches once, its val ones thrice (two variants)
+            eval_windows=4 * cfg.eval_iters * cfg.batch_size,
+            val_windows=val,
+            step_windows=run.grad_accum * cfg.batch_size,
+        )
+
+    def restart(self):
+        """Count from now (the training loop's start) -> now."""
+        self.started = time.time()
+        return self.started
+
+    def spent(self):
+        return self.before + time.time() - self.started
+
+    def step_done(self, seconds, run, bar, iter_num):
+        """Count a step that took `seconds` and move the training bar on -> signal(run)."""
+        self.steps += 1
+        self.step_s += (seconds - self.step_s) / self.steps
+        share = self.signal(run)
+        if not self.budget:
+            bar.update()
+            return share
+        bar.set_postfix_str(f"iter {iter_num:,}", refresh=False)
+        bar.update(self.spent() - bar.n)
+        return share
+
+    def reserve(self):
+        """Seconds the final eval and save are expected to take. Until an eval has been timed, a
+        window's forward pass is taken as a third of its share of a training step (backward costs
+        about twice the forward): more than it takes, with no gradients and no optimizer."""
+        window_s = self.window_s or self.step_s / (3 * self.step_windows)
+        return (self.eval_windows + self.val_windows) * window_s + self.save_s
+
+    def share(self):
+        """The share of the budget's training time (the budget less the reserve) spent, 0..1."""
+        left = self.budget - self.reserve()
+        return min(1.0, self.spent() / left) if left > 0 else 1.0
+
+    def out_of_time(self):
+        """Whether the next step would reach into the time set aside for the final eval and save."""
+        return self.spent() + self.step_s + self.reserve() >= self.budget
+
+    def signal(self, run):
+        """-> the share of the budget spent as rank 0 sees it (None without a budget), and stopped
+        set to rank 0's out_of_time, on every process: all step at one learning rate and stop at one
+        step (a process that stepped on alone would wait in its gradient all-reduce for ever)."""
+        if not self.budget:
+            return None
+        share, stop = self.share(), self.out_of_time()
+        if run.ddp:
+            decided = torch.tensor([share, float(stop)], device=run.device)  # (2,)
+            dist.broadcast(decided, src=0)
+            share, stop = decided.tolist()
+        self.stopped = bool(stop)
+        return share
+
+    def bar(self, max_iters, iter_num, master):
+        """The training bar's tqdm settings: steps of max_iters, or with a budget its seconds, the
+        steps beside; on rank 0, on a terminal."""
+        shown = dict(desc="train", disable=not master or None, dynamic_ncols=True)
+        if not self.budget:
+            return shown | dict(total=max_iters, initial=iter_num, unit="it")
+        return shown | dict(total=round(self.budget), initial=round(self.before), bar_format=BAR)
+
+    def new_tenth(self):
+        """Whether the budget's share spent has reached a tenth that has no log line yet."""
+        tenth = int(10 * self.share())
+        new, self.tenths_shown = tenth > self.tenths_shown, max(tenth, self.tenths_shown)
+        return new
+
+    def bought(self, iter_num, tokens_seen):
+        """The line that says what the budget bought, when it stops training."""
+        return (
+            f"the {self.budget / 60:g}-minute budget bought {iter_num:,} steps, {tokens_seen:,} "
+            f"tokens; {self.reserve():.0f} s of it set aside for the final eval and save"
+        )
+
+    def plan(self, steps):
+        """What the run trains for, as its first line says: steps, or the budget and its rest."""
+        if not self.budget:
+            return steps
+        left = max(0.0, self.budget - self.before) / 60
+        return f"a {self.budget / 60:g}-minute budget ({left:.3g} min left), at most {steps}"
+
+    def summary(self, time_spent):
+        """The closing table's line: the budget spent over the run, and whether it ended it."""
+        ended = time_spent >= self.budget  # a run it stopped has spent it all (train.py)
+        return f"{time_spent / 60:.3g} of {self.budget / 60:g} min spent" + (
+            ": it bought the steps and tokens above" if ended else "; max_iters came first"
+        )

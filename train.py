@@ -75,10 +75,12 @@ class Config(GPTConfig):
     cond_embedding: bool = False
     pack: bool = False  # fill a window with more pieces where one ends, each led by its own prefix
     revoice: float = 0.0  # share of windows played on other instruments (augment.revoice)
-    # AdamW, linear warmup, then cosine decay to min_lr at lr_decay_iters
+    # AdamW, linear warmup, then cosine decay to min_lr at lr_decay_iters (or over the budget)
     learning_rate: float = 1e-4
     muon_lr: float = 0.0  # > 0: Muon at this learning rate for the blocks' matrices, AdamW the rest
     max_iters: int = 0  # optimizer steps; 0 = as many as `epochs` passes over train.bin take
+    # > 0: stop when this much wall-clock time is spent, the final eval and save included
+    max_minutes: float = 0.0  # (runconfig.Clock); 0: at max_iters alone, which is reproducible
     epochs: float = 10.0
     weight_decay: float = 0.01
     beta1: float = 0.9
@@ -114,6 +116,7 @@ class State:
     tokens_seen: int = 0  # the run's progress in tokens, whatever batch shapes it ran with
     last_checkpoint: str | None = None  # saved or resumed by this run, never a skipped one
     ev: dict | None = None  # the last eval's figures
+    time_spent: float = 0.0  # seconds of training over the run, resumes included (runconfig.Clock)
     lr: float = 0.0
     grad_norm: float = 0.0
 
@@ -141,58 +144,70 @@ def train(cfg):
 
 
 def train_loop(cfg, run, state, data):
-    """Optimizer steps from state.iter_num to max_iters, with logging, evals and checkpoints on the
-    way. The last eval adds the val figure of every window of the split (checkpoints.split_loss)."""
+    """Optimizer steps from state.iter_num to max_iters, or until the budget (max_minutes) is spent,
+    with logging, evals and checkpoints on the way (eval_and_save)."""
     model = torch.compile(state.model) if cfg.compile else state.model
     if run.ddp:
         model = DDP(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None)
     eval_model = model.module if run.ddp else model  # eval needs no gradient sync
-    log, close_logs = open_logs(cfg, run, state, data) if run.master else (None, None)
+    clock = runconfig.Clock.of_run(cfg, run, state.time_spent, data)
+    log, close_logs = open_logs(cfg, run, state, data, clock=clock) if run.master else (None, None)
     speed = Speed(peak=peak_flops(cfg, run), flops_per_token=state.model.flops_per_token())
-    started = dict(t=time.time(), iter=state.iter_num)
-    bar = tqdm(
-        total=cfg.max_iters,
-        initial=state.iter_num,
-        desc="train",
-        unit="it",
-        disable=not run.master or None,
-        dynamic_ncols=True,
-    )
-    while state.iter_num < cfg.max_iters:
-        loss = train_step(model, state, data, cfg=cfg, run=run)
+    started = dict(t=clock.restart(), iter=state.iter_num)
+    bar = tqdm(**clock.bar(cfg.max_iters, state.iter_num, run.master))
+    share = clock.signal(run)  # with a budget, rank 0's clock decides for every process
+    while state.iter_num < cfg.max_iters and not clock.stopped:
+        step_start = time.time()
+        loss = train_step(model, state, data, cfg=cfg, run=run, share=share)
         state.iter_num += 1
         state.tokens_seen += run.tokens_per_iter
         speed.iters += 1
-        bar.update()
-        last = state.iter_num == cfg.max_iters
+        share = clock.step_done(time.time() - step_start, run, bar, state.iter_num)
+        last = state.iter_num == cfg.max_iters or clock.stopped
         if run.master and (state.iter_num % cfg.log_interval == 0 or last):
-            log_step(log, state, cfg=cfg, run=run, loss=loss.item(), speed=speed)  # waits for it
+            log_step(log, state, cfg=cfg, run=run, loss=loss.item(), speed=speed, clock=clock)
             speed.restart()
-        evaluated, improved = state.iter_num % cfg.eval_interval == 0 or last, False
-        if evaluated:
-            state.ev = ev = eval_splits(eval_model, data, cfg, run)
-            improved = ev["val_loss"] < state.best_val_loss
-            state.best_val_loss = min(state.best_val_loss, ev["val_loss"])
-            if last and run.master:  # the figure evaluate.py reports, on the same windows
-                split = checkpoints.split_loss(eval_model, data, "val", ctx=run.ctx)
-                ev |= dict(val_split_loss=split["loss"], val_nats_per_note=split["nats_per_note"])
-            if run.master:
-                print_eval(ev, state.iter_num, list(data["meta"]["blocks"]))
-                log(dict(iter=state.iter_num, **{k: v for k, v in ev.items() if k != "semantic"}))
-        if evaluated or state.iter_num % cfg.save_interval == 0:
-            check_finite(state)  # a diverged model must not rotate the good checkpoints out
-            saved = save_checkpoint(state, data, cfg=cfg, run=run, improved=improved)
-            state.last_checkpoint = saved or state.last_checkpoint
+        if clock.stopped and run.master:
+            tqdm.write(clock.bought(state.iter_num, state.tokens_seen))
+        if last or not (state.iter_num % cfg.eval_interval and state.iter_num % cfg.save_interval):
+            eval_and_save(eval_model, state, data, cfg=cfg, run=run, clock=clock, log=log)
             speed.restart()  # eval and saving don't count against training speed
     bar.close()
     if run.master:
-        print_summary(cfg, run, state, started)
+        print_summary(cfg, run, state, started, clock=clock)
         close_logs()
 
 
-def train_step(model, state, data, *, cfg, run):
+def eval_and_save(model, state, data, *, cfg, run, clock, log):
+    """An eval every eval_interval steps and at the last, which adds the val figure of every window
+    of the split (checkpoints.split_loss); a checkpoint then and every save_interval steps. Timed,
+    so that the budget knows what the final ones will cost (runconfig.Clock.reserve)."""
+    last = state.iter_num == cfg.max_iters or clock.stopped
+    evaluated, improved = state.iter_num % cfg.eval_interval == 0 or last, False
+    if evaluated:
+        eval_start = time.time()
+        state.ev = ev = eval_splits(model, data, cfg, run)
+        clock.window_s = (time.time() - eval_start) / clock.eval_windows
+        improved = ev["val_loss"] < state.best_val_loss
+        state.best_val_loss = min(state.best_val_loss, ev["val_loss"])
+        if last and run.master:  # the figure evaluate.py reports, on the same windows
+            split = checkpoints.split_loss(model, data, "val", ctx=run.ctx)
+            ev |= dict(val_split_loss=split["loss"], val_nats_per_note=split["nats_per_note"])
+        if run.master:
+            print_eval(ev, state.iter_num, list(data["meta"]["blocks"]))
+            log(dict(iter=state.iter_num, **{k: v for k, v in ev.items() if k != "semantic"}))
+    check_finite(state)  # a diverged model must not rotate the good checkpoints out
+    # a run stopped by its budget has spent all of it (resumed, it does nothing)
+    state.time_spent = clock.budget if last and clock.stopped else clock.spent()
+    save_start = time.time()
+    saved = save_checkpoint(state, data, cfg=cfg, run=run, improved=improved, last=last)
+    clock.save_s = time.time() - save_start
+    state.last_checkpoint = saved or state.last_checkpoint
+
+
+def train_step(model, state, data, *, cfg, run, share=None):
     """One optimizer step over grad_accum micro batches -> the mean loss (a tensor, not synced)."""
-    state.lr = get_lr(state.iter_num, cfg)
+    state.lr = get_lr(state.iter_num, cfg, share)
     for group in state.optimizer.param_groups:
         group["lr"] = state.lr  # model.Muon scales it per group
     # the batches depend on (seed, rank, iter) alone, so a resumed run gets the same ones
@@ -230,8 +245,13 @@ def train_step(model, state, data, *, cfg, run):
     return loss_sum / run.grad_accum
 
 
-def get_lr(it, cfg):
-    """Linear warmup to learning_rate, cosine decay to min_lr at lr_decay_iters, min_lr after."""
+def get_lr(it, cfg, share=None):
+    """Linear warmup to learning_rate, cosine decay to min_lr at lr_decay_iters, min_lr after.
+    With a budget (share: of its training time spent, 0..1) the schedule follows the time: share s
+    is its iteration s * lr_decay_iters, so warm-up takes warmup_iters / lr_decay_iters of the
+    budget and the decay ends with it (or with max_iters, if the steps run out first)."""
+    if share is not None:
+        it = max(share, it / cfg.max_iters) * cfg.lr_decay_iters
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
     if it > cfg.lr_decay_iters:
@@ -354,7 +374,7 @@ def check_finite(state):
         )
 
 
-def save_checkpoint(state, data, *, cfg, run, improved):
+def save_checkpoint(state, data, *, cfg, run, improved, last=False):
     """The best checkpoint when val improved, a numbered one every save_interval and at the end ->
     the numbered path written, or None. Every process joins (the random states are gathered)."""
     states = [checkpoints.rng_state()]
@@ -375,10 +395,11 @@ def save_checkpoint(state, data, *, cfg, run, improved):
         labels=data["labels"],
         rng=states,
         tokens_seen=state.tokens_seen,
+        time_spent=state.time_spent,
         programs_seen=dict(data["programs_seen"]),  # {GM program: train files}, for sample.py
         token_examples=data["token_examples"],  # what a prompt leaves unnamed follows its token
     )
-    numbered = state.iter_num % cfg.save_interval == 0 or state.iter_num == cfg.max_iters
+    numbered = state.iter_num % cfg.save_interval == 0 or state.iter_num == cfg.max_iters or last
     return checkpoints.save(
         ckpt, cfg.out_dir, best=improved, numbered=numbered, keep_last=cfg.keep_last
     )
@@ -413,6 +434,7 @@ def init_state(cfg, run, ckpt, resumed_from):
     if len(ckpt["rng"]) == run.world:  # each process gets its own dropout stream back
         checkpoints.set_rng_state(ckpt["rng"][run.rank])
     state.iter_num, state.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    state.time_spent = ckpt.get("time_spent", 0.0)  # not in checkpoints of older code
     return state
 
 
@@ -450,7 +472,7 @@ def memory_gib(device_type):
     )
 
 
-def open_logs(cfg, run, state, data):
+def open_logs(cfg, run, state, data, *, clock):
     """Print and save the resolved config and the run's size; -> log(record), which appends a line
     to out_dir/log.jsonl and sends its numbers to TensorBoard, and close()."""
     os.makedirs(cfg.out_dir, exist_ok=True)
@@ -461,10 +483,11 @@ def open_logs(cfg, run, state, data):
     # passes over train.bin by max_iters, each part of the run at the shape it ran with
     to_come = (cfg.max_iters - state.iter_num) * run.tokens_per_iter
     epochs = (state.tokens_seen + to_come) / train_tokens
+    length = clock.plan(f"{cfg.max_iters:,} iters = {epochs:.1f} epochs")
     print(
         f"{state.model.num_params() / 1e6:.2f}M parameters on {run.world} x {run.device} "
         f"({run.dtype}{', compiled' if cfg.compile else ''}); {train_tokens:,} train tokens, "
-        f"{run.tokens_per_iter:,} per iter, {cfg.max_iters:,} iters = {epochs:.1f} epochs"
+        f"{run.tokens_per_iter:,} per iter, {length}"
         + (f"; resuming {resumed_from} at iter {state.iter_num}" if resumed_from else "")
     )
     if cfg.warmup_iters > cfg.max_iters // 2:
@@ -499,7 +522,7 @@ def open_logs(cfg, run, state, data):
     return log, close
 
 
-def log_step(log, state, *, cfg, run, loss, speed):
+def log_step(log, state, *, cfg, run, loss, speed, clock):
     """A record every log_interval iterations: loss, learning rate, gradient norm, speed, MFU and
     memory; printed on a terminal each time, in a log file (not a terminal) about ten times a run.
     """
@@ -514,9 +537,10 @@ def log_step(log, state, *, cfg, run, loss, speed):
         memory_gib=memory_gib(run.device_type),
     )
     log(record)
-    tty = sys.stdout.isatty()
+    tty, last = sys.stdout.isatty(), state.iter_num == cfg.max_iters or clock.stopped
     print_every = cfg.log_interval * (1 if tty else max(1, cfg.max_iters // 10 // cfg.log_interval))
-    if state.iter_num % print_every and state.iter_num != cfg.max_iters:
+    due = clock.new_tenth() if clock.budget and not tty else state.iter_num % print_every == 0
+    if not (due or last):
         return
     tqdm.write(
         f"iter {record['iter']}: loss {loss:.4f}, lr {record['lr']:.2e}, grad norm "
@@ -525,8 +549,9 @@ def log_step(log, state, *, cfg, run, loss, speed):
     )
 
 
-def print_summary(cfg, run, state, started):
-    """The closing table: what ran, how fast, the val figures, the checkpoints this run leaves."""
+def print_summary(cfg, run, state, started, *, clock):
+    """The closing table: what ran (with a budget: what it bought), how fast, the val figures, the
+    checkpoints this run leaves."""
     elapsed, best = time.time() - started["t"], checkpoints.best_path(cfg.out_dir)
     ev, best_loss = state.ev or {}, state.best_val_loss
     if state.ev is not None:
@@ -535,10 +560,13 @@ def print_summary(cfg, run, state, started):
     tokens_per_s = run.tokens_per_iter * (state.iter_num - started["iter"]) / elapsed
     rows = [
         ("iterations", f"{started['iter']:,} -> {state.iter_num:,} of {cfg.max_iters:,}"),
+        ("tokens", f"{state.tokens_seen:,} trained on"),
         ("time", f"{elapsed / 60:.1f} min"),
         ("tokens/s", f"{tokens_per_s:,.0f} (evals included)"),
         ("best val loss", f"{best_loss:.4f} (ppl {math.exp(min(best_loss, 50)):.2f})"),
     ]
+    if cfg.max_minutes:
+        rows.insert(3, ("budget", clock.summary(state.time_spent)))
     if "val_nats_per_note" in ev:
         rows.append(("val nats/note", f"{ev['val_nats_per_note']:.3f} (every window of val)"))
     tb = f"tensorboard --logdir {os.path.join(cfg.out_dir, 'tb')}" if cfg.tensorboard else "off"
