@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import attributes
 import tokenizer
 from attributes import UNCOND_PREFIX, attribute_prefix
 from files import UserError
@@ -153,6 +154,44 @@ def scale_penalty(prompts, strength, vocab_size):
                 )
             row[1] += row[0]
     return penalty
+
+
+CHORD_SLOTS = attributes.PREFIX_SLOTS["chords"]
+STEPS = torch.zeros(tokenizer.VOCAB_SIZE, dtype=torch.long)  # the steps each id moves time on
+STEPS[tokenizer.OFFSET["TIME_ON"] :][: tokenizer.MAX_TIME_ON] = torch.arange(
+    1, tokenizer.MAX_TIME_ON + 1
+)
+
+
+def bar_steps(row):
+    """The bar's length in steps of a sequence (prefix, START, ...): its first meter's (the prefix's
+    meter slots, else the stream's first TIMESIG event), else 4/4's."""
+    ids = row.cpu().numpy()
+    at = np.flatnonzero(tokenizer.TOKEN_TYPE[ids[:-1]] == tokenizer.TYPE["TIMESIG_NUM"])
+    if not len(at):
+        return 4 * tokenizer.STEPS_PER_QUARTER
+    n = int(ids[at[0]]) - tokenizer.OFFSET["TIMESIG_NUM"] + 1
+    d = tokenizer.DENOMINATORS[int(ids[at[0] + 1]) - tokenizer.OFFSET["TIMESIG_DEN"]]
+    return max(1, round(n * 4 * tokenizer.STEPS_PER_QUARTER / d))
+
+
+def follow_bars(seq, start):
+    """model.stream's pin: each row's prefix with its chord slots turned to the bar its window now
+    starts in (training fills them from that bar on), the asked progression read back from the
+    slots as their shortest cycle -> (B', PREFIX_LEN)."""
+    P = tokenizer.PREFIX_LEN
+    out = seq[:, :P].clone()
+    none = tokenizer.OFFSET["CHORD_NONE"]
+    for b, row in enumerate(seq):
+        ids = row[CHORD_SLOTS].tolist()
+        if all(t == none for t in ids):
+            continue
+        period = next(
+            p for p in range(1, len(ids) + 1) if ids == [ids[i % p] for i in range(len(ids))]
+        )
+        bar = int(STEPS.to(row.device)[row[P:start]].sum()) // bar_steps(row)
+        out[b, CHORD_SLOTS] = torch.tensor([ids[(bar + i) % period] for i in range(len(ids))])
+    return out
 
 
 def instrument_masks(programs, vocab_size, device):
@@ -349,6 +388,7 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
         uncond_idx=uncond,
         guidance=sampling.guidance,
         keep_first=P,
+        pin=follow_bars,
         generator=generator,
     )
     # seq: the rows still sampling, active: their places in prompts

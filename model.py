@@ -340,7 +340,17 @@ class GPT(nn.Module):
         return Muon(groups, lr=learning_rate, betas=betas)
 
     @torch.no_grad()
-    def stream(self, idx, *, logits_hook=None, uncond_idx=None, guidance=1.0, keep_first=1, **pick):
+    def stream(
+        self,
+        idx,
+        *,
+        logits_hook=None,
+        uncond_idx=None,
+        guidance=1.0,
+        keep_first=1,
+        pin=None,
+        **pick,
+    ):
         """Sample after idx (B, T), one token per row per step: yields (B, 1) for as long as the
         caller asks, with one KV cache for the whole sample (call model.eval() first). pick: the
         keywords of sample_logits (temperature, top_k, top_p, generator). send(keep) instead of
@@ -351,7 +361,8 @@ class GPT(nn.Module):
         keep_first: tokens pinned in the context (the attribute prefix) when the sequence outgrows
         block_size; then the oldest half of the rest goes and the cache is recomputed in one pass,
         once every ~(block_size - keep_first) / 2 tokens (learned absolute positions change every
-        kept token's keys and values, so it cannot shift in place)."""
+        kept token's keys and values, so it cannot shift in place). pin(seq, start): the pinned
+        tokens (B', keep_first) of a window whose recent part starts at seq[:, start], or None."""
         B = idx.size(0)
         assert idx.size(1) >= 1, "generation needs a prompt of at least one token"
         block = self.config.block_size
@@ -366,7 +377,10 @@ class GPT(nn.Module):
 
         def refill(ctx_len):  # the cache for the window, in one forward pass -> next logits (B', V)
             cache.pos = 0
-            return self(pinned_window(seq, ctx_len, keep_first), kv_cache=cache)[0][:, -1]
+            window = pinned_window(seq, ctx_len, keep_first)
+            if pin is not None and ctx_len < seq.size(1):
+                window[:, :keep_first] = pin(seq, seq.size(1) - (ctx_len - keep_first))
+            return self(window, kv_cache=cache)[0][:, -1]
 
         def next_token(logits):  # each row's, its guidance twin taking it too -> (B or 2B, 1)
             logits = logits.float()

@@ -225,7 +225,7 @@ def render_wav(midi_path):
 
 def measured_facts(score):
     """What the notes of a tokenizer.Score say (describe.measure): length, tempo, meter, key,
-    instruments, texture, notes."""
+    instruments, chords bar by bar, texture, notes."""
     m = describe.measure(score)
     return {
         "length": f"{m['seconds']:.1f} s",
@@ -235,9 +235,16 @@ def measured_facts(score):
         "instruments": ", ".join(
             map(describe.instrument_name, describe.program_counts(score.notes))
         ),
+        "chords": bars_text(m["chords"]),
         "texture": f"{m['texture']}, {m['voices_per_instrument']:g} notes at once per instrument",
         "notes": str(len(score.notes)),
     }
+
+
+def bars_text(symbols, most=16):
+    """Chords per bar (symbols, None for a bar without one) -> 'C | G7 | - | Am', the first most."""
+    shown = " | ".join(c or "-" for c in symbols[:most])
+    return shown + (f" | ... ({len(symbols)} bars)" if len(symbols) > most else "") or "none"
 
 
 def sample_card(path, score, understood, title, *, folder, made, wav=None):

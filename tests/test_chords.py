@@ -81,3 +81,29 @@ def test_transposition_and_cycling():
     assert [chords.symbol(c) for c in chords.cycled([(0, "major"), (7, "major")], 5)] == [
         "C", "G", "C", "G", "C",
     ]  # fmt: skip
+
+
+def test_a_sliding_window_turns_the_chord_slots_to_its_bar():
+    """generation.follow_bars, model.stream's pin: the slots hold the chords from the bar the window
+    starts in, as training fills them, the asked progression read back as its shortest cycle."""
+    import torch
+
+    import attributes
+    import generation
+    import tokenizer as T
+
+    progression = [(0, "major"), (7, "major"), (9, "minor")]  # C G Am, cycled over 8 slots
+    prefix = attributes.attribute_prefix(
+        T.semantic_token(1), meter=(3, 4), chords=attributes.chord_slots(progression)
+    )
+    bar = [T.OFFSET["PROGRAM"], T.OFFSET["NOTE"] + 60, T.OFFSET["DURATION"] + 11]
+    bar += [T.OFFSET["TIME_ON"] + 35]  # one 3/4 bar: 36 steps
+    row = prefix + [T.START] + bar * 4  # four bars, then the window's recent part
+    plain = attributes.attribute_prefix(T.semantic_token(1), meter=(3, 4))
+    seq = torch.tensor([row, plain + [T.START] + bar * 4])
+    pinned = generation.follow_bars(seq, len(row))
+    got = attributes.read_prefix(pinned[0].tolist())["chords"]
+    assert got == [progression[(4 + i) % 3] for i in range(8)], "bar 4 of C G Am is G"
+    assert pinned[1].tolist() == plain, "a row without chords keeps its prefix"
+    at_start = generation.follow_bars(seq, len(prefix) + 1)
+    assert at_start[0].tolist() == prefix, "at bar 0 nothing turns"
