@@ -122,7 +122,9 @@ def path_samples(model, jobs, path, *, n, sampling, lab):
         requests = [job["request"] for job in jobs]
         rows = [row for r in requests for row in r.rows(n, header=lab.get("header", True))]
         programs = [p for r in requests for p in r.programs(n, lab.get("any_instrument", False))]
-        changed = {k: lab[k] for k in ("guidance", "key_strength", "turns") if k in lab}
+        changed = {
+            k: lab[k] for k in ("guidance", "key_strength", "chord_strength", "turns") if k in lab
+        }
         flat = batched(model, rows, replace(at_length, **changed), programs)
     else:
         rows = [prompt_row(None, job["request"].asked_prefix(), header=False) for job in jobs]
@@ -136,8 +138,8 @@ def path_words(sampling, lab, paths):
     words = {
         "user": f"`sample.py --prompt P --seconds {USER_SECONDS:g}` with its defaults: the nearest "
         f"semantic token, guidance {d.guidance:g}, top-p {d.top_p:g}, key strength "
-        f"{d.key_strength:g}, the opening meter and tempo, notes only on the asked instruments, "
-        "each of several in turn"
+        f"{d.key_strength:g}, chord strength {d.chord_strength:g}, the opening meter and tempo, "
+        "notes only on the asked instruments, each of several in turn"
         + (f"; **lab settings instead of the defaults: {lab}**" if lab else ""),
         "model": "the attribute prefix alone (semantic token unspecified), guidance "
         f"{sampling.guidance:g}, {sampling.max_new_tokens} new tokens, nothing forced",
@@ -146,3 +148,18 @@ def path_words(sampling, lab, paths):
         "the prompts)",
     }
     return {path: words[path] for path in paths}
+
+
+def lab_settings(s):
+    """evaluate.py's lab settings given (only those), by the names the user's path takes them."""
+    user = dict(
+        semantic_from=s.semantic_from,
+        min_cosine=s.min_cosine,
+        guidance=s.user_guidance,
+        key_strength=s.key_strength,
+        chord_strength=s.chord_strength,
+        turns=False if s.no_turns else None,
+        any_instrument=s.any_instrument or None,
+        header=False if s.no_header else None,
+    )
+    return {k: v for k, v in user.items() if v is not None}

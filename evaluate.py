@@ -123,6 +123,7 @@ class Settings:
     min_cosine: float | None = flag(None, lab=True, type=float, check=dict(low=-1, high=1))
     user_guidance: float | None = flag(None, lab=True, type=float, check=GUIDANCE)
     key_strength: float | None = flag(None, lab=True, type=float, check=dict(low=0, note="0 = off"))
+    chord_strength: float | None = flag(None, lab=True, type=float, check=dict(low=0))
     no_turns: bool = flag(False, lab=True)
     any_instrument: bool = flag(False, lab=True)
     no_header: bool = flag(False, lab=True)
@@ -139,20 +140,6 @@ class Settings:
             dtype=dtype,
             **kwargs,
         )
-
-
-def lab_settings(s):
-    """The lab settings given (only those), by the names the user's path takes them."""
-    user = dict(
-        semantic_from=s.semantic_from,
-        min_cosine=s.min_cosine,
-        guidance=s.user_guidance,
-        key_strength=s.key_strength,
-        turns=False if s.no_turns else None,
-        any_instrument=s.any_instrument or None,
-        header=False if s.no_header else None,
-    )
-    return {k: v for k, v in user.items() if v is not None}
 
 
 @dataclass
@@ -366,7 +353,7 @@ def control_rows(model, jobs, *, sampling, settings, yardsticks):
     """Every job's samples on each path, scored -> [row per sample]. yardsticks: the rhythm
     classifiers, the GM programs trained on, the polyphony thresholds, the ensemble ranges."""
     classifiers, seen, polyphony_p95, ensemble = yardsticks
-    rows, n, lab = [], settings.control_samples, lab_settings(settings)
+    rows, n, lab = [], settings.control_samples, control.lab_settings(settings)
     for path in tqdm(settings.path_list(), desc="control paths", unit="path", disable=None):
         t0 = time.time()
         samples = control.path_samples(model, jobs, path, n=n, sampling=sampling, lab=lab)
@@ -406,7 +393,7 @@ def measure_control(model, data, ckpt, setup, *, settings):
     ensemble = texture.yardstick(real["val"], control.USER_SECONDS)
     stats = {split: [piece_stats(score) for score in scores] for split, scores in real.items()}
     sampling = s.sampling(setup.dtype, guidance=s.control_guidance, seed=s.seed)
-    sets, seen, lab = control.prompt_sets(s.prompts), data["programs_seen"], lab_settings(s)
+    sets, seen, lab = control.prompt_sets(s.prompts), data["programs_seen"], control.lab_settings(s)
     jobs = control.jobs(ckpt, sets, data_dir=setup.data_dir, seed=s.seed, lab=lab)
     rows = control_rows(
         model, jobs, sampling=sampling, settings=s, yardsticks=(classifiers, seen, p95, ensemble)

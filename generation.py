@@ -194,6 +194,32 @@ def follow_bars(seq, start):
     return out
 
 
+def chord_plans(prompts):
+    """Per row, the chord tones (root, third, fifth) planned for each bar of its chord slots' cycle
+    -> (tones (B, 8, 12) bool, period (B,), bar length in steps (B,)); a row without chords has
+    every pitch class in every bar."""
+    slots = attributes.PREFIX_SLOTS["chords"]
+    tones = torch.ones(len(prompts), slots.stop - slots.start, 12, dtype=torch.bool)
+    period, bar = (
+        torch.ones(len(prompts), dtype=torch.long),
+        torch.ones(len(prompts), dtype=torch.long),
+    )
+    for b, prompt in enumerate(prompts):
+        planned = attributes.chords_of(list(prompt[slots]))
+        if not planned:
+            continue
+        ids = list(prompt[slots])
+        period[b] = next(
+            p for p in range(1, len(ids) + 1) if ids == [ids[i % p] for i in range(len(ids))]
+        )
+        bar[b] = bar_steps(torch.as_tensor(list(prompt)))
+        for i, c in enumerate(planned):
+            if c:
+                tones[b, i] = False
+                tones[b, i, [(c[0] + k) % 12 for k in (0, 3 if c[1] == "minor" else 4, 7)]] = True
+    return tones, period, bar
+
+
 def instrument_masks(programs, vocab_size, device):
     """programs: per row, the instruments asked (GM programs, DRUMS) or None -> (plays, turns), or
     (None, None) when no row asks: plays (B, vocab_size) is False on the PROGRAM ids a row may not
@@ -210,7 +236,7 @@ def instrument_masks(programs, vocab_size, device):
     return plays.to(device), turns.to(device) if turns.any() else None
 
 
-def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True):
+def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True, chords=None):
     """A model.stream logits_hook that leaves only the ids tokenizer.py's grammar allows after each
     row's last token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed.
     programs: per row, the only instruments (GM programs, DRUMS) its notes may be played on, or None
@@ -218,7 +244,8 @@ def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True)
     hook.start is made at least as likely as the likeliest asked one, so that each of several gets
     its turn). penalty: (B, 2, vocab_size) added to each row's logits where its note is pitched (not
     after the drums' PROGRAM), [:, 1] for its first OPENING_NOTES notes after hook.start, [:, 0]
-    after them; or None (scale_penalty)."""
+    after them; or None (scale_penalty). chords: (chord_plans(prompts), strength): a pitched note
+    off the chord tones planned for its bar loses strength nats on a beat, half of it between."""
     V, T = tokenizer.VOCAB_SIZE, tokenizer.TYPE
     # (V,)
     special = np.isin(
@@ -254,11 +281,27 @@ def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True)
             played = ((new >= notes) & (new < notes + 128)).sum(1)  # (B',)
             chosen = penalty[hook.rows, (played < OPENING_NOTES).long()]  # (B', vocab)
             logits = logits + chosen * (tokens[:, -1:] != drums)  # (B', vocab)
+        if chords is not None:
+            logits = logits + chord_penalty(tokens, hook.rows) * (tokens[:, -1:] != drums)
         return logits.masked_fill(~ok, float("-inf"))  # (B', vocab)
+
+    def chord_penalty(tokens, rows):  # (B', vocab): -strength off the chord planned for the bar
+        (tones, period, bar), strength = chords
+        step = STEPS.to(tokens.device)[tokens].sum(1).cpu()  # (B',) where the next note sounds
+        slot = (step // bar[rows]) % period[rows]  # (B',)
+        off = ~tones[rows, slot]  # (B', 12)
+        weight = torch.where(step % tokenizer.STEPS_PER_QUARTER == 0, strength, strength / 2)
+        out = torch.zeros(len(rows), vocab_size)
+        out[:, notes : notes + 128] = -(off.repeat(1, 11)[:, :128] * weight[:, None])
+        return out.to(tokens.device)
 
     hook.start = 0  # where a row's own notes begin (generate_tokens: the prompt's length)
     hook.rows = torch.arange(
-        max(len(programs) if programs is not None else 0, len(penalty) if pitched else 0)
+        max(
+            len(programs) if programs is not None else 0,
+            len(penalty) if pitched else 0,
+            len(chords[0][0]) if chords is not None else 0,
+        )
     )
     return hook
 
@@ -304,6 +347,7 @@ class Sampling:
     key_strength: float = (
         0.0  # nats taken from notes off the asked key's scale (scale_penalty); 0 = off
     )
+    chord_strength: float = 0.0  # nats taken from notes off the bar's planned chord; 0 = off
     turns: bool = True  # each of several asked instruments gets its turn (grammar_hook)
     seed: int | None = None
     dtype: str = "float32"  # autocast dtype name (model.autocast)
@@ -312,7 +356,13 @@ class Sampling:
 # sample.py's defaults: its flags read them from here, and so do evaluate.py's user path and the
 # local app (a change here moves all three)
 SAMPLE_DEFAULTS = Sampling(
-    max_new_tokens=512, temperature=1.0, top_k=None, top_p=0.95, guidance=1.0, key_strength=4.0
+    max_new_tokens=512,
+    temperature=1.0,
+    top_k=None,
+    top_p=0.95,
+    guidance=1.0,
+    key_strength=4.0,
+    chord_strength=3.0,
 )
 SECONDS_MAX_NEW_TOKENS = (
     4096  # the token budget of a sample that stops at --seconds (about 70 s of a busy piece)
@@ -331,6 +381,7 @@ def user_sampling(
     top_p=None,
     guidance=None,
     key_strength=None,
+    chord_strength=None,
 ):
     """What sample.py's flags (or the app's fields) ask for -> Sampling: SAMPLE_DEFAULTS for each
     one that is None; top_k 0 is off; the token cap is SECONDS_MAX_NEW_TOKENS when seconds end the
@@ -341,6 +392,7 @@ def user_sampling(
         top_p=top_p,
         guidance=guidance,
         key_strength=key_strength,
+        chord_strength=chord_strength,
     )
     chosen = replace(SAMPLE_DEFAULTS, **{k: v for k, v in asked.items() if v is not None})
     cap = max_new_tokens or (SECONDS_MAX_NEW_TOKENS if seconds else SAMPLE_DEFAULTS.max_new_tokens)
@@ -377,7 +429,15 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
     V, penalty = model.config.vocab_size, None
     if sampling.key_strength:
         penalty = scale_penalty(prompts, sampling.key_strength, V)
-    hook = grammar_hook(V, device, programs, penalty=penalty, turns=sampling.turns)
+    plans = chord_plans(prompts) if sampling.chord_strength else None
+    hook = grammar_hook(
+        V,
+        device,
+        programs,
+        penalty=penalty,
+        turns=sampling.turns,
+        chords=plans and (plans, sampling.chord_strength),
+    )
     hook.start = prompt.size(1)
     steps = model.stream(
         prompt,

@@ -113,6 +113,13 @@ def add_sampling_flags(p):
         "= off",
     )
     p.add_argument(
+        "--chord_strength",
+        type=float,
+        default=SAMPLE_DEFAULTS.chord_strength,
+        help="when chords are asked: nats taken from each note off its bar's chord on a beat, half "
+        "between; 0 = off",
+    )
+    p.add_argument(
         "--seed", type=int, help="default: a random one, printed and put in the file names"
     )
 
@@ -156,6 +163,7 @@ def check_args(args):
     check_range("--top_p", args.top_p, low=0, high=1, low_open=True, note="1 = off")
     check_range("--guidance", args.guidance, low=0, note="1 = off, 0 = unconditional")
     check_range("--key_strength", args.key_strength, low=0, note="0 = off")
+    check_range("--chord_strength", args.chord_strength, low=0, note="0 = off")
     if args.seed is not None:
         check_range("--seed", args.seed, low=0, high=2**32 - 1)
     check_device(args.device, "--device")
@@ -229,6 +237,7 @@ def main(argv=None):
         top_p=args.top_p,
         guidance=args.guidance,
         key_strength=args.key_strength,
+        chord_strength=args.chord_strength,
     )
     rows = req.rows(args.num_samples, prime)
     programs = req.programs(args.num_samples, args.any_instrument)

@@ -107,3 +107,37 @@ def test_a_sliding_window_turns_the_chord_slots_to_its_bar():
     assert pinned[1].tolist() == plain, "a row without chords keeps its prefix"
     at_start = generation.follow_bars(seq, len(prefix) + 1)
     assert at_start[0].tolist() == prefix, "at bar 0 nothing turns"
+
+
+def test_chord_strength_takes_nats_from_notes_off_the_bars_chord():
+    """generation.grammar_hook with chord_plans: on a beat a note off the planned chord loses the
+    whole strength, between beats half of it; the next bar has the next chord; drums are free."""
+    import torch
+
+    import attributes
+    import generation
+    import tokenizer as T
+
+    progression = [(0, "major"), (9, "minor")]  # C, Am
+    prefix = attributes.attribute_prefix(
+        T.semantic_token(1), meter=(4, 4), chords=attributes.chord_slots(progression)
+    )
+    start = prefix + [T.START, T.OFFSET["PROGRAM"]]
+    plans = generation.chord_plans([start])
+    hook = generation.grammar_hook(T.VOCAB_SIZE, "cpu", chords=(plans, 3.0))
+    hook.start = len(prefix) + 1
+    note = lambda p: T.OFFSET["NOTE"] + p  # noqa: E731
+
+    def penalty(tokens):
+        out = hook(torch.tensor([tokens]), torch.zeros(1, T.VOCAB_SIZE))[0]
+        return {p: float(out[note(p)]) for p in (60, 62, 64, 67, 69)}
+
+    assert penalty(start) == {60: 0.0, 62: -3.0, 64: 0.0, 67: 0.0, 69: -3.0}, "C on bar 1's beat"
+    eighth = [T.OFFSET["PROGRAM"], note(60), T.OFFSET["DURATION"] + 5, T.OFFSET["TIME_ON"] + 5]
+    assert penalty(start[:-1] + eighth + [T.OFFSET["PROGRAM"]])[62] == -1.5, "between beats"
+    bar = [T.OFFSET["PROGRAM"], note(60), T.OFFSET["DURATION"] + 47, T.OFFSET["TIME_ON"] + 47]
+    assert penalty(start[:-1] + bar + [T.OFFSET["PROGRAM"]]) == {
+        60: 0.0, 62: -3.0, 64: 0.0, 67: -3.0, 69: 0.0,
+    }, "Am on bar 2"  # fmt: skip
+    drums = start[:-1] + [T.OFFSET["PROGRAM"] + T.DRUMS]
+    assert set(penalty(drums).values()) == {0.0}
