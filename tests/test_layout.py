@@ -28,6 +28,7 @@ LAYERS = {
     "tokenizer": 3,
     "describe": 4,
     "chords": 4,
+    "chordwords": 5,
     "words": 5,
     "render": 5,
     "texture": 5,
