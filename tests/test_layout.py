@@ -28,6 +28,7 @@ LAYERS = {
     "tokenizer": 3,
     "describe": 5,
     "chords": 4,
+    "chordwords": 5,
     "words": 6,
     "render": 6,
     "texture": 6,
