@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import chords
+import chordwords
 import describe
 import tokenizer
 import words
@@ -200,14 +201,21 @@ ATTRIBUTES = (
         decode=chords_of,
         dropout=("chords_dropout", 0.3),
         argument=lambda progression: chord_slots(progression) if progression else None,
-        spoken=chords.progression_text,
+        asked=("chords",),
+        words=chordwords.read_chords,
+        read_flag=lambda text: {"chords": chordwords.parse_chords(text)},
+        help="a progression, cycled bar by bar: 'C G Am F', 'Am, Dm, E7', 'I-IV-V in G'; "
+        "overrides the prompt",
+        placeholder="C G Am F",
+        said=lambda asked: asked["chords"] and chords.progression_text(asked["chords"]),
+        spoken=lambda slots: chords.progression_text(chords.shortest_cycle(slots)),
         rows=("chords",),
         per_prompt=("chords",),
     ),
 )
 # The order a person meets the attributes in: sample.py's flags, the app's fields, what a prompt was
 # read into (--dry_run's line).
-ASKED_ORDER = ("tempo", "meter", "key", "instruments")
+ASKED_ORDER = ("tempo", "meter", "key", "instruments", "chords")
 # Besides each slot's, the probability of dropping the whole prefix at once (classifier-free
 # guidance).
 PREFIX_DROPOUT = ("prefix_dropout", 0.1)

@@ -94,6 +94,14 @@ def progression_text(chords):
     return " ".join(symbol(c) if c else "-" for c in chords)
 
 
+def shortest_cycle(items):
+    """The shortest run whose repeats make the list: C G Am C G Am C G -> C G Am (what cycled made
+    of a progression, read back)."""
+    items = list(items)
+    period = next(p for p in range(1, len(items) + 1) if items == cycled(items[:p], len(items)))
+    return items[:period]
+
+
 def cycled(chords, n=MAX_CHORDS):
     """A progression repeated bar by bar to fill n bars: C G Am F -> C G Am F C G Am F."""
     return [chords[i % len(chords)] for i in range(n)] if chords else []

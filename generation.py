@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 import attributes
+import chords
 import tokenizer
 from attributes import UNCOND_PREFIX, attribute_prefix
 from files import UserError
@@ -186,9 +187,7 @@ def follow_bars(seq, start):
         ids = row[CHORD_SLOTS].tolist()
         if all(t == none for t in ids):
             continue
-        period = next(
-            p for p in range(1, len(ids) + 1) if ids == [ids[i % p] for i in range(len(ids))]
-        )
+        period = len(chords.shortest_cycle(ids))
         bar = int(STEPS.to(row.device)[row[P:start]].sum()) // bar_steps(row)
         out[b, CHORD_SLOTS] = torch.tensor([ids[(bar + i) % period] for i in range(len(ids))])
     return out
@@ -209,15 +208,28 @@ def chord_plans(prompts):
         if not planned:
             continue
         ids = list(prompt[slots])
-        period[b] = next(
-            p for p in range(1, len(ids) + 1) if ids == [ids[i % p] for i in range(len(ids))]
-        )
+        period[b] = len(chords.shortest_cycle(ids))
         bar[b] = bar_steps(torch.as_tensor(list(prompt)))
         for i, c in enumerate(planned):
             if c:
                 tones[b, i] = False
                 tones[b, i, [(c[0] + k) % 12 for k in (0, 3 if c[1] == "minor" else 4, 7)]] = True
     return tones, period, bar
+
+
+def chord_penalty(tokens, rows, plan, *, vocab_size):
+    """(B', vocab_size) to add to the logits: -strength on the NOTE ids off the chord planned for
+    the bar each row's next note sounds in (strength on a beat, half between). plan:
+    (chord_plans(prompts), strength); rows: the prompts' rows still sampling."""
+    (tones, period, bar), strength = plan
+    step = STEPS.to(tokens.device)[tokens].sum(1).cpu()  # (B',) where the next note sounds
+    slot = (step // bar[rows]) % period[rows]  # (B',)
+    off = ~tones[rows, slot]  # (B', 12)
+    weight = torch.where(step % tokenizer.STEPS_PER_QUARTER == 0, strength, strength / 2)
+    out = torch.zeros(len(rows), vocab_size)
+    notes = tokenizer.OFFSET["NOTE"]
+    out[:, notes : notes + 128] = -(off.repeat(1, 11)[:, :128] * weight[:, None])
+    return out.to(tokens.device)
 
 
 def instrument_masks(programs, vocab_size, device):
@@ -236,7 +248,7 @@ def instrument_masks(programs, vocab_size, device):
     return plays.to(device), turns.to(device) if turns.any() else None
 
 
-def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True, chords=None):
+def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True, chord_plan=None):
     """A model.stream logits_hook that leaves only the ids tokenizer.py's grammar allows after each
     row's last token. Ids >= tokenizer.VOCAB_SIZE (a model vocab rounded up) are never allowed.
     programs: per row, the only instruments (GM programs, DRUMS) its notes may be played on, or None
@@ -244,8 +256,8 @@ def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True,
     hook.start is made at least as likely as the likeliest asked one, so that each of several gets
     its turn). penalty: (B, 2, vocab_size) added to each row's logits where its note is pitched (not
     after the drums' PROGRAM), [:, 1] for its first OPENING_NOTES notes after hook.start, [:, 0]
-    after them; or None (scale_penalty). chords: (chord_plans(prompts), strength): a pitched note
-    off the chord tones planned for its bar loses strength nats on a beat, half of it between."""
+    after them; or None (scale_penalty). chord_plan: (chord_plans(prompts), strength): a pitched
+    note off the chord tones planned for its bar loses strength nats on a beat, half between."""
     V, T = tokenizer.VOCAB_SIZE, tokenizer.TYPE
     # (V,)
     special = np.isin(
@@ -281,26 +293,17 @@ def grammar_hook(vocab_size, device, programs=None, *, penalty=None, turns=True,
             played = ((new >= notes) & (new < notes + 128)).sum(1)  # (B',)
             chosen = penalty[hook.rows, (played < OPENING_NOTES).long()]  # (B', vocab)
             logits = logits + chosen * (tokens[:, -1:] != drums)  # (B', vocab)
-        if chords is not None:
-            logits = logits + chord_penalty(tokens, hook.rows) * (tokens[:, -1:] != drums)
+        if chord_plan is not None:
+            off = chord_penalty(tokens, hook.rows, chord_plan, vocab_size=vocab_size)
+            logits = logits + off * (tokens[:, -1:] != drums)
         return logits.masked_fill(~ok, float("-inf"))  # (B', vocab)
-
-    def chord_penalty(tokens, rows):  # (B', vocab): -strength off the chord planned for the bar
-        (tones, period, bar), strength = chords
-        step = STEPS.to(tokens.device)[tokens].sum(1).cpu()  # (B',) where the next note sounds
-        slot = (step // bar[rows]) % period[rows]  # (B',)
-        off = ~tones[rows, slot]  # (B', 12)
-        weight = torch.where(step % tokenizer.STEPS_PER_QUARTER == 0, strength, strength / 2)
-        out = torch.zeros(len(rows), vocab_size)
-        out[:, notes : notes + 128] = -(off.repeat(1, 11)[:, :128] * weight[:, None])
-        return out.to(tokens.device)
 
     hook.start = 0  # where a row's own notes begin (generate_tokens: the prompt's length)
     hook.rows = torch.arange(
         max(
             len(programs) if programs is not None else 0,
             len(penalty) if pitched else 0,
-            len(chords[0][0]) if chords is not None else 0,
+            len(chord_plan[0][0]) if chord_plan is not None else 0,
         )
     )
     return hook
@@ -413,6 +416,18 @@ def row_generators(seed, n, device="cpu"):
     return [torch.Generator(device).manual_seed(seed * 10_007 + i) for i in range(n)]
 
 
+def sampling_hook(prompts, sampling, vocab_size, device, *, programs=None):
+    """The grammar_hook of a batch: its instruments, and the key and chord strengths it asks."""
+    penalty = plans = None
+    if sampling.key_strength:
+        penalty = scale_penalty(prompts, sampling.key_strength, vocab_size)
+    if sampling.chord_strength:
+        plans = (chord_plans(prompts), sampling.chord_strength)
+    return grammar_hook(
+        vocab_size, device, programs, penalty=penalty, turns=sampling.turns, chord_plan=plans
+    )
+
+
 def generate_tokens(model, prompts, sampling, *, programs=None):
     """prompts: rows of equal length, each an attribute prefix then START ... (prompt_row) -> one
     int64 array per row: [prompt ..., new tokens ..., END]. Sampling goes on until every row has
@@ -426,18 +441,7 @@ def generate_tokens(model, prompts, sampling, *, programs=None):
     uncond = prompt.clone()
     uncond[:, :P] = torch.from_numpy(UNCOND_PREFIX)  # (B, T)
     generator = row_generators(sampling.seed, len(prompts), device)
-    V, penalty = model.config.vocab_size, None
-    if sampling.key_strength:
-        penalty = scale_penalty(prompts, sampling.key_strength, V)
-    plans = chord_plans(prompts) if sampling.chord_strength else None
-    hook = grammar_hook(
-        V,
-        device,
-        programs,
-        penalty=penalty,
-        turns=sampling.turns,
-        chords=plans and (plans, sampling.chord_strength),
-    )
+    hook = sampling_hook(prompts, sampling, model.config.vocab_size, device, programs=programs)
     hook.start = prompt.size(1)
     steps = model.stream(
         prompt,

@@ -199,13 +199,15 @@ def sample_logits(logits, *, temperature=1.0, top_k=None, top_p=None, generator=
     return index.clamp(max=probs.size(-1) - 1)  # (B, 1) inverse of the CDF
 
 
-def pinned_window(seq, length, keep_first):
+def pinned_window(seq, length, keep_first, pin=None):
     """The context of a sequence seq (B, t) that outgrew it: its first keep_first tokens, then its
-    last ones -> (B, length)."""
+    last ones -> (B, length). pin(seq, start) -> (B, keep_first), where given: the pinned tokens of
+    a window whose last ones start at seq[:, start] (say, a prefix whose slots follow the music)."""
     if length == seq.size(1):
         return seq
     n_tail = length - keep_first
-    return torch.cat([seq[:, :keep_first], seq[:, -n_tail:]], dim=1)
+    first = seq[:, :keep_first] if pin is None else pin(seq, seq.size(1) - n_tail)
+    return torch.cat([first, seq[:, -n_tail:]], dim=1)
 
 
 class GPT(nn.Module):
@@ -340,17 +342,7 @@ class GPT(nn.Module):
         return Muon(groups, lr=learning_rate, betas=betas)
 
     @torch.no_grad()
-    def stream(
-        self,
-        idx,
-        *,
-        logits_hook=None,
-        uncond_idx=None,
-        guidance=1.0,
-        keep_first=1,
-        pin=None,
-        **pick,
-    ):
+    def stream(self, idx, *, logits_hook=None, uncond_idx=None, guidance=1.0, keep_first=1, **pick):
         """Sample after idx (B, T), one token per row per step: yields (B, 1) for as long as the
         caller asks, with one KV cache for the whole sample (call model.eval() first). pick: the
         keywords of sample_logits (temperature, top_k, top_p, generator). send(keep) instead of
@@ -361,9 +353,8 @@ class GPT(nn.Module):
         keep_first: tokens pinned in the context (the attribute prefix) when the sequence outgrows
         block_size; then the oldest half of the rest goes and the cache is recomputed in one pass,
         once every ~(block_size - keep_first) / 2 tokens (learned absolute positions change every
-        kept token's keys and values, so it cannot shift in place). pin(seq, start): the pinned
-        tokens (B', keep_first) of a window whose recent part starts at seq[:, start], or None."""
-        B = idx.size(0)
+        kept token's keys and values, so it cannot shift in place). pick["pin"]: pinned_window's."""
+        B, pin = idx.size(0), pick.pop("pin", None)
         assert idx.size(1) >= 1, "generation needs a prompt of at least one token"
         block = self.config.block_size
         assert 0 <= keep_first < block, f"keep_first {keep_first} must be below block_size {block}"
@@ -377,10 +368,7 @@ class GPT(nn.Module):
 
         def refill(ctx_len):  # the cache for the window, in one forward pass -> next logits (B', V)
             cache.pos = 0
-            window = pinned_window(seq, ctx_len, keep_first)
-            if pin is not None and ctx_len < seq.size(1):
-                window[:, :keep_first] = pin(seq, seq.size(1) - (ctx_len - keep_first))
-            return self(window, kv_cache=cache)[0][:, -1]
+            return self(pinned_window(seq, ctx_len, keep_first, pin), kv_cache=cache)[0][:, -1]
 
         def next_token(logits):  # each row's, its guidance twin taking it too -> (B or 2B, 1)
             logits = logits.float()

@@ -254,7 +254,9 @@ def understand(prompt=None, flags=None, *, token=None, data_dir):
     elif token and str(token).isdigit():
         token = tokenizer.semantic_name(token)
     asked = asked_attributes(prompt, flags)
-    return dict(token=token, cosine=cosine, **{k: asked[k] for k in attributes.ASKED_FIELDS})
+    shown = {k: asked[k] for k in attributes.ASKED_FIELDS}
+    shown["chords"] = shown["chords"] and [chords.symbol(c) for c in shown["chords"]]  # as written
+    return dict(token=token, cosine=cosine, **shown)
 
 
 def prefix_attributes(asked, seed, programs_seen=None):

@@ -18,6 +18,7 @@ import wave
 import mido
 import numpy as np
 
+import chords
 import describe
 import tokenizer
 from files import UserError, folder_lock, write_atomic
@@ -268,6 +269,8 @@ def understood_facts(understood):
     only, with instruments by name, as measured_facts names them."""
 
     def text(name, value):
+        if name == "chords":  # (root, quality) pairs
+            return chords.progression_text(value)
         if name == "instruments":  # GM program numbers (or names a caller already wrote)
             return ", ".join(
                 describe.instrument_name(v) if isinstance(v, int) else str(v) for v in value

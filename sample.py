@@ -199,6 +199,19 @@ def load(args):
     return model, ckpt, device, dtype
 
 
+# the flags user_sampling reads (SAMPLE_DEFAULTS where one is left out)
+SAMPLING_FLAGS = (
+    "seconds",
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "guidance",
+    "key_strength",
+    "chord_strength",
+)
+
+
 def main(argv=None):
     args = parse_args(argv)
     flags = {name: getattr(args, name) for name in attributes.FLAGS}
@@ -228,16 +241,7 @@ def main(argv=None):
         + (f", continuing {args.prime} ({len(prime)} tokens)" if args.prime else "")
     )
     sampling = user_sampling(
-        seed=req.seed,
-        dtype=dtype,
-        seconds=args.seconds,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        guidance=args.guidance,
-        key_strength=args.key_strength,
-        chord_strength=args.chord_strength,
+        seed=req.seed, dtype=dtype, **{name: getattr(args, name) for name in SAMPLING_FLAGS}
     )
     rows = req.rows(args.num_samples, prime)
     programs = req.programs(args.num_samples, args.any_instrument)

@@ -87,6 +87,7 @@ def generate(client, **fields):
             meter="",
             key="",
             instruments="",
+            chords="",
             guidance=1.0,
             temperature=1.0,
             seconds=5,

@@ -41,8 +41,8 @@ def test_the_derived_layout_is_the_one_prepared_folders_and_checkpoints_hold():
         "key_source",
         "bar_steps",
     )
-    assert A.FLAGS == ("tempo", "meter", "key", "instruments")
-    assert A.ASKED_FIELDS == ("tempo_bpm", "meter", "key", "mode", "instruments")
+    assert A.FLAGS == ("tempo", "meter", "key", "instruments", "chords")
+    assert A.ASKED_FIELDS == ("tempo_bpm", "meter", "key", "mode", "instruments", "chords")
     assert A.DROPOUTS == dict(
         cond_dropout=0.1,
         key_dropout=0.3,

@@ -19,14 +19,6 @@ from files import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTIONS = [json.loads(line) for line in (ROOT / "tests/data/captions.jsonl").open()]
-# Two captions' filed chord lists leave out the "A" that their own chord sentence names ("Chords
-# E, A, B and C#m make it powerful"): an A between commas in a chord list is the chord, so these
-# are read against the list the sentence names. test_label_fixes_are_what_the_captions_say checks
-# each against its caption.
-LABEL_FIXES = {
-    "Chords E, A, B and C#m make it": ["E", "A", "B", "C#m"],
-    "The chords C#m7, A and B keep it": ["C#m7", "A", "B"],
-}
 
 
 def read(text):
@@ -40,20 +32,11 @@ def symbols(chord_list):
 
 
 def expected_of(entry):
-    fixes = [v for k, v in LABEL_FIXES.items() if k in entry["caption"]]
-    return fixes[0] if fixes else entry["chords"]
+    return entry["chords"]
 
 
 # -----------------------------------------------------------------------------
 # captions
-
-
-def test_label_fixes_are_what_the_captions_say():
-    for phrase, fixed in LABEL_FIXES.items():
-        holders = [c for c in CAPTIONS if phrase in c["caption"]]
-        assert len(holders) == 1, phrase
-        said = re.findall(r"[\w#]+", phrase)
-        assert [w for w in said if w in fixed] == fixed, phrase  # named there, in this order
 
 
 @pytest.mark.parametrize("entry", CAPTIONS, ids=lambda c: c["caption"][:40])

@@ -124,7 +124,7 @@ def test_chord_strength_takes_nats_from_notes_off_the_bars_chord():
     )
     start = prefix + [T.START, T.OFFSET["PROGRAM"]]
     plans = generation.chord_plans([start])
-    hook = generation.grammar_hook(T.VOCAB_SIZE, "cpu", chords=(plans, 3.0))
+    hook = generation.grammar_hook(T.VOCAB_SIZE, "cpu", chord_plan=(plans, 3.0))
     hook.start = len(prefix) + 1
     note = lambda p: T.OFFSET["NOTE"] + p  # noqa: E731
 

@@ -75,7 +75,7 @@ def test_a_token_alone_takes_every_attribute_from_one_of_its_pieces(ckpt):
     assert {k: req.prefix[k] for k in PIECES[0][0]} == PIECES[0][0]
     assert req.followed == PIECES[0][0]
     assert req.followed_line() == (
-        "SEMANTIC_TOKEN_0 -> 60 bpm, 3/4, A minor, Violin, Viola, Cello "
+        "SEMANTIC_TOKEN_0 -> 60 bpm, 3/4, A minor, Violin, Viola, Cello, Am E "
         "(from one of its pieces; name them to choose)"
     )
     # the seed chooses the piece; one seed, one piece; across seeds, each of the token's pieces

@@ -144,7 +144,9 @@ def test_dry_run_prints_one_json_line_without_a_checkpoint(clustered_dir, tmp_pa
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1
     got = json.loads(lines[0])
-    assert list(got) == ["token", "cosine", "tempo_bpm", "meter", "key", "mode", "instruments"]
+    assert list(got) == [
+        "token", "cosine", "tempo_bpm", "meter", "key", "mode", "instruments", "chords"
+    ]  # fmt: skip
     assert got["token"] == "SEMANTIC_TOKEN_0" and 0.3 < got["cosine"] <= 1.0
     assert (got["tempo_bpm"], got["meter"], got["key"], got["mode"]) == (
         66,
