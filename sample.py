@@ -113,7 +113,7 @@ def add_sampling_flags(p):
         "= off",
     )
     p.add_argument(
-        "--seed", type=int, help="default: a random one, printed and put in the file names"
+        "--seed", help="a whole number; default: a random one, printed and put in the file names"
     )
 
 
@@ -140,6 +140,7 @@ def check_args(args):
         "ckpt",
         "data_dir",
         "sample_dir",
+        "seed",
         *attributes.FLAGS,
     ):
         check_text(f"--{name}", getattr(args, name))  # --tempo "" is a mistake, not "no tempo"
@@ -156,8 +157,7 @@ def check_args(args):
     check_range("--top_p", args.top_p, low=0, high=1, low_open=True, note="1 = off")
     check_range("--guidance", args.guidance, low=0, note="1 = off, 0 = unconditional")
     check_range("--key_strength", args.key_strength, low=0, note="0 = off")
-    if args.seed is not None:
-        check_range("--seed", args.seed, low=0, high=2**32 - 1)
+    args.seed = prompt.read_seed(args.seed)  # the app's seed field takes the same check
     check_device(args.device, "--device")
 
 
@@ -204,6 +204,7 @@ def main(argv=None):
     asked = prompt.asked_attributes(args.prompt, flags)
     sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
     check_output_folder(sample_dir)
+    dataset.check_outside_midi(sample_dir, "--sample_dir")
     model, ckpt, device, dtype = load(args)
     data_dir = checkpoints.data_dir(ckpt, args.data_dir)
     req = prompt.request(
