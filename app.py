@@ -53,12 +53,12 @@ def parse_args(argv=None):
 
 def load(args):
     """The model, and what every request needs beside it: a dict, read by make_piece."""
+    folder = os.path.abspath(args.results_dir or os.path.join(args.out_dir, "app"))
+    check_output_folder(folder)  # before the model loads
+    dataset.check_outside_midi(folder, "--results_dir")
     device, _, dtype = pick_device(args.device, args.dtype)
     model, ckpt = checkpoints.load_model(checkpoints.chosen(args.out_dir, args.ckpt), device)
     data_dir = checkpoints.data_dir(ckpt, args.data_dir)
-    folder = os.path.abspath(args.results_dir or os.path.join(args.out_dir, "app"))
-    check_output_folder(folder)
-    dataset.check_outside_midi(folder, "--results_dir")
     os.makedirs(folder, exist_ok=True)
     print(
         f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); pieces go to "

@@ -161,6 +161,15 @@ def check_args(args):
     check_device(args.device, "--device")
 
 
+def sample_folder(args):
+    """Where the samples go (--sample_dir, default OUT_DIR/samples), checked: a folder they can be
+    written in, outside any dataset's MIDI."""
+    sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
+    check_output_folder(sample_dir)
+    dataset.check_outside_midi(sample_dir, "--sample_dir")
+    return sample_dir
+
+
 def print_table(rows, elapsed):
     width = max(len(r[0]) for r in rows)
     print(
@@ -202,9 +211,7 @@ def main(argv=None):
         return []
     # before the checkpoint loads: a malformed flag fails fast, and so does a folder it can't write
     asked = prompt.asked_attributes(args.prompt, flags)
-    sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
-    check_output_folder(sample_dir)
-    dataset.check_outside_midi(sample_dir, "--sample_dir")
+    sample_dir = sample_folder(args)
     model, ckpt, device, dtype = load(args)
     data_dir = checkpoints.data_dir(ckpt, args.data_dir)
     req = prompt.request(
