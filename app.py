@@ -8,18 +8,24 @@ python app.py --out_dir out/my_midi --port 7861
 make app                                     # installs requirements-app.txt, then the line above
 
 Gradio is an optional dependency (requirements-app.txt); the rest of the project never imports it.
+Gradio copies each file it serves; those copies go to a folder of this run inside the results
+folder (or inside GRADIO_TEMP_DIR, where it is set), deleted when the page stops.
 """
 
 import argparse
+import contextlib
 import functools
 import os
+import shutil
+import tempfile
 import time
 
 import attributes
 import checkpoints
+import dataset
 import prompt
 import render
-from files import UserError, run_script
+from files import UserError, check_output_folder, check_range, os_error_line, run_script
 from generation import SAMPLE_DEFAULTS, add_device_flags, generate_tokens, user_sampling
 from model import pick_device
 
@@ -39,15 +45,20 @@ def parse_args(argv=None):
     p.add_argument("--results_dir", help="where pieces are written; default OUT_DIR/app")
     p.add_argument("--port", type=int, help="default: the first free one from 7860 (Gradio's)")
     add_device_flags(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.port is not None:  # before anything loads
+        check_range("--port", args.port, low=1, high=65535)
+    return args
 
 
 def load(args):
     """The model, and what every request needs beside it: a dict, read by make_piece."""
+    folder = os.path.abspath(args.results_dir or os.path.join(args.out_dir, "app"))
+    check_output_folder(folder)  # before the model loads
+    dataset.check_outside_midi(folder, "--results_dir")
     device, _, dtype = pick_device(args.device, args.dtype)
     model, ckpt = checkpoints.load_model(checkpoints.chosen(args.out_dir, args.ckpt), device)
     data_dir = checkpoints.data_dir(ckpt, args.data_dir)
-    folder = os.path.abspath(args.results_dir or os.path.join(args.out_dir, "app"))
     os.makedirs(folder, exist_ok=True)
     print(
         f"{ckpt['path']} (iter {ckpt.get('iter_num', '?')}) on {device} ({dtype}); pieces go to "
@@ -60,11 +71,25 @@ def load(args):
 # one request: the user's path, as sample.py takes it
 
 
-def make_piece(loaded, text, flags, *, guidance, temperature, seconds, seed=None):
-    """A prompt and the fields that override it (attributes.FLAGS) -> (the gallery card of one new
-    piece, with absolute paths; the request). A malformed field or a missing clusters.json is a
-    UserError."""
-    asked = prompt.asked_attributes(text, flags)
+def read_fields(*fields):
+    """The page's FIELDS, in order (Gradio passes them by position) -> (the prompt, what it and the
+    fields over it ask for: prompt.asked_attributes, make_piece's keywords: guidance, temperature,
+    seconds and seed). Each field is checked before any work, by the check its flag takes on the
+    command line, so a field that can't be read is that same one-line UserError."""
+    text, *asked, guidance, temperature, seconds, seed = fields
+    asked = prompt.asked_attributes(text, dict(zip(attributes.FLAGS, asked)))
+    settings = dict(
+        guidance=check_range("guidance", guidance, low=0, note="1 = off, 0 = unconditional"),
+        temperature=check_range("temperature", temperature, low=0, note="0 = greedy"),
+        seconds=check_range("seconds", seconds, low=0, low_open=True),
+        seed=prompt.read_seed(seed, "seed"),
+    )
+    return text, asked, settings
+
+
+def make_piece(loaded, text, asked, *, guidance, temperature, seconds, seed=None):
+    """A prompt and what it and the fields over it ask for (read_fields) -> (the gallery card of one
+    new piece, with absolute paths; the request). A missing clusters.json is a UserError."""
     req = prompt.request(
         loaded["ckpt"], asked, text=text or None, seed=seed, data_dir=loaded["data_dir"]
     )
@@ -135,36 +160,14 @@ def history_text(history):
     )
 
 
-def parse_seed(text):
-    """The seed field: empty (or None) for a new seed each time, else a whole number."""
-    text = str(text if text is not None else "").strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        raise UserError(
-            f"seed {text!r}: give a whole number such as 1, or leave it empty for a new one each "
-            "time"
-        )
-    return int(text)
-
-
 def on_generate(loaded, *fields):
     """The page's button: its FIELDS, in order (Gradio passes them by position) -> status,
     understood, piano roll, audio, MIDI, measured, history, earlier files. A UserError becomes its
     one line in the status, with the piece's fields cleared (they showed the last piece)."""
-    text, *asked, guidance, temperature, seconds, seed = fields
-    flags = dict(zip(attributes.FLAGS, asked))
     t0 = time.perf_counter()
     try:
-        card, req = make_piece(
-            loaded,
-            text,
-            flags,
-            guidance=float(guidance),
-            temperature=float(temperature),
-            seconds=float(seconds),
-            seed=parse_seed(seed),
-        )
+        text, asked, settings = read_fields(*fields)
+        card, req = make_piece(loaded, text, asked, **settings)
     except UserError as e:
         print(f"error: {e}")
         return (
@@ -275,16 +278,42 @@ def serve(page, loaded, port=None):
     return url
 
 
+@contextlib.contextmanager
+def served_copies(folder):
+    """While the page runs, Gradio's copies of the files it serves go to a fresh folder inside
+    folder, or inside GRADIO_TEMP_DIR where the user set it: -> its path. It is deleted at the end,
+    so the copies don't pile up in the system's temp folder."""
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    try:
+        os.makedirs(before or folder, exist_ok=True)
+        cache = tempfile.mkdtemp(prefix=".served-", dir=before or folder)
+    except OSError as e:
+        raise UserError(f"can't make the folder of served copies: {os_error_line(e)}") from None
+    os.environ["GRADIO_TEMP_DIR"] = cache
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+
+
 def main(argv=None):
     args = parse_args(argv)
     loaded = load(args)
-    page = build_page(loaded)
-    clusters = os.path.join(loaded["data_dir"], "clusters.json")
-    if os.path.exists(clusters):  # the embedder loads now rather than at the first prompt
-        prompt.load_embedder(prompt.load_clusters(loaded["data_dir"])["embedder"])
-    url = serve(page, loaded, args.port)
-    print(f"AMT app: {url} (open it in a browser; Ctrl+C stops it)", flush=True)
-    page.block_thread()
+    with served_copies(loaded["folder"]):
+        page = build_page(loaded)
+        clusters = os.path.join(loaded["data_dir"], "clusters.json")
+        if os.path.exists(clusters):  # the embedder loads now rather than at the first prompt
+            prompt.load_embedder(prompt.load_clusters(loaded["data_dir"])["embedder"])
+        url = serve(page, loaded, args.port)
+        print(f"AMT app: {url} (open it in a browser; Ctrl+C stops it)", flush=True)
+        try:
+            page.block_thread()  # until Ctrl+C
+        finally:
+            page.close(verbose=False)
 
 
 if __name__ == "__main__":

@@ -181,14 +181,21 @@ def kmeans(emb, k, seed):
     return remap[km.labels_], km.cluster_centers_[order]
 
 
+LABEL_WORD_MAX = 24  # letters: longer than the words captions use ('counterpoint', 'orchestral')
+
+
 def cluster_labels(descriptions, labels, k, n_words=3):
     """A few words per cluster: the TF-IDF terms whose cluster mean most exceeds the corpus mean.
     The first word is the cluster's best; the others skip words already in earlier labels, so two
-    similar clusters (Irish tunes, Irish jigs) still read differently."""
+    similar clusters (Irish tunes, Irish jigs) still read differently. A word is 2 to LABEL_WORD_MAX
+    letters, so a label is a short line whatever the descriptions hold (a run of a million letters
+    is no word)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(
-        stop_words="english", token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", sublinear_tf=True
+        stop_words="english",
+        token_pattern=rf"(?u)\b[a-zA-Z]{{2,{LABEL_WORD_MAX}}}\b",
+        sublinear_tf=True,
     )
     try:
         tfidf = vec.fit_transform(descriptions)  # (N, vocab) sparse

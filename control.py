@@ -11,7 +11,7 @@ from dataclasses import replace
 import describe
 import generation
 import prompt
-from files import UserError
+from files import UserError, os_error_line
 from generation import generate_tokens, prompt_row
 
 PATHS = ("user", "model", "none-user", "none-model")
@@ -27,12 +27,14 @@ DEMO_PROMPTS_FILE = "config/demo_prompts.txt"  # make demo samples these, one pe
 USER_SECONDS = 20.0  # the user's path: sample.py --prompt P --seconds 20, other flags as default
 BATCH_ROWS = 32  # control samples generated at once: a CPU's matmuls want a batch
 POOL = 64  # unconditioned samples per length, shared by the prompts as their baseline
+PROMPTS_FILE_MAX = 16 << 20  # bytes: --prompts reads a text file of prompts, not anything
 
 
 def prompt_sets(names):
     """ "fixed,demo,readme,path.txt" -> {set name: [(prompt, flags)]}: the fixed control set, the
     demo's and the README's prompts, and any text file of prompts (one per line): prompts from
-    outside the repo keep it honest."""
+    outside the repo keep it honest. A file is UTF-8 text, each prompt readable as --prompt is
+    (prompt.check_typed); anything else is a one-line UserError that names the file and line."""
 
     def read(path):
         if not os.path.isfile(path):
@@ -40,19 +42,44 @@ def prompt_sets(names):
                 f"--prompts {path}: no such file; give fixed, demo, readme or text files of "
                 "prompts, one per line, separated by commas"
             )
-        with open(path, encoding="utf-8") as f:
-            return [(line.strip(), {}) for line in f if line.strip() and not line.startswith("#")]
+        try:
+            with open(path, "rb") as f:
+                data = f.read(PROMPTS_FILE_MAX + 1)
+            if len(data) > PROMPTS_FILE_MAX:
+                raise UserError(
+                    f"--prompts {path}: over {PROMPTS_FILE_MAX >> 20} MiB; a file of prompts is "
+                    "text, one prompt a line"
+                )
+            text = data.decode("utf-8")
+        except OSError as e:
+            raise UserError(f"--prompts {path}: {os_error_line(e)}") from None
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise UserError(
+                f"--prompts {path}: line {line} is not UTF-8 (byte {data[e.start]:#04x}); save "
+                "the file as UTF-8 text"
+            ) from None
+        lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)]
+        return [
+            (prompt.check_typed(f"--prompts {path}, line {i},", line), {})
+            for i, line in lines
+            if line and not line.startswith("#")
+        ]
 
     builtin = {
         "fixed": lambda: read(FIXED_PROMPTS_FILE),
         "demo": lambda: read(DEMO_PROMPTS_FILE),
         "readme": lambda: README_PROMPTS,
     }
-    return {
-        os.path.basename(name): builtin[name]() if name in builtin else read(name)
-        for name in names.split(",")
-        if name
-    }
+    sets = {}
+    for name in filter(None, names.split(",")):
+        if os.path.basename(name) in sets:
+            raise UserError(
+                f"--prompts: two sets named {os.path.basename(name)!r}; each set is reported by "
+                "its file's name, so give files of different names"
+            )
+        sets[os.path.basename(name)] = builtin[name]() if name in builtin else read(name)
+    return sets
 
 
 def jobs(ckpt, sets, *, data_dir, seed, lab):

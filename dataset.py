@@ -79,6 +79,28 @@ def iter_midi(root):
                 yield os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
 
 
+def check_outside_midi(folder, name):
+    """Before MIDI is written to folder: a UserError if it is, or is inside, the MIDI folder of a
+    dataset (the midi_root of a folder with meta.json, or a midi_root with descriptions.jsonl),
+    links resolved: the next prepare.py would train on what is written there."""
+    path = os.path.realpath(folder)
+    while True:
+        for data_dir in (path, os.path.dirname(path)):
+            root = midi_root(data_dir)
+            marked = os.path.isfile(os.path.join(data_dir, "meta.json")) or os.path.isfile(
+                os.path.join(root, "descriptions.jsonl")
+            )
+            if marked and os.path.realpath(root) == path:
+                raise UserError(
+                    f"{name} {folder} is inside {root}, the MIDI of the dataset {data_dir}: the "
+                    "next prepare.py would train on what is written there; choose a folder "
+                    "outside it"
+                )
+        if os.path.dirname(path) == path:
+            return
+        path = os.path.dirname(path)
+
+
 # -----------------------------------------------------------------------------
 # reading a prepared folder
 

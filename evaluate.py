@@ -86,7 +86,7 @@ class Settings:
     max_pieces: int = flag(3000, "real pieces per split for the classifier", check=POSITIVE)
     temperature: float = flag(1.0, check=dict(low=0, note="0 = greedy"))
     top_p: float = flag(0.95, check=dict(low=0, high=1, low_open=True, note="1 = off"))
-    seed: int = flag(0, check=dict(low=0, high=2**32 - 1))
+    seed: int = flag(0, check=dict(low=0, high=prompt.SEED_MAX))
     device: str = flag("auto", cli=False)  # generation.add_device_flags: as every script has them
     dtype: str = flag("auto", cli=False)
     audio: bool = flag(False, "render the samples on the report's page to WAV")
@@ -531,9 +531,16 @@ def check_settings(s):
                 check_range(f"--{f.name}", v, **check)
     for name in ("out_dir", "ckpt", "data_dir", "prompts", "paths"):
         check_text(f"--{name}", getattr(s, name))
+    unknown = [path for path in s.path_list() if path not in control.PATHS]
+    if unknown or not s.path_list():
+        what = f"no path {unknown[0]!r}" if unknown else "it names no path"
+        raise UserError(
+            f"--paths {s.paths!r}: {what}; give one or more of {', '.join(control.PATHS)}, "
+            "comma-separated"
+        )
     check_device(s.device, "--device")
     check_output_folder(os.path.join(s.out_dir, "eval"))
-    # a prompt file that is not there fails here, before the model loads
+    # a prompt file that is not there, or not UTF-8 text, fails here, before the model loads
     control.prompt_sets(s.prompts)
 
 

@@ -24,7 +24,7 @@ import chords
 import describe
 import tokenizer
 import words
-from files import UserError, read_json, rebuild_command
+from files import UserError, check_range, read_json, rebuild_command
 from generation import prompt_row
 
 DEFAULT_EMBEDDER = (
@@ -41,6 +41,12 @@ MIN_COSINE = 0.0
 # piece of that token (the checkpoint's token_examples), as the model saw the token in training,
 # beside that piece's other attributes.
 FOLLOW_TOKEN = True
+# The seeds sample.py and the app take: each row's generator seed (seed * 10_007 + row) stays within
+# torch's 64 bits
+SEED_MAX = 2**32 - 1
+# A prompt or a flag is read up to this length: the embedder reads a few hundred words, and the
+# rules run once per name over the text
+TEXT_MAX_CHARS = 10_000
 
 
 # -----------------------------------------------------------------------------
@@ -226,12 +232,46 @@ def parse_prompt(text):
     return asked | dict(notes=notes, unused=unused)
 
 
+def check_typed(name, text):
+    """Text as typed (a prompt, a flag, a field) -> itself, or a UserError where it can't be read:
+    a byte that is not UTF-8 (the command line keeps it as a lone surrogate), or over
+    TEXT_MAX_CHARS."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(
+            f"{name} is not UTF-8 text ({text[e.start : e.end]!r} at character {e.start}); give it "
+            "in UTF-8"
+        ) from None
+    if len(text) > TEXT_MAX_CHARS:
+        raise UserError(f"{name} is {len(text):,} characters long; give at most {TEXT_MAX_CHARS:,}")
+    return text
+
+
+def read_seed(value, name="--seed"):
+    """A seed as typed or given: None or empty for a new one each time, else a whole number from 0
+    to SEED_MAX -> int or None. The one check of sample.py's --seed and the app's field."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    try:
+        seed = int(check_typed(name, text))
+    except ValueError:
+        raise UserError(
+            f"{name} {text[:40]!r}: give a whole number such as 1, or leave it out for a new one "
+            "each time"
+        ) from None
+    return check_range(name, seed, low=0, high=SEED_MAX)
+
+
 def asked_attributes(prompt, flags=None):
     """What a prompt and the flags ask for -> parse_prompt's dict. flags: {name: text as typed}
-    (attributes.FLAGS; None or "" for not given); they override the words, and a malformed one is a
-    UserError."""
+    (attributes.FLAGS; None or "" for not given); they override the words, and a malformed one, or
+    text that can't be read (check_typed), is a UserError."""
     flags = {name: value for name, value in (flags or {}).items() if value not in (None, "")}
-    asked = parse_prompt(prompt or "")
+    for name, value in flags.items():
+        check_typed(f"--{name}", value)
+    asked = parse_prompt(check_typed("the prompt", prompt or ""))
     overrides = {}
     for a in attributes.ASKED:
         if a.name in flags:
@@ -264,6 +304,13 @@ def prefix_attributes(asked, seed, programs_seen=None):
     to print). A mode without a tonic gets a tonic drawn from the seed (the key tokens name both);
     an instrument that no training file has is kept, with a warning."""
     notes, key = [], asked["key"]
+    kept = asked["instruments"][: attributes.PREFIX_INSTRUMENTS]
+    if len(asked["instruments"]) > len(kept):
+        notes.append(
+            f"the prefix holds {len(kept)} instruments: it asks for "
+            f"{', '.join(map(describe.instrument_name, kept))}; the other "
+            f"{len(asked['instruments']) - len(kept)} named may be played but are not asked for"
+        )
     if key is None and asked["mode"]:
         key = describe.key_name(random.Random(seed).randrange(12), asked["mode"])
         notes.append(

@@ -120,7 +120,7 @@ def add_sampling_flags(p):
         "between; 0 = off",
     )
     p.add_argument(
-        "--seed", type=int, help="default: a random one, printed and put in the file names"
+        "--seed", help="a whole number; default: a random one, printed and put in the file names"
     )
 
 
@@ -147,6 +147,7 @@ def check_args(args):
         "ckpt",
         "data_dir",
         "sample_dir",
+        "seed",
         *attributes.FLAGS,
     ):
         check_text(f"--{name}", getattr(args, name))  # --tempo "" is a mistake, not "no tempo"
@@ -164,9 +165,17 @@ def check_args(args):
     check_range("--guidance", args.guidance, low=0, note="1 = off, 0 = unconditional")
     check_range("--key_strength", args.key_strength, low=0, note="0 = off")
     check_range("--chord_strength", args.chord_strength, low=0, note="0 = off")
-    if args.seed is not None:
-        check_range("--seed", args.seed, low=0, high=2**32 - 1)
+    args.seed = prompt.read_seed(args.seed)  # the app's seed field takes the same check
     check_device(args.device, "--device")
+
+
+def sample_folder(args):
+    """Where the samples go (--sample_dir, default OUT_DIR/samples), checked: a folder they can be
+    written in, outside any dataset's MIDI."""
+    sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
+    check_output_folder(sample_dir)
+    dataset.check_outside_midi(sample_dir, "--sample_dir")
+    return sample_dir
 
 
 def print_table(rows, elapsed):
@@ -223,8 +232,7 @@ def main(argv=None):
         return []
     # before the checkpoint loads: a malformed flag fails fast, and so does a folder it can't write
     asked = prompt.asked_attributes(args.prompt, flags)
-    sample_dir = args.sample_dir or os.path.join(args.out_dir, "samples")
-    check_output_folder(sample_dir)
+    sample_dir = sample_folder(args)
     model, ckpt, device, dtype = load(args)
     data_dir = checkpoints.data_dir(ckpt, args.data_dir)
     req = prompt.request(

@@ -13,6 +13,7 @@ word read here and the same attribute measured from notes are spelled one way.
 
 import re
 
+import tokenizer
 from describe import DRUMS, GM_NAMES, TEMPO_TERMS, key_name
 from files import UserError
 
@@ -219,10 +220,21 @@ INSTRUMENT_WORDS = (
     | CAPTION_WORDS
     | PLAYERS
 )
-METER_RE = r"\b(\d{1,2})/(1|2|4|8|16|32)\b"
+# n/d with d a power of two ('in 99/4' is read, then refused with a note: the vocabulary holds
+# tokenizer.fit_meter's meters), and a number of bpm (9999 bpm too, refused as out of TEMPO_RANGE)
+METER_RE = r"\b(\d+)/(1|2|4|8|16|32|64|128)\b"
 KEY_RE = r"\b([A-Ga-g])(?:\s*(#|♯|b|♭|-|\s+sharp|\s+flat))?\s+(major|minor|maj|min)\b(\s+key)?"
 LIST_RE = r"\b((?:[\w-]+\s*,\s*)*[\w-]+)\s*,?\s+(?:and|or|&)\s+$"  # 'a, b and ' before a name
-BPM_RE = r"\b(\d{1,4}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b"
+BPM_RE = r"\b(\d+(?:\.\d+)?)\s*(?:bpm|beats per minute)\b"
+METER_DENOMINATORS = "1, 2, 4, 8, 16 or 32"  # tokenizer.DENOMINATORS, as a message says them
+TEMPO_RANGE = (10, 1000)  # bpm a prompt or --tempo may ask for: what real files use
+assert (
+    tokenizer.TEMPO_MIN_BPM < TEMPO_RANGE[0]
+    and tokenizer.level_bpm(tokenizer.TEMPO_LEVELS - 1) > TEMPO_RANGE[1]
+), "the tempo tokens hold every tempo a prompt may ask for"
+# the one character whose lower case is two (İ -> i + a dot above): lowered on its own, so that a
+# place in the lowered text is the same place in the prompt
+ONE_CHAR_LOWER = {ord("İ"): "i"}
 STOP_WORDS = set(
     "a an the in of for with and or on to at by from into some piece song music tune tunes "
     "played playing style sounding like feel time key that is it tempo signature".split()
@@ -252,41 +264,64 @@ def disagreement(what, text, spans, using):
 def read_tempo(text, notes):
     """Tempo from a number with bpm, else an Italian term, else a speed word, else a mood word; the
     first of each kind. Like every reader of a prompt here: -> ({what it asks: value}, [(start, end)
-    read]), with a note for each contradiction settled."""
-    text = text.lower()
+    read]), with a note for each contradiction settled. A number outside TEMPO_RANGE, which --tempo
+    refuses, is read but left out with a note."""
+    text = text.translate(ONE_CHAR_LOWER).lower()
     numbers = [(m.start(), m.end(), float(m.group(1))) for m in re.finditer(BPM_RE, text)]
+    for a, b, bpm in numbers:
+        if not TEMPO_RANGE[0] <= bpm <= TEMPO_RANGE[1]:
+            notes.append(
+                f"{text[a:b]!r} is outside {TEMPO_RANGE[0]}..{TEMPO_RANGE[1]} bpm: left out"
+            )
+    spans = [(a, b) for a, b, _ in numbers]
+    numbers = [n for n in numbers if TEMPO_RANGE[0] <= n[2] <= TEMPO_RANGE[1]]
     kinds = [numbers] + [
         [(a, b, table[t]) for a, b, t in find_terms(text, table)]
         for table in (TEMPO_TERMS, TEMPO_WORDS_IN, TEMPO_MOODS)
     ]
-    spans = sorted(s for kind in kinds for s in kind)
+    spans = sorted(spans + [(a, b) for kind in kinds[1:] for a, b, _ in kind])
     chosen = next((kind[0] for kind in kinds if kind), None)
     # a mood word gives way to a named tempo without a note ('a calm piece at a slow tempo')
     named = sorted(s for kind in kinds[:3] for s in kind) or kinds[3]
     if chosen and len({bpm for _, _, bpm in named}) > 1:
         using = f"{text[chosen[0] : chosen[1]]!r} ({chosen[2]:g} bpm)"
         notes.append(disagreement("tempo", text, named, using))
-    return {"tempo_bpm": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
+    return {"tempo_bpm": chosen[2] if chosen else None}, spans
 
 
 def read_meter(text, notes):
-    """A meter from 'n/d', else a dance or style word."""
-    text = text.lower()
-    explicit = [
-        (m.start(), m.end(), f"{m.group(1)}/{m.group(2)}") for m in re.finditer(METER_RE, text)
-    ]
+    """A meter from 'n/d', else a dance or style word. An n/d the vocabulary can't hold ('0/4',
+    '99/4') is read but left out with a note, so a dance named beside it keeps its meter; one it
+    writes with the same bar ('32/16' as 16/8) is asked for as it is written."""
+    text = text.translate(ONE_CHAR_LOWER).lower()
+    explicit, spans = [], []
+    for m in re.finditer(METER_RE, text):
+        spans.append((m.start(), m.end()))
+        n, d = m.group(1), int(m.group(2))
+        fitted = len(n) < 6 and tokenizer.fit_meter(int(n), d)
+        if fitted:
+            explicit.append((m.start(), m.end(), "%d/%d" % fitted))
+            if fitted != (int(n), d):
+                notes.append(
+                    f"{m.group(0)!r} is asked for as {fitted[0]}/{fitted[1]}, the same bar"
+                )
+        else:
+            notes.append(
+                f"{m.group(0)!r} is not a meter the model knows (n from 1 to "
+                f"{tokenizer.MAX_NUMERATOR} over {METER_DENOMINATORS}): left out"
+            )
     dances = [(a, b, METER_WORDS[t]) for a, b, t in find_terms(text, METER_WORDS)]
-    spans = explicit + dances
+    found = explicit + dances
     chosen = (explicit or dances or [None])[0]
-    if chosen and len({m for _, _, m in spans}) > 1:
-        notes.append(disagreement("meter", text, spans, chosen[2]))
-    return {"meter": chosen[2] if chosen else None}, [(a, b) for a, b, _ in spans]
+    if chosen and len({m for _, _, m in found}) > 1:
+        notes.append(disagreement("meter", text, found, chosen[2]))
+    return {"meter": chosen[2] if chosen else None}, spans + [(a, b) for a, b, _ in dances]
 
 
 def read_key(original, notes):
     """A key and its mode: 'A minor', 'E flat major', 'f# minor'; a lowercase 'a minor key' is the
     article ('in a minor key': minor, no tonic); mood words give a mode when no key is named."""
-    text, key, mode = original.lower(), None, None
+    text, key, mode = original.translate(ONE_CHAR_LOWER).lower(), None, None
     spans = []
     for m in re.finditer(KEY_RE, text):
         letter = original[m.start()]
@@ -319,7 +354,7 @@ def read_key(original, notes):
 
 def instrument_term(word):
     """The INSTRUMENT_WORDS term a word or name is, plural or not; None for no instrument."""
-    word = word.strip().lower()
+    word = word.strip().translate(ONE_CHAR_LOWER).lower()
     return next(
         (
             w
@@ -356,7 +391,7 @@ def elliptical(text, found):
 def read_instruments(text, notes):
     """Instruments by name, family or player, with the names that share a noun ('electric and
     acoustic guitars'): GM programs, sorted."""
-    text = text.lower()
+    text = text.translate(ONE_CHAR_LOWER).lower()
     found = find_terms(text, INSTRUMENT_WORDS)
     found = sorted(found + elliptical(text, found))
     programs = sorted({p for _, _, term in found for p in INSTRUMENT_WORDS[term]})
@@ -375,25 +410,28 @@ def parse_tempo(value):
         bpm = float(text)
     except ValueError:
         bpm = (TEMPO_TERMS | TEMPO_WORDS_IN | TEMPO_MOODS).get(text)
-    if bpm is None or not 10 <= bpm <= 1000:
+    if bpm is None or not TEMPO_RANGE[0] <= bpm <= TEMPO_RANGE[1]:
         raise UserError(
-            f"--tempo {value!r}: give bpm from 10 to 1000 ('96' or '96 bpm'), or one of "
+            f"--tempo {value!r}: give bpm from {TEMPO_RANGE[0]} to {TEMPO_RANGE[1]} ('96' or "
+            "'96 bpm'), or one of "
             f"{', '.join(list(TEMPO_TERMS) + list(TEMPO_WORDS_IN) + list(TEMPO_MOODS))}"
         )
     return bpm
 
 
 def parse_meter(value):
-    """'3/4' (numerator 1-32 over 1, 2, 4, 8, 16 or 32) or a dance word -> 'n/d'."""
+    """'3/4' or a dance word -> 'n/d', a meter the vocabulary holds (tokenizer.fit_meter: numerator
+    1-31 over 1, 2, 4, 8, 16 or 32, or one written with the same bar, 32/16 as 16/8)."""
     text = value.strip().lower()
     m = re.fullmatch(METER_RE.replace("\\b", ""), text)
-    if m and 1 <= int(m.group(1)) <= 32:
-        return f"{int(m.group(1))}/{m.group(2)}"
+    fitted = m and len(m.group(1)) < 6 and tokenizer.fit_meter(int(m.group(1)), int(m.group(2)))
+    if fitted:
+        return "%d/%d" % fitted
     if text in METER_WORDS:
         return METER_WORDS[text]
     raise UserError(
-        f"--meter {value!r}: give n/d with n from 1 to 32 and d one of 1, 2, 4, 8, 16, 32 "
-        f"('3/4', '6/8'), or one of {', '.join(METER_WORDS)}"
+        f"--meter {value!r}: give n/d with n from 1 to {tokenizer.MAX_NUMERATOR} over "
+        f"{METER_DENOMINATORS} ('3/4', '6/8'), or one of {', '.join(METER_WORDS)}"
     )
 
 
@@ -423,7 +461,7 @@ def parse_instruments(value):
     sorted programs (DRUMS = 128 for the drum kit)."""
     programs = set()
     for part in filter(None, (p.strip().lower() for p in value.split(","))):
-        if part.isdigit() and int(part) <= 128:
+        if part.isdecimal() and len(part) <= 3 and int(part) <= 128:  # "²" is a digit, no number
             programs.add(int(part))
         elif instrument_term(part):
             programs.update(INSTRUMENT_WORDS[instrument_term(part)])
