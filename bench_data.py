@@ -83,7 +83,7 @@ ROUND_TRIP_HEADER = ["file", "notes", "kept", "seconds", "length error", "left o
 def round_trip_row(name, src):
     """One table row: notes in, kept, seconds, length error, what was left out or changed."""
     try:
-        r = tokenizer.round_trip(src)
+        r = describe.round_trip(src)
     except tokenizer.MidiError as e:
         return (name, "-", "-", "-", "-", f"skipped: {e}"), None
     if r["notes_in"] == 0:

@@ -125,17 +125,21 @@ MISSING = 0.1  # a chord tone that does not sound costs this much of the bar's w
 BASS = 0.15  # the bar's lowest note on the root: the tiebreak
 MIN_WEIGHT = 1.0  # steps of sounding notes in a bar below which it has no chord
 SPLIT_MARGIN = 0.15  # a bar is split in halves only where they fit this much better
+MAX_BARS = 10_000  # bars measured per piece: hours of music, where a real piece has hundreds
 
 
 def bar_lines(score):
-    """The steps where bars start, through the score's meters (4/4 before the first), to its end."""
+    """The steps where bars start, through the score's meters (4/4 before the first), to its end;
+    at most MAX_BARS of them, so a note held for hours costs what its events cost."""
     changes = [(0, 4, 4)] + [tuple(t) for t in score.time_signatures]
     starts = []
     for i, (step, num, den) in enumerate(changes):
         stop = changes[i + 1][0] if i + 1 < len(changes) else max(score.end_step, step + 1)
         length = max(1, round(num * 4 * tokenizer.STEPS_PER_QUARTER / den))
-        starts += range(step, stop, length)
-    return np.array(sorted(set(starts)), dtype=np.int64)
+        starts += range(step, min(stop, step + length * MAX_BARS), length)
+        if len(starts) >= MAX_BARS:  # the meters come in order
+            break
+    return np.array(sorted(set(starts)), dtype=np.int64)[:MAX_BARS]
 
 
 def weights(score, edges):
@@ -154,10 +158,11 @@ def weights(score, edges):
     one = first == last  # most notes sit in one span
     np.add.at(w, (first[one], pitch[one] % 12), (off - on)[one])
     np.minimum.at(low, first[one], pitch[one])
-    for i in np.flatnonzero(~one):  # the others, span by span
-        for b in range(first[i], last[i] + 1):
-            w[b, pitch[i] % 12] += min(off[i], edges[b + 1]) - max(on[i], edges[b])
-            low[b] = min(low[b], pitch[i])
+    for i in np.flatnonzero(~one):  # the others, a slice of spans each
+        a, b, pc = first[i], last[i], pitch[i] % 12
+        inside = np.minimum(off[i], edges[a + 1 : b + 2]) - np.maximum(on[i], edges[a : b + 1])
+        w[a : b + 1, pc] += inside
+        low[a : b + 1] = np.minimum(low[a : b + 1], pitch[i])
     return w, low
 
 

@@ -8,7 +8,8 @@ Its consumers:
 - metrics.py: evaluate.py's statistics build on the time helpers and `sounding_per_step`;
 - prepare.py: `measure` gives each file's key, meter, tempo, instruments and texture for the index;
 - attributes.py: `measure` also fills a gallery card; `KEY_NAMES` are the key tokens' names;
-- words.py: `GM_NAMES`, `key_name`, `TEMPO_TERMS`, the names a prompt is read with.
+- words.py: `GM_NAMES`, `key_name`, `TEMPO_TERMS`, the names a prompt is read with;
+- roundtrip.py, bench_data.py: `round_trip`, what the tokens keep of a file's notes.
 
 Keys are spelled one way everywhere, in words a sentence embedder and a person both know:
 "B flat major", "F sharp minor" (see KEY_NAMES).
@@ -18,13 +19,14 @@ Keys are spelled one way everywhere, in words a sentence embedder and a person b
 
 import math
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 
 import chords
 import tokenizer
 from files import UserError
+from midifile import events_of, load_midi, read_raw
 from tokenizer import seconds_at  # grid steps -> seconds through a Score's tempo map
 
 DRUMS = tokenizer.DRUMS  # the program of a drum-channel note
@@ -344,16 +346,27 @@ def sounding_per_step(notes, end):
     return np.cumsum(cover)[:end]
 
 
+def sounding_runs(notes):
+    """-> (counts, lengths): the piece cut at every onset and note end into runs of grid steps over
+    which the same number of notes sound, as arrays the size of the notes, never of the piece's
+    length (a note of a million steps costs what a short one does)."""
+    onsets = np.array([n.onset for n in notes], dtype=np.int64)
+    ends = onsets + np.array([n.duration for n in notes], dtype=np.int64)
+    times, change = np.concatenate([onsets, ends]), np.repeat([1, -1], len(notes))
+    order = np.argsort(times, kind="stable")
+    bounds, first = np.unique(times[order], return_index=True)  # (runs + 1,) where a count changes
+    counts = np.cumsum(np.add.reduceat(change[order], first))[:-1]  # (runs,) sounding in each
+    return counts, np.diff(bounds)
+
+
 def texture(notes):
     """'solo line', 'two voices' or 'N parts', from how many pitched notes sound together (the 90th
     percentile over the grid steps where any sounds, so a few passing chords do not count)."""
     pitched = [n for n in notes if n.program != DRUMS]
     if not pitched:
         return "drums only"
-    sounding = sounding_per_step(pitched, max(n.onset + n.duration for n in pitched)).astype(
-        np.int64
-    )
-    steps_with = np.bincount(sounding)[1:]  # steps with 1, 2, ... notes sounding
+    counts, lengths = sounding_runs(pitched)
+    steps_with = np.bincount(counts, weights=lengths)[1:]  # steps with 1, 2, ... notes sounding
     # nearest-rank 90th percentile
     voices = 1 + int(np.searchsorted(np.cumsum(steps_with), 0.9 * steps_with.sum()))
     return "solo line" if voices <= 1 else "two voices" if voices == 2 else f"{voices} parts"
@@ -370,8 +383,9 @@ def voices_per_instrument(notes):
         return 0.0
     means = []
     for part in by_program.values():
-        sounding = sounding_per_step(part, max(n.onset + n.duration for n in part))
-        means.append(float(sounding[sounding > 0].mean()))
+        counts, lengths = sounding_runs(part)
+        on = counts > 0
+        means.append(float((counts[on] * lengths[on]).sum() / lengths[on].sum()))
     return float(np.mean(means))
 
 
@@ -403,6 +417,75 @@ def measure(score):
         register=None if median is None else register_of(median),
         seconds=round(seconds, 2),
     )
+
+
+# -----------------------------------------------------------------------------
+# round-trip check: what the model will "hear" against what the file holds
+
+
+def round_trip(src):
+    """Encode and decode a file, and measure what survived.
+
+    A note is kept when the decoded file has a note of the same pitch and
+    instrument whose onset and duration are each within one grid step. Lengths
+    in seconds are measured on each file's own tempo map."""
+    midi = load_midi(src)
+    raw, tempos, _, end_tick, *_ = read_raw(midi)
+    score = tokenizer.read_midi(midi)
+    tokens = tokenizer.score_to_tokens(score)
+    out = tokenizer.decode(tokens)
+    out_raw, out_tempos, _, out_end_tick, *_ = read_raw(events_of(out))
+
+    def voices(notes, ticks_per_beat):  # (program, pitch) -> [(onset, duration)] in beats
+        out = defaultdict(list)
+        for onset, end, pitch, program, _ in notes:
+            out[program, pitch].append((onset / ticks_per_beat, (end - onset) / ticks_per_beat))
+        return out
+
+    before, after = voices(raw, midi.ticks_per_beat), voices(out_raw, tokenizer.TICKS_PER_BEAT)
+    tolerance = 1 / tokenizer.STEPS_PER_QUARTER + 1e-9
+    kept = sum(
+        matched(sorted(notes), sorted(after.get(voice, [])), tolerance)
+        for voice, notes in before.items()
+    )
+    return dict(
+        notes_in=score.notes_in,
+        notes_kept=kept,
+        tokens=len(tokens),
+        dropped=score.dropped,
+        changed=score.changed,
+        seconds_in=float(seconds_at(end_tick, tempos, midi.ticks_per_beat)),
+        seconds_out=float(seconds_at(out_end_tick, out_tempos, tokenizer.TICKS_PER_BEAT)),
+        midi=out,
+    )
+
+
+def matched(notes, candidates, tolerance):
+    """How many of the notes (onset, duration), sorted, each take the first unused candidate (sorted
+    the same way) whose onset and duration are both within tolerance. Near linear: the notes come in
+    onset order, so the first candidate that can still match only moves forward, and used ones are
+    stepped over by a link to the next unused one (halved as it is followed)."""
+    first, kept = 0, 0
+    unused = list(range(len(candidates) + 1))  # unused[j] == j: j is free; else a later one
+
+    def next_unused(j):
+        while unused[j] != j:
+            unused[j] = unused[unused[j]]
+            j = unused[j]
+        return j
+
+    for onset, duration in notes:
+        while first < len(candidates) and onset - candidates[first][0] > tolerance:
+            first += 1
+        j = next_unused(first)
+        while j < len(candidates) and candidates[j][0] <= onset + tolerance:
+            o, d = candidates[j]
+            if abs(o - onset) <= tolerance and abs(d - duration) <= tolerance:
+                unused[j] = j + 1
+                kept += 1
+                break
+            j = next_unused(j + 1)
+    return kept
 
 
 if __name__ == "__main__":

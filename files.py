@@ -4,6 +4,10 @@ the one atomic writer, JSON readers that name a broken file and the command that
 checks that an output can be written, the one lock that keeps a folder to one writer, and the guard
 every script runs under. Every script writes through write_atomic, so a crash or a full disk leaves
 the previous file whole.
+
+Folders may come from anywhere (an archive, a shared disk), so no write follows a link it did not
+make (open_new, the lock), inputs are read from regular files only, never waiting on a FIFO
+(open_regular), and names are escaped in TSV lines (tsv_field).
 """
 
 import errno
@@ -13,6 +17,7 @@ import math
 import os
 import shlex
 import shutil
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -31,24 +36,68 @@ def write_atomic(path, data):
     """Write data (bytes, str, or a function that writes into a binary file object) to path through
     a temporary name and os.replace: a crash leaves the previous file whole, never a half-written
     one. A write that fails (a full disk, a read-only folder) raises an OSError that names path."""
-    tmp = (
-        f"{path}.{os.getpid()}.tmp"  # the pid: two processes never write through each other's file
-    )
+    tmp = f"{path}.{os.getpid()}.tmp"  # the pid: two processes never write through each other's
     try:
-        with open(tmp, "wb") as f:
+        with open_new(tmp) as f:
             if callable(data):
                 data(f)
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException as e:
-        if os.path.exists(tmp):
+        if is_regular(tmp, follow_links=False):
             os.remove(tmp)
         cause = os_error_in(e)
         # f.write's errors name no file; say which one
         if cause is not None and cause.filename is None:
             raise OSError(cause.errno, cause.strerror, path) from e
         raise
+
+
+def open_new(tmp, mode="wb", **kwargs):
+    """A temporary name of this process -> a file object newly made there for writing (O_EXCL and
+    O_NOFOLLOW): a link planted at that name is never followed, so a write cannot land in a file
+    it points to. A regular file already there is this pid's temporary left by a run that was
+    killed, and is replaced; anything else there (a link, a FIFO, a folder) is a UserError."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileExistsError:
+        if not is_regular(tmp, follow_links=False):
+            raise UserError(
+                f"{tmp} is in the way of a write ({kind_of(os.lstat(tmp).st_mode)}, not a file "
+                "this program wrote); remove it, then run this again"
+            ) from None
+        os.remove(tmp)  # unlinks that name only: no other name of the file is touched
+        fd = os.open(tmp, flags, 0o644)
+    return os.fdopen(fd, mode, **kwargs)
+
+
+def remove_stale_temps(targets):
+    """Remove the temporaries that write_atomic and open_new left for the target paths when they
+    were killed ({target}.{pid}.tmp, of a process no longer running; regular files only). Nothing
+    else is touched: a file of the user's beside them ({target}.mine.tmp, notes.tmp) stays, and so
+    does a link. Each folder is listed once."""
+    by_folder = {}
+    for target in targets:
+        folder, name = os.path.split(os.fspath(target))
+        by_folder.setdefault(folder or ".", set()).add(name)
+    for folder, names in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            target, _, pid = entry.name.removesuffix(".tmp").rpartition(".")
+            if (
+                entry.name.endswith(".tmp")
+                and target in names
+                and pid.isascii()
+                and pid.isdigit()
+                and entry.is_file(follow_symlinks=False)
+                and (int(pid) == os.getpid() or not running(int(pid)))
+            ):
+                os.remove(entry.path)
 
 
 def os_error_in(e):
@@ -75,6 +124,24 @@ def os_error_line(e):
     where = f": {e.filename}" if e.filename else ""
     advice = ADVICE.get(e.errno)
     return f"{e.strerror or e}{where}" + (f" ({advice})" if advice else "")
+
+
+# Characters that would end or split a line or a column of a TSV file (and every other control
+# character, and the separators str.splitlines breaks at) -> their escapes: \t, \n, \\, \x1c, \u2028
+TSV_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), 127, 0x85]} | {
+    ord("\t"): "\\t",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\\"): "\\\\",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def tsv_field(text):
+    """A text -> one field of a TSV line, with backslash escapes as Python writes them in a string:
+    a name holding a TAB or a newline stays in its column and on its line."""
+    return str(text).translate(TSV_ESCAPES)
 
 
 MIN_FREE_BYTES = 1 << 20  # less free space than this is a full disk: no output of any script fits
@@ -133,15 +200,68 @@ def check_output_file(path, *, inputs=()):
 # reading
 
 
+KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def kind_of(mode):
+    """An st_mode that is not a regular file's -> what it is, in words ("a FIFO")."""
+    return next((words for test, words in KINDS if test(mode)), "not a regular file")
+
+
+class NotRegularFile(UserError):
+    """A name that holds no regular file (a FIFO, a device, a folder, a broken or refused link);
+    kind says which, in words."""
+
+    def __init__(self, path, kind):
+        super().__init__(f"{path} is {kind}, not a regular file; give a file, or remove it")
+        self.kind = kind
+
+
+def is_regular(path, *, follow_links=True):
+    try:
+        st = os.stat(path) if follow_links else os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode)
+
+
+def open_regular(path, *, follow_links=True):
+    """path -> a binary file object for reading, of a regular file only. A FIFO, a device or a
+    folder under that name (or, without follow_links, a symlink) raises NotRegularFile and is
+    never waited on: it is looked at before it is opened, and opened without blocking."""
+    try:
+        st = os.stat(path) if follow_links else os.lstat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise NotRegularFile(path, "a broken link") from None
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(path, kind_of(st.st_mode))
+    nofollow = 0 if follow_links else os.O_NOFOLLOW
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | nofollow)
+    st = os.fstat(fd)  # the name may have been swapped since the look: what was opened counts
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegularFile(path, kind_of(st.st_mode))
+    return os.fdopen(fd, "rb")
+
+
 def read_json(path, default=None, *, rebuild=None):
     """A JSON file -> its value; default (when given) if the file does not exist. A file that does
     not parse is a UserError naming it and rebuild, the command that makes it again."""
     if default is not None and not os.path.exists(path):
         return default
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8, bad JSON, "[[[[..." nested too deep
         raise corrupt(path, e, rebuild) from None
 
 
@@ -156,24 +276,43 @@ def corrupt(path, e, rebuild=None, line=None):
     )
 
 
+MAX_LINE_BYTES = 64 << 20  # a longer line of a JSON-lines file is unreadable: memory stays bounded
+
+
 def read_jsonl(path, *, rebuild=None):
-    """A JSON-lines file -> its rows. With rebuild (the command that remakes the file), a line that
-    does not parse is a UserError naming the file and the line; without it such lines are skipped,
-    with a count printed."""
+    """A JSON-lines file (a regular file only: open_regular) -> its rows. With rebuild (the command
+    that remakes the file), a line that does not parse is a UserError naming the file and the line;
+    without it such lines are skipped, with a count printed. A line over MAX_LINE_BYTES does not
+    parse."""
     rows, bad = [], 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
+    with open_regular(path) as f:
+        for number, raw in enumerate(bounded_lines(f), 1):
+            if raw is not None and not raw.strip():
                 continue
             try:
+                if raw is None:
+                    raise ValueError(f"a line over {MAX_LINE_BYTES >> 20} MiB")
                 rows.append(json.loads(raw.decode("utf-8")))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            # UnicodeDecodeError and JSONDecodeError are ValueErrors; "[[[[..." is a RecursionError
+            except (ValueError, RecursionError) as e:
                 if rebuild:
                     raise corrupt(path, e, rebuild, line=number) from None
                 bad += 1
     if bad:
         print(f"warning: {bad} unreadable lines in {path}")
     return rows
+
+
+def bounded_lines(f):
+    """A binary file's lines; a line over MAX_LINE_BYTES comes as None, read past in pieces, so one
+    huge line (a sparse file of zeros) never fills memory."""
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = f.readline(MAX_LINE_BYTES)
+            yield None
+        else:
+            yield raw
 
 
 # -----------------------------------------------------------------------------
@@ -206,21 +345,29 @@ def folder_lock(folder, *, create=False, wait=False):
         yield
     finally:
         _held.discard(key)
-        try:
-            # before the lock ends: whoever locks the old file next sees it gone, takes a new one
+        # before the lock ends: whoever locks the old file next sees it gone, takes a new one
+        if same_file(path, fd):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         os.close(fd)
         if made and not os.listdir(folder):
             os.rmdir(folder)  # a run that stopped before writing anything leaves no trace
+
+
+def same_file(path, fd):
+    """Whether the name path (not followed) is the file open as fd."""
+    try:
+        here = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def take_lock(folder, path, wait=False):
     """Lock path (made if missing) -> its file descriptor, holding this process's pid and command
     line."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock(path)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as e:
@@ -229,24 +376,20 @@ def take_lock(folder, path, wait=False):
                 raise
             raise UserError(
                 f"{folder} is being written by {lock_holder(path)}; wait for it to finish, or stop "
-                "it, "
-                f"then run this again"
+                "it, then run this again"
             ) from None
-        try:
-            here = os.stat(path)
-        except FileNotFoundError:
-            here = None
-        mine = os.fstat(fd)
-        if here is not None and (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+        if same_file(path, fd):
             break
         # the holder removed the file between our open and our lock: lock the one there now
         os.close(fd)
-    left = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    left = os.read(fd, LOCK_BYTES).decode("utf-8", "replace").strip()
+    if left and lock_fields(left) is None:  # not a lock's: someone's file under the lock's name
+        os.close(fd)
+        raise planted_lock(path, "a file that holds no lock (what it holds is not shown)")
     if left:
         print(
             f"note: {folder}: taking over the lock left by {describe_holder(left)}, which ended "
-            "without "
-            f"releasing it"
+            "without releasing it"
         )
     me = json.dumps(
         dict(
@@ -260,6 +403,48 @@ def take_lock(folder, path, wait=False):
     return fd
 
 
+LOCK_BYTES = 4096  # what is read of a lock file: its JSON is far shorter
+
+
+def open_lock(path):
+    """The lock file at path -> a descriptor open for reading and writing: made new (O_CREAT and
+    O_EXCL) where there is none, else opened without following a link. A symlink, a FIFO, a device,
+    a folder or a file with other names (a hard link) there is a UserError, never opened for
+    writing: a lock planted in a folder (from an archive) can't reach a file of the user's."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK  # non-blocking: a FIFO never waits
+    while True:
+        try:
+            return checked_lock(path, os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            pass
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise planted_lock(path, kind_of(st.st_mode))
+            return checked_lock(path, os.open(path, flags))
+        except FileNotFoundError:
+            continue  # its holder removed it meanwhile: make a new one
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # swapped for a link since the look
+                raise planted_lock(path, "a symlink") from None
+            raise
+
+
+def checked_lock(path, fd):
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+        return fd
+    os.close(fd)
+    raise planted_lock(path, kind_of(st.st_mode) if not stat.S_ISREG(st.st_mode) else "a hard link")
+
+
+def planted_lock(path, kind):
+    return UserError(
+        f"{path} is {kind}, not a lock file this program made, so it is neither followed nor "
+        "written; remove it (that touches nothing it points to), then run this again"
+    )
+
+
 def lock_holder(path):
     """Who holds the lock at path, in words. A new holder writes its name just after it locks (a
     stale one's name may still be there for that moment), so wait until the file names a process
@@ -267,9 +452,9 @@ def lock_holder(path):
     text = ""
     for _ in range(40):
         try:
-            with open(path, "rb") as f:
-                text = f.read().decode("utf-8", "replace").strip()
-        except FileNotFoundError:
+            with open_regular(path, follow_links=False) as f:
+                text = f.read(LOCK_BYTES).decode("utf-8", "replace").strip()
+        except (FileNotFoundError, NotRegularFile):
             text = ""
         if running(holder_pid(text)):
             break
@@ -277,11 +462,20 @@ def lock_holder(path):
     return describe_holder(text) if text else "another process"
 
 
-def holder_pid(text):
+def lock_fields(text):
+    """A lock file's text -> its (pid, command, since), or None where it is not a lock's JSON."""
     try:
-        return int(json.loads(text)["pid"])
-    except (ValueError, KeyError, TypeError):
+        holder = json.loads(text)
+        fields = holder["pid"], holder["command"], holder["since"]
+    except (ValueError, RecursionError, KeyError, TypeError):
         return None
+    kinds = (int, str, str)
+    return fields if all(type(v) is k for v, k in zip(fields, kinds)) and fields[0] > 0 else None
+
+
+def holder_pid(text):
+    fields = lock_fields(text)
+    return None if fields is None else fields[0]
 
 
 def running(pid):
@@ -293,16 +487,20 @@ def running(pid):
         return False
     except PermissionError:
         return True  # it exists, under another user
+    except OverflowError:
+        return False  # a number no pid can be
     return True
 
 
 def describe_holder(text):
-    try:
-        holder = json.loads(text)
-        command = " ".join(str(holder["command"]).split())  # one line, whatever the command held
-        return f"pid {holder['pid']} ({command[:300]}, since {holder['since']})"
-    except (ValueError, KeyError, TypeError):
-        return f"another process ({text[:200]!r})"
+    """A lock's text -> its holder in words, from the fields a lock writes and nothing else: text
+    that is not a lock's JSON is not shown (a planted file could hold anything of the user's)."""
+    fields = lock_fields(text)
+    if fields is None:
+        return "another process (its lock file holds no lock's fields, so it is not shown)"
+    pid, command, since = fields
+    command = " ".join(command.split())  # one line, whatever the command held
+    return f"pid {pid} ({command[:300]}, since {' '.join(since.split())[:40]})"
 
 
 # -----------------------------------------------------------------------------

@@ -6,14 +6,22 @@ its error. Also the one way this project builds a mido track from timed events.
 tokenizer.read_midi puts what read_raw returns onto the beat grid."""
 
 import io
+import os
 import struct
 from dataclasses import dataclass
 
 import mido
 
-from files import UserError
+from files import NotRegularFile, UserError, open_regular
 
 DRUMS = 128  # the program number we give to channel 10 (index 9)
+
+# What one file may cost, so that a hostile one is skipped with its reason, never the machine's
+# memory: the largest real MIDI files hold a few MB and a few hundred thousand events.
+MAX_FILE_BYTES = 16 << 20
+MAX_EVENTS = 1_000_000  # notes on and off, programs, tempos, meters and keys, over all tracks
+MAX_MIDO_BYTES = 4 << 20  # an unusual file goes to mido, whose messages weigh far more than ours
+MIDO_MAX_TRACKS = 2**15 - 1  # mido reads a header's track count as signed: more reads as none
 
 
 class MidiError(UserError):
@@ -61,27 +69,36 @@ def parse_smf(data):
     _Unusual, and load_midi hands the file to mido, for its semantics or its error."""
     if data[:4] != b"MThd" or len(data) < 14 or int.from_bytes(data[4:8], "big") < 6:
         raise _Unusual
-    midi_type, n_tracks, division = struct.unpack(">hhh", data[8:14])
+    # counts are unsigned, as the format says (65,535 tracks); a negative division is SMPTE time
+    midi_type, n_tracks, division = struct.unpack(">HHh", data[8:14])
     pos = 8 + int.from_bytes(data[4:8], "big")
-    tracks, ends = [], []
+    tracks, ends, room = [], [], MAX_EVENTS
     for _ in range(n_tracks):
         end = pos + 8 + int.from_bytes(data[pos + 4 : pos + 8], "big")
         if data[pos : pos + 4] != b"MTrk" or end > len(data):
             raise _Unusual
         try:
-            events, tick = _parse_track(data, pos + 8, end)
+            events, tick = _parse_track(data, pos + 8, end, room)
         except (IndexError, KeyError):
             raise _Unusual from None
         tracks.append(events)
         ends.append(tick)
+        room -= len(events)
         pos = end
     return MidiEvents(midi_type, division, tracks, ends)
 
 
-def _parse_track(data, pos, end):
+def too_many_events():
+    return MidiError(f"over the limit of {MAX_EVENTS:,} events in a file")
+
+
+def _parse_track(data, pos, end, room):
+    """A track's bytes -> (events, its last tick); room: how many events it may still hold."""
     events, tick, status = [], 0, None
     append = events.append
     while pos < end:
+        if len(events) >= room:
+            raise too_many_events()
         delta = 0
         while data[pos] & 0x80:  # variable-length delta time
             delta = (delta << 7) | (data[pos] & 0x7F)
@@ -180,30 +197,66 @@ def signature_of(name):
     return (tonic + 3 * minor) % 12, int(minor)
 
 
+def read_file(path):
+    """A MIDI file's bytes, of a regular file only and at most MAX_FILE_BYTES: MidiError with the
+    reason for a FIFO, a device, a folder or a broken link under a MIDI name (never waited on), or
+    a file over the limit (a sparse file of many GB is never read); OSError (from open) for a file
+    that can't be read at all."""
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise MidiError(
+                    f"over the size limit ({size / 2**20:,.0f} MiB; at most "
+                    f"{MAX_FILE_BYTES >> 20} MiB)"
+                )
+            data = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since
+    except NotRegularFile as e:
+        raise MidiError(f"not a regular file ({e.kind})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise MidiError(f"over the size limit (at most {MAX_FILE_BYTES >> 20} MiB)")
+    return data
+
+
 def load_midi(src):
-    """MidiEvents from a path, a mido.MidiFile or MidiEvents. MidiError with a one-line reason for
-    bytes that are not MIDI; OSError (from open) for a file that can't be read at all."""
+    """MidiEvents from a path (read_file), the bytes of a file, a mido.MidiFile or MidiEvents.
+    MidiError with a one-line reason for bytes that are not MIDI or a file over a limit; OSError
+    (from open) for a file that can't be read at all."""
     if isinstance(src, MidiEvents):
         return src
     if isinstance(src, mido.MidiFile):
         return events_of(src)
-    with open(src, "rb") as f:
-        data = f.read()
+    data = src if isinstance(src, bytes) else read_file(src)
     try:
         midi = parse_smf(data)
     except _Unusual:
-        try:
-            midi = events_of(mido.MidiFile(file=io.BytesIO(data), clip=True))
-        except (
-            Exception
-        ) as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
-            raise MidiError(
-                f"not a readable MIDI file ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
-            ) from None
+        midi = events_of(mido_file(data))
+        if sum(map(len, midi.tracks)) > MAX_EVENTS:
+            raise too_many_events() from None
     if midi.ticks_per_beat <= 0:
         raise MidiError("SMPTE or zero time division is not supported")
     return midi
+
+
+def mido_file(data):
+    """Bytes the fast reader leaves to mido -> mido.MidiFile, or MidiError with mido's reason."""
+    if len(data) > MAX_MIDO_BYTES:
+        raise MidiError(
+            f"not a readable MIDI file (bytes only mido reads, in a file over "
+            f"{MAX_MIDO_BYTES >> 20} MiB)"
+        )
+    if data[:4] == b"MThd" and int.from_bytes(data[10:12], "big") > MIDO_MAX_TRACKS:
+        raise MidiError(
+            f"not a readable MIDI file (bytes only mido reads, in a file of "
+            f"{int.from_bytes(data[10:12], 'big'):,} tracks, more than mido reads)"
+        )
+    try:
+        return mido.MidiFile(file=io.BytesIO(data), clip=True)
+    except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
+        raise MidiError(
+            f"not a readable MIDI file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
+        ) from None
 
 
 def merged_events(midi):

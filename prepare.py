@@ -15,7 +15,6 @@ Tokens stream to disk as they come, so memory does not grow with the corpus.
 """
 
 import argparse
-import glob
 import hashlib
 import json
 import os
@@ -29,9 +28,20 @@ from tqdm import tqdm
 import attributes
 import dataset
 import describe
+import midifile
 import tokenizer
 from dataset import INDEX_ATTRIBUTES
-from files import UserError, check_range, folder_lock, run_script, write_atomic
+from files import (
+    UserError,
+    check_range,
+    folder_lock,
+    is_regular,
+    open_new,
+    remove_stale_temps,
+    run_script,
+    tsv_field,
+    write_atomic,
+)
 
 
 def split_of(midi_file, val_fraction):
@@ -43,27 +53,25 @@ def split_of(midi_file, val_fraction):
 
 def tokenize_file(job):
     """(midi_root, midi_file) -> (midi_file, sha1 of its bytes or None, tokens or None, index
-    fields, reason). Runs in a worker; never raises."""
+    fields, reason). Runs in a worker; never raises for what a file holds: a FIFO or a device under
+    a MIDI name, a file over a limit (midifile.read_file, tokenizer.MAX_HOURS) or one that runs out
+    of memory is skipped with its reason, and the folder goes on."""
     midi_root, midi_file = job
-    path = os.path.join(midi_root, midi_file)
-    # a broken link, or a pipe or device with a MIDI name (reading one would hang)
-    if not os.path.isfile(path):
-        return midi_file, None, None, {}, "not a regular file (a broken link?)"
     try:
-        with open(path, "rb") as f:
-            digest = hashlib.sha1(f.read()).hexdigest()
-    except OSError:
-        digest = None  # tokenize_path says why
-    return (midi_file, digest, *tokenize_path(path))
-
-
-def tokenize_path(path):
-    try:
-        score = tokenizer.read_midi(path)
+        data = midifile.read_file(os.path.join(midi_root, midi_file))
+        digest = hashlib.sha1(data).hexdigest()
+        return (midi_file, digest, *tokenize_bytes(data))
     except tokenizer.MidiError as e:
-        return None, {}, str(e)
+        return midi_file, None, None, {}, str(e)
     except OSError as e:
-        return None, {}, f"can't read the file ({e.strerror or e})"
+        return midi_file, None, None, {}, f"can't read the file ({e.strerror or e})"
+    except MemoryError:
+        return midi_file, None, None, {}, "out of memory (too large to read)"
+
+
+def tokenize_bytes(data):
+    """A MIDI file's bytes -> (tokens or None, index fields, reason); MidiError for bad bytes."""
+    score = tokenizer.read_midi(data)
     if not score.notes:
         return None, {}, "no notes"
     measured = describe.measure(score)
@@ -116,11 +124,8 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
     leaves the previous set whole."""
     t0 = time.time()
     with folder_lock(data_dir):
-        for name in OUTPUTS:  # left by a killed run; the lock says no other run is writing them now
-            for stale in glob.glob(
-                os.path.join(glob.escape(data_dir), f"{glob.escape(name)}.*.tmp")
-            ):
-                os.remove(stale)
+        # left by a killed run; the lock says no other run is writing them now
+        remove_stale_temps(os.path.join(data_dir, name) for name in (*OUTPUTS, "meta.json"))
         midi_root = dataset.midi_root(data_dir)
         # a cheap first walk, for the progress bar
         n_files = sum(1 for _ in dataset.iter_midi(midi_root))
@@ -155,7 +160,7 @@ def prepare(data_dir, val_fraction=0.05, workers=None, quiet=False):
             ) from e  # a streamed write names no file: name the folder
         finally:
             for path in tmp.values():
-                if os.path.exists(path):
+                if is_regular(path, follow_links=False):
                     os.remove(path)
         counts["seconds"] = round(time.time() - t0, 2)
         meta = meta_for(
@@ -173,10 +178,10 @@ def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
     notes, first_of = 0, {}  # first_of: the first file of each content (sha1)
     workers = workers or os.cpu_count()
     with (
-        open(tmp["train.bin"], "wb") as train_bin,
-        open(tmp["val.bin"], "wb") as val_bin,
-        open(tmp["index.jsonl"], "w", encoding="utf-8") as index,
-        open(tmp["skipped.tsv"], "w", encoding="utf-8", errors="surrogateescape") as skipped,
+        open_new(tmp["train.bin"]) as train_bin,
+        open_new(tmp["val.bin"]) as val_bin,
+        open_new(tmp["index.jsonl"], "w", encoding="utf-8") as index,
+        open_new(tmp["skipped.tsv"], "w", encoding="utf-8", errors="surrogateescape") as skipped,
         Pool(workers) if workers > 1 else nullcontext() as pool,
     ):
         out = {"train": train_bin, "val": val_bin}
@@ -194,7 +199,8 @@ def tokenize_all(midi_root, tmp, *, n_files, val_fraction, workers, quiet):
                 tokens, reason = None, f"duplicate (the same bytes as {first_of[digest]})"
             if tokens is None:
                 reasons[reason.split(" (")[0]] += 1
-                skipped.write(f"{midi_file}\t{reason}\n")
+                # a name (or a reason) with a TAB or a newline keeps to its column and its line
+                skipped.write(f"{tsv_field(midi_file)}\t{tsv_field(reason)}\n")
                 continue
             first_of[digest] = midi_file
             split = split_of(midi_file, val_fraction)

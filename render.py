@@ -21,7 +21,7 @@ import numpy as np
 import chords
 import describe
 import tokenizer
-from files import UserError, folder_lock, write_atomic
+from files import UserError, folder_lock, open_regular, write_atomic
 from tokenizer import seconds_at
 
 # -----------------------------------------------------------------------------
@@ -269,9 +269,10 @@ def understood_facts(understood):
     only, with instruments by name, as measured_facts names them."""
 
     def text(name, value):
-        if name == "chords":  # (root, quality) pairs
+        if name == "chords" and isinstance(value, (list, tuple)):  # (root, quality) pairs
             return chords.progression_text(value)
-        if name == "instruments":  # GM program numbers (or names a caller already wrote)
+        # GM program numbers (or names a caller already wrote)
+        if name == "instruments" and isinstance(value, (list, tuple)):
             return ", ".join(
                 describe.instrument_name(v) if isinstance(v, int) else str(v) for v in value
             )
@@ -351,28 +352,40 @@ def write_gallery(folder, new_cards, title="AMT samples", intro=""):
         return update_gallery(folder, new_cards, title, intro)
 
 
-CARD_KEYS = ("midi", "title", "made", "understood", "facts", "png", "wav")  # what card_html reads
+# what card_html reads of a card beside its midi, png and wav (file names; png and wav may be None)
+CARD_TYPES = {"title": str, "made": str, "understood": dict, "facts": dict}
+
+
+def read_cards(store):
+    """The gallery's cards as the page can show them: each card on its own, so one that lacks a
+    key (or holds the wrong kind of value) loses that field only (an empty table, no picture), and
+    one with no MIDI file name is left out, with a count; never the other cards. A store that can't
+    be read at all (not JSON, not a list, a FIFO) starts the gallery again, with a warning."""
+    try:
+        with open_regular(store) as f:
+            old = json.loads(f.read().decode("utf-8"))
+        if not isinstance(old, list):
+            raise ValueError("not a list of cards")
+    except FileNotFoundError:
+        return []
+    except (OSError, UserError, ValueError, RecursionError):
+        print(f"warning: {store} is unreadable; the gallery starts again from this run")
+        return []
+    cards = [
+        {"midi": c["midi"]}
+        | {k: c.get(k) if isinstance(c.get(k), kind) else kind() for k, kind in CARD_TYPES.items()}
+        | {k: c.get(k) if isinstance(c.get(k), str) else None for k in ("png", "wav")}
+        for c in old
+        if isinstance(c, dict) and isinstance(c.get("midi"), str)
+    ]
+    if len(cards) < len(old):
+        print(f"warning: {len(old) - len(cards)} cards of {store} name no MIDI file; left out")
+    return cards
 
 
 def update_gallery(folder, new_cards, title, intro):
     store = os.path.join(folder, GALLERY_CARDS)
-    try:
-        with open(store, encoding="utf-8") as f:
-            old = json.load(f)
-        if not (
-            isinstance(old, list)
-            and all(
-                isinstance(c, dict) and set(CARD_KEYS) <= set(c) and isinstance(c["midi"], str)
-                for c in old
-            )
-        ):
-            # a card the page could not show: start again, don't crash
-            raise ValueError("not a list of cards")
-    except FileNotFoundError:
-        old = []
-    except (OSError, ValueError):
-        print(f"warning: {store} is unreadable; the gallery starts again from this run")
-        old = []
+    old = read_cards(store)
     new = {c["midi"] for c in new_cards}
     kept = [
         c for c in old if c["midi"] not in new and os.path.isfile(os.path.join(folder, c["midi"]))

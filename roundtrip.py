@@ -8,6 +8,7 @@ and say what was kept, moved, dropped or changed.
 
 import argparse
 
+import describe
 import tokenizer
 from files import UserError, check_output_file, check_range, check_text, run_script, write_atomic
 from midifile import MidiError
@@ -49,9 +50,11 @@ def main(argv=None):
         check_text("--out", args.out)
         check_output_file(args.out, inputs=[args.midi])
     try:
-        result = tokenizer.round_trip(args.midi)
+        result = describe.round_trip(args.midi)
     except MidiError as e:
         raise UserError(f"{args.midi}: {e}") from None
+    except MemoryError:  # under the limits on a file, only on a machine short of memory
+        raise UserError(f"{args.midi}: out of memory reading it; free some memory") from None
     if args.out:
         write_atomic(args.out, lambda f: result["midi"].save(file=f))
     print_result(result)

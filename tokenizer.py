@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import mido
 import numpy as np
 
-from midifile import DRUMS, MidiError, events_of, load_midi, read_raw, track_from_events
+from midifile import DRUMS, MidiError, load_midi, read_raw, track_from_events
 
 # -----------------------------------------------------------------------------
 # settings
@@ -337,13 +337,35 @@ def grid_tempos(tempos, ticks_per_beat, score):
             score.tempos.append((step, bpm))
 
 
+# The longest music a file may hold (its events and bytes are bounded in midifile.py): what a file
+# costs, in tokens and in the measures taken per grid step, grows with its length, and one note or
+# gap of 2**28 ticks is years. Bounded in the file's own seconds, and on the grid at the fastest
+# tempo the tokens hold (a file's tempo can be 60 million bpm).
+MAX_HOURS = 4
+MAX_STEPS = round(MAX_HOURS * 3600 * level_bpm(TEMPO_LEVELS - 1) / 60 * STEPS_PER_QUARTER)
+
+
+def check_length(raw, tempos, ticks_per_beat):
+    """MidiError where read_raw's notes run past MAX_HOURS (trailing silence is cut anyway)."""
+    last = max((end for _, end, *_ in raw), default=0)
+    hours = float(seconds_at(last, tempos, ticks_per_beat)) / 3600
+    steps = last * STEPS_PER_QUARTER / ticks_per_beat
+    limit = f"longer than the limit of {MAX_HOURS} hours"
+    if hours > MAX_HOURS:
+        raise MidiError(f"{limit} ({hours:,.0f} hours: a note or a gap that long)")
+    if steps > MAX_STEPS:
+        raise MidiError(f"{limit} at the fastest tempo the tokens hold ({steps:,.0f} grid steps)")
+
+
 def read_midi(src):
-    """Read a MIDI file (path, mido.MidiFile or MidiEvents) onto the grid. Raises MidiError."""
+    """Read a MIDI file (path, its bytes, mido.MidiFile or MidiEvents) onto the grid. Raises
+    MidiError, for a file over a limit too (midifile.py's, MAX_HOURS)."""
     midi = load_midi(src)
     try:
         raw, tempos, time_signatures, end_tick, repeats, zero_length, keys = read_raw(midi)
     except Exception as e:
         raise MidiError(f"malformed MIDI events ({type(e).__name__}: {e})") from None
+    check_length(raw, tempos, midi.ticks_per_beat)
     to_step = STEPS_PER_QUARTER / midi.ticks_per_beat
     score = Score(notes_in=len(raw))
     if repeats:
@@ -548,52 +570,3 @@ def score_to_midi(score):
 def decode(tokens):
     """Tokens -> mido.MidiFile. Never raises on a malformed sequence."""
     return score_to_midi(tokens_to_score(tokens)[0])
-
-
-# -----------------------------------------------------------------------------
-# round-trip check: what the model will "hear" against what the file holds
-
-
-def round_trip(src):
-    """Encode and decode a file, and measure what survived.
-
-    A note is kept when the decoded file has a note of the same pitch and
-    instrument whose onset and duration are each within one grid step. Lengths
-    in seconds are measured on each file's own tempo map."""
-    midi = load_midi(src)
-    raw, tempos, _, end_tick, *_ = read_raw(midi)
-    score = read_midi(midi)
-    tokens = score_to_tokens(score)
-    out = decode(tokens)
-    out_raw, out_tempos, _, out_end_tick, *_ = read_raw(events_of(out))
-
-    def voices(notes, ticks_per_beat):  # (program, pitch) -> [(onset, duration)] in beats
-        out = defaultdict(list)
-        for onset, end, pitch, program, _ in notes:
-            out[program, pitch].append((onset / ticks_per_beat, (end - onset) / ticks_per_beat))
-        return out
-
-    before, after = voices(raw, midi.ticks_per_beat), voices(out_raw, TICKS_PER_BEAT)
-    tolerance = 1 / STEPS_PER_QUARTER + 1e-9
-    kept = 0
-    for voice, notes in before.items():
-        candidates = sorted(after.get(voice, []))
-        used = [False] * len(candidates)
-        for onset, duration in sorted(notes):
-            for j, (o, d) in enumerate(candidates):
-                if not used[j] and abs(o - onset) <= tolerance and abs(d - duration) <= tolerance:
-                    used[j] = True
-                    kept += 1
-                    break
-                if o > onset + tolerance:
-                    break
-    return dict(
-        notes_in=score.notes_in,
-        notes_kept=kept,
-        tokens=len(tokens),
-        dropped=score.dropped,
-        changed=score.changed,
-        seconds_in=float(seconds_at(end_tick, tempos, midi.ticks_per_beat)),
-        seconds_out=float(seconds_at(out_end_tick, out_tempos, TICKS_PER_BEAT)),
-        midi=out,
-    )

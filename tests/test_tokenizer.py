@@ -8,6 +8,7 @@ import pytest
 from midi_factory import TPB, heard, meter, midi_file, notes, tempo, track
 
 import attributes as A
+import describe
 import midifile
 import tokenizer as T
 
@@ -278,7 +279,7 @@ def test_zero_length_notes_on_drums_and_melody_sound_as_short_notes():
             + [(0, 72, 0), (0.25 * beat, 74, 0), (0.5 * beat, 76, 0)]
         ),
     )
-    assert T.round_trip(mid)["notes_kept"] == 11
+    assert describe.round_trip(mid)["notes_kept"] == 11
 
 
 def test_extreme_tempos_keep_the_seconds_timeline():
@@ -356,7 +357,7 @@ def test_karaoke_file_with_lyrics_reads_as_midi(tmp_path):
         ]
     )
     path = save(mid, tmp_path / "song.kar")
-    result = T.round_trip(path)
+    result = describe.round_trip(path)
     assert result["notes_in"] == result["notes_kept"] == 4
     assert_heard(result["midi"], [(b * 0.6, 60 + b, 53) for b in range(4)])
 

@@ -1,9 +1,11 @@
 """Export the corpus bundled with the music21 package to MIDI files, each with a one-sentence
 description written from the work's metadata:
 
-data/music21/midi/<collection>/<name>.mid data/music21/midi/descriptions.jsonl   {"midi_file":
-"<collection>/<name>.mid", "description": "..."} data/music21/meta/<collection>/<name>.json   what
-music21 read from each score (cache of the slow part)
+data/music21/midi/<collection>/<name>.mid
+data/music21/midi/descriptions.jsonl   {"midi_file": "<collection>/<name>.mid", "description":
+                                        "...", "exported": a checksum of the text written here}
+data/music21/meta/<collection>/<name>.json   what music21 read from each score (cache of the slow
+                                              part)
 
 $ python data/music21/export.py          # all ABC tunes + a bounded sample of the scores (~2 min on
 2 cores) $ python data/music21/export.py --full   # every score too (the long run) $ python
@@ -15,6 +17,7 @@ already exported are skipped, so a re-run takes seconds. What each size holds an
 each collection: README.md next to this file."""
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import multiprocessing as mp
@@ -34,11 +37,14 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from describe import key_name  # noqa: E402  (one spelling of keys for the whole project)
 from files import (
+    NotRegularFile,
     UserError,
     check_range,
     check_text,
     folder_lock,
+    open_regular,
     read_jsonl,
+    remove_stale_temps,
     run_script,
     write_atomic,
 )  # noqa: E402
@@ -54,6 +60,7 @@ EXCLUDED = {  # path prefix: why it is left out (licences: README.md)
 }
 # a file's own terms
 RESERVED = re.compile(rb"derivative electronic formats reserved|all rights reserved", re.I)
+OWN = (("midi", ".mid"), ("meta", ".json"))  # what this script writes of each work: folder, suffix
 # preference order when a work comes in several formats
 SCORE_EXTS = [".mxl", ".xml", ".musicxml", ".krn"]
 ABC = {  # collection or book: (where it comes from, adjective for its tunes)
@@ -769,9 +776,10 @@ def plan(works, args, out, stats):
             # exported (or failed) before: no need to parse it again
             if not is_abc and meta_path.exists():
                 try:
-                    w["meta"] = json.loads(meta_path.read_text())
-                # a broken cache entry (edited, or from another version): export the work again
-                except ValueError:
+                    with open_regular(meta_path) as f:
+                        w["meta"] = json.loads(f.read())
+                # a broken cache entry (edited, from another version, a FIFO): export it again
+                except (ValueError, NotRegularFile):
                     pass
                 if not isinstance(w.get("meta", {}), dict):
                     del w["meta"]
@@ -820,29 +828,69 @@ def export_all(abc_jobs, score_jobs, by_rel, *, stats, args):
 
 def write_descriptions(works, out):
     """descriptions.jsonl: every work whose MIDI exists, from this run or an earlier one (a --full
-    run's too). A run over some collections keeps the lines of the others (those whose MIDI is still
-    there): a subset merges into the file, never replaces it."""
+    run's too), merged into the lines already there. A line of the user's (one this script did not
+    write, or wrote and the user edited: see exported_here) is kept as it is, for a file exported
+    now too; a run over some collections keeps the lines of the others (those whose MIDI is still
+    there). Returns (works described, lines of other collections kept, the user's lines kept)."""
     path, lines = out / "midi" / "descriptions.jsonl", {}
     for collection, ws in sorted(works.items()):
         for w in ws:
             if w["mid"].exists() and "error" not in w.get("meta", {"error": "not exported"}):
                 meta = w["meta"] if "abc" in w else score_meta(w["meta"], w["rel"])
+                text = describe(meta)
                 lines[f"{w['rel']}.mid"] = dict(
-                    midi_file=f"{w['rel']}.mid", description=describe(meta)
+                    midi_file=f"{w['rel']}.mid", description=text, exported=checksum(text)
                 )
-    kept = [
+    old = [
         row
         for row in (read_jsonl(path) if path.exists() else [])
-        if isinstance(row, dict)
-        and isinstance(row.get("midi_file"), str)
+        if isinstance(row, dict) and isinstance(row.get("midi_file"), str)
+    ]
+    users = [row for row in old if not exported_here(row, lines.get(row["midi_file"]))]
+    described = len(lines)
+    for row in users:
+        lines.pop(row["midi_file"], None)  # the user's caption for a file wins over ours
+    kept = [
+        row
+        for row in old
+        if exported_here(row, lines.get(row["midi_file"]))
         and row["midi_file"].split("/")[0] not in works
         and (out / "midi" / row["midi_file"]).exists()
     ]
     # stable: by collection
-    rows = sorted(kept + list(lines.values()), key=lambda row: row["midi_file"].split("/")[0])
+    rows = sorted(
+        users + kept + list(lines.values()), key=lambda row: row["midi_file"].split("/")[0]
+    )
     if rows:
-        write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return len(lines), len(kept)
+        write_atomic(path, "".join(map(jsonl_line, rows)))
+    return described, len(kept), len(users)
+
+
+def checksum(text):
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def exported_here(row, ours=None):
+    """Whether a descriptions.jsonl line is this script's own, as it wrote it: its "exported"
+    checksum is that of its description (a line the user wrote has none; one they edited no longer
+    matches), or (a line of an older run, without one) its text is what this run writes (ours)."""
+    text = row.get("description")
+    if not isinstance(text, str):
+        return False
+    if "exported" in row:
+        return row["exported"] == checksum(text)
+    return ours is not None and ours["description"] == text
+
+
+def jsonl_line(row):
+    """A row -> its JSON line, UTF-8 as it reads; a lone surrogate (a \\ud800 escape read back)
+    stays an escape, as UTF-8 cannot hold it."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row)
+    return line + "\n"
 
 
 def print_summary(stats, left_out):
@@ -864,12 +912,14 @@ def main(argv=None):
     out, t_start = Path(args.out), time.time()
     # one export at a time: a second would write through the first's files
     with folder_lock(out, create=True):
-        # from a killed run
-        for stale in [*(out / "midi").rglob("*.tmp"), *(out / "meta").rglob("*.tmp")]:
-            stale.unlink()
         # to count them in the summary
         excluded = set() if args.collections else {p for p in EXCLUDED if "/" not in p}
         works, left_out = find_works(set(collections) | excluded)
+        # left by a killed run: the temporaries of the files this export writes, nothing else
+        remove_stale_temps(
+            [out / "midi" / "descriptions.jsonl"]
+            + [out / d / f"{w['rel']}{ext}" for ws in works.values() for w in ws for d, ext in OWN]
+        )
         stats = defaultdict(
             lambda: dict(
                 found=0, selected=0, new=0, cached=0, failed=Counter(), seconds=0.0, notes=0
@@ -877,9 +927,11 @@ def main(argv=None):
         )
         abc_jobs, score_jobs, by_rel = plan(works, args, out, stats)
         export_all(abc_jobs, score_jobs, by_rel, stats=stats, args=args)
-        n_described, n_kept = write_descriptions(works, out)
+        n_described, n_kept, n_users = write_descriptions(works, out)
     print_summary(stats, left_out)
     kept = f", and {n_kept} of other collections kept from earlier runs" if n_kept else ""
+    if n_users:
+        kept += f"; {n_users} lines of yours kept as they are (remove one to have it written here)"
     print(
         f"{n_described} works described in {out / 'midi' / 'descriptions.jsonl'}{kept} "
         f"({time.time() - t_start:.0f} s)"
